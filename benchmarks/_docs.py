@@ -1,0 +1,24 @@
+"""Write a generated section into a markdown file between markers, atomically."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def write_section(path: Path, key: str, body: str) -> None:
+    """Replace the text between ``<!-- begin:key -->`` and ``<!-- end:key -->`` (appended when absent)."""
+    begin, end = f"<!-- begin:{key} -->", f"<!-- end:{key} -->"
+    text = path.read_text() if path.exists() else ""
+    block = f"{begin}\n{body.rstrip()}\n{end}"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        _, tail = rest.split(end, 1)
+        text = head + block + tail
+    else:
+        text = text.rstrip() + ("\n\n" if text else "") + block + "\n"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(tmp, path)

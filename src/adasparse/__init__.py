@@ -1,0 +1,54 @@
+"""adasparse: prune any PyTorch model to the sparsity you ask for, during ordinary training.
+
+One trainable threshold per layer, learned with the adaptive sparsity loss (Retsinas et al., ICIP 2021)::
+
+    import adasparse
+    adasparse.sparsify(model, target=0.9)
+    criterion = adasparse.SparsityLoss(model, target=0.9, mode="adaptive", weight=10.0)
+    optimizer = torch.optim.SGD(adasparse.param_groups(model, lr=0.1, weight_decay=5e-4), momentum=0.9)
+    for x, y in loader:
+        loss = F.cross_entropy(model(x), y) + criterion()
+        ...
+    adasparse.calibrate(model, 0.9)            # optional: exact target
+    print(adasparse.sparsity_report(model))
+    adasparse.desparsify(model)                # plain modules, zeros baked in
+"""
+
+from . import compat
+from ._version import __version__
+from .calibrate import CalibrationResult, calibrate
+from .compat import adaptive_loss, iter_desparsify, iter_sparsify, sparsity
+from .loss import SparsityLoss
+from .operator import analytic_sparsity, effective_weight, threshold_for_sparsity
+from .parametrization import PrunedTensor, is_sparsified, original_class, pruned_tensors
+from .report import LayerSparsity, SparsityReport, sparsity_report, state_dict_report
+from .selection import select_layers
+from .sparsify import desparsify, param_groups, sparsify, threshold_parameters
+
+__all__ = [
+    "__version__",
+    "sparsify",
+    "desparsify",
+    "SparsityLoss",
+    "param_groups",
+    "threshold_parameters",
+    "sparsity_report",
+    "state_dict_report",
+    "SparsityReport",
+    "LayerSparsity",
+    "calibrate",
+    "CalibrationResult",
+    "select_layers",
+    "pruned_tensors",
+    "PrunedTensor",
+    "is_sparsified",
+    "original_class",
+    "effective_weight",
+    "analytic_sparsity",
+    "threshold_for_sparsity",
+    "compat",
+    "iter_sparsify",
+    "iter_desparsify",
+    "sparsity",
+    "adaptive_loss",
+]

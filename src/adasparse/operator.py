@@ -1,0 +1,221 @@
+"""The pruning operator and its analytic sparsity.
+
+For a weight ``w`` and one scalar threshold parameter ``r`` the effective weight is::
+
+    w_c   = w - mean(w)                      # mean and std are statistics, not differentiated
+    a     = clamp(r, 0, 5)
+    b     = a * std(w_c) + 1e-6              # threshold in weight units
+    w_eff = hardshrink(w_c, b)               # w_c where |w_c| > b, else 0
+
+The backward pass is a straight-through estimator: ``d w_eff / d w = 1`` everywhere (pruned weights keep
+receiving gradient and can come back) and ``d w_eff / d a = -(std / b) * w_c`` on pruned weights, ``0`` on kept
+ones, so the task loss reaches ``r`` through the weights it currently prunes. Under a zero-mean Gaussian
+assumption the expected pruned fraction is ``erf(a / sqrt(2))`` (:func:`analytic_sparsity`).
+
+Two numerically identical code paths exist: on CPU in eager mode the scalar statistics are read as Python floats
+and the mask is applied by ``F.hardshrink`` (one vectorised pass; CPU kernels for boolean masks are several
+times slower); on other devices and under ``torch.compile`` everything stays in tensors, with no host sync.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "MAX_THRESHOLD",
+    "EPSILON",
+    "effective_weight",
+    "analytic_sparsity",
+    "analytic_sparsity_value",
+    "threshold_for_sparsity",
+    "pruning_statistics",
+    "pruning_bound",
+    "centre",
+]
+
+MAX_THRESHOLD = 5.0
+"""Upper clamp of ``r``: a threshold of five standard deviations (analytic sparsity 1 - 5.7e-7)."""
+
+EPSILON = 1e-6
+"""Added to the threshold in weight units so that a zero threshold prunes nothing but exact zeros."""
+
+_SQRT_HALF = math.sqrt(0.5)
+_FAST_DTYPES = (torch.float32, torch.float64)
+
+
+def _is_compiling() -> bool:
+    return torch.compiler.is_compiling()
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor) -> float | torch.Tensor:
+    if a.device.type == "cpu" and a.dtype in _FAST_DTYPES:
+        return torch.dot(a.reshape(-1), b.reshape(-1))
+    return torch.sum(a.float() * b.float())
+
+
+_SCRATCH = threading.local()
+
+
+def _scratch_like(tensor: torch.Tensor) -> torch.Tensor:
+    """A per-thread scratch tensor shaped like ``tensor``, reused across calls.
+
+    Backward passes need one temporary the size of the weight; on CPU a fresh allocation of that size costs more
+    than the arithmetic (new pages are faulted in), so one flat buffer per thread, device and dtype is kept, grown
+    to the largest layer seen, with its views cached by shape.
+    """
+    views = getattr(_SCRATCH, "views", None)
+    if views is None:
+        views = _SCRATCH.views = {}
+        _SCRATCH.buffers = {}
+    key = (tensor.shape, tensor.dtype, tensor.device)
+    view = views.get(key)
+    if view is None:
+        buffers = _SCRATCH.buffers
+        buffer = buffers.get(key[1:])
+        if buffer is None or buffer.numel() < tensor.numel():
+            buffer = buffers[key[1:]] = torch.empty(tensor.numel(), dtype=tensor.dtype, device=tensor.device)
+            for stale in [k for k in views if k[1:] == key[1:]]:
+                del views[stale]
+        view = views[key] = buffer[: tensor.numel()].view(tensor.shape)
+    return view
+
+
+def _use_float_path(weight: torch.Tensor) -> bool:
+    return weight.device.type == "cpu" and not _is_compiling()
+
+
+def pruning_statistics(weight: torch.Tensor) -> tuple[float | torch.Tensor, float | torch.Tensor]:
+    """Mean and unbiased standard deviation of a weight, computed exactly as the forward pass does.
+
+    On the CPU eager path both are Python floats obtained from one sum and one dot product (no centred copy is
+    made); otherwise they are 0-d tensors and nothing is synchronised with the host.
+    """
+    n = weight.numel()
+    if _use_float_path(weight):
+        total = float(weight.sum(dtype=torch.float64 if weight.dtype == torch.float64 else torch.float32))
+        square_sum = float(_dot(weight, weight))
+        mean = total / n
+        variance = max(square_sum - n * mean * mean, 0.0) / max(n - 1, 1)
+        return mean, math.sqrt(variance)
+    mean = weight.mean()
+    std = torch.linalg.vector_norm((weight - mean).float()) / math.sqrt(max(n - 1, 1))
+    return mean, std.to(weight.dtype)
+
+
+def centre(weight: torch.Tensor, mean: float | torch.Tensor) -> torch.Tensor:
+    """``weight - mean`` as the forward pass computes it (a new tensor)."""
+    return weight - mean
+
+
+def pruning_bound(r: torch.Tensor, std: float | torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The bound ``b`` the forward pass compares ``|w_c|`` with (a weight is pruned iff ``|w_c| <= b``),
+    as a 0-d tensor of the weight's dtype; ``std`` comes from :func:`pruning_statistics`."""
+    if isinstance(std, float):
+        a = min(max(float(r.item()), 0.0), MAX_THRESHOLD)
+        return torch.tensor(a * std + EPSILON, dtype=dtype)
+    return r.detach().to(dtype).clamp(0.0, MAX_THRESHOLD) * std + EPSILON
+
+
+def _shrink(weight: torch.Tensor, r: torch.Tensor) -> tuple[torch.Tensor, float | torch.Tensor, float | torch.Tensor]:
+    """Return (effective weight, mean, d w_eff / d r on pruned weights per unit of w_c), without autograd.
+
+    The last value is ``-std / b`` inside the clamp range of ``r`` and ``0`` outside it.
+    """
+    mean, std = pruning_statistics(weight)
+    effective = centre(weight, mean)
+    if isinstance(std, float):
+        r_value = float(r.item())
+        bound = min(max(r_value, 0.0), MAX_THRESHOLD) * std + EPSILON
+        # In place: one fresh buffer per call instead of two (fresh pages dominate the cost on CPU).
+        torch.ops.aten.hardshrink.out(effective, bound, out=effective)
+        slope = -std / bound if 0.0 <= r_value <= MAX_THRESHOLD else 0.0
+        return effective, mean, slope
+    r = r.detach().to(weight.dtype)
+    bound = pruning_bound(r, std, weight.dtype)
+    zero = torch.zeros((), dtype=effective.dtype, device=effective.device)
+    effective = torch.where(effective.abs() > bound, effective, zero)
+    inside = (r >= 0.0) & (r <= MAX_THRESHOLD)
+    slope = torch.where(inside, -std / bound, zero).float()
+    return effective, mean, slope
+
+
+class _HardShrinkSTE(torch.autograd.Function):
+    """Hard-shrink of the centred weight with a straight-through gradient for ``w`` and an exact one for ``r``."""
+
+    @staticmethod
+    def forward(ctx, weight: torch.Tensor, r: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        effective, mean, slope = _shrink(weight, r)
+        if ctx.needs_input_grad[1]:
+            ctx.save_for_backward(weight, effective)
+            ctx.mean = mean
+            ctx.slope = slope
+            ctx.r_dtype = r.dtype
+        return effective
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:  # type: ignore[override]
+        grad_r = None
+        if ctx.needs_input_grad[1]:
+            weight, effective = ctx.saved_tensors
+            # The pruned part of w_c, exactly: w_c - w_eff is bitwise 0 on kept weights (w_eff holds w_c's bits).
+            if isinstance(ctx.slope, float):
+                residual = torch.sub(weight, ctx.mean, out=_scratch_like(weight)).sub_(effective)
+                grad_r = torch.tensor(float(_dot(grad, residual)) * ctx.slope, dtype=ctx.r_dtype)
+            else:
+                residual = centre(weight, ctx.mean) - effective
+                grad_r = (_dot(grad, residual) * ctx.slope).to(ctx.r_dtype)
+        grad_weight = grad if ctx.needs_input_grad[0] else None
+        return grad_weight, grad_r
+
+
+def effective_weight(weight: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """Apply the pruning operator: ``hardshrink(w - mean(w), clamp(r, 0, 5) * std + 1e-6)``.
+
+    Args:
+        weight: floating tensor of any shape (the raw, trainable weight).
+        r: 0-d floating tensor, the threshold in units of the weight's standard deviation.
+
+    Returns:
+        The effective weight, same shape and dtype as ``weight``. When autograd is recording and either input
+        requires grad, the result carries the straight-through gradient described in the module docstring.
+
+    Example::
+
+        >>> w = torch.randn(256, 128, requires_grad=True)
+        >>> r = torch.tensor(1.645, requires_grad=True)   # erf(1.645 / sqrt(2)) = 0.9
+        >>> w_eff = effective_weight(w, r)
+        >>> round((w_eff == 0).float().mean().item(), 2)
+        0.9
+    """
+    if torch.is_grad_enabled() and (weight.requires_grad or r.requires_grad):
+        return _HardShrinkSTE.apply(weight, r)
+    return _shrink(weight.detach(), r.detach())[0]
+
+
+def analytic_sparsity(r: torch.Tensor) -> torch.Tensor:
+    """Expected pruned fraction ``erf(clamp(r, 0, 5) / sqrt(2))`` under a zero-mean Gaussian weight.
+
+    Differentiable in ``r`` (zero gradient outside ``[0, 5]``). Works elementwise on a tensor of thresholds.
+    """
+    return torch.erf(r.clamp(0.0, MAX_THRESHOLD) * _SQRT_HALF)
+
+
+def analytic_sparsity_value(r: float) -> float:
+    """:func:`analytic_sparsity` of a Python float."""
+    return math.erf(min(max(float(r), 0.0), MAX_THRESHOLD) * _SQRT_HALF)
+
+
+def threshold_for_sparsity(sparsity: float) -> float:
+    """Inverse of :func:`analytic_sparsity`: the ``r`` whose Gaussian sparsity is ``sparsity`` (``sqrt(2)·erfinv``).
+
+    Args:
+        sparsity: in ``[0, 1)``.
+    """
+    if not isinstance(sparsity, (int, float)) or not (0.0 <= float(sparsity) < 1.0):
+        raise ValueError(f"sparsity must be a number in [0, 1), got {sparsity!r}")
+    value = math.sqrt(2.0) * torch.erfinv(torch.tensor(float(sparsity), dtype=torch.float64)).item()
+    return min(value, MAX_THRESHOLD)

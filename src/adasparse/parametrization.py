@@ -1,0 +1,226 @@
+"""Attach the pruning operator to a module's weight tensors, and take it off again.
+
+The mechanism follows ``torch.nn.utils.parametrize``: the module's class is swapped for a subclass whose
+``weight`` (or other tensor) is a property computing the effective weight from two parameters registered in its
+place, ``<name>_orig`` (the raw, trainable weight: the very ``Parameter`` object the module had) and
+``<name>_threshold`` (the scalar ``r``). The module keeps its class for ``isinstance``, its own ``forward``, its
+hooks and every other attribute. Unlike ``parametrize``:
+
+- the generated subclass is cached per (class, tensor names) and is never mutated, so a model and its
+  ``copy.deepcopy`` can be sparsified and desparsified independently;
+- instances pickle (and so ``torch.save(model)`` works): they reduce to a rebuild of the cached subclass;
+- the subclass keeps the name, qualified name and module of the original class (``repr``, ``torch.fx`` leaf
+  detection and class-name checks see the original layer).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .operator import effective_weight
+
+__all__ = [
+    "ORIG_SUFFIX",
+    "THRESHOLD_SUFFIX",
+    "attach",
+    "detach",
+    "is_sparsified",
+    "sparsified_tensor_names",
+    "original_class",
+    "PrunedTensor",
+    "pruned_tensors",
+]
+
+ORIG_SUFFIX = "_orig"
+THRESHOLD_SUFFIX = "_threshold"
+
+_CLASS_CACHE: dict[tuple[type, tuple[str, ...]], type] = {}
+
+
+def is_sparsified(module: nn.Module) -> bool:
+    """Whether ``module`` itself (not its children) carries the pruning operator."""
+    return getattr(type(module), "_adasparse_tensors", None) is not None
+
+
+def sparsified_tensor_names(module: nn.Module) -> tuple[str, ...]:
+    """Names of the tensors of ``module`` that are pruned (empty for a plain module)."""
+    return getattr(type(module), "_adasparse_tensors", None) or ()
+
+
+def original_class(module: nn.Module) -> type:
+    """The class the module had before it was sparsified (its own class for a plain module)."""
+    return getattr(type(module), "_adasparse_base", type(module))
+
+
+def _rebuild(base: type, tensor_names: tuple[str, ...]) -> nn.Module:
+    """Unpickling entry point: an empty instance of the cached sparse subclass (state is set afterwards)."""
+    cls = _sparse_class(base, tensor_names)
+    return cls.__new__(cls)
+
+
+def _make_property(name: str) -> property:
+    orig_key, threshold_key = name + ORIG_SUFFIX, name + THRESHOLD_SUFFIX
+
+    def fget(self: nn.Module) -> torch.Tensor:
+        params = self._parameters
+        return effective_weight(params[orig_key], params[threshold_key])
+
+    def fset(self: nn.Module, value: Any) -> None:
+        if not isinstance(value, nn.Parameter):
+            raise TypeError(
+                f"cannot assign {type(value).__name__} to the sparsified tensor {name!r}: "
+                f"assign an nn.Parameter (it becomes the raw weight {orig_key!r}) or call desparsify first"
+            )
+        current = self._parameters[orig_key]
+        if value.shape != current.shape:
+            raise ValueError(f"{name!r} must keep its shape {tuple(current.shape)}, got {tuple(value.shape)}")
+        self._parameters[orig_key] = value
+
+    return property(fget, fset, doc=f"Effective (pruned) {name}, computed from {orig_key} and {threshold_key}.")
+
+
+def _sparse_class(base: type, tensor_names: tuple[str, ...]) -> type:
+    key = (base, tensor_names)
+    cls = _CLASS_CACHE.get(key)
+    if cls is not None:
+        return cls
+
+    def __setattr__(self: nn.Module, attr: str, value: Any) -> None:
+        if attr in tensor_names:
+            object.__setattr__(self, attr, value)  # the property's setter
+        else:
+            base.__setattr__(self, attr, value)
+
+    def __reduce_ex__(self: nn.Module, protocol: int) -> tuple:
+        return (_rebuild, (base, tensor_names), self.__getstate__())
+
+    def extra_repr(self: nn.Module) -> str:
+        text = base.extra_repr(self)
+        pruned = ", ".join(tensor_names)
+        return f"{text}, sparsified=({pruned})" if text else f"sparsified=({pruned})"
+
+    namespace: dict[str, Any] = {
+        "_adasparse_tensors": tensor_names,
+        "_adasparse_base": base,
+        "__setattr__": __setattr__,
+        "__reduce_ex__": __reduce_ex__,
+        "extra_repr": extra_repr,
+        "__module__": base.__module__,
+        "__qualname__": base.__qualname__,
+        "__doc__": base.__doc__,
+    }
+    for name in tensor_names:
+        namespace[name] = _make_property(name)
+    cls = type(base.__name__, (base,), namespace)
+    _CLASS_CACHE[key] = cls
+    return cls
+
+
+def _replace_parameters(module: nn.Module, mapping: dict[str, dict[str, nn.Parameter]]) -> None:
+    """Rebuild ``module._parameters`` in order, replacing each key of ``mapping`` by the parameters it maps to."""
+    rebuilt: dict[str, nn.Parameter | None] = {}
+    for key, value in module._parameters.items():
+        if key in mapping:
+            rebuilt.update(mapping[key])
+        else:
+            rebuilt[key] = value
+    module._parameters.clear()
+    module._parameters.update(rebuilt)
+
+
+def attach(module: nn.Module, tensor_names: tuple[str, ...], thresholds: dict[str, float], trainable: bool) -> None:
+    """Sparsify the named tensors of one module in place.
+
+    Args:
+        module: a plain (not yet sparsified) module owning each named tensor as a floating ``nn.Parameter``.
+        tensor_names: e.g. ``("weight",)``.
+        thresholds: initial ``r`` per tensor name.
+        trainable: whether the thresholds receive gradients.
+    """
+    if is_sparsified(module):
+        raise ValueError(f"{type(module).__name__} is already sparsified ({', '.join(sparsified_tensor_names(module))})")
+    mapping: dict[str, dict[str, nn.Parameter]] = {}
+    for name in tensor_names:
+        weight = module._parameters[name]
+        assert weight is not None
+        r = torch.tensor(float(thresholds[name]), dtype=weight.dtype, device=weight.device)
+        mapping[name] = {
+            name + ORIG_SUFFIX: weight,
+            name + THRESHOLD_SUFFIX: nn.Parameter(r, requires_grad=trainable),
+        }
+    _replace_parameters(module, mapping)
+    module.__class__ = _sparse_class(type(module), tuple(tensor_names))
+
+
+def detach(module: nn.Module, bake: bool = True) -> None:
+    """Remove the operator from one module, restoring its class and its original parameter names.
+
+    With ``bake`` the effective weight is written into the original ``Parameter`` object (zeros baked in);
+    otherwise the raw weight is restored unchanged.
+    """
+    tensor_names = sparsified_tensor_names(module)
+    if not tensor_names:
+        raise ValueError(f"{type(module).__name__} is not sparsified")
+    mapping: dict[str, dict[str, nn.Parameter]] = {}
+    for name in tensor_names:
+        raw = module._parameters[name + ORIG_SUFFIX]
+        assert raw is not None
+        if bake:
+            with torch.no_grad():
+                raw.copy_(effective_weight(raw, module._parameters[name + THRESHOLD_SUFFIX]))
+        mapping[name + ORIG_SUFFIX] = {name: raw}
+        mapping[name + THRESHOLD_SUFFIX] = {}
+    _replace_parameters(module, mapping)
+    module.__class__ = original_class(module)
+
+
+@dataclass(frozen=True)
+class PrunedTensor:
+    """One pruned tensor of a model: the module that owns it and the tensor's name on that module."""
+
+    module_name: str
+    module: nn.Module
+    tensor_name: str
+
+    @property
+    def name(self) -> str:
+        """Qualified name of the effective tensor, e.g. ``"features.0.weight"``."""
+        return f"{self.module_name}.{self.tensor_name}" if self.module_name else self.tensor_name
+
+    def _parameter(self, suffix: str) -> nn.Parameter:
+        parameter = self.module._parameters.get(self.tensor_name + suffix)
+        if parameter is None:
+            raise ValueError(f"{self.name} is no longer sparsified (the model was desparsified)")
+        return parameter
+
+    @property
+    def raw(self) -> nn.Parameter:
+        """The raw trainable weight (``<name>_orig``)."""
+        return self._parameter(ORIG_SUFFIX)
+
+    @property
+    def threshold(self) -> nn.Parameter:
+        """The scalar threshold ``r`` (``<name>_threshold``), in units of the weight's standard deviation."""
+        return self._parameter(THRESHOLD_SUFFIX)
+
+    @property
+    def numel(self) -> int:
+        return self.raw.numel()
+
+    def effective(self) -> torch.Tensor:
+        """The effective (pruned) weight, computed without autograd."""
+        with torch.no_grad():
+            return effective_weight(self.raw, self.threshold)
+
+
+def pruned_tensors(model: nn.Module) -> list[PrunedTensor]:
+    """Every pruned tensor of ``model``, in module order (empty for a plain model)."""
+    return [
+        PrunedTensor(module_name, module, tensor_name)
+        for module_name, module in model.named_modules()
+        for tensor_name in sparsified_tensor_names(module)
+    ]

@@ -1,0 +1,246 @@
+"""Per-layer and overall sparsity of a model: actual zero counts next to the analytic (Gaussian) estimate."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from .operator import analytic_sparsity_value, effective_weight
+from .parametrization import ORIG_SUFFIX, THRESHOLD_SUFFIX, pruned_tensors
+from .selection import select_layers
+
+__all__ = ["LayerSparsity", "SparsityReport", "sparsity_report", "state_dict_report"]
+
+
+@dataclass(frozen=True)
+class LayerSparsity:
+    """Sparsity of one pruned tensor.
+
+    ``threshold`` is ``r`` (in standard deviations) and ``analytic`` is ``erf(clamp(r,0,5)/sqrt(2))``; both are
+    ``None`` for a plain (desparsified) model, where only the actual zeros are known.
+    """
+
+    name: str
+    module_type: str
+    shape: tuple[int, ...]
+    numel: int
+    zeros: int
+    threshold: float | None
+    analytic: float | None
+
+    @property
+    def actual(self) -> float:
+        """Fraction of exact zeros in the effective weight."""
+        return self.zeros / self.numel if self.numel else 0.0
+
+
+@dataclass(frozen=True)
+class SparsityReport:
+    """Sparsity of every pruned tensor and of the model.
+
+    Attributes:
+        layers: one :class:`LayerSparsity` per pruned tensor, in module order.
+        total_params: every parameter element of the model (thresholds excluded; raw weights counted once).
+        total_zeros: exact zeros among them (effective weights for pruned tensors).
+    """
+
+    layers: tuple[LayerSparsity, ...]
+    total_params: int
+    total_zeros: int
+    sparsified: bool = field(default=True)
+
+    @property
+    def pruned_params(self) -> int:
+        return sum(layer.numel for layer in self.layers)
+
+    @property
+    def pruned_zeros(self) -> int:
+        return sum(layer.zeros for layer in self.layers)
+
+    @property
+    def overall(self) -> float:
+        """Actual sparsity over the pruned tensors (what the target refers to)."""
+        return self.pruned_zeros / self.pruned_params if self.pruned_params else 0.0
+
+    @property
+    def overall_all_params(self) -> float:
+        """Actual sparsity over every parameter of the model (biases, norms and small layers included)."""
+        return self.total_zeros / self.total_params if self.total_params else 0.0
+
+    @property
+    def analytic(self) -> float | None:
+        """Parameter-weighted overall analytic sparsity, ``None`` for a plain model."""
+        if not self.sparsified or not self.pruned_params:
+            return None
+        return sum(layer.numel * (layer.analytic or 0.0) for layer in self.layers) / self.pruned_params
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dictionary (plain ints, floats, strings and lists)."""
+        return {
+            "sparsified": self.sparsified,
+            "overall": self.overall,
+            "overall_all_params": self.overall_all_params,
+            "analytic": self.analytic,
+            "pruned_params": self.pruned_params,
+            "pruned_zeros": self.pruned_zeros,
+            "total_params": self.total_params,
+            "total_zeros": self.total_zeros,
+            "layers": [dict(asdict(layer), shape=list(layer.shape), actual=layer.actual) for layer in self.layers],
+        }
+
+    def _rows(self) -> list[list[str]]:
+        rows = []
+        for layer in self.layers:
+            rows.append(
+                [
+                    layer.name,
+                    layer.module_type,
+                    "×".join(str(d) for d in layer.shape),
+                    f"{layer.numel:,}",
+                    f"{layer.actual:.4f}",
+                    _fmt(layer.analytic),
+                    _fmt(layer.threshold, ".3f"),
+                ]
+            )
+        rows.append(
+            ["overall (pruned layers)", "", "", f"{self.pruned_params:,}", f"{self.overall:.4f}", _fmt(self.analytic), ""]
+        )
+        rows.append(["overall (all parameters)", "", "", f"{self.total_params:,}", f"{self.overall_all_params:.4f}", "", ""])
+        return rows
+
+    _HEADER = ("layer", "type", "shape", "params", "actual", "analytic", "r")
+
+    def to_markdown(self) -> str:
+        """A GitHub-flavoured markdown table."""
+        lines = ["| " + " | ".join(self._HEADER) + " |", "|" + "---|" * len(self._HEADER)]
+        for row in self._rows():
+            lines.append("| " + " | ".join(row) + " |")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        rows = [list(self._HEADER), *self._rows()]
+        widths = [max(len(row[i]) for row in rows) for i in range(len(self._HEADER))]
+        lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+        lines.insert(1, "  ".join("-" * width for width in widths))
+        return "\n".join(lines)
+
+
+def _fmt(value: float | None, spec: str = ".4f") -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def _count_zeros(tensor: torch.Tensor) -> int:
+    return int(tensor.numel() - torch.count_nonzero(tensor))
+
+
+def _check_finite(name: str, tensor: torch.Tensor) -> None:
+    if not bool(torch.isfinite(tensor).all()):
+        raise ValueError(f"{name} has non-finite values (NaN or inf); training diverged")
+
+
+def sparsity_report(model: nn.Module, *, min_params: int = 1000) -> SparsityReport:
+    """Measure the sparsity of a model.
+
+    For a sparsified model: every pruned tensor's actual zero fraction (of its effective weight), analytic
+    estimate and threshold. For a plain model (e.g. after :func:`adasparse.desparsify`): the actual zeros of the
+    layers :func:`adasparse.sparsify` would select with ``min_params``.
+
+    Example::
+
+        >>> report = sparsity_report(model)
+        >>> print(report)                      # aligned text table
+        >>> report.overall, report.analytic    # floats
+        >>> json.dumps(report.to_dict())
+    """
+    layers: list[LayerSparsity] = []
+    counted: dict[int, int] = {}
+    with torch.no_grad():
+        pruned = pruned_tensors(model)
+        if pruned:
+            for item in pruned:
+                _check_finite(item.name, item.raw)
+                effective = effective_weight(item.raw, item.threshold)
+                zeros = _count_zeros(effective)
+                r = item.threshold.item()
+                layers.append(
+                    LayerSparsity(
+                        item.name,
+                        type(item.module).__name__,
+                        tuple(effective.shape),
+                        effective.numel(),
+                        zeros,
+                        r,
+                        analytic_sparsity_value(r),
+                    )
+                )
+                counted[id(item.raw)] = zeros
+                counted[id(item.threshold)] = -1
+        else:
+            for selection in select_layers(model, min_params=min_params):
+                for tensor_name in selection.tensor_names:
+                    tensor = selection.module._parameters[tensor_name]
+                    name = f"{selection.name}.{tensor_name}" if selection.name else tensor_name
+                    zeros = _count_zeros(tensor)
+                    shape = tuple(tensor.shape)
+                    module_type = type(selection.module).__name__
+                    layers.append(LayerSparsity(name, module_type, shape, tensor.numel(), zeros, None, None))
+        total_params = total_zeros = 0
+        for parameter in model.parameters():
+            zeros = counted.get(id(parameter))
+            if zeros == -1:
+                continue
+            total_params += parameter.numel()
+            total_zeros += _count_zeros(parameter) if zeros is None else zeros
+    return SparsityReport(tuple(layers), total_params, total_zeros, sparsified=bool(pruned))
+
+
+def state_dict_report(state_dict: dict[str, torch.Tensor], *, min_params: int = 1000) -> SparsityReport:
+    """Like :func:`sparsity_report`, from a ``state_dict`` alone (a checkpoint of a sparsified or plain model).
+
+    Pruned tensors are recognised by their ``<name>_orig`` / ``<name>_threshold`` pairs; in a plain state dict,
+    every floating tensor named ``*weight`` with at least ``min_params`` elements and two or more dimensions is
+    reported.
+    """
+    layers: list[LayerSparsity] = []
+    total_params = total_zeros = 0
+    used: set[str] = set()
+    with torch.no_grad():
+        for key, tensor in state_dict.items():
+            if not key.endswith(ORIG_SUFFIX):
+                continue
+            base = key[: -len(ORIG_SUFFIX)]
+            threshold = state_dict.get(base + THRESHOLD_SUFFIX)
+            if threshold is None or threshold.numel() != 1:
+                continue
+            _check_finite(base, tensor)
+            effective = effective_weight(tensor, threshold.reshape(()))
+            zeros = _count_zeros(effective)
+            r = threshold.item()
+            analytic = analytic_sparsity_value(r)
+            layers.append(LayerSparsity(base, "", tuple(tensor.shape), tensor.numel(), zeros, r, analytic))
+            used.update((key, base + THRESHOLD_SUFFIX))
+            total_params += tensor.numel()
+            total_zeros += zeros
+        sparsified = bool(layers)
+        for key, tensor in state_dict.items():
+            if key in used or not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point():
+                continue
+            if _is_buffer_like(key):
+                continue
+            zeros = _count_zeros(tensor)
+            total_params += tensor.numel()
+            total_zeros += zeros
+            if not sparsified and key.endswith("weight") and tensor.dim() >= 2 and tensor.numel() >= min_params:
+                layers.append(LayerSparsity(key, "", tuple(tensor.shape), tensor.numel(), zeros, None, None))
+    return SparsityReport(tuple(layers), total_params, total_zeros, sparsified=sparsified)
+
+
+_BUFFER_SUFFIXES: Iterable[str] = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def _is_buffer_like(key: str) -> bool:
+    return key.rsplit(".", 1)[-1] in _BUFFER_SUFFIXES

@@ -1,0 +1,168 @@
+"""The model-level life cycle: :func:`sparsify` a model, train it, :func:`desparsify` it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._checks import check_fraction, check_nonnegative
+from .operator import MAX_THRESHOLD, threshold_for_sparsity
+from .parametrization import attach, detach, is_sparsified, pruned_tensors
+from .selection import Selector, select_layers
+
+__all__ = ["sparsify", "desparsify", "threshold_parameters", "param_groups", "INIT_FRACTION"]
+
+INIT_FRACTION = 0.6
+"""Trainable thresholds start at the Gaussian threshold of ``0.6 * target`` (the original recipe)."""
+
+
+def _initial_threshold(target: float | None, init_threshold: float | None, trainable: bool) -> float:
+    if init_threshold is not None:
+        value = check_nonnegative(init_threshold, "init_threshold")
+        if value > MAX_THRESHOLD:
+            raise ValueError(f"init_threshold must be in [0, {MAX_THRESHOLD}], got {init_threshold!r}")
+        return value
+    if target is None:
+        raise ValueError("sparsify needs target (a sparsity in [0, 1)) or init_threshold (an r in [0, 5])")
+    return threshold_for_sparsity(INIT_FRACTION * target if trainable else target)
+
+
+def sparsify(
+    model: nn.Module,
+    target: float | None = None,
+    *,
+    init_threshold: float | None = None,
+    trainable: bool = True,
+    min_params: int = 1000,
+    include: Selector | Iterable[Selector] | None = None,
+    exclude: Selector | Iterable[Selector] | None = None,
+) -> nn.Module:
+    """Give every prunable layer of ``model`` a learned pruning threshold, in place.
+
+    Each selected weight ``w`` (see :mod:`adasparse.selection` for which) is replaced in computation by
+    ``hardshrink(w - mean(w), clamp(r, 0, 5) * std(w))`` with one trainable scalar ``r`` per tensor. Modules
+    keep their class, ``forward`` and hooks; the raw weight becomes ``<name>_orig`` and ``r`` ``<name>_threshold``.
+
+    Args:
+        model: any ``nn.Module``; it is modified in place and returned.
+        target: the overall sparsity you will train for, in ``[0, 1)``. Sets the initial ``r`` to
+            ``sqrt(2)·erfinv(0.6·target)`` (trainable) or ``sqrt(2)·erfinv(target)`` (``trainable=False``).
+        init_threshold: the initial ``r`` in ``[0, 5]`` for every layer; overrides ``target``.
+        trainable: ``False`` freezes every ``r`` (fixed-threshold mode).
+        min_params: tensors with fewer elements stay dense (default 1000, the original ``pthres``).
+        include: names, globs, module types or ``fn(module, name)`` predicates adding layers.
+        exclude: the same, removing layers.
+
+    Returns:
+        ``model``.
+
+    Raises:
+        ValueError: bad ``target``/``init_threshold``/``min_params``, an already sparsified model, no prunable
+            layer, non-finite weights.
+        TypeError: a selected weight that is not floating point.
+
+    Example::
+
+        >>> model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
+        >>> _ = sparsify(model, target=0.9)
+        >>> [name for name, _ in model.named_parameters()]
+        ['0.weight_orig', '0.weight_threshold', '0.bias', '2.weight_orig', '2.weight_threshold', '2.bias']
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    if target is not None:
+        target = check_fraction(target, "target")
+    r0 = _initial_threshold(target, init_threshold, trainable)
+    already = pruned_tensors(model)
+    if already:
+        raise ValueError(
+            f"model is already sparsified ({len(already)} pruned tensors, e.g. {already[0].name!r}); "
+            "call adasparse.desparsify(model) first"
+        )
+    layers = select_layers(model, min_params=min_params, include=include, exclude=exclude)
+    if not layers:
+        raise ValueError(
+            f"model has no prunable layer with at least min_params={min_params} weight elements "
+            "(known kinds: Linear, Conv*, ConvTranspose*, Bilinear, MultiheadAttention; add others with include=)"
+        )
+    for layer in layers:
+        for tensor_name in layer.tensor_names:
+            tensor = layer.module._parameters[tensor_name]
+            if not bool(torch.isfinite(tensor).all()):
+                where = f"{layer.name}.{tensor_name}" if layer.name else tensor_name
+                raise ValueError(f"{where} has non-finite values (NaN or inf); cannot compute its threshold")
+    for layer in layers:
+        attach(layer.module, layer.tensor_names, {t: r0 for t in layer.tensor_names}, trainable)
+    return model
+
+
+def desparsify(model: nn.Module) -> nn.Module:
+    """Bake the zeros into the weights and remove every threshold, in place.
+
+    Afterwards the model has its original module classes, its ``state_dict`` has the keys of the never-sparsified
+    model (the pruned weights hold exact zeros) and, in eval mode, it computes what the sparsified model computed.
+    The original ``Parameter`` objects are kept, so optimizers created before :func:`sparsify` still hold them.
+
+    Raises:
+        ValueError: ``model`` has no sparsified layer, or a pruned weight became non-finite.
+
+    Example::
+
+        >>> _ = sparsify(model, target=0.9)   # ... then train ...
+        >>> _ = desparsify(model)
+        >>> torch.save(model.state_dict(), "pruned.pt")
+    """
+    modules = [module for module in model.modules() if is_sparsified(module)]
+    if not modules:
+        raise ValueError("model has no sparsified layer: nothing to desparsify (did you call adasparse.sparsify?)")
+    for pruned in pruned_tensors(model):
+        if not bool(torch.isfinite(pruned.raw).all()):
+            raise ValueError(f"{pruned.name} has non-finite values (NaN or inf); training diverged")
+    for module in modules:
+        detach(module, bake=True)
+    return model
+
+
+def threshold_parameters(model: nn.Module) -> Iterator[nn.Parameter]:
+    """Iterate over the threshold parameters ``r`` of a sparsified model, in module order."""
+    for pruned in pruned_tensors(model):
+        yield pruned.threshold
+
+
+def param_groups(
+    model: nn.Module,
+    lr: float,
+    weight_decay: float = 0.0,
+    threshold_lr_scale: float = 0.01,
+) -> list[dict[str, Any]]:
+    """Optimizer parameter groups of the original recipe: thresholds at ``lr * threshold_lr_scale``, no decay.
+
+    Args:
+        model: a sparsified model (a plain model yields a single group).
+        lr: learning rate of the ordinary parameters (``> 0``).
+        weight_decay: their weight decay (``>= 0``); thresholds get none.
+        threshold_lr_scale: ratio of the thresholds' learning rate to ``lr`` (``>= 0``, default 0.01).
+
+    Returns:
+        A list of dicts accepted by any ``torch.optim`` optimizer, with ``"name"`` keys ``"weights"`` and
+        ``"thresholds"``.
+
+    Example::
+
+        >>> optimizer = torch.optim.SGD(param_groups(model, lr=0.1, weight_decay=5e-4), momentum=0.9)
+    """
+    lr = check_nonnegative(lr, "lr")
+    weight_decay = check_nonnegative(weight_decay, "weight_decay")
+    threshold_lr_scale = check_nonnegative(threshold_lr_scale, "threshold_lr_scale")
+    thresholds = list(threshold_parameters(model))
+    threshold_ids = {id(p) for p in thresholds}
+    others = [p for p in model.parameters() if id(p) not in threshold_ids]
+    groups: list[dict[str, Any]] = []
+    if others:
+        groups.append({"params": others, "lr": lr, "weight_decay": weight_decay, "name": "weights"})
+    if thresholds:
+        groups.append({"params": thresholds, "lr": lr * threshold_lr_scale, "weight_decay": 0.0, "name": "thresholds"})
+    return groups

@@ -1,0 +1,119 @@
+"""SparsityLoss: the three original formulas, the analytic overall sparsity, gradients and validation."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import adasparse
+
+
+def _model(rs: tuple[float, ...] = (0.5, 1.0, 2.0)) -> nn.Module:
+    model = nn.Sequential(nn.Linear(100, 30), nn.Conv2d(8, 16, 3, groups=4), nn.Linear(50, 40))  # 3000, 288, 2000
+    adasparse.sparsify(model, target=0.9, min_params=100)
+    with torch.no_grad():
+        for r, value in zip(adasparse.threshold_parameters(model), rs):
+            r.fill_(value)
+    return model
+
+
+def _erf(r: float) -> float:
+    return math.erf(min(max(r, 0), 5) / math.sqrt(2))
+
+
+COUNTS = (3000, 16 * 2 * 3 * 3, 2000)  # the grouped conv has out * in/groups * k * k weights
+
+
+def test_counts_use_weight_numel_with_groups() -> None:
+    model = _model()
+    assert [p.numel for p in adasparse.pruned_tensors(model)] == list(COUNTS)
+
+
+@pytest.mark.parametrize("mode", ["adaptive", "fixed", "upper"])
+def test_formulas(mode: str) -> None:
+    rs = (0.5, 1.0, 2.0)
+    model = _model(rs)
+    s = [_erf(r) for r in rs]
+    overall = sum(n * si for n, si in zip(COUNTS, s)) / sum(COUNTS)
+    target, weight = 0.9, 7.0
+    expected = {
+        "adaptive": weight * (overall - target) ** 2,
+        "fixed": weight * sum((si - target) ** 2 for si in s) / 3,
+        "upper": weight * max(target - overall, 0.0),
+    }[mode]
+    criterion = adasparse.SparsityLoss(model, target=target, mode=mode, weight=weight)
+    loss = criterion()
+    assert loss.dim() == 0
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+    assert criterion.analytic_sparsity == pytest.approx(overall, rel=1e-6)
+    loss.backward()
+    grads = [r.grad for r in adasparse.threshold_parameters(model)]
+    if mode == "fixed":  # each layer is pushed toward the target on its own
+        assert [math.copysign(1, g.item()) for g in grads] == [math.copysign(1, si - target) for si in s]
+    else:  # overall below target: every threshold is pushed up
+        assert all(g is not None and g < 0 for g in grads)
+
+
+def test_upper_mode_is_zero_above_target() -> None:
+    model = _model((3.0, 3.0, 3.0))
+    assert adasparse.SparsityLoss(model, target=0.9, mode="upper")().item() == 0.0
+
+
+def test_adaptive_gradient_matches_closed_form() -> None:
+    rs = (0.5, 1.0, 2.0)
+    model = _model(rs)
+    criterion = adasparse.SparsityLoss(model, target=0.9, weight=10.0)
+    criterion().backward()
+    overall = sum(n * _erf(r) for n, r in zip(COUNTS, rs)) / sum(COUNTS)
+    for r, n, param in zip(rs, COUNTS, adasparse.threshold_parameters(model)):
+        ds = math.sqrt(2 / math.pi) * math.exp(-r * r / 2)
+        expected = 10.0 * 2 * (overall - 0.9) * n / sum(COUNTS) * ds
+        assert param.grad.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_layer_sparsities_and_names() -> None:
+    criterion = adasparse.SparsityLoss(_model(), target=0.5)
+    assert criterion.layer_names == ["0.weight", "1.weight", "2.weight"]
+    torch.testing.assert_close(criterion.layer_sparsities(), torch.tensor([_erf(0.5), _erf(1.0), _erf(2.0)]))
+
+
+def test_target_can_change_and_state_round_trips() -> None:
+    criterion = adasparse.SparsityLoss(_model(), target=0.5, mode="fixed", weight=3.0)
+    criterion.target = 0.8
+    state = json.loads(json.dumps(criterion.state_dict()))
+    other = adasparse.SparsityLoss(_model(), target=0.1)
+    other.load_state_dict(state)
+    assert (other.mode, other.target, other.weight) == ("fixed", 0.8, 3.0)
+    assert "fixed" in repr(other)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({"target": 1.0}, ValueError, r"target must be in \[0, 1\), got 1.0"),
+        ({"target": -0.2}, ValueError, r"target must be in \[0, 1\)"),
+        ({"target": 0.9, "mode": "budget"}, ValueError, "mode must be one of 'adaptive', 'fixed', 'upper', got 'budget'"),
+        ({"target": 0.9, "weight": -1.0}, ValueError, "weight must be >= 0, got -1.0"),
+        ({"target": 0.9, "weight": float("inf")}, ValueError, "weight must be finite"),
+    ],
+)
+def test_bad_arguments(kwargs: dict, error: type, message: str) -> None:
+    with pytest.raises(error, match=message):
+        adasparse.SparsityLoss(_model(), **kwargs)
+
+
+def test_loss_on_unsparsified_model() -> None:
+    with pytest.raises(ValueError, match="needs a sparsified model"):
+        adasparse.SparsityLoss(nn.Linear(100, 100), target=0.9)
+
+
+def test_loss_after_desparsify_raises_clearly() -> None:
+    model = _model()
+    criterion = adasparse.SparsityLoss(model, target=0.9)
+    adasparse.desparsify(model)
+    with pytest.raises(ValueError, match="no longer sparsified"):
+        criterion()

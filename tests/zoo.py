@@ -1,0 +1,94 @@
+"""A zoo of every prunable module kind, with inputs to run them on."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+class ScaledLinear(nn.Linear):
+    """A user subclass of Linear with its own forward that reads self.weight."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(x, self.weight * 0.5, self.bias)
+
+
+class Affine(nn.Module):
+    """A user module of an unknown kind with a `weight` parameter (selected only through `include`)."""
+
+    def __init__(self, features: int = 48, out: int = 40) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out, features) * 0.1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.weight.t()
+
+
+@dataclass
+class ZooEntry:
+    name: str
+    make: Callable[[], nn.Module]
+    inputs: Callable[[], tuple]
+    tensor_names: tuple[str, ...] = ("weight",)
+    include: object = None
+
+
+def _mha_inputs(batch_first: bool, e: int = 32, kdim: int = 32, vdim: int = 32) -> Callable[[], tuple]:
+    def make() -> tuple:
+        shape = (3, 5) if batch_first else (5, 3)
+        q = torch.randn(*shape, e)
+        k = torch.randn(*shape, kdim)
+        v = torch.randn(*shape, vdim)
+        return (q, k, v)
+
+    return make
+
+
+ZOO = [
+    ZooEntry("linear", lambda: nn.Linear(48, 40), lambda: (torch.randn(4, 48),)),
+    ZooEntry("linear_subclass", lambda: ScaledLinear(48, 40), lambda: (torch.randn(4, 48),)),
+    ZooEntry("conv1d", lambda: nn.Conv1d(8, 16, 9, padding=4), lambda: (torch.randn(2, 8, 20),)),
+    ZooEntry(
+        "conv2d_grouped_dilated_reflect",
+        lambda: nn.Conv2d(16, 32, 3, groups=4, dilation=2, padding=2, padding_mode="reflect"),
+        lambda: (torch.randn(2, 16, 9, 9),),
+    ),
+    ZooEntry("conv2d_depthwise", lambda: nn.Conv2d(64, 64, 5, groups=64, padding=2), lambda: (torch.randn(2, 64, 8, 8),)),
+    ZooEntry("conv2d_circular", lambda: nn.Conv2d(8, 16, 3, padding=1, padding_mode="circular"), lambda: (torch.randn(2, 8, 7, 7),)),
+    ZooEntry("conv3d", lambda: nn.Conv3d(4, 8, 3, stride=2), lambda: (torch.randn(1, 4, 7, 7, 7),)),
+    ZooEntry("conv_transpose1d", lambda: nn.ConvTranspose1d(16, 32, 5, stride=2, groups=2), lambda: (torch.randn(2, 16, 10),)),
+    ZooEntry(
+        "conv_transpose2d_grouped_dilated",
+        lambda: nn.ConvTranspose2d(16, 16, 3, stride=2, groups=4, dilation=2, output_padding=1),
+        lambda: (torch.randn(2, 16, 6, 6),),
+    ),
+    ZooEntry("conv_transpose3d", lambda: nn.ConvTranspose3d(4, 8, 3), lambda: (torch.randn(1, 4, 4, 4, 4),)),
+    ZooEntry("bilinear", lambda: nn.Bilinear(16, 12, 10), lambda: (torch.randn(4, 16), torch.randn(4, 12))),
+    ZooEntry(
+        "mha_batch_first",
+        lambda: nn.MultiheadAttention(32, 4, batch_first=True),
+        _mha_inputs(True),
+        ("in_proj_weight",),
+    ),
+    ZooEntry(
+        "mha_seq_first",
+        lambda: nn.MultiheadAttention(32, 4, batch_first=False),
+        _mha_inputs(False),
+        ("in_proj_weight",),
+    ),
+    ZooEntry(
+        "mha_kdim_vdim",
+        lambda: nn.MultiheadAttention(32, 4, kdim=40, vdim=48, batch_first=True),
+        _mha_inputs(True, 32, 40, 48),
+        ("q_proj_weight", "k_proj_weight", "v_proj_weight"),
+    ),
+    ZooEntry("user_module_included", lambda: Affine(), lambda: (torch.randn(4, 48),), include=Affine),
+]
+
+
+def first_output(output: object) -> torch.Tensor:
+    """MultiheadAttention returns (output, weights)."""
+    return output[0] if isinstance(output, tuple) else output  # type: ignore[return-value]
