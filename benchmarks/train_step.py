@@ -24,9 +24,9 @@ import torch.nn.utils.prune as torch_prune
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _docs import write_section  # noqa: E402
+from _docs import write_section
 
-import adasparse  # noqa: E402
+import adasparse
 
 
 def mlp() -> nn.Module:

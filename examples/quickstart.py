@@ -77,8 +77,10 @@ def main() -> None:
     print()
     adasparse.desparsify(sparse)
     print(f"target sparsity {args.target:.4f}: trained to {raw:.4f}, calibrated to {result.after.overall:.4f}")
-    print(f"test accuracy: dense {accuracy(dense, data[2], data[3]):.4f}, "
-          f"{args.mode} {raw_accuracy:.4f} before calibration, {accuracy(sparse, data[2], data[3]):.4f} after")
+    print(
+        f"test accuracy: dense {accuracy(dense, data[2], data[3]):.4f}, "
+        f"{args.mode} {raw_accuracy:.4f} before calibration, {accuracy(sparse, data[2], data[3]):.4f} after"
+    )
     print(f"wall time {time.perf_counter() - start:.1f} s")
 
 

@@ -17,7 +17,10 @@ def _model() -> nn.Module:
 
 def test_iter_sparsify_and_desparsify() -> None:
     model = compat.iter_sparsify(_model(), thresh=1.0, trainable=False, pthres=1000)
-    assert [n for n, _ in model.named_parameters() if n.endswith("_threshold")] == ["0.weight_threshold", "3.weight_threshold"]
+    assert [n for n, _ in model.named_parameters() if n.endswith("_threshold")] == [
+        "0.weight_threshold",
+        "3.weight_threshold",
+    ]
     assert not model[0].weight_threshold.requires_grad
     compat.iter_desparsify(model)
     assert not any(n.endswith("_threshold") for n, _ in model.named_parameters())

@@ -96,7 +96,11 @@ def test_target_can_change_and_state_round_trips() -> None:
     [
         ({"target": 1.0}, ValueError, r"target must be in \[0, 1\), got 1.0"),
         ({"target": -0.2}, ValueError, r"target must be in \[0, 1\)"),
-        ({"target": 0.9, "mode": "budget"}, ValueError, "mode must be one of 'adaptive', 'fixed', 'upper', got 'budget'"),
+        (
+            {"target": 0.9, "mode": "budget"},
+            ValueError,
+            "mode must be one of 'adaptive', 'fixed', 'upper', got 'budget'",
+        ),
         ({"target": 0.9, "weight": -1.0}, ValueError, "weight must be >= 0, got -1.0"),
         ({"target": 0.9, "weight": float("inf")}, ValueError, "weight must be finite"),
     ],

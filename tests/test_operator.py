@@ -49,7 +49,7 @@ def test_values_and_gradients_match_the_reference(path: str, dtype: torch.dtype,
     weight_ref = weight.detach().clone().requires_grad_()
     r_ref = r.detach().clone().requires_grad_()
     expected = reference(weight_ref, r_ref)
-    ref_w, ref_r = torch.autograd.grad(expected, (weight_ref, r_ref), upstream)
+    _, ref_r = torch.autograd.grad(expected, (weight_ref, r_ref), upstream)
 
     tolerance = 1e-5 if dtype == torch.float32 else 1e-10
     assert torch.equal(out == 0, expected == 0)
@@ -114,7 +114,7 @@ def test_low_precision_weights(path: str, dtype: torch.dtype) -> None:
     r = torch.tensor(1.0, dtype=dtype, requires_grad=True)
     out = effective_weight(weight, r)
     assert out.dtype == dtype
-    grad_w, grad_r = torch.autograd.grad(out.float().sum(), (weight, r))
+    _, grad_r = torch.autograd.grad(out.float().sum(), (weight, r))
     assert grad_r.dtype == dtype and torch.isfinite(grad_r)
     assert 0.6 < float((out == 0).float().mean()) < 0.75
 
@@ -149,7 +149,7 @@ def test_analytic_sparsity_gradient_and_float_form() -> None:
     r = torch.tensor([0.5, 1.0, 6.0, -1.0], requires_grad=True)
     s = analytic_sparsity(r)
     (grad,) = torch.autograd.grad(s.sum(), r)
-    expected = math.sqrt(2 / math.pi) * torch.exp(-r.detach() ** 2 / 2)
+    expected = math.sqrt(2 / math.pi) * torch.exp(-(r.detach() ** 2) / 2)
     torch.testing.assert_close(grad[:2], expected[:2])
     assert grad[2] == 0 and grad[3] == 0
     assert [analytic_sparsity_value(v) for v in (0.5, 1.0, 6.0, -1.0)] == pytest.approx(s.tolist(), abs=1e-6)

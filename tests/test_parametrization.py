@@ -99,7 +99,9 @@ def test_saving_mid_training_and_resuming_gives_identical_numbers(tmp_path) -> N
     first = make()
     train(*first, data[:3])
     path = tmp_path / "ckpt.pt"
-    torch.save({"model": first[0].state_dict(), "optimizer": first[1].state_dict(), "loss": first[2].state_dict()}, path)
+    torch.save(
+        {"model": first[0].state_dict(), "optimizer": first[1].state_dict(), "loss": first[2].state_dict()}, path
+    )
     resumed = make()
     state = torch.load(path, weights_only=True)
     resumed[0].load_state_dict(state["model"])

@@ -59,7 +59,9 @@ def test_plain_model_reports_actual_zeros_only() -> None:
     adasparse.desparsify(model)
     plain = adasparse.sparsity_report(model)
     assert not plain.sparsified and plain.analytic is None
-    assert [(layer.name, layer.zeros) for layer in plain.layers] == [(layer.name, layer.zeros) for layer in sparse_report.layers]
+    assert [(layer.name, layer.zeros) for layer in plain.layers] == [
+        (layer.name, layer.zeros) for layer in sparse_report.layers
+    ]
     assert plain.layers[0].threshold is None and "–" in str(plain)
     assert plain.total_zeros == sparse_report.total_zeros and plain.total_params == sparse_report.total_params
 

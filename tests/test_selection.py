@@ -21,7 +21,9 @@ class Block(nn.Module):
 
 
 def _model() -> nn.Module:
-    return nn.ModuleDict({"stem": nn.Conv2d(3, 64, 3), "blocks": nn.ModuleList([Block(), Block()]), "head": nn.Linear(64, 100)})
+    return nn.ModuleDict(
+        {"stem": nn.Conv2d(3, 64, 3), "blocks": nn.ModuleList([Block(), Block()]), "head": nn.Linear(64, 100)}
+    )
 
 
 def _names(model: nn.Module, **kwargs: object) -> list[str]:
@@ -68,7 +70,11 @@ def test_exclude_by_name_glob_type_and_predicate() -> None:
 
 
 def test_min_params_applies_to_each_tensor() -> None:
-    assert _names(_model(), min_params=2049) == ["blocks.0.attn:in_proj_weight", "blocks.1.attn:in_proj_weight", "head:weight"]
+    assert _names(_model(), min_params=2049) == [
+        "blocks.0.attn:in_proj_weight",
+        "blocks.1.attn:in_proj_weight",
+        "head:weight",
+    ]
 
 
 def test_selection_errors() -> None:

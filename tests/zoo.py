@@ -56,10 +56,18 @@ ZOO = [
         lambda: nn.Conv2d(16, 32, 3, groups=4, dilation=2, padding=2, padding_mode="reflect"),
         lambda: (torch.randn(2, 16, 9, 9),),
     ),
-    ZooEntry("conv2d_depthwise", lambda: nn.Conv2d(64, 64, 5, groups=64, padding=2), lambda: (torch.randn(2, 64, 8, 8),)),
-    ZooEntry("conv2d_circular", lambda: nn.Conv2d(8, 16, 3, padding=1, padding_mode="circular"), lambda: (torch.randn(2, 8, 7, 7),)),
+    ZooEntry(
+        "conv2d_depthwise", lambda: nn.Conv2d(64, 64, 5, groups=64, padding=2), lambda: (torch.randn(2, 64, 8, 8),)
+    ),
+    ZooEntry(
+        "conv2d_circular",
+        lambda: nn.Conv2d(8, 16, 3, padding=1, padding_mode="circular"),
+        lambda: (torch.randn(2, 8, 7, 7),),
+    ),
     ZooEntry("conv3d", lambda: nn.Conv3d(4, 8, 3, stride=2), lambda: (torch.randn(1, 4, 7, 7, 7),)),
-    ZooEntry("conv_transpose1d", lambda: nn.ConvTranspose1d(16, 32, 5, stride=2, groups=2), lambda: (torch.randn(2, 16, 10),)),
+    ZooEntry(
+        "conv_transpose1d", lambda: nn.ConvTranspose1d(16, 32, 5, stride=2, groups=2), lambda: (torch.randn(2, 16, 10),)
+    ),
     ZooEntry(
         "conv_transpose2d_grouped_dilated",
         lambda: nn.ConvTranspose2d(16, 16, 3, stride=2, groups=4, dilation=2, output_padding=1),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["check_fraction", "check_nonnegative", "check_positive", "check_choice"]
+__all__ = ["check_choice", "check_fraction", "check_nonnegative", "check_positive"]
 
 
 def _number(value: Any, argument: str) -> float:

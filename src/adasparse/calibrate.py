@@ -13,7 +13,7 @@ from .operator import MAX_THRESHOLD, centre, pruning_bound, pruning_statistics
 from .parametrization import PrunedTensor, pruned_tensors
 from .report import SparsityReport, sparsity_report
 
-__all__ = ["calibrate", "CalibrationResult"]
+__all__ = ["CalibrationResult", "calibrate"]
 
 
 @dataclass(frozen=True)
@@ -133,4 +133,3 @@ def calibrate(model: nn.Module, target: float, *, max_iterations: int = 200) -> 
             stacklevel=2,
         )
     return CalibrationResult(target, scale, reached, before, after)
-

@@ -14,7 +14,7 @@ from .loss import SparsityLoss
 from .report import sparsity_report
 from .sparsify import desparsify, sparsify
 
-__all__ = ["iter_sparsify", "iter_desparsify", "sparsity", "adaptive_loss"]
+__all__ = ["adaptive_loss", "iter_desparsify", "iter_sparsify", "sparsity"]
 
 
 def iter_sparsify(model: nn.Module, thresh: float, trainable: bool = True, pthres: int = 1000) -> nn.Module:

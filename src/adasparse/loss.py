@@ -12,7 +12,7 @@ from ._checks import check_choice, check_fraction, check_nonnegative
 from .operator import MAX_THRESHOLD, analytic_sparsity
 from .parametrization import PrunedTensor, pruned_tensors
 
-__all__ = ["SparsityLoss", "MODES"]
+__all__ = ["MODES", "SparsityLoss"]
 
 MODES = ("adaptive", "fixed", "upper")
 
@@ -45,9 +45,11 @@ class _FusedLoss(torch.autograd.Function):
     """One autograd node for the whole loss (instead of a dozen tiny ones): forward and backward in closed form."""
 
     @staticmethod
-    def forward(ctx, criterion: "SparsityLoss", *thresholds: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, criterion: SparsityLoss, *thresholds: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         values = [r.item() for r in thresholds]
-        loss, gradient = _loss_and_gradient(criterion.mode, values, criterion._share_list, criterion.target, criterion.weight)
+        loss, gradient = _loss_and_gradient(
+            criterion.mode, values, criterion._share_list, criterion.target, criterion.weight
+        )
         ctx.gradient = gradient
         ctx.dtypes = [r.dtype for r in thresholds]
         return torch.tensor(loss, dtype=thresholds[0].dtype)
@@ -171,6 +173,5 @@ class SparsityLoss:
 
     def __repr__(self) -> str:
         return (
-            f"SparsityLoss(mode={self.mode!r}, target={self.target}, weight={self.weight}, "
-            f"layers={len(self._tensors)})"
+            f"SparsityLoss(mode={self.mode!r}, target={self.target}, weight={self.weight}, layers={len(self._tensors)})"
         )

@@ -23,18 +23,17 @@ import math
 import threading
 
 import torch
-import torch.nn.functional as F
 
 __all__ = [
-    "MAX_THRESHOLD",
     "EPSILON",
-    "effective_weight",
+    "MAX_THRESHOLD",
     "analytic_sparsity",
     "analytic_sparsity_value",
-    "threshold_for_sparsity",
-    "pruning_statistics",
-    "pruning_bound",
     "centre",
+    "effective_weight",
+    "pruning_bound",
+    "pruning_statistics",
+    "threshold_for_sparsity",
 ]
 
 MAX_THRESHOLD = 5.0

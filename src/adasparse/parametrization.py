@@ -26,13 +26,13 @@ from .operator import effective_weight
 __all__ = [
     "ORIG_SUFFIX",
     "THRESHOLD_SUFFIX",
+    "PrunedTensor",
     "attach",
     "detach",
     "is_sparsified",
-    "sparsified_tensor_names",
     "original_class",
-    "PrunedTensor",
     "pruned_tensors",
+    "sparsified_tensor_names",
 ]
 
 ORIG_SUFFIX = "_orig"
@@ -142,7 +142,9 @@ def attach(module: nn.Module, tensor_names: tuple[str, ...], thresholds: dict[st
         trainable: whether the thresholds receive gradients.
     """
     if is_sparsified(module):
-        raise ValueError(f"{type(module).__name__} is already sparsified ({', '.join(sparsified_tensor_names(module))})")
+        raise ValueError(
+            f"{type(module).__name__} is already sparsified ({', '.join(sparsified_tensor_names(module))})"
+        )
     mapping: dict[str, dict[str, nn.Parameter]] = {}
     for name in tensor_names:
         weight = module._parameters[name]

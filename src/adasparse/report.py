@@ -107,9 +107,19 @@ class SparsityReport:
                 ]
             )
         rows.append(
-            ["overall (pruned layers)", "", "", f"{self.pruned_params:,}", f"{self.overall:.4f}", _fmt(self.analytic), ""]
+            [
+                "overall (pruned layers)",
+                "",
+                "",
+                f"{self.pruned_params:,}",
+                f"{self.overall:.4f}",
+                _fmt(self.analytic),
+                "",
+            ]
         )
-        rows.append(["overall (all parameters)", "", "", f"{self.total_params:,}", f"{self.overall_all_params:.4f}", "", ""])
+        rows.append(
+            ["overall (all parameters)", "", "", f"{self.total_params:,}", f"{self.overall_all_params:.4f}", "", ""]
+        )
         return rows
 
     _HEADER = ("layer", "type", "shape", "params", "actual", "analytic", "r")

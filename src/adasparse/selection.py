@@ -24,7 +24,7 @@ from typing import Union
 
 from torch import nn
 
-__all__ = ["Selector", "LayerSelection", "select_layers", "default_tensor_names", "PRUNABLE_TYPES"]
+__all__ = ["PRUNABLE_TYPES", "LayerSelection", "Selector", "default_tensor_names", "select_layers"]
 
 Selector = Union[str, type, Callable[[nn.Module, str], bool]]
 """A module name or glob, a module type, or a predicate ``fn(module, name) -> bool``."""

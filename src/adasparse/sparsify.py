@@ -13,7 +13,7 @@ from .operator import MAX_THRESHOLD, threshold_for_sparsity
 from .parametrization import attach, detach, is_sparsified, pruned_tensors
 from .selection import Selector, select_layers
 
-__all__ = ["sparsify", "desparsify", "threshold_parameters", "param_groups", "INIT_FRACTION"]
+__all__ = ["INIT_FRACTION", "desparsify", "param_groups", "sparsify", "threshold_parameters"]
 
 INIT_FRACTION = 0.6
 """Trainable thresholds start at the Gaussian threshold of ``0.6 * target`` (the original recipe)."""

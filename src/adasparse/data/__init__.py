@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["Dataset", "DataError", "DATASETS", "load_dataset"]
+__all__ = ["DATASETS", "DataError", "Dataset", "load_dataset"]
 
 DATASETS = ("mnist1d", "digits", "cifar10", "cifar100")
 

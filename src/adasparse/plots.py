@@ -1,0 +1,89 @@
+"""Plots of a run (matplotlib is an optional extra: without it the functions return False and draw nothing)."""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+from ._io import atomic_write_bytes
+from .report import SparsityReport
+
+__all__ = ["plot_curves", "plot_layer_sparsity"]
+
+
+def _pyplot():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    return plt
+
+
+def _save(figure, path: Path) -> None:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def plot_layer_sparsity(report: SparsityReport, path: str | Path, title: str = "Sparsity per layer") -> bool:
+    """Bar chart of each layer's actual sparsity (and analytic estimate when known). Returns False without
+    matplotlib."""
+    plt = _pyplot()
+    if plt is None:
+        return False
+    names = [layer.name for layer in report.layers]
+    positions = list(range(len(names)))
+    figure, axis = plt.subplots(figsize=(max(6.0, 0.45 * len(names) + 2.0), 4.0))
+    width = 0.4 if report.sparsified else 0.8
+    axis.bar(
+        [p - width / 2 if report.sparsified else p for p in positions],
+        [layer.actual for layer in report.layers],
+        width,
+        label="actual",
+    )
+    if report.sparsified:
+        axis.bar(
+            [p + width / 2 for p in positions],
+            [layer.analytic or 0.0 for layer in report.layers],
+            width,
+            label="analytic (Gaussian)",
+        )
+    axis.axhline(report.overall, color="black", linestyle="--", linewidth=1, label=f"overall {report.overall:.3f}")
+    axis.set_xticks(positions)
+    axis.set_xticklabels(names, rotation=60, ha="right", fontsize=8)
+    axis.set_ylim(0, 1)
+    axis.set_ylabel("fraction of zero weights")
+    axis.set_title(title)
+    axis.legend(fontsize=8)
+    _save(figure, Path(path))
+    plt.close(figure)
+    return True
+
+
+def plot_curves(metrics: list[dict[str, float]], path: str | Path) -> bool:
+    """Test accuracy and sparsity against epoch. Returns False without matplotlib."""
+    plt = _pyplot()
+    if plt is None:
+        return False
+    epochs = [row["epoch"] for row in metrics]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    left.plot(epochs, [row["test_accuracy"] for row in metrics], label="test")
+    left.plot(epochs, [row["train_accuracy"] for row in metrics], label="train", alpha=0.7)
+    left.set_xlabel("epoch")
+    left.set_ylabel("accuracy")
+    left.legend()
+    right.plot(epochs, [row["actual_sparsity"] for row in metrics], label="actual")
+    analytic = [row.get("analytic_sparsity", math.nan) for row in metrics]
+    if not all(math.isnan(value) for value in analytic):
+        right.plot(epochs, analytic, label="analytic", linestyle="--")
+    right.set_xlabel("epoch")
+    right.set_ylabel("overall sparsity")
+    right.set_ylim(0, 1)
+    right.legend()
+    _save(figure, Path(path))
+    plt.close(figure)
+    return True

@@ -1,0 +1,552 @@
+"""The training loop behind ``adasparse train``: the original recipe, checkpoints, resume, logs and reports.
+
+A run lives in one directory::
+
+    config.json          resolved configuration (what a resume reads)
+    metrics.csv          one row per epoch
+    checkpoint.pt        model, thresholds, optimizer, scheduler, loss and RNG states; rewritten atomically
+    report.json / .md    per-layer sparsity of the final sparsified model
+    summary.json         final figures (accuracy, sparsity before/after calibration, timings)
+    model_sparse.pt      the desparsified model's state_dict (plain modules, zeros baked in)
+    sparsity_per_layer.png, curves.png   (with the optional matplotlib)
+
+Everything a run writes is written atomically; a run killed at any moment resumes from its last complete epoch
+and, on CPU, ends with exactly the weights of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import _checks
+from ._io import atomic_torch_save, atomic_write_json, atomic_write_text
+from ._version import __version__
+from .calibrate import calibrate
+from .data import DATASETS, Dataset, load_dataset
+from .data.loader import BatchLoader
+from .loss import MODES, SparsityLoss
+from .models import check_model_name, create_model, default_model
+from .report import sparsity_report
+from .sparsify import desparsify, param_groups, sparsify
+
+__all__ = ["RECIPES", "SPARSITY_CHOICES", "Recipe", "RunResult", "TrainConfig", "load_run_config", "run_training"]
+
+SPARSITY_CHOICES = (*MODES, "none")
+RUN_FORMAT = "adasparse.run"
+CHECKPOINT_FORMAT = "adasparse.checkpoint"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Per-dataset defaults for the options left unset."""
+
+    epochs: int
+    lr: float
+    batch_size: int
+
+
+RECIPES: dict[str, Recipe] = {
+    "mnist1d": Recipe(epochs=60, lr=0.05, batch_size=100),
+    "digits": Recipe(epochs=30, lr=0.05, batch_size=64),
+    "cifar10": Recipe(epochs=60, lr=0.1, batch_size=128),  # the original example's recipe
+    "cifar100": Recipe(epochs=60, lr=0.1, batch_size=128),
+}
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines a run. ``None`` fields take the dataset's :data:`RECIPES` default.
+
+    ``sparsity`` is the loss mode (``"adaptive"``, ``"fixed"``, ``"upper"``) or ``"none"`` for dense training;
+    ``target``/``lv``/``pthres`` are the original flags (target sparsity, loss weight, minimum layer size).
+    """
+
+    dataset: str = "mnist1d"
+    model: str | None = None
+    sparsity: str = "adaptive"
+    target: float = 0.9
+    lv: float = 10.0
+    pthres: int = 1000
+    epochs: int | None = None
+    lr: float | None = None
+    batch_size: int | None = None
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    threshold_lr_scale: float = 0.01
+    seed: int = 0
+    device: str = "auto"
+    data_dir: str = "data"
+    download: bool = False
+    calibrate: bool = True
+    workers: int = 0
+    tensorboard: bool = False
+
+    def resolved(self) -> TrainConfig:
+        """A copy with every default filled in and every value checked (``ValueError`` naming the option)."""
+        _checks.check_choice(self.dataset, "dataset", DATASETS)
+        _checks.check_choice(self.sparsity, "sparsity", SPARSITY_CHOICES)
+        recipe = RECIPES[self.dataset]
+        config = replace(
+            self,
+            model=self.model or default_model(self.dataset),
+            epochs=recipe.epochs if self.epochs is None else self.epochs,
+            lr=recipe.lr if self.lr is None else self.lr,
+            batch_size=recipe.batch_size if self.batch_size is None else self.batch_size,
+        )
+        check_model_name(config.model)  # type: ignore[arg-type]
+        _checks.check_fraction(config.target, "target")
+        _checks.check_nonnegative(config.lv, "lv")
+        _check_int(config.pthres, "pthres", 0)
+        _check_int(config.epochs, "epochs", 1)
+        _checks.check_positive(config.lr, "lr")
+        _check_int(config.batch_size, "batch_size", 1)
+        _checks.check_nonnegative(config.momentum, "momentum")
+        _checks.check_nonnegative(config.weight_decay, "weight_decay")
+        _checks.check_nonnegative(config.threshold_lr_scale, "threshold_lr_scale")
+        _check_int(config.seed, "seed", 0)
+        _check_int(config.workers, "workers", 0)
+        resolve_device(config.device)
+        return config
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown configuration keys: {', '.join(unknown)}")
+        return cls(**data)
+
+
+def _check_int(value: Any, argument: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{argument} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; an unavailable GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {name!r}") from error
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r} requested but CUDA is not available on this machine")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device {name!r} does not exist: this machine has {torch.cuda.device_count()} GPU(s)")
+    elif device.type != "cpu":
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {name!r}")
+    return device
+
+
+@dataclass
+class RunResult:
+    """Final figures of a run (also written to ``summary.json``)."""
+
+    run_dir: str
+    config: dict[str, Any]
+    epochs_run: int
+    test_accuracy: float
+    test_accuracy_before_calibration: float | None
+    target: float | None
+    sparsity_before_calibration: float | None
+    sparsity: float | None
+    analytic_sparsity: float | None
+    wall_seconds: float
+    data_fraction: float
+    report_text: str = ""
+    metrics: list[dict[str, float]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("metrics")
+        return data
+
+
+METRIC_FIELDS = (
+    "epoch",
+    "train_loss",
+    "task_loss",
+    "sparsity_loss",
+    "train_accuracy",
+    "test_loss",
+    "test_accuracy",
+    "actual_sparsity",
+    "analytic_sparsity",
+    "lr",
+    "threshold_lr",
+    "epoch_seconds",
+    "data_seconds",
+)
+
+
+def load_run_config(run_dir: str | Path) -> TrainConfig:
+    """The configuration of an existing run directory (``ValueError`` for a directory adasparse did not write)."""
+    run_dir = Path(run_dir)
+    path = run_dir / "config.json"
+    if not path.is_file():
+        raise ValueError(f"{run_dir} is not an adasparse run directory (no config.json)")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path} is not readable JSON: {error}") from error
+    if not isinstance(data, dict) or data.get("format") != RUN_FORMAT or "config" not in data:
+        raise ValueError(f"{run_dir} is not an adasparse run directory (config.json was not written by adasparse)")
+    return TrainConfig.from_dict(data["config"])
+
+
+def _load_checkpoint(run_dir: Path) -> dict[str, Any] | None:
+    path = run_dir / "checkpoint.pt"
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ValueError(f"{path} is not a readable checkpoint: {error}") from error
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not an adasparse checkpoint")
+    return state
+
+
+def _build(config: TrainConfig, dataset: Dataset, device: torch.device) -> tuple[nn.Module, SparsityLoss | None]:
+    torch.manual_seed(config.seed)
+    model = create_model(config.model, num_classes=dataset.num_classes, input_shape=dataset.input_shape)  # type: ignore[arg-type]
+    model.to(device)
+    criterion = None
+    if config.sparsity != "none":
+        sparsify(model, target=config.target, min_params=config.pthres)
+        criterion = SparsityLoss(model, target=config.target, mode=config.sparsity, weight=config.lv)
+    return model, criterion
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: BatchLoader) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of ``model`` (put in eval mode) over ``loader``."""
+    model.eval()
+    total_loss = torch.zeros((), dtype=torch.float64, device=loader.device)
+    correct = torch.zeros((), dtype=torch.int64, device=loader.device)
+    count = 0
+    for x, y in loader:
+        logits = model(x)
+        total_loss += F.cross_entropy(logits, y, reduction="sum").double()
+        correct += (logits.argmax(1) == y).sum()
+        count += len(y)
+    return float(total_loss) / max(count, 1), int(correct) / max(count, 1)
+
+
+def _rng_state(generator: torch.Generator, device: torch.device) -> dict[str, torch.Tensor]:
+    state = {"torch": torch.get_rng_state(), "loader": generator.get_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict[str, torch.Tensor], generator: torch.Generator, device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    generator.set_state(state["loader"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def _write_metrics(path: Path, rows: list[dict[str, float]]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=METRIC_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({key: row.get(key, "") for key in METRIC_FIELDS})
+    atomic_write_text(path, buffer.getvalue())
+
+
+def _prepare_run_dir(run_dir: Path, config: TrainConfig, dataset_info: dict[str, Any]) -> None:
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise ValueError(
+            f"output directory {run_dir} already exists and is not empty: pass --resume {run_dir} or a new --out"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(
+        run_dir / "config.json",
+        {
+            "format": RUN_FORMAT,
+            "version": FORMAT_VERSION,
+            "adasparse": __version__,
+            "torch": torch.__version__,
+            "config": config.to_dict(),
+            "dataset": dataset_info,
+        },
+    )
+
+
+def _tensorboard_writer(run_dir: Path, log: Callable[[str], None]) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        log("tensorboard is not installed (pip install tensorboard): TensorBoard logging skipped")
+        return None
+    return SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+
+
+def run_training(
+    config: TrainConfig,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> RunResult:
+    """Train one model as ``config`` says, writing everything into ``run_dir``.
+
+    Args:
+        config: the run's configuration (resolved and validated here).
+        run_dir: output directory; must be new or empty unless ``resume``.
+        resume: continue the run in ``run_dir`` from its last complete checkpoint, with its saved configuration
+            (``config`` is ignored). A finished run is not trained again; its summary is returned.
+        progress: show a tqdm progress bar per epoch.
+        log: receives one line per epoch and the final messages.
+
+    Returns:
+        The final :class:`RunResult`.
+    """
+    start_time = time.perf_counter()
+    run_dir = Path(run_dir)
+    checkpoint = None
+    if resume:
+        config = load_run_config(run_dir)
+        checkpoint = _load_checkpoint(run_dir)
+        summary_path = run_dir / "summary.json"
+        if summary_path.exists() and (run_dir / "model_sparse.pt").exists():
+            log(f"{run_dir} is already complete; nothing to resume")
+            return RunResult(**json.loads(summary_path.read_text()))
+    config = config.resolved()
+    device = resolve_device(config.device)
+    dataset = load_dataset(config.dataset, data_dir=config.data_dir, download=config.download, seed=config.seed)
+    if not resume:
+        _prepare_run_dir(run_dir, config, dataset.info)
+
+    model, criterion = _build(config, dataset, device)
+    optimizer = torch.optim.SGD(
+        param_groups(
+            model, lr=config.lr, weight_decay=config.weight_decay, threshold_lr_scale=config.threshold_lr_scale
+        ),  # type: ignore[arg-type]
+        lr=config.lr,  # type: ignore[arg-type]
+        momentum=config.momentum,
+    )
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(optimizer, T_0=max(1, config.epochs // 2))  # type: ignore[operator]
+    generator = torch.Generator().manual_seed(config.seed)
+    metrics: list[dict[str, float]] = []
+    start_epoch = 0
+    elapsed_before = 0.0
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        if criterion is not None and checkpoint.get("loss") is not None:
+            criterion.load_state_dict(checkpoint["loss"])
+        _set_rng_state(checkpoint["rng"], generator, device)
+        metrics = list(checkpoint["metrics"])
+        start_epoch = int(checkpoint["epoch"])
+        elapsed_before = float(checkpoint.get("elapsed_seconds", 0.0))
+        log(f"resuming {run_dir} after epoch {start_epoch} of {config.epochs}")
+
+    train_loader = BatchLoader(
+        dataset.x_train,
+        dataset.y_train,
+        config.batch_size,  # type: ignore[arg-type]
+        shuffle=True,
+        generator=generator,
+        transform=dataset.train_transform,
+        device=device,
+        prefetch=config.workers,
+    )
+    test_loader = BatchLoader(
+        dataset.x_test, dataset.y_test, 1000, transform=dataset.test_transform, device=device, prefetch=config.workers
+    )
+    writer = _tensorboard_writer(run_dir, log) if config.tensorboard else None
+
+    for epoch in range(start_epoch, config.epochs):  # type: ignore[arg-type]
+        row = _train_epoch(model, criterion, optimizer, train_loader, epoch, config, progress)
+        row["test_loss"], row["test_accuracy"] = evaluate(model, test_loader)
+        if criterion is not None:
+            row["actual_sparsity"] = sparsity_report(model).overall
+            row["analytic_sparsity"] = criterion.analytic_sparsity
+        else:
+            row["actual_sparsity"] = sparsity_report(model, min_params=config.pthres).overall
+            row["analytic_sparsity"] = float("nan")
+        scheduler.step()
+        metrics.append(row)
+        elapsed = elapsed_before + time.perf_counter() - start_time
+        atomic_torch_save(
+            {
+                "format": CHECKPOINT_FORMAT,
+                "version": FORMAT_VERSION,
+                "epoch": epoch + 1,
+                "config": config.to_dict(),
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "loss": criterion.state_dict() if criterion is not None else None,
+                "rng": _rng_state(generator, device),
+                "metrics": metrics,
+                "elapsed_seconds": elapsed,
+            },
+            run_dir / "checkpoint.pt",
+        )
+        _write_metrics(run_dir / "metrics.csv", metrics)
+        if writer is not None:
+            for key, value in row.items():
+                if key != "epoch" and not math.isnan(value):
+                    writer.add_scalar(key, value, epoch + 1)
+            writer.flush()
+        log(_epoch_line(row, config))
+    if writer is not None:
+        writer.close()
+    return _finish(model, criterion, config, run_dir, test_loader, metrics, elapsed_before, start_time, log)
+
+
+def _epoch_line(row: dict[str, float], config: TrainConfig) -> str:
+    text = (
+        f"epoch {int(row['epoch']):3d}/{config.epochs}  loss {row['train_loss']:.4f}  "
+        f"test acc {row['test_accuracy']:.4f}"
+    )
+    if config.sparsity != "none":
+        text += f"  sparsity {row['actual_sparsity']:.4f} (analytic {row['analytic_sparsity']:.4f})"
+    return text + f"  {row['epoch_seconds']:.1f}s"
+
+
+def _train_epoch(
+    model: nn.Module,
+    criterion: SparsityLoss | None,
+    optimizer: torch.optim.Optimizer,
+    loader: BatchLoader,
+    epoch: int,
+    config: TrainConfig,
+    progress: bool,
+) -> dict[str, float]:
+    from tqdm.auto import tqdm
+
+    model.train()
+    device = loader.device
+    task_sum = torch.zeros((), dtype=torch.float64, device=device)
+    sparsity_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    count = 0
+    data_seconds = 0.0
+    epoch_start = time.perf_counter()
+    bar = tqdm(total=len(loader), desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, disable=not progress)
+    batches = iter(loader)
+    while True:
+        data_start = time.perf_counter()
+        try:
+            x, y = next(batches)
+        except StopIteration:
+            break
+        data_seconds += time.perf_counter() - data_start
+        logits = model(x)
+        task_loss = F.cross_entropy(logits, y)
+        loss = task_loss
+        if criterion is not None:
+            sparsity_loss = criterion()
+            loss = task_loss + sparsity_loss
+            sparsity_sum += sparsity_loss.detach().double() * len(y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        task_sum += task_loss.detach().double() * len(y)
+        correct += (logits.detach().argmax(1) == y).sum()
+        count += len(y)
+        bar.update(1)
+    bar.close()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    task_mean = float(task_sum) / count
+    sparsity_mean = float(sparsity_sum) / count
+    lrs = {group.get("name", "weights"): group["lr"] for group in optimizer.param_groups}
+    return {
+        "epoch": epoch + 1,
+        "train_loss": task_mean + sparsity_mean,
+        "task_loss": task_mean,
+        "sparsity_loss": sparsity_mean,
+        "train_accuracy": int(correct) / count,
+        "lr": float(lrs.get("weights", float("nan"))),
+        "threshold_lr": float(lrs.get("thresholds", float("nan"))),
+        "epoch_seconds": time.perf_counter() - epoch_start,
+        "data_seconds": data_seconds,
+    }
+
+
+def _finish(
+    model: nn.Module,
+    criterion: SparsityLoss | None,
+    config: TrainConfig,
+    run_dir: Path,
+    test_loader: BatchLoader,
+    metrics: list[dict[str, float]],
+    elapsed_before: float,
+    start_time: float,
+    log: Callable[[str], None],
+) -> RunResult:
+    from .plots import plot_curves, plot_layer_sparsity
+
+    _, accuracy_before = evaluate(model, test_loader)
+    sparse = criterion is not None
+    accuracy = accuracy_before
+    sparsity_before = sparsity_after = analytic = None
+    if sparse:
+        before = sparsity_report(model)
+        sparsity_before, analytic = before.overall, before.analytic
+        sparsity_after = sparsity_before
+        if config.calibrate:
+            result = calibrate(model, config.target)
+            log(str(result))
+            sparsity_after = result.after.overall
+            _, accuracy = evaluate(model, test_loader)
+        report = sparsity_report(model)
+    else:
+        report = sparsity_report(model, min_params=config.pthres)
+    atomic_write_json(run_dir / "report.json", report.to_dict())
+    atomic_write_text(run_dir / "report.md", report.to_markdown() + "\n")
+    plots = [
+        plot_layer_sparsity(report, run_dir / "sparsity_per_layer.png"),
+        plot_curves(metrics, run_dir / "curves.png"),
+    ]
+    if not all(plots):
+        log("matplotlib is not installed (pip install matplotlib): plots skipped")
+    if sparse:
+        desparsify(model)
+    atomic_torch_save(model.state_dict(), run_dir / "model_sparse.pt")
+    epoch_seconds = sum(row["epoch_seconds"] for row in metrics)
+    data_seconds = sum(row["data_seconds"] for row in metrics)
+    result = RunResult(
+        run_dir=str(run_dir),
+        config=config.to_dict(),
+        epochs_run=len(metrics),
+        test_accuracy=accuracy,
+        test_accuracy_before_calibration=accuracy_before if sparse else None,
+        target=config.target if sparse else None,
+        sparsity_before_calibration=sparsity_before,
+        sparsity=sparsity_after,
+        analytic_sparsity=analytic,
+        wall_seconds=elapsed_before + time.perf_counter() - start_time,
+        data_fraction=data_seconds / epoch_seconds if epoch_seconds else 0.0,
+        report_text=str(report),
+        metrics=metrics,
+    )
+    atomic_write_json(run_dir / "summary.json", result.to_dict())
+    return result

@@ -1,0 +1,33 @@
+"""Atomic writes: the old file survives any failure, no temporary file is left behind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from adasparse import _io
+
+
+def test_atomic_writes_create_and_replace(tmp_path: Path) -> None:
+    target = tmp_path / "sub" / "file.json"
+    _io.atomic_write_json(target, {"a": 1})
+    assert target.read_text() == '{\n  "a": 1\n}\n'
+    _io.atomic_torch_save({"w": torch.ones(3)}, tmp_path / "x.pt")
+    assert torch.equal(torch.load(tmp_path / "x.pt", weights_only=True)["w"], torch.ones(3))
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["file.json", "sub", "x.pt"]
+
+
+def test_failure_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "state.txt"
+    _io.atomic_write_text(target, "old")
+
+    def crash(src: str, dst: str) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(_io.os, "replace", crash)
+    with pytest.raises(OSError, match="disk full"):
+        _io.atomic_write_text(target, "new")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["state.txt"]
