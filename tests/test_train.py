@@ -164,3 +164,16 @@ def test_bad_configuration(overrides: dict, message: str) -> None:
 def test_cuda_requested_without_cuda() -> None:
     with pytest.raises(ValueError, match="CUDA is not available"):
         _config(device="cuda:0").resolved()
+
+
+def test_tensorboard_logging_or_clear_skip(tmp_path: Path) -> None:
+    messages: list[str] = []
+    try:
+        import torch.utils.tensorboard  # noqa: F401
+    except ImportError:
+        run_training(_config(epochs=1, tensorboard=True), tmp_path / "run", progress=False, log=messages.append)
+        assert any("tensorboard is not installed" in m for m in messages)
+        assert not (tmp_path / "run" / "tensorboard").exists()
+    else:
+        run_training(_config(epochs=1, tensorboard=True), tmp_path / "run", progress=False, log=messages.append)
+        assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))

@@ -174,15 +174,12 @@ def _default_run_dir() -> Path:
     return candidate
 
 
-def _log():
-    def log(message: str) -> None:
-        print(message, flush=True)
-
-    return log
+def _log(message: str) -> None:
+    print(message, flush=True)
 
 
 def _train(args: argparse.Namespace) -> int:
-    log = _log()
+    log = _log
     progress = not args.quiet and sys.stderr.isatty()
     if args.resume:
         run_dir = Path(args.resume)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -15,15 +14,6 @@ from adasparse.models.cnn1d import CNN1d
 from adasparse.models.cnn2d import CNN2d
 from adasparse.models.mlp import MLP
 from adasparse.models.wide_resnet import WideResNet
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny models gain nothing from threads, and OpenMP threads stall on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_public_names() -> None:
