@@ -53,6 +53,7 @@ def test_run_directory_contents(tmp_path: Path) -> None:
     config = json.loads((run / "config.json").read_text())
     assert config["format"] == "adasparse.run" and config["config"]["sparsity"] == "adaptive"
     assert config["dataset"]["source"] == "sklearn.datasets.load_digits"
+    assert config["dataset"]["num_classes"] == 10 and config["dataset"]["input_shape"] == [1, 8, 8]
     rows = list(csv.DictReader((run / "metrics.csv").open()))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
     assert list(rows[0]) == list(METRIC_FIELDS)

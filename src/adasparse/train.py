@@ -338,7 +338,8 @@ def run_training(
     device = resolve_device(config.device)
     dataset = load_dataset(config.dataset, data_dir=config.data_dir, download=config.download, seed=config.seed)
     if not resume:
-        _prepare_run_dir(run_dir, config, dataset.info)
+        info = {**dataset.info, "num_classes": dataset.num_classes, "input_shape": list(dataset.input_shape)}
+        _prepare_run_dir(run_dir, config, info)
 
     model, criterion = _build(config, dataset, device)
     optimizer = torch.optim.SGD(
