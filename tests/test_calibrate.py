@@ -77,3 +77,15 @@ def test_errors() -> None:
         adasparse.calibrate(nn.Linear(100, 100), 0.5)
     with pytest.raises(ValueError, match=r"target must be in \[0, 1\)"):
         adasparse.calibrate(_model(), 1.0)
+
+
+def test_calibrates_a_cost_budget() -> None:
+    model = _model()
+    costs = {"0.weight": 60_000.0, "2.weight": 1280.0 * 40, "3.weight": 20_000.0 * 3}
+    result = adasparse.calibrate(model, 0.8, budget=costs)
+    assert result.reached
+    unit = {name: costs[name] / layer.numel for name, layer in zip(costs, result.after.layers)}
+    achieved = sum(unit[layer.name] * layer.zeros for layer in result.after.layers) / sum(costs.values())
+    assert achieved == pytest.approx(0.8, abs=max(unit.values()) / sum(costs.values()))
+    with pytest.raises(ValueError, match="budget has no cost for 3.weight"):
+        adasparse.calibrate(model, 0.8, budget={"0.weight": 1.0, "2.weight": 1.0})

@@ -10,6 +10,15 @@ import torch
 from torch import nn
 
 import adasparse
+from adasparse import loss as loss_module
+
+
+@pytest.fixture(params=["fused", "tensor"], autouse=True)
+def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs on the CPU closed-form path and on the tensor path used on GPUs and under compile."""
+    if request.param == "tensor":
+        monkeypatch.setattr(loss_module, "_use_fused", lambda threshold: False)
+    return request.param
 
 
 def _model(rs: tuple[float, ...] = (0.5, 1.0, 2.0)) -> nn.Module:
@@ -99,7 +108,7 @@ def test_target_can_change_and_state_round_trips() -> None:
         (
             {"target": 0.9, "mode": "budget"},
             ValueError,
-            "mode must be one of 'adaptive', 'fixed', 'upper', got 'budget'",
+            "mode must be one of 'adaptive', 'fixed', 'upper', 'constraint', got 'budget'",
         ),
         ({"target": 0.9, "weight": -1.0}, ValueError, "weight must be >= 0, got -1.0"),
         ({"target": 0.9, "weight": float("inf")}, ValueError, "weight must be finite"),
@@ -121,3 +130,75 @@ def test_loss_after_desparsify_raises_clearly() -> None:
     adasparse.desparsify(model)
     with pytest.raises(ValueError, match="no longer sparsified"):
         criterion()
+
+
+def test_constraint_mode_dual_ascent() -> None:
+    rs = (0.5, 1.0, 2.0)
+    model = _model(rs)
+    criterion = adasparse.SparsityLoss(model, target=0.9, mode="constraint", dual_step=0.5, weight=7.0)
+    overall = criterion.analytic_sparsity
+    first = criterion()
+    assert first.item() == pytest.approx(7.0 * (overall - 0.9) ** 2, rel=1e-5)  # the multiplier starts at 0
+    assert criterion.multiplier == pytest.approx(0.5 * (0.9 - overall), rel=1e-5)
+    multiplier = criterion.multiplier
+    second = criterion()
+    second.backward()
+    assert second.item() == pytest.approx(7.0 * (overall - 0.9) ** 2 + multiplier * (0.9 - overall), rel=1e-5)
+    for r, n, param in zip(rs, COUNTS, adasparse.threshold_parameters(model)):
+        ds = math.sqrt(2 / math.pi) * math.exp(-r * r / 2)
+        expected = (2 * 7.0 * (overall - 0.9) - multiplier) * n / sum(COUNTS) * ds
+        assert param.grad.item() == pytest.approx(expected, rel=1e-5)
+    with torch.no_grad():
+        before = criterion.multiplier
+        criterion()
+    assert criterion.multiplier == before  # evaluation calls do not step the multiplier
+
+
+def _settle(mode: str, pull: float) -> tuple[float, float]:
+    """Train only the thresholds under the sparsity loss plus a constant task-like pull toward density."""
+    model = _model((0.5, 1.0, 2.0))
+    criterion = adasparse.SparsityLoss(model, target=0.95, mode=mode, weight=10.0)
+    thresholds = list(adasparse.threshold_parameters(model))
+    optimizer = torch.optim.SGD(thresholds, lr=0.05, momentum=0.9)
+    for _ in range(4000):
+        optimizer.zero_grad()
+        (criterion() + pull * sum(thresholds)).backward()
+        optimizer.step()
+    return criterion.analytic_sparsity, criterion.multiplier
+
+
+def test_constraint_mode_removes_the_penalty_bias() -> None:
+    adaptive, _ = _settle("adaptive", pull=0.05)
+    constrained, multiplier = _settle("constraint", pull=0.05)
+    assert adaptive < 0.95 - 0.01  # the quadratic penalty settles short of the target
+    assert constrained == pytest.approx(0.95, abs=1e-3)
+    assert multiplier > 0
+    free, free_multiplier = _settle("constraint", pull=0.0)
+    assert free == pytest.approx(0.95, abs=1e-3) and free_multiplier == pytest.approx(0.0, abs=1e-2)
+
+
+def test_correction_steers_on_measured_zeros() -> None:
+    model = _model((1.0, 1.0, 1.0))
+    with torch.no_grad():
+        model[0].weight_orig.uniform_(-1, 1)  # uniform weights: far sparser-looking than erf says at r = 1
+    criterion = adasparse.SparsityLoss(model, target=0.9, correction=True, correction_interval=5)
+    offsets = criterion.update_correction()
+    actual = adasparse.sparsity_report(model).layers[0].actual
+    assert offsets[0] == pytest.approx(actual - math.erf(1 / math.sqrt(2)), abs=1e-6)
+    assert criterion.layer_sparsities()[0].item() == pytest.approx(actual, abs=1e-6)
+    assert criterion.analytic_sparsity == pytest.approx(criterion.actual_sparsity(), abs=1e-6)
+    criterion().backward()
+    assert criterion.state_dict()["calls"] == 1
+
+
+def test_budget_mapping_weights_layers() -> None:
+    model = _model((0.5, 1.0, 2.0))
+    costs = {"0.weight": 1.0, "1.weight": 0.0, "2.weight": 3.0}
+    criterion = adasparse.SparsityLoss(model, target=0.5, budget=costs)
+    assert criterion.shares == [0.25, 0.0, 0.75]
+    expected = 0.25 * _erf(0.5) + 0.75 * _erf(2.0)
+    assert criterion.analytic_sparsity == pytest.approx(expected, rel=1e-6)
+    with pytest.raises(ValueError, match="budget has no cost for 2.weight"):
+        adasparse.SparsityLoss(model, target=0.5, budget={"0.weight": 1.0, "1.weight": 1.0})
+    with pytest.raises(ValueError, match="budget must be one of 'params'"):
+        adasparse.SparsityLoss(model, target=0.5, budget="macs")

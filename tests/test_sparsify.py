@@ -205,3 +205,18 @@ def test_constant_layer_prunes_to_zero_without_nan() -> None:
     out.sum().backward()
     assert torch.isfinite(model.weight_threshold.grad)
     assert torch.equal(model.weight, torch.zeros(100, 100))
+
+
+def test_task_gradient_can_be_stopped() -> None:
+    torch.manual_seed(0)
+    model = adasparse.sparsify(nn.Linear(100, 100), target=0.9, task_gradient=False)
+    model(torch.randn(8, 100)).pow(2).sum().backward()
+    assert model.weight_threshold.grad is None and model.weight_orig.grad is not None
+    criterion = adasparse.SparsityLoss(model, target=0.9)
+    criterion().backward()
+    assert model.weight_threshold.grad < 0
+    clone = copy.deepcopy(model)
+    clone(torch.randn(2, 100)).sum().backward()
+    assert clone.weight_threshold.grad is None
+    adasparse.desparsify(model)
+    assert "_adasparse_task_gradient" not in model.__dict__

@@ -178,3 +178,19 @@ def test_tensorboard_logging_or_clear_skip(tmp_path: Path) -> None:
     else:
         run_training(_config(epochs=1, tensorboard=True), tmp_path / "run", progress=False, log=messages.append)
         assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_finetune_with_fixed_masks_is_exact_and_resumes_bit_for_bit(tmp_path: Path) -> None:
+    config = _config(epochs=4, finetune=0.5, sparsity="constraint")
+    straight = run_training(config, tmp_path / "straight", progress=False, log=_quiet)
+    assert straight.sparsity == pytest.approx(0.9, abs=1 / 50_000)
+    final = torch.load(tmp_path / "straight" / "model_sparse.pt", weights_only=True)
+    assert not any(key.endswith(("_mask", "_orig", "_threshold")) for key in final)
+    report = json.loads((tmp_path / "straight" / "report.json").read_text())
+    assert sum(int((final[layer["name"]] == 0).sum()) for layer in report["layers"]) == report["pruned_zeros"]
+    with pytest.raises(_Stop):
+        run_training(config, tmp_path / "broken", progress=False, log=_stop_after(3))  # stopped after the freeze
+    run_training(TrainConfig(), tmp_path / "broken", resume=True, progress=False, log=_quiet)
+    resumed = torch.load(tmp_path / "broken" / "model_sparse.pt", weights_only=True)
+    for key in final:
+        assert torch.equal(final[key], resumed[key]), key

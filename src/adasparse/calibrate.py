@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -41,6 +42,16 @@ class CalibrationResult:
         )
 
 
+def _unit_costs(pruned: list[PrunedTensor], budget: Mapping[str, float] | None) -> list[float]:
+    """Cost of one zero weight in each layer: 1 for the weight count, ``cost / numel`` for a budget."""
+    if budget is None:
+        return [1.0] * len(pruned)
+    missing = [p.name for p in pruned if p.name not in budget]
+    if missing:
+        raise ValueError(f"budget has no cost for {', '.join(missing)}")
+    return [float(budget[p.name]) / p.numel for p in pruned]
+
+
 class _Layer:
     """A pruned tensor's sorted ``|w_c|`` and std, for counting zeros at any threshold without a forward pass."""
 
@@ -61,7 +72,13 @@ class _Layer:
         return int(torch.searchsorted(self.sorted_abs, bound.to(self.sorted_abs.device), right=True))
 
 
-def calibrate(model: nn.Module, target: float, *, max_iterations: int = 200) -> CalibrationResult:
+def calibrate(
+    model: nn.Module,
+    target: float,
+    *,
+    budget: Mapping[str, float] | None = None,
+    max_iterations: int = 200,
+) -> CalibrationResult:
     """Scale all thresholds by one factor so the actual overall sparsity is the target to within one weight.
 
     Keeps the learned allocation across layers (every ``r`` is multiplied by the same factor, found by bisection
@@ -71,6 +88,8 @@ def calibrate(model: nn.Module, target: float, *, max_iterations: int = 200) -> 
     Args:
         model: a sparsified model.
         target: overall sparsity over the pruned tensors, in ``[0, 1)``.
+        budget: per-layer costs (e.g. :func:`adasparse.flops.layer_macs`) to make the target a fraction of the
+            total cost instead of the weight count; it is then met to within the cost of one weight.
         max_iterations: bisection steps (each costs one binary search per layer).
 
     Returns:
@@ -95,11 +114,13 @@ def calibrate(model: nn.Module, target: float, *, max_iterations: int = 200) -> 
         if all(layer.base == 0.0 for layer in layers):
             for layer in layers:
                 layer.base = 1.0
-        total = sum(layer.sorted_abs.numel() for layer in layers)
+        unit = _unit_costs(pruned, budget)
+        total = sum(u * layer.sorted_abs.numel() for u, layer in zip(unit, layers))
         goal = target * total
+        tolerance = max(unit)
 
-        def zeros_at(scale: float) -> int:
-            return sum(layer.zeros_at(scale) for layer in layers)
+        def zeros_at(scale: float) -> float:
+            return sum(u * layer.zeros_at(scale) for u, layer in zip(unit, layers))
 
         low, high = 0.0, MAX_THRESHOLD / min(layer.base for layer in layers if layer.base > 0.0)
         low_zeros, high_zeros = zeros_at(low), zeros_at(high)
@@ -115,7 +136,7 @@ def calibrate(model: nn.Module, target: float, *, max_iterations: int = 200) -> 
                     low, low_zeros = middle, middle_zeros
                 else:
                     high, high_zeros = middle, middle_zeros
-                if high_zeros - low_zeros <= 1:
+                if high_zeros - low_zeros <= tolerance:
                     break
         else:
             high, high_zeros = low, low_zeros
@@ -123,12 +144,13 @@ def calibrate(model: nn.Module, target: float, *, max_iterations: int = 200) -> 
         for layer in layers:
             layer.parameter.copy_(layer.threshold_at(scale))
     after = sparsity_report(model)
-    reached = abs(after.pruned_zeros - goal) <= 1.0
+    achieved = sum(u * layer.zeros for u, layer in zip(unit, after.layers))
+    reached = abs(achieved - goal) <= tolerance
     if not reached:
         warnings.warn(
-            f"calibrate could not reach target {target}: actual overall sparsity {after.overall:.6f} "
-            f"({after.pruned_zeros} zeros for a goal of {goal:.1f}); thresholds are clamped to [0, {MAX_THRESHOLD}] "
-            "and layers whose r is 0 are not scaled",
+            f"calibrate could not reach target {target}: achieved {achieved / total:.6f} of the "
+            f"{'budget' if budget else 'weights'} (goal {goal:.1f} of {total:.1f}); thresholds are clamped to "
+            f"[0, {MAX_THRESHOLD}] and layers whose r is 0 are not scaled",
             RuntimeWarning,
             stacklevel=2,
         )

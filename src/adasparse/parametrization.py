@@ -62,12 +62,18 @@ def _rebuild(base: type, tensor_names: tuple[str, ...]) -> nn.Module:
     return cls.__new__(cls)
 
 
+TASK_GRADIENT_ATTRIBUTE = "_adasparse_task_gradient"
+
+
 def _make_property(name: str) -> property:
     orig_key, threshold_key = name + ORIG_SUFFIX, name + THRESHOLD_SUFFIX
 
     def fget(self: nn.Module) -> torch.Tensor:
         params = self._parameters
-        return effective_weight(params[orig_key], params[threshold_key])
+        r = params[threshold_key]
+        if not self.__dict__[TASK_GRADIENT_ATTRIBUTE]:
+            r = r.detach()  # the threshold then learns from the sparsity loss alone
+        return effective_weight(params[orig_key], r)
 
     def fset(self: nn.Module, value: Any) -> None:
         if not isinstance(value, nn.Parameter):
@@ -132,7 +138,13 @@ def _replace_parameters(module: nn.Module, mapping: dict[str, dict[str, nn.Param
     module._parameters.update(rebuilt)
 
 
-def attach(module: nn.Module, tensor_names: tuple[str, ...], thresholds: dict[str, float], trainable: bool) -> None:
+def attach(
+    module: nn.Module,
+    tensor_names: tuple[str, ...],
+    thresholds: dict[str, float],
+    trainable: bool,
+    task_gradient: bool = True,
+) -> None:
     """Sparsify the named tensors of one module in place.
 
     Args:
@@ -140,6 +152,8 @@ def attach(module: nn.Module, tensor_names: tuple[str, ...], thresholds: dict[st
         tensor_names: e.g. ``("weight",)``.
         thresholds: initial ``r`` per tensor name.
         trainable: whether the thresholds receive gradients.
+        task_gradient: whether the gradient of the loss computed from the module's output reaches the thresholds
+            (through the weights they prune); without it only the sparsity loss moves them.
     """
     if is_sparsified(module):
         raise ValueError(
@@ -155,6 +169,7 @@ def attach(module: nn.Module, tensor_names: tuple[str, ...], thresholds: dict[st
             name + THRESHOLD_SUFFIX: nn.Parameter(r, requires_grad=trainable),
         }
     _replace_parameters(module, mapping)
+    object.__setattr__(module, TASK_GRADIENT_ATTRIBUTE, bool(task_gradient))
     module.__class__ = _sparse_class(type(module), tuple(tensor_names))
 
 
@@ -177,6 +192,7 @@ def detach(module: nn.Module, bake: bool = True) -> None:
         mapping[name + ORIG_SUFFIX] = {name: raw}
         mapping[name + THRESHOLD_SUFFIX] = {}
     _replace_parameters(module, mapping)
+    module.__dict__.pop(TASK_GRADIENT_ATTRIBUTE, None)
     module.__class__ = original_class(module)
 
 

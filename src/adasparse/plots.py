@@ -87,3 +87,75 @@ def plot_curves(metrics: list[dict[str, float]], path: str | Path) -> bool:
     _save(figure, Path(path))
     plt.close(figure)
     return True
+
+
+def plot_accuracy_vs_sparsity(records: list, suite, dataset: str, model: str, path: str | Path) -> bool:
+    """Mean test accuracy (error bars: std over seeds) against target sparsity, one line per method."""
+    plt = _pyplot()
+    if plt is None:
+        return False
+    import statistics
+
+    figure, axis = plt.subplots(figsize=(7.0, 4.2))
+    for variant in suite.variants:
+        dense = variant.options.get("sparsity") == "none"
+        means, stds = [], []
+        for target in suite.targets:
+            values = [
+                r["summary"]["test_accuracy"]
+                for r in records
+                if (r["dataset"], r["model"], r["variant"]) == (dataset, model, variant.label)
+                and (dense or r["target"] == target)
+            ]
+            means.append(statistics.mean(values) if values else math.nan)
+            stds.append(statistics.stdev(values) if len(values) > 1 else 0.0)
+        style = {"linestyle": "--", "color": "black"} if dense else {"marker": "o"}
+        axis.errorbar(list(suite.targets), means, yerr=stds, label=variant.label, capsize=3, **style)
+    axis.set_xlabel("target sparsity")
+    axis.set_ylabel("test accuracy")
+    axis.set_title(f"{dataset} / {model}")
+    axis.legend(fontsize=7)
+    _save(figure, Path(path))
+    plt.close(figure)
+    return True
+
+
+def plot_allocation(allocation: dict[str, list[tuple]], path: str | Path, title: str) -> bool:
+    """Grouped bars: each method's sparsity per layer."""
+    plt = _pyplot()
+    if plt is None:
+        return False
+    variants = list(allocation)
+    names = [name for name, _, _ in allocation[variants[0]]]
+    width = 0.8 / max(len(variants), 1)
+    figure, axis = plt.subplots(figsize=(max(6.0, 0.9 * len(names) + 3.0), 4.0))
+    for index, variant in enumerate(variants):
+        values = [actual for _, _, actual in allocation[variant]]
+        axis.bar(
+            [p + (index - len(variants) / 2 + 0.5) * width for p in range(len(values))], values, width, label=variant
+        )
+    axis.set_xticks(range(len(names)))
+    axis.set_xticklabels(names, rotation=45, ha="right", fontsize=8)
+    axis.set_ylim(0, 1)
+    axis.set_ylabel("sparsity")
+    axis.set_title(title)
+    axis.legend(fontsize=7)
+    _save(figure, Path(path))
+    plt.close(figure)
+    return True
+
+
+def plot_gaussian_error(curves: dict[str, list[tuple[int, float]]], path: str | Path) -> bool:
+    """The worst layer's |measured - Gaussian| sparsity against epoch, one line per run."""
+    plt = _pyplot()
+    if plt is None:
+        return False
+    figure, axis = plt.subplots(figsize=(7.0, 4.0))
+    for label, points in curves.items():
+        axis.plot([epoch for epoch, _ in points], [error for _, error in points], label=label, linewidth=1)
+    axis.set_xlabel("epoch")
+    axis.set_ylabel("max over layers of |actual - analytic|")
+    axis.legend(fontsize=6)
+    _save(figure, Path(path))
+    plt.close(figure)
+    return True

@@ -92,6 +92,23 @@ class SparsityReport:
             "layers": [dict(asdict(layer), shape=list(layer.shape), actual=layer.actual) for layer in self.layers],
         }
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SparsityReport:
+        """Rebuild a report from :meth:`to_dict`."""
+        layers = tuple(
+            LayerSparsity(
+                layer["name"],
+                layer["module_type"],
+                tuple(layer["shape"]),
+                int(layer["numel"]),
+                int(layer["zeros"]),
+                layer["threshold"],
+                layer["analytic"],
+            )
+            for layer in data["layers"]
+        )
+        return cls(layers, int(data["total_params"]), int(data["total_zeros"]), sparsified=bool(data["sparsified"]))
+
     def _rows(self) -> list[list[str]]:
         rows = []
         for layer in self.layers:

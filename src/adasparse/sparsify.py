@@ -39,6 +39,7 @@ def sparsify(
     min_params: int = 1000,
     include: Selector | Iterable[Selector] | None = None,
     exclude: Selector | Iterable[Selector] | None = None,
+    task_gradient: bool = True,
 ) -> nn.Module:
     """Give every prunable layer of ``model`` a learned pruning threshold, in place.
 
@@ -55,6 +56,8 @@ def sparsify(
         min_params: tensors with fewer elements stay dense (default 1000, the original ``pthres``).
         include: names, globs, module types or ``fn(module, name)`` predicates adding layers.
         exclude: the same, removing layers.
+        task_gradient: let the task loss reach each ``r`` through the weights it prunes (the original method).
+            ``False`` stops that gradient: the thresholds then move under the sparsity loss alone.
 
     Returns:
         ``model``.
@@ -95,7 +98,7 @@ def sparsify(
                 where = f"{layer.name}.{tensor_name}" if layer.name else tensor_name
                 raise ValueError(f"{where} has non-finite values (NaN or inf); cannot compute its threshold")
     for layer in layers:
-        attach(layer.module, layer.tensor_names, {t: r0 for t in layer.tensor_names}, trainable)
+        attach(layer.module, layer.tensor_names, {t: r0 for t in layer.tensor_names}, trainable, task_gradient)
     return model
 
 

@@ -33,17 +33,29 @@ from torch import nn
 from . import _checks
 from ._io import atomic_torch_save, atomic_write_json, atomic_write_text
 from ._version import __version__
-from .calibrate import calibrate
 from .data import DATASETS, Dataset, load_dataset
 from .data.loader import BatchLoader
-from .loss import MODES, SparsityLoss
+from .flops import layer_macs
+from .loss import DEFAULT_DUAL_STEP, MODES
+from .methods import METHODS, Method, create_method
 from .models import check_model_name, create_model, default_model
 from .report import sparsity_report
-from .sparsify import desparsify, param_groups, sparsify
+from .sparsify import param_groups
 
-__all__ = ["RECIPES", "SPARSITY_CHOICES", "Recipe", "RunResult", "TrainConfig", "load_run_config", "run_training"]
+__all__ = [
+    "RECIPES",
+    "SPARSITY_CHOICES",
+    "THRESHOLD_SCHEDULES",
+    "Recipe",
+    "RunResult",
+    "TrainConfig",
+    "load_run_config",
+    "run_training",
+]
 
 SPARSITY_CHOICES = (*MODES, "none")
+THRESHOLD_SCHEDULES = ("cosine", "constant")
+BUDGETS = ("params", "flops")
 RUN_FORMAT = "adasparse.run"
 CHECKPOINT_FORMAT = "adasparse.checkpoint"
 FORMAT_VERSION = 1
@@ -70,16 +82,31 @@ RECIPES: dict[str, Recipe] = {
 class TrainConfig:
     """Everything that determines a run. ``None`` fields take the dataset's :data:`RECIPES` default.
 
-    ``sparsity`` is the loss mode (``"adaptive"``, ``"fixed"``, ``"upper"``) or ``"none"`` for dense training;
-    ``target``/``lv``/``pthres`` are the original flags (target sparsity, loss weight, minimum layer size).
+    ``method`` is ours (``"adasparse"``) or a baseline (see :mod:`adasparse.methods`); ``sparsity`` is our loss
+    mode (see :data:`adasparse.loss.MODES`) or ``"none"`` for dense training; ``target``/``lv``/``pthres`` are the
+    original flags (target sparsity, loss weight, minimum layer size). ``dual_step`` is the constraint mode's
+    multiplier step, ``correction`` steers on measured zeros, ``ramp`` raises the target along a cubic over that
+    fraction of training (0: the full target from the first step), ``task_gradient`` lets the task loss move the
+    thresholds, ``threshold_schedule`` anneals the thresholds' learning rate with the weights' (``"cosine"``) or
+    keeps it (``"constant"``), ``budget`` counts weights (``"params"``) or multiply-accumulates (``"flops"``), and
+    ``finetune`` is the final fraction of training spent fine-tuning with the masks fixed after an exact calibration
+    (0: thresholds learn until the end, then calibrate).
     """
 
     dataset: str = "mnist1d"
     model: str | None = None
+    method: str = "adasparse"
     sparsity: str = "adaptive"
     target: float = 0.9
     lv: float = 10.0
     pthres: int = 1000
+    dual_step: float = DEFAULT_DUAL_STEP
+    correction: bool = False
+    ramp: float = 0.0
+    task_gradient: bool = True
+    threshold_schedule: str = "cosine"
+    budget: str = "params"
+    finetune: float = 0.0
     epochs: int | None = None
     lr: float | None = None
     batch_size: int | None = None
@@ -97,7 +124,10 @@ class TrainConfig:
     def resolved(self) -> TrainConfig:
         """A copy with every default filled in and every value checked (``ValueError`` naming the option)."""
         _checks.check_choice(self.dataset, "dataset", DATASETS)
+        _checks.check_choice(self.method, "method", METHODS)
         _checks.check_choice(self.sparsity, "sparsity", SPARSITY_CHOICES)
+        _checks.check_choice(self.threshold_schedule, "threshold_schedule", THRESHOLD_SCHEDULES)
+        _checks.check_choice(self.budget, "budget", BUDGETS)
         recipe = RECIPES[self.dataset]
         config = replace(
             self,
@@ -110,6 +140,11 @@ class TrainConfig:
         _checks.check_fraction(config.target, "target")
         _checks.check_nonnegative(config.lv, "lv")
         _check_int(config.pthres, "pthres", 0)
+        _checks.check_positive(config.dual_step, "dual_step")
+        for name in ("ramp", "finetune"):
+            value = getattr(config, name)
+            if not 0.0 <= _checks.check_nonnegative(value, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {value!r}")
         _check_int(config.epochs, "epochs", 1)
         _checks.check_positive(config.lr, "lr")
         _check_int(config.batch_size, "batch_size", 1)
@@ -170,6 +205,7 @@ class RunResult:
     sparsity_before_calibration: float | None
     sparsity: float | None
     analytic_sparsity: float | None
+    flops_sparsity: float | None
     wall_seconds: float
     data_fraction: float
     report_text: str = ""
@@ -196,6 +232,9 @@ METRIC_FIELDS = (
     "epoch_seconds",
     "data_seconds",
 )
+
+
+LAYER_FIELDS = ("epoch", "layer", "numel", "actual", "analytic", "threshold")
 
 
 def load_run_config(run_dir: str | Path) -> TrainConfig:
@@ -226,15 +265,40 @@ def _load_checkpoint(run_dir: Path) -> dict[str, Any] | None:
     return state
 
 
-def _build(config: TrainConfig, dataset: Dataset, device: torch.device) -> tuple[nn.Module, SparsityLoss | None]:
+def _build(config: TrainConfig, dataset: Dataset, device: torch.device) -> tuple[nn.Module, Method, torch.Tensor]:
     torch.manual_seed(config.seed)
     model = create_model(config.model, num_classes=dataset.num_classes, input_shape=dataset.input_shape)  # type: ignore[arg-type]
     model.to(device)
-    criterion = None
-    if config.sparsity != "none":
-        sparsify(model, target=config.target, min_params=config.pthres)
-        criterion = SparsityLoss(model, target=config.target, mode=config.sparsity, weight=config.lv)
-    return model, criterion
+    example = dataset.x_test[:1].to(device)
+    if dataset.test_transform is not None:
+        example = dataset.test_transform(example, None)
+    return model, create_method(config.method, model, config, example), example
+
+
+class WarmRestartCosine:
+    """Learning-rate factor of ``CosineAnnealingWarmRestarts(T_0=period)`` (eta_min 0), by epoch."""
+
+    def __init__(self, period: int) -> None:
+        self.period = period
+
+    def __call__(self, epoch: int) -> float:
+        return 0.5 * (1.0 + math.cos(math.pi * (epoch % self.period) / self.period))
+
+
+class Constant:
+    """Learning-rate factor 1 (the thresholds keep their learning rate)."""
+
+    def __call__(self, epoch: int) -> float:
+        return 1.0
+
+
+def _scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
+    cosine = WarmRestartCosine(max(1, config.epochs // 2))  # type: ignore[operator]
+    factors = [
+        Constant() if group.get("name") == "thresholds" and config.threshold_schedule == "constant" else cosine
+        for group in optimizer.param_groups
+    ]
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factors)
 
 
 @torch.no_grad()
@@ -266,12 +330,12 @@ def _set_rng_state(state: dict[str, torch.Tensor], generator: torch.Generator, d
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
-def _write_metrics(path: Path, rows: list[dict[str, float]]) -> None:
+def _write_csv(path: Path, rows: list[dict[str, Any]], fields: tuple[str, ...]) -> None:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=METRIC_FIELDS, lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({key: row.get(key, "") for key in METRIC_FIELDS})
+        writer.writerow({key: row.get(key, "") for key in fields})
     atomic_write_text(path, buffer.getvalue())
 
 
@@ -341,27 +405,23 @@ def run_training(
         info = {**dataset.info, "num_classes": dataset.num_classes, "input_shape": list(dataset.input_shape)}
         _prepare_run_dir(run_dir, config, info)
 
-    model, criterion = _build(config, dataset, device)
-    optimizer = torch.optim.SGD(
-        param_groups(
-            model, lr=config.lr, weight_decay=config.weight_decay, threshold_lr_scale=config.threshold_lr_scale
-        ),  # type: ignore[arg-type]
-        lr=config.lr,  # type: ignore[arg-type]
-        momentum=config.momentum,
-    )
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(optimizer, T_0=max(1, config.epochs // 2))  # type: ignore[operator]
+    model, method, example = _build(config, dataset, device)
+    groups = param_groups(model, config.lr, config.weight_decay, config.threshold_lr_scale)  # type: ignore[arg-type]
+    optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)  # type: ignore[arg-type]
+    scheduler = _scheduler(optimizer, config)
     generator = torch.Generator().manual_seed(config.seed)
     metrics: list[dict[str, float]] = []
+    layer_rows: list[dict[str, Any]] = []
     start_epoch = 0
     elapsed_before = 0.0
     if checkpoint is not None:
+        method.load_state_dict(checkpoint["method"])  # first: it may restructure the model (fixed masks)
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
-        if criterion is not None and checkpoint.get("loss") is not None:
-            criterion.load_state_dict(checkpoint["loss"])
         _set_rng_state(checkpoint["rng"], generator, device)
         metrics = list(checkpoint["metrics"])
+        layer_rows = list(checkpoint.get("layers", []))
         start_epoch = int(checkpoint["epoch"])
         elapsed_before = float(checkpoint.get("elapsed_seconds", 0.0))
         log(f"resuming {run_dir} after epoch {start_epoch} of {config.epochs}")
@@ -382,14 +442,13 @@ def run_training(
     writer = _tensorboard_writer(run_dir, log) if config.tensorboard else None
 
     for epoch in range(start_epoch, config.epochs):  # type: ignore[arg-type]
-        row = _train_epoch(model, criterion, optimizer, train_loader, epoch, config, progress)
+        row = _train_epoch(model, method, optimizer, train_loader, epoch, config, progress)
         row["test_loss"], row["test_accuracy"] = evaluate(model, test_loader)
-        if criterion is not None:
-            row["actual_sparsity"] = sparsity_report(model).overall
-            row["analytic_sparsity"] = criterion.analytic_sparsity
-        else:
-            row["actual_sparsity"] = sparsity_report(model, min_params=config.pthres).overall
-            row["analytic_sparsity"] = float("nan")
+        layers = method.layer_sparsities()
+        row["actual_sparsity"] = method.sparsity()
+        analytic = method.analytic()
+        row["analytic_sparsity"] = float("nan") if analytic is None else analytic
+        layer_rows.extend({"epoch": epoch + 1, **layer} for layer in layers)
         scheduler.step()
         metrics.append(row)
         elapsed = elapsed_before + time.perf_counter() - start_time
@@ -402,14 +461,17 @@ def run_training(
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
-                "loss": criterion.state_dict() if criterion is not None else None,
+                "method": method.state_dict(),
                 "rng": _rng_state(generator, device),
                 "metrics": metrics,
+                "layers": layer_rows,
                 "elapsed_seconds": elapsed,
             },
             run_dir / "checkpoint.pt",
         )
-        _write_metrics(run_dir / "metrics.csv", metrics)
+        _write_csv(run_dir / "metrics.csv", metrics, METRIC_FIELDS)
+        if layer_rows:
+            _write_csv(run_dir / "layers.csv", layer_rows, LAYER_FIELDS)
         if writer is not None:
             for key, value in row.items():
                 if key != "epoch" and not math.isnan(value):
@@ -418,7 +480,7 @@ def run_training(
         log(_epoch_line(row, config))
     if writer is not None:
         writer.close()
-    return _finish(model, criterion, config, run_dir, test_loader, metrics, elapsed_before, start_time, log)
+    return _finish(model, method, example, config, run_dir, test_loader, metrics, elapsed_before, start_time, log)
 
 
 def _epoch_line(row: dict[str, float], config: TrainConfig) -> str:
@@ -426,14 +488,16 @@ def _epoch_line(row: dict[str, float], config: TrainConfig) -> str:
         f"epoch {int(row['epoch']):3d}/{config.epochs}  loss {row['train_loss']:.4f}  "
         f"test acc {row['test_accuracy']:.4f}"
     )
-    if config.sparsity != "none":
+    if not math.isnan(row["analytic_sparsity"]):
         text += f"  sparsity {row['actual_sparsity']:.4f} (analytic {row['analytic_sparsity']:.4f})"
+    elif row["actual_sparsity"] > 0.0:
+        text += f"  sparsity {row['actual_sparsity']:.4f}"
     return text + f"  {row['epoch_seconds']:.1f}s"
 
 
 def _train_epoch(
     model: nn.Module,
-    criterion: SparsityLoss | None,
+    method: Method,
     optimizer: torch.optim.Optimizer,
     loader: BatchLoader,
     epoch: int,
@@ -451,6 +515,8 @@ def _train_epoch(
     data_seconds = 0.0
     epoch_start = time.perf_counter()
     bar = tqdm(total=len(loader), desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, disable=not progress)
+    total_steps = len(loader) * config.epochs  # type: ignore[operator]
+    step = epoch * len(loader)
     batches = iter(loader)
     while True:
         data_start = time.perf_counter()
@@ -459,16 +525,19 @@ def _train_epoch(
         except StopIteration:
             break
         data_seconds += time.perf_counter() - data_start
+        method.begin_step(step, total_steps)
         logits = model(x)
         task_loss = F.cross_entropy(logits, y)
         loss = task_loss
-        if criterion is not None:
-            sparsity_loss = criterion()
+        sparsity_loss = method.loss()
+        if sparsity_loss is not None:
             loss = task_loss + sparsity_loss
             sparsity_sum += sparsity_loss.detach().double() * len(y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        step += 1
+        method.end_step(step, total_steps)
         task_sum += task_loss.detach().double() * len(y)
         correct += (logits.detach().argmax(1) == y).sum()
         count += len(y)
@@ -494,7 +563,8 @@ def _train_epoch(
 
 def _finish(
     model: nn.Module,
-    criterion: SparsityLoss | None,
+    method: Method,
+    example: torch.Tensor,
     config: TrainConfig,
     run_dir: Path,
     test_loader: BatchLoader,
@@ -506,21 +576,15 @@ def _finish(
     from .plots import plot_curves, plot_layer_sparsity
 
     _, accuracy_before = evaluate(model, test_loader)
-    sparse = criterion is not None
-    accuracy = accuracy_before
-    sparsity_before = sparsity_after = analytic = None
-    if sparse:
-        before = sparsity_report(model)
-        sparsity_before, analytic = before.overall, before.analytic
-        sparsity_after = sparsity_before
-        if config.calibrate:
-            result = calibrate(model, config.target)
-            log(str(result))
-            sparsity_after = result.after.overall
-            _, accuracy = evaluate(model, test_loader)
-        report = sparsity_report(model)
-    else:
-        report = sparsity_report(model, min_params=config.pthres)
+    sparse = method.sparse
+    finish = method.finish(log)
+    if finish.message:
+        log(finish.message)
+    _, accuracy = evaluate(model, test_loader)
+    report = finish.report or sparsity_report(model, min_params=config.pthres)
+    macs = layer_macs(model, example, min_params=config.pthres)
+    total_macs = sum(macs.get(layer.name, 0.0) for layer in report.layers)
+    flops_sparsity = sum(macs.get(layer.name, 0.0) * layer.actual for layer in report.layers) / max(total_macs, 1.0)
     atomic_write_json(run_dir / "report.json", report.to_dict())
     atomic_write_text(run_dir / "report.md", report.to_markdown() + "\n")
     plots = [
@@ -529,8 +593,6 @@ def _finish(
     ]
     if not all(plots):
         log("matplotlib is not installed (pip install matplotlib): plots skipped")
-    if sparse:
-        desparsify(model)
     atomic_torch_save(model.state_dict(), run_dir / "model_sparse.pt")
     epoch_seconds = sum(row["epoch_seconds"] for row in metrics)
     data_seconds = sum(row["data_seconds"] for row in metrics)
@@ -541,9 +603,10 @@ def _finish(
         test_accuracy=accuracy,
         test_accuracy_before_calibration=accuracy_before if sparse else None,
         target=config.target if sparse else None,
-        sparsity_before_calibration=sparsity_before,
-        sparsity=sparsity_after,
-        analytic_sparsity=analytic,
+        sparsity_before_calibration=finish.sparsity_before if sparse else None,
+        sparsity=finish.sparsity_after if sparse else None,
+        analytic_sparsity=finish.analytic,
+        flops_sparsity=flops_sparsity if sparse else None,
         wall_seconds=elapsed_before + time.perf_counter() - start_time,
         data_fraction=data_seconds / epoch_seconds if epoch_seconds else 0.0,
         report_text=str(report),
