@@ -35,7 +35,7 @@ def test_train_prints_table_target_and_dense_baseline(tmp_path: Path, capsys: py
     assert status == 0
     text = capsys.readouterr().out
     assert "overall (pruned layers)" in text
-    assert "sparsity: target 0.9000, achieved" in text and "calibrated 0.9000" in text
+    assert "sparsity: target 0.9000, reached" in text and "final 0.9000" in text
     assert ", dense 0." in text
     assert (out / "dense" / "summary.json").is_file() and (out / "model_sparse.pt").is_file()
     config = json.loads((out / "config.json").read_text())["config"]
@@ -46,7 +46,7 @@ def test_train_prints_table_target_and_dense_baseline(tmp_path: Path, capsys: py
     assert "model_sparse.pt" in report_text and "overall (pruned layers)" in report_text
     assert main(["report", str(out / "checkpoint.pt"), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert data["sparsified"] is True and data["layers"][0]["threshold"] is not None
+    assert data["sparsified"] is True and data["pruned_zeros"] > 0.85 * data["pruned_params"]
 
     assert main(["train", "--resume", str(out), "--quiet"]) == 0
     assert "already complete" in capsys.readouterr().out
@@ -181,3 +181,34 @@ def test_module_entry_point_help() -> None:
         "--quiet",
     ):
         assert option in completed.stdout, option
+
+
+def test_method_and_controller_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "orig"
+    argv = ["train", "--dataset", "digits", "--model", "mlp", "--epochs", "2", "-s", "adaptive", "--no-correction",
+            "--ramp", "0", "--finetune", "0", "--threshold-schedule", "cosine", "--no-task-gradient",
+            "--init-fraction", "0.5", "--dual-step", "1.5", "--budget", "flops", "--out", str(out), "--quiet",
+            "--no-dense-baseline"]
+    assert main(argv) == 0
+    config = json.loads((out / "config.json").read_text())["config"]
+    assert (config["correction"], config["ramp"], config["finetune"], config["threshold_schedule"]) == (
+        False, 0.0, 0.0, "cosine")
+    assert (config["task_gradient"], config["init_fraction"], config["dual_step"], config["budget"]) == (
+        False, 0.5, 1.5, "flops")
+    assert "compute:" in capsys.readouterr().out
+    gmp = tmp_path / "gmp"
+    assert main(["train", "--dataset", "digits", "--model", "mlp", "--epochs", "2", "--method", "gmp", "--out",
+                 str(gmp), "--quiet", "--no-dense-baseline"]) == 0
+    assert "sparsity: target 0.9000, reached 0.9000" in capsys.readouterr().out
+    _one_line_error(capsys, ["train", "--ramp", "1.5"], "ramp must be in [0, 1), got 1.5")
+    _one_line_error(capsys, ["train", "--method", "lottery"], "invalid choice: 'lottery'")
+
+
+def test_bench_quick_writes_the_results_page(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    docs = tmp_path / "docs" / "results.md"
+    argv = ["bench", "--quick", "--out", str(tmp_path / "bench"), "--docs", str(docs), "--jobs", "1"]
+    assert main(argv) == 0
+    text = docs.read_text()
+    assert "adasparse bench --quick" in text and "## Training-step time over dense" in text
+    assert "| adasparse (default) |" in text
+    _one_line_error(capsys, ["bench", "--jobs", "0"], "--jobs must be >= 1")

@@ -154,9 +154,9 @@ def test_constraint_mode_dual_ascent() -> None:
     assert criterion.multiplier == before  # evaluation calls do not step the multiplier
 
 
-def _settle(mode: str, pull: float) -> tuple[float, float]:
+def _settle(mode: str, pull: float, start: tuple[float, ...] = (0.5, 1.0, 2.0)) -> tuple[float, float]:
     """Train only the thresholds under the sparsity loss plus a constant task-like pull toward density."""
-    model = _model((0.5, 1.0, 2.0))
+    model = _model(start)
     criterion = adasparse.SparsityLoss(model, target=0.95, mode=mode, weight=10.0)
     thresholds = list(adasparse.threshold_parameters(model))
     optimizer = torch.optim.SGD(thresholds, lr=0.05, momentum=0.9)
@@ -175,6 +175,8 @@ def test_constraint_mode_removes_the_penalty_bias() -> None:
     assert multiplier > 0
     free, free_multiplier = _settle("constraint", pull=0.0)
     assert free == pytest.approx(0.95, abs=1e-3) and free_multiplier == pytest.approx(0.0, abs=1e-2)
+    above, _ = _settle("constraint", pull=0.0, start=(2.6, 2.6, 2.6))  # starting above the target: it comes down
+    assert above == pytest.approx(0.95, abs=1e-3)
 
 
 def test_correction_steers_on_measured_zeros() -> None:

@@ -65,38 +65,30 @@ BASELINES = (
     Variant("GMP global", {"method": "gmp"}),
     Variant("GMP per layer", {"method": "gmp-layer"}),
 )
+_ORIGINAL_OPTIONS = {
+    "correction": False,
+    "ramp": 0.0,
+    "threshold_schedule": "cosine",
+    "task_gradient": True,
+    "finetune": 0.0,
+    "init_fraction": 0.6,
+}
 ORIGINAL = (
-    Variant(
-        "adaptive (original)",
-        {
-            "sparsity": "adaptive",
-            "correction": False,
-            "ramp": 0.0,
-            "threshold_schedule": "cosine",
-            "task_gradient": True,
-        },
-        ours=True,
-    ),
-    Variant(
-        "fixed (original)",
-        {"sparsity": "fixed", "correction": False, "ramp": 0.0, "threshold_schedule": "cosine", "task_gradient": True},
-        ours=True,
-    ),
-    Variant(
-        "upper (original)",
-        {"sparsity": "upper", "correction": False, "ramp": 0.0, "threshold_schedule": "cosine", "task_gradient": True},
-        ours=True,
-    ),
+    Variant("adaptive (original)", {**_ORIGINAL_OPTIONS, "sparsity": "adaptive"}, ours=True),
+    Variant("fixed (original)", {**_ORIGINAL_OPTIONS, "sparsity": "fixed"}, ours=True),
+    Variant("upper (original)", {**_ORIGINAL_OPTIONS, "sparsity": "upper"}, ours=True),
 )
 ABLATION = (
     ORIGINAL[0],
     ORIGINAL[1],
     Variant("+ constraint", {**ORIGINAL[0].options, "sparsity": "constraint"}, ours=True),
     Variant("+ correction", {**ORIGINAL[0].options, "correction": True}, ours=True),
-    Variant("+ ramp", {**ORIGINAL[0].options, "ramp": 0.5}, ours=True),
+    Variant("+ ramp", {**ORIGINAL[0].options, "ramp": 0.3}, ours=True),
     Variant("+ no task gradient", {**ORIGINAL[0].options, "task_gradient": False}, ours=True),
     Variant("+ constant threshold lr", {**ORIGINAL[0].options, "threshold_schedule": "constant"}, ours=True),
+    Variant("+ fine-tune with fixed masks", {**ORIGINAL[0].options, "finetune": 0.2}, ours=True),
     DEFAULT,
+    Variant("default, no task gradient", {"task_gradient": False}, ours=True),
     Variant("GMP global", {"method": "gmp"}),
 )
 EMBEDDED = (("mnist1d", "cnn1d"), ("digits", "cnn2d"))
@@ -109,6 +101,12 @@ SUITES: dict[str, Suite] = {
         (0.5, 0.8, 0.9, 0.95, 0.98),
     ),
     "ablation": Suite("ablation", ABLATION, (*EMBEDDED, ("mnist1d", "mlp")), (0.9, 0.95, 0.98)),
+    "flops": Suite(
+        "flops",
+        (DEFAULT, Variant("adasparse (default), FLOPs budget", {"budget": "flops"}, ours=True)),
+        EMBEDDED,
+        (0.9,),
+    ),
     "quick": Suite(
         "quick",
         (Variant("dense", {"sparsity": "none"}), BASELINES[1], BASELINES[2], ORIGINAL[0], DEFAULT),
@@ -271,6 +269,24 @@ def _target_table(records: list[dict[str, Any]], suite: Suite, dataset: str, mod
     return "\n".join(lines)
 
 
+def _compute_table(records: list[dict[str, Any]], suite: Suite) -> str:
+    """Parameter sparsity next to the fraction of multiply-accumulates removed, per variant and data set."""
+    lines = [
+        "| data / model | variant | target | weights pruned | multiply-accumulates removed | test accuracy |",
+        "|---|---|---|---|---|---|",
+    ]
+    for (dataset, model, variant, target), group in sorted(_group(records).items(), key=lambda item: item[0]):
+        if group[0]["summary"].get("sparsity") is None:
+            continue
+        lines.append(
+            f"| {dataset} / {model} | {variant} | {target:g} | "
+            f"{_mean_std(r['summary']['sparsity'] for r in group)} | "
+            f"{_mean_std(r['summary'].get('flops_sparsity') for r in group)} | "
+            f"{_mean_std(r['summary']['test_accuracy'] for r in group)} |"
+        )
+    return "\n".join(lines)
+
+
 def _points(gaps: Iterable[float]) -> str:
     gaps = [100.0 * g for g in gaps]
     if not gaps:
@@ -306,22 +322,26 @@ def _allocation_table(allocation: dict[str, list[tuple]]) -> str:
 
 
 def _gaussian_error(records: list[dict[str, Any]]) -> tuple[str, dict[str, list[tuple[int, float]]]]:
-    """Per-layer |actual - analytic| at the last epoch (table) and the worst layer's error by epoch (curves)."""
+    """Per-layer |actual - analytic| at the last epoch with learned thresholds (table; fine-tuning with fixed masks
+    has no estimate) and the worst layer's error by epoch (curves)."""
     rows, curves = [], {}
     for record in records:
-        if not record["layers"] or record["seed"] != 0:
+        estimated = [row for row in record["layers"] if row["analytic"] not in ("", None)]
+        if not estimated or record["seed"] != 0:
             continue
-        last = max(int(row["epoch"]) for row in record["layers"])
-        final = [row for row in record["layers"] if int(row["epoch"]) == last]
+        last = max(int(row["epoch"]) for row in estimated)
+        final = [row for row in estimated if int(row["epoch"]) == last]
         errors = [abs(float(row["actual"]) - float(row["analytic"])) for row in final]
         label = f"{record['dataset']}-{record['model']} {record['variant']} t={record['target']:g}"
-        rows.append(f"| {label} | {statistics.mean(errors):.3f} | {max(errors):.3f} |")
+        rows.append(f"| {label} | {last} | {statistics.mean(errors):.3f} | {max(errors):.3f} |")
         by_epoch: dict[int, float] = defaultdict(float)
-        for row in record["layers"]:
+        for row in estimated:
             epoch = int(row["epoch"])
             by_epoch[epoch] = max(by_epoch[epoch], abs(float(row["actual"]) - float(row["analytic"])))
         curves[label] = sorted(by_epoch.items())
-    table = "| run (seed 0) | mean error | worst layer |\n|---|---|---|\n" + "\n".join(rows)
+    table = "| run (seed 0) | last epoch with thresholds | mean error | worst layer |\n|---|---|---|---|\n" + "\n".join(
+        rows
+    )
     return table, curves
 
 
@@ -447,6 +467,8 @@ def write_results(
             image = figures / f"{prefix}-allocation.png"
             if allocation and plot_allocation(allocation, image, f"{dataset} / {model} at {allocation_target:g}"):
                 parts += ["", f"![allocation]({image.relative_to(path.parent)})"]
+        if any(variant.options.get("budget") == "flops" for variant in suite.variants):
+            parts += ["", "### Parameter budget vs compute budget", "", _compute_table(records, suite)]
         table, curves = _gaussian_error([r for r in records if r["ours"]])
         parts += ["", "### Gaussian estimate vs measured sparsity per layer, end of training", "", table]
         image = figures / f"{suite.name}-gaussian-error.png"

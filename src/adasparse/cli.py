@@ -1,4 +1,4 @@
-"""Command line: ``adasparse train`` and ``adasparse report`` (also ``python -m adasparse``).
+"""Command line: ``adasparse train``, ``report``, ``export`` and ``bench`` (also ``python -m adasparse``).
 
 The CLI only parses arguments and calls the library; every option maps to a :class:`~adasparse.train.TrainConfig`
 field or a library function.
@@ -17,9 +17,20 @@ from typing import Any, NoReturn
 import torch
 
 from ._version import __version__
+from .bench import SUITES
 from .data import DATASETS, DataError
+from .methods import METHODS
 from .report import state_dict_report
-from .train import CHECKPOINT_FORMAT, RECIPES, SPARSITY_CHOICES, RunResult, TrainConfig, load_run_config, run_training
+from .train import (
+    CHECKPOINT_FORMAT,
+    RECIPES,
+    SPARSITY_CHOICES,
+    THRESHOLD_SCHEDULES,
+    RunResult,
+    TrainConfig,
+    load_run_config,
+    run_training,
+)
 
 __all__ = ["build_parser", "main"]
 
@@ -50,8 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="train a model with learned per-layer pruning thresholds",
         description=(
             "Train a model with one learned pruning threshold per layer and the adaptive sparsity loss. With no "
-            "options: MNIST-1D (generated locally, no download), a 1-D CNN, 90%% sparsity, adaptive loss, plus a "
-            "dense baseline run for comparison. Unset options take the data set's recipe: " + _recipe_help() + "."
+            "options: MNIST-1D (generated locally, no download), a 1-D CNN pruned to 90% with the adaptive "
+            "sparsity loss as an exact budget constraint, plus a dense baseline run for comparison. Unset options "
+            "take the data set's recipe: " + _recipe_help() + "."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -79,12 +91,21 @@ def build_parser() -> argparse.ArgumentParser:
         "digits, wrn-16-8 for CIFAR)",
     )
     model.add_argument(
+        "--method",
+        choices=METHODS,
+        default="adasparse",
+        help="adasparse (learned thresholds) or a baseline: gmp / gmp-layer (gradual magnitude pruning, cubic "
+        "schedule, global / per layer), oneshot (magnitude pruning after training), oneshot-ft (prune at half "
+        "time, fine-tune the rest), dense",
+    )
+    model.add_argument(
         "-s",
         "--sparsity",
         choices=SPARSITY_CHOICES,
-        default="adaptive",
-        help="sparsity loss: adaptive (overall budget), fixed (every layer at the target), upper "
-        "(penalise only too little sparsity), none (dense training)",
+        default="constraint",
+        help="sparsity loss: constraint (the overall budget as an exact constraint, dual ascent; the default), "
+        "adaptive (the original quadratic budget loss), fixed (every layer at the target), upper (penalise only "
+        "too little sparsity), none (dense training)",
     )
     model.add_argument("--starget", type=float, default=0.9, help="target overall sparsity in [0, 1)")
     model.add_argument("--lv", type=float, default=10.0, help="weight of the sparsity loss")
@@ -94,6 +115,44 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="after training, scale all thresholds so the actual sparsity is exactly the target",
+    )
+    tuning = train.add_argument_group("controller (defaults: the best measured combination, see docs/method.md)")
+    tuning.add_argument("--dual-step", type=float, default=0.5, help="constraint mode: the multiplier's step")
+    tuning.add_argument(
+        "--correction",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="steer on each layer's measured zero fraction instead of the Gaussian estimate",
+    )
+    tuning.add_argument(
+        "--ramp", type=float, default=0.3, help="raise the target along a cubic over this fraction of training"
+    )
+    tuning.add_argument(
+        "--finetune",
+        type=float,
+        default=0.2,
+        help="final fraction of training spent fine-tuning with fixed masks after an exact calibration (0: off)",
+    )
+    tuning.add_argument(
+        "--threshold-schedule",
+        choices=THRESHOLD_SCHEDULES,
+        default="constant",
+        help="thresholds keep their learning rate (constant) or anneal it with the weights' (cosine, the original)",
+    )
+    tuning.add_argument(
+        "--task-gradient",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="let the task loss move the thresholds through the weights they prune",
+    )
+    tuning.add_argument(
+        "--init-fraction", type=float, default=0.6, help="start thresholds at the Gaussian threshold of this x target"
+    )
+    tuning.add_argument(
+        "--budget",
+        choices=("params", "flops"),
+        default="params",
+        help="the target counts weights (params) or multiply-accumulates per example (flops)",
     )
     optim = train.add_argument_group("optimisation (SGD momentum 0.9, weight decay 5e-4, cosine with one warm restart)")
     optim.add_argument("--epochs", type=int, default=None, help="training epochs (default: the data set's recipe)")
@@ -133,6 +192,44 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--min-params", type=int, default=1000, help="for plain state dicts: weights with fewer elements are not listed"
     )
+
+    export = commands.add_parser(
+        "export",
+        help="write a run's pruned model as a compressed safetensors file or as ONNX",
+        description="Export the pruned model of a run directory (its model_sparse.pt, else its checkpoint.pt), an "
+        "adasparse checkpoint.pt, or a model_sparse.pt next to its run's config.json. sparse: a safetensors file "
+        "storing each tensor dense, as a bitmask or as CSR, whichever is smallest, with the run's config.json as "
+        "metadata (load it with adasparse.load_sparse). onnx: the rebuilt architecture with the desparsified "
+        "weights (needs config.json; ONNX stores the zeros densely).",
+    )
+    export.add_argument("path", metavar="RUN_OR_CKPT", help="run directory, checkpoint.pt or model_sparse.pt")
+    export.add_argument("--format", choices=("sparse", "onnx"), default="sparse", help="output format (default sparse)")
+    export.add_argument(
+        "--out",
+        default=None,
+        metavar="PATH",
+        help="output file (default: model_sparse.safetensors or model.onnx beside the weights)",
+    )
+    export.add_argument(
+        "--fp16", action="store_true", help="sparse format: store values as float16 (lossy, about half the size)"
+    )
+    bench = commands.add_parser(
+        "bench",
+        help="run every pruning method on the embedded data sets and write docs/results.md",
+        description="Train every method of a suite (variants x data sets x targets x seeds) with the data sets' "
+        "recipes, reuse runs already finished under --out, and write the results page with tables and plots. "
+        "Suites: methods (ours against dense, one-shot, one-shot + fine-tuning, GMP global and per layer, at "
+        "0.5-0.98), ablation (each of our options alone and combined, at 0.9-0.98), flops (parameter vs compute "
+        "budget), quick (a minute, for CI).",
+    )
+    bench.add_argument(
+        "--suite", choices=(*SUITES, "all"), default="all", help="which suite ('all': methods, ablation and flops)"
+    )
+    bench.add_argument("--quick", action="store_true", help="same as --suite quick")
+    bench.add_argument("--out", default="runs/bench", help="where the runs are kept (finished runs are reused)")
+    bench.add_argument("--docs", default="docs/results.md", help="the results page to write")
+    bench.add_argument("--jobs", type=int, default=None, help="parallel runs, one thread each (default: CPU count)")
+    bench.add_argument("--no-overhead", action="store_true", help="skip the side-by-side train-step timing")
     return parser
 
 
@@ -147,7 +244,16 @@ def _config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(
         dataset=args.dataset,
         model=args.model,
+        method=args.method,
         sparsity=args.sparsity,
+        dual_step=args.dual_step,
+        correction=args.correction,
+        ramp=args.ramp,
+        finetune=args.finetune,
+        threshold_schedule=args.threshold_schedule,
+        task_gradient=args.task_gradient,
+        init_fraction=args.init_fraction,
+        budget=args.budget,
         target=args.starget,
         lv=args.lv,
         pthres=args.pthres,
@@ -213,13 +319,17 @@ def _print_summary(result: RunResult, baseline: RunResult | None) -> None:
     print(result.report_text)
     print()
     if result.target is not None:
-        line = (
-            f"sparsity: target {result.target:.4f}, achieved {result.sparsity_before_calibration:.4f} "
-            f"(analytic {result.analytic_sparsity:.4f})"
-        )
+        line = f"sparsity: target {result.target:.4f}, reached {result.sparsity_before_calibration:.4f}"
+        if result.analytic_sparsity is not None:
+            line += f" (analytic {result.analytic_sparsity:.4f})"
         if result.sparsity != result.sparsity_before_calibration:
-            line += f", calibrated {result.sparsity:.4f}"
+            line += f", final {result.sparsity:.4f}"
+        finetune = result.config.get("finetune", 0.0) if result.config.get("method") == "adasparse" else 0.0
+        if finetune:
+            line += f" (exact calibration, then {100 * finetune:.0f}% of training fine-tuned with fixed masks)"
         print(line)
+        if result.flops_sparsity is not None and result.config.get("budget") == "flops":
+            print(f"compute: {100 * result.flops_sparsity:.2f}% of the pruned layers' multiply-accumulates removed")
         accuracy = f"test accuracy: {result.test_accuracy:.4f} at {result.sparsity:.4f} sparsity"
         if result.test_accuracy_before_calibration != result.test_accuracy:
             accuracy += f" ({result.test_accuracy_before_calibration:.4f} before calibration)"
@@ -265,14 +375,56 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from .export import export_run
+
+    values_dtype = torch.float16 if args.fp16 else None
+    if args.fp16 and args.format != "sparse":
+        raise ValueError("--fp16 applies to --format sparse only")
+    result = export_run(args.path, format=args.format, out=args.out, values_dtype=values_dtype)
+    print(
+        f"wrote {result.path}: {result.bytes:,} bytes, {result.ratio:.3f}x the dense torch.save "
+        f"({result.dense_bytes:,} bytes)"
+    )
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from .bench import measure_overhead, run_suite, write_results
+
+    names = ["quick"] if args.quick else (["methods", "ablation", "flops"] if args.suite == "all" else [args.suite])
+    if args.jobs is not None and args.jobs < 1:
+        raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
+    started = time.perf_counter()
+    results = []
+    for name in names:
+        suite = SUITES[name]
+        print(
+            f"suite {name}: {len(suite.variants)} variants, targets {', '.join(f'{t:g}' for t in suite.targets)}, "
+            f"seeds {', '.join(map(str, suite.seeds))}",
+            flush=True,
+        )
+        results.append((suite, run_suite(suite, Path(args.out), workers=args.jobs, log=_log)))
+    overhead = None
+    if not args.no_overhead:
+        datasets = {pair for suite, _ in results for pair in suite.datasets}
+        overhead = {f"{d} / {m}": measure_overhead(d, m, steps=20 if args.quick else 200) for d, m in sorted(datasets)}
+    command = "adasparse bench " + ("--quick" if args.quick else f"--suite {args.suite}")
+    write_results(
+        results, Path(args.docs), command=command, overhead=overhead, wall_seconds=time.perf_counter() - started
+    )
+    print(f"wrote {args.docs}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``adasparse`` command; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    handlers: dict[str, Any] = {"train": _train, "report": _report}
+    handlers: dict[str, Any] = {"train": _train, "report": _report, "export": _export, "bench": _bench}
     try:
         return handlers[args.command](args)
-    except (ValueError, TypeError, DataError, OSError) as error:
+    except (ValueError, TypeError, DataError, OSError, ImportError) as error:
         print(f"adasparse {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

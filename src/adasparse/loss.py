@@ -44,7 +44,7 @@ def _loss_and_gradient(
     for r, offset in zip(r_values, offsets):
         a = min(max(r, 0.0), MAX_THRESHOLD)
         sparsities.append(math.erf(a * _SQRT_HALF) + offset)
-        slopes.append(_DENSITY_SCALE * math.exp(-0.5 * a * a) if 0.0 <= r <= MAX_THRESHOLD else 0.0)
+        slopes.append(_DENSITY_SCALE * math.exp(-0.5 * a * a))  # straight-through clamp, as in the operator
     overall = sum(p * s for p, s in zip(shares, sparsities))
     if mode == "fixed":
         count = len(r_values)
@@ -95,10 +95,12 @@ class SparsityLoss:
     - ``"fixed"``: ``weight * mean_i (s_i - target)**2`` — every layer is driven to the target;
     - ``"upper"``: ``weight * relu(target - S)`` — penalises only a model less sparse than the target;
     - ``"constraint"``: the augmented Lagrangian ``weight * (S - target)**2 + lambda * (target - S)`` of the
-      budget constraint ``S >= target``, with the multiplier ``lambda >= 0`` raised by dual ascent after every
-      training call, ``lambda <- max(0, lambda + dual_step * (target - S))``. ``lambda`` grows until it balances
-      the task loss's pull, so the steady state is ``S = target``: no ``1/weight`` undershoot; the quadratic term
-      only damps the approach, so ``weight`` needs no tuning. The knob is ``dual_step``.
+      constraint ``S = target``, with the multiplier ``lambda`` updated by dual ascent after every training call,
+      ``lambda <- lambda + dual_step * (target - S)``. ``lambda`` grows until it balances the task loss's pull
+      (and turns negative after an overshoot), so the steady state is ``S = target``: no ``1/weight`` undershoot;
+      the quadratic term only damps the approach, so ``weight`` needs no tuning. The knob is ``dual_step``.
+      Start the thresholds near the target (``sparsify(model, init_threshold=threshold_for_sparsity(target))``)
+      or ramp the target: a large initial gap winds the multiplier up and overshoots.
 
     The quadratic forms settle below the target by about ``1/weight`` in sparsity points; the Gaussian ``s_i`` also
     differs from the actual zero fraction (trained weights are heavy-tailed). ``correction=True`` replaces each
@@ -293,7 +295,7 @@ class SparsityLoss:
     def _dual_step(self, overall: float | torch.Tensor) -> None:
         if isinstance(overall, torch.Tensor):
             overall = overall.item()
-        self.multiplier = max(0.0, self.multiplier + self.dual_step * (self.target - float(overall)))
+        self.multiplier += self.dual_step * (self.target - float(overall))
 
     def state_dict(self) -> dict[str, Any]:
         """The loss's settings and state (JSON-safe), for checkpoints."""

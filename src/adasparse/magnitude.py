@@ -88,6 +88,13 @@ class MagnitudePruner:
     def layer_sparsities(self) -> list[float]:
         return [float((mask == 0).float().mean()) for _, mask in self._pairs()]
 
+    def layer_rows(self) -> list[dict[str, object]]:
+        """Per selected tensor: name, size and actual sparsity (no analytic estimate or threshold)."""
+        return [
+            {"layer": name, "numel": mask.numel(), "actual": sparsity, "analytic": None, "threshold": None}
+            for name, (_, mask), sparsity in zip(self.names, self._pairs(), self.layer_sparsities())
+        ]
+
     @torch.no_grad()
     def prune_to(self, sparsity: float) -> None:
         """Zero exactly ``round(sparsity * n)`` weights (globally, or per layer), smallest ``|weight|`` first.

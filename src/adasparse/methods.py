@@ -25,6 +25,7 @@ from .calibrate import calibrate
 from .flops import layer_macs
 from .loss import SparsityLoss
 from .magnitude import MagnitudePruner
+from .operator import threshold_for_sparsity
 from .report import SparsityReport, sparsity_report
 from .schedules import cubic_ramp
 from .sparsify import desparsify, sparsify
@@ -103,7 +104,8 @@ class LearnedThresholds(Method):
 
     def __init__(self, model: nn.Module, config: Any, example_input: torch.Tensor | None = None) -> None:
         super().__init__(model, config)
-        sparsify(model, target=config.target, min_params=config.pthres, task_gradient=config.task_gradient)
+        init = threshold_for_sparsity(config.init_fraction * config.target)
+        sparsify(model, init_threshold=init, min_params=config.pthres, task_gradient=config.task_gradient)
         budget: Any = "params"
         self.costs: dict[str, float] | None = None
         if config.budget == "flops":
@@ -167,7 +169,7 @@ class LearnedThresholds(Method):
 
     def layer_sparsities(self) -> list[dict[str, Any]]:
         if self.frozen is not None:
-            return []
+            return self.frozen.layer_rows()
         return [
             {
                 "layer": layer.name,

@@ -9,8 +9,9 @@ For a weight ``w`` and one scalar threshold parameter ``r`` the effective weight
 
 The backward pass is a straight-through estimator: ``d w_eff / d w = 1`` everywhere (pruned weights keep
 receiving gradient and can come back) and ``d w_eff / d a = -(std / b) * w_c`` on pruned weights, ``0`` on kept
-ones, so the task loss reaches ``r`` through the weights it currently prunes. Under a zero-mean Gaussian
-assumption the expected pruned fraction is ``erf(a / sqrt(2))`` (:func:`analytic_sparsity`).
+ones, so the task loss reaches ``r`` through the weights it currently prunes. The clamp of ``r`` passes its
+gradient straight through (``d a / d r = 1``), so a threshold that leaves ``[0, 5]`` can return. Under a zero-mean
+Gaussian assumption the expected pruned fraction is ``erf(a / sqrt(2))`` (:func:`analytic_sparsity`).
 
 Two numerically identical code paths exist: on CPU in eager mode the scalar statistics are read as Python floats
 and the mask is applied by ``F.hardshrink`` (one vectorised pass; CPU kernels for boolean masks are several
@@ -29,6 +30,7 @@ __all__ = [
     "MAX_THRESHOLD",
     "analytic_sparsity",
     "analytic_sparsity_value",
+    "clamp_threshold",
     "centre",
     "effective_weight",
     "pruning_bound",
@@ -122,7 +124,8 @@ def pruning_bound(r: torch.Tensor, std: float | torch.Tensor, dtype: torch.dtype
 def _shrink(weight: torch.Tensor, r: torch.Tensor) -> tuple[torch.Tensor, float | torch.Tensor, float | torch.Tensor]:
     """Return (effective weight, mean, d w_eff / d r on pruned weights per unit of w_c), without autograd.
 
-    The last value is ``-std / b`` inside the clamp range of ``r`` and ``0`` outside it.
+    The last value is ``-std / b``, also outside the clamp range of ``r``: the clamp passes gradients straight
+    through, so a threshold pushed below 0 (or above 5) can come back instead of being stuck with a zero gradient.
     """
     mean, std = pruning_statistics(weight)
     effective = centre(weight, mean)
@@ -131,15 +134,12 @@ def _shrink(weight: torch.Tensor, r: torch.Tensor) -> tuple[torch.Tensor, float 
         bound = min(max(r_value, 0.0), MAX_THRESHOLD) * std + EPSILON
         # In place: one fresh buffer per call instead of two (fresh pages dominate the cost on CPU).
         torch.ops.aten.hardshrink.out(effective, bound, out=effective)
-        slope = -std / bound if 0.0 <= r_value <= MAX_THRESHOLD else 0.0
-        return effective, mean, slope
+        return effective, mean, -std / bound
     r = r.detach().to(weight.dtype)
     bound = pruning_bound(r, std, weight.dtype)
     zero = torch.zeros((), dtype=effective.dtype, device=effective.device)
     effective = torch.where(effective.abs() > bound, effective, zero)
-    inside = (r >= 0.0) & (r <= MAX_THRESHOLD)
-    slope = torch.where(inside, -std / bound, zero).float()
-    return effective, mean, slope
+    return effective, mean, (-std / bound).float()
 
 
 class _HardShrinkSTE(torch.autograd.Function):
@@ -195,12 +195,22 @@ def effective_weight(weight: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
     return _shrink(weight.detach(), r.detach())[0]
 
 
+def clamp_threshold(r: torch.Tensor) -> torch.Tensor:
+    """``clamp(r, 0, 5)`` in value with the identity as gradient (a straight-through clamp).
+
+    With an ordinary clamp a threshold pushed outside ``[0, 5]`` gets no gradient from anything and stays there
+    for good (a layer silently stops being pruned); the straight-through form lets the losses bring it back.
+    """
+    return r + (r.clamp(0.0, MAX_THRESHOLD) - r).detach()
+
+
 def analytic_sparsity(r: torch.Tensor) -> torch.Tensor:
     """Expected pruned fraction ``erf(clamp(r, 0, 5) / sqrt(2))`` under a zero-mean Gaussian weight.
 
-    Differentiable in ``r`` (zero gradient outside ``[0, 5]``). Works elementwise on a tensor of thresholds.
+    Differentiable in ``r``; the clamp passes gradients straight through (see :func:`clamp_threshold`), so the
+    gradient is the Gaussian density at the clamped value. Works elementwise on a tensor of thresholds.
     """
-    return torch.erf(r.clamp(0.0, MAX_THRESHOLD) * _SQRT_HALF)
+    return torch.erf(clamp_threshold(r) * _SQRT_HALF)
 
 
 def analytic_sparsity_value(r: float) -> float:

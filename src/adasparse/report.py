@@ -225,12 +225,16 @@ def sparsity_report(model: nn.Module, *, min_params: int = 1000) -> SparsityRepo
     return SparsityReport(tuple(layers), total_params, total_zeros, sparsified=bool(pruned))
 
 
+MASK_SUFFIX = "_mask"
+
+
 def state_dict_report(state_dict: dict[str, torch.Tensor], *, min_params: int = 1000) -> SparsityReport:
     """Like :func:`sparsity_report`, from a ``state_dict`` alone (a checkpoint of a sparsified or plain model).
 
-    Pruned tensors are recognised by their ``<name>_orig`` / ``<name>_threshold`` pairs; in a plain state dict,
-    every floating tensor named ``*weight`` with at least ``min_params`` elements and two or more dimensions is
-    reported.
+    Pruned tensors are recognised by their ``<name>_orig`` / ``<name>_threshold`` pairs (learned thresholds) or
+    ``<name>_orig`` / ``<name>_mask`` pairs (fixed masks, as ``torch.nn.utils.prune`` stores them); in a plain
+    state dict, every floating tensor named ``*weight`` with at least ``min_params`` elements and two or more
+    dimensions is reported.
     """
     layers: list[LayerSparsity] = []
     total_params = total_zeros = 0
@@ -241,15 +245,20 @@ def state_dict_report(state_dict: dict[str, torch.Tensor], *, min_params: int = 
                 continue
             base = key[: -len(ORIG_SUFFIX)]
             threshold = state_dict.get(base + THRESHOLD_SUFFIX)
-            if threshold is None or threshold.numel() != 1:
+            mask = state_dict.get(base + MASK_SUFFIX)
+            if threshold is not None and threshold.numel() == 1:
+                _check_finite(base, tensor)
+                effective = effective_weight(tensor, threshold.reshape(()))
+                r: float | None = threshold.item()
+                analytic = analytic_sparsity_value(r)
+                companion = base + THRESHOLD_SUFFIX
+            elif mask is not None and mask.shape == tensor.shape:
+                effective, r, analytic, companion = tensor * mask, None, None, base + MASK_SUFFIX
+            else:
                 continue
-            _check_finite(base, tensor)
-            effective = effective_weight(tensor, threshold.reshape(()))
             zeros = _count_zeros(effective)
-            r = threshold.item()
-            analytic = analytic_sparsity_value(r)
             layers.append(LayerSparsity(base, "", tuple(tensor.shape), tensor.numel(), zeros, r, analytic))
-            used.update((key, base + THRESHOLD_SUFFIX))
+            used.update((key, companion))
             total_params += tensor.numel()
             total_zeros += zeros
         sparsified = bool(layers)

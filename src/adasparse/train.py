@@ -90,23 +90,25 @@ class TrainConfig:
     thresholds, ``threshold_schedule`` anneals the thresholds' learning rate with the weights' (``"cosine"``) or
     keeps it (``"constant"``), ``budget`` counts weights (``"params"``) or multiply-accumulates (``"flops"``), and
     ``finetune`` is the final fraction of training spent fine-tuning with the masks fixed after an exact calibration
-    (0: thresholds learn until the end, then calibrate).
+    (0: thresholds learn until the end, then calibrate), and ``init_fraction`` starts every threshold at the
+    Gaussian threshold of ``init_fraction * target`` (the original recipe: 0.6).
     """
 
     dataset: str = "mnist1d"
     model: str | None = None
     method: str = "adasparse"
-    sparsity: str = "adaptive"
+    sparsity: str = "constraint"
     target: float = 0.9
     lv: float = 10.0
     pthres: int = 1000
     dual_step: float = DEFAULT_DUAL_STEP
-    correction: bool = False
-    ramp: float = 0.0
+    correction: bool = True
+    ramp: float = 0.3
     task_gradient: bool = True
-    threshold_schedule: str = "cosine"
+    threshold_schedule: str = "constant"
     budget: str = "params"
-    finetune: float = 0.0
+    finetune: float = 0.2
+    init_fraction: float = 0.6
     epochs: int | None = None
     lr: float | None = None
     batch_size: int | None = None
@@ -141,6 +143,8 @@ class TrainConfig:
         _checks.check_nonnegative(config.lv, "lv")
         _check_int(config.pthres, "pthres", 0)
         _checks.check_positive(config.dual_step, "dual_step")
+        if not 0.0 <= _checks.check_nonnegative(config.init_fraction, "init_fraction") <= 1.0:
+            raise ValueError(f"init_fraction must be in [0, 1], got {config.init_fraction!r}")
         for name in ("ramp", "finetune"):
             value = getattr(config, name)
             if not 0.0 <= _checks.check_nonnegative(value, name) < 1.0:
