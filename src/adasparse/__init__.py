@@ -12,13 +12,18 @@ One trainable threshold per layer, learned with the adaptive sparsity loss (Rets
     adasparse.calibrate(model, 0.9)            # optional: exact target
     print(adasparse.sparsity_report(model))
     adasparse.desparsify(model)                # plain modules, zeros baked in
+    adasparse.save_sparse(model, "pruned.safetensors")   # compressed checkpoint (pip install "adasparse[export]")
+    adasparse.to_sparse_inference(model)       # sparse Linear layers where they beat dense ones on CPU
 """
 
 from . import compat
 from ._version import __version__
 from .calibrate import CalibrationResult, calibrate
 from .compat import adaptive_loss, iter_desparsify, iter_sparsify, sparsity
+from .export import load_sparse, save_sparse
+from .inference import SparseLinear, to_sparse_inference
 from .loss import SparsityLoss
+from .onnx_export import export_onnx
 from .operator import analytic_sparsity, effective_weight, threshold_for_sparsity
 from .parametrization import PrunedTensor, is_sparsified, original_class, pruned_tensors
 from .report import LayerSparsity, SparsityReport, sparsity_report, state_dict_report
@@ -29,6 +34,7 @@ __all__ = [
     "CalibrationResult",
     "LayerSparsity",
     "PrunedTensor",
+    "SparseLinear",
     "SparsityLoss",
     "SparsityReport",
     "__version__",
@@ -38,12 +44,15 @@ __all__ = [
     "compat",
     "desparsify",
     "effective_weight",
+    "export_onnx",
     "is_sparsified",
     "iter_desparsify",
     "iter_sparsify",
+    "load_sparse",
     "original_class",
     "param_groups",
     "pruned_tensors",
+    "save_sparse",
     "select_layers",
     "sparsify",
     "sparsity",
@@ -51,4 +60,5 @@ __all__ = [
     "state_dict_report",
     "threshold_for_sparsity",
     "threshold_parameters",
+    "to_sparse_inference",
 ]
