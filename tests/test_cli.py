@@ -185,20 +185,71 @@ def test_module_entry_point_help() -> None:
 
 def test_method_and_controller_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "orig"
-    argv = ["train", "--dataset", "digits", "--model", "mlp", "--epochs", "2", "-s", "adaptive", "--no-correction",
-            "--ramp", "0", "--finetune", "0", "--threshold-schedule", "cosine", "--no-task-gradient",
-            "--init-fraction", "0.5", "--dual-step", "1.5", "--budget", "flops", "--out", str(out), "--quiet",
-            "--no-dense-baseline"]
+    argv = [
+        "train",
+        "--dataset",
+        "digits",
+        "--model",
+        "mlp",
+        "--epochs",
+        "2",
+        "-s",
+        "adaptive",
+        "--no-correction",
+        "--ramp",
+        "0",
+        "--finetune",
+        "0",
+        "--threshold-schedule",
+        "cosine",
+        "--no-task-gradient",
+        "--init-fraction",
+        "0.5",
+        "--dual-step",
+        "1.5",
+        "--budget",
+        "flops",
+        "--out",
+        str(out),
+        "--quiet",
+        "--no-dense-baseline",
+    ]
     assert main(argv) == 0
     config = json.loads((out / "config.json").read_text())["config"]
     assert (config["correction"], config["ramp"], config["finetune"], config["threshold_schedule"]) == (
-        False, 0.0, 0.0, "cosine")
+        False,
+        0.0,
+        0.0,
+        "cosine",
+    )
     assert (config["task_gradient"], config["init_fraction"], config["dual_step"], config["budget"]) == (
-        False, 0.5, 1.5, "flops")
+        False,
+        0.5,
+        1.5,
+        "flops",
+    )
     assert "compute:" in capsys.readouterr().out
     gmp = tmp_path / "gmp"
-    assert main(["train", "--dataset", "digits", "--model", "mlp", "--epochs", "2", "--method", "gmp", "--out",
-                 str(gmp), "--quiet", "--no-dense-baseline"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "digits",
+                "--model",
+                "mlp",
+                "--epochs",
+                "2",
+                "--method",
+                "gmp",
+                "--out",
+                str(gmp),
+                "--quiet",
+                "--no-dense-baseline",
+            ]
+        )
+        == 0
+    )
     assert "sparsity: target 0.9000, reached 0.9000" in capsys.readouterr().out
     _one_line_error(capsys, ["train", "--ramp", "1.5"], "ramp must be in [0, 1), got 1.5")
     _one_line_error(capsys, ["train", "--method", "lottery"], "invalid choice: 'lottery'")

@@ -155,7 +155,7 @@ def test_analytic_sparsity_gradient_and_float_form() -> None:
     (grad,) = torch.autograd.grad(s.sum(), r)
     expected = math.sqrt(2 / math.pi) * torch.exp(-(r.detach() ** 2) / 2)
     torch.testing.assert_close(grad[:2], expected[:2])
-    clamped = math.sqrt(2 / math.pi) * torch.exp(-torch.tensor([5.0, 0.0]) ** 2 / 2)
+    clamped = math.sqrt(2 / math.pi) * torch.exp(-(torch.tensor([5.0, 0.0]) ** 2) / 2)
     torch.testing.assert_close(grad[2:], clamped)  # straight-through clamp: the density at the clamped value
     assert [analytic_sparsity_value(v) for v in (0.5, 1.0, 6.0, -1.0)] == pytest.approx(s.tolist(), abs=1e-6)
 

@@ -91,8 +91,11 @@ def test_report_refuses_diverged_weights() -> None:
 
 
 def test_state_dict_report_reads_fixed_masks() -> None:
-    state = {"fc.weight_orig": torch.ones(50, 40), "fc.weight_mask": (torch.arange(2000).view(50, 40) % 4 == 0).float(),
-             "fc.bias": torch.ones(50)}
+    state = {
+        "fc.weight_orig": torch.ones(50, 40),
+        "fc.weight_mask": (torch.arange(2000).view(50, 40) % 4 == 0).float(),
+        "fc.bias": torch.ones(50),
+    }
     report = adasparse.state_dict_report(state)
     assert [(layer.name, layer.zeros, layer.threshold) for layer in report.layers] == [("fc.weight", 1500, None)]
     assert report.total_params == 2050 and report.sparsified

@@ -20,7 +20,9 @@ FAST = settings(max_examples=40, deadline=None)
 
 
 @FAST
-@given(r=st.floats(-10, 10, allow_nan=False), scale=st.floats(1e-3, 1e3), shift=st.floats(-5, 5), n=st.integers(2, 3000))
+@given(
+    r=st.floats(-10, 10, allow_nan=False), scale=st.floats(1e-3, 1e3), shift=st.floats(-5, 5), n=st.integers(2, 3000)
+)
 def test_zeros_exactly_where_centred_weight_within_bound(r: float, scale: float, shift: float, n: int) -> None:
     generator = torch.Generator().manual_seed(n)
     weight = torch.randn(n, generator=generator, dtype=torch.float64) * scale + shift
@@ -38,7 +40,9 @@ def test_zeros_exactly_where_centred_weight_within_bound(r: float, scale: float,
 def test_analytic_sparsity_is_a_fraction(values: list[float]) -> None:
     s = analytic_sparsity(torch.tensor(values, dtype=torch.float64))
     assert bool(((s >= 0) & (s <= 1)).all())
-    assert all(math.isclose(a, math.erf(min(max(v, 0), 5) / math.sqrt(2)), abs_tol=1e-12) for a, v in zip(s.tolist(), values))
+    assert all(
+        math.isclose(a, math.erf(min(max(v, 0), 5) / math.sqrt(2)), abs_tol=1e-12) for a, v in zip(s.tolist(), values)
+    )
 
 
 conv_specs = st.tuples(
