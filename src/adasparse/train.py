@@ -263,7 +263,8 @@ def _load_checkpoint(run_dir: Path) -> dict[str, Any] | None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise ValueError(f"{path} is not a readable checkpoint: {error}") from error
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"{path} is not a readable checkpoint: {reason}") from error
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not an adasparse checkpoint")
     return state
@@ -398,6 +399,8 @@ def run_training(
     if resume:
         config = load_run_config(run_dir)
         checkpoint = _load_checkpoint(run_dir)
+        for stray in run_dir.glob(".*.tmp"):  # a write interrupted by a kill: the file it replaced is intact
+            stray.unlink()
         summary_path = run_dir / "summary.json"
         if summary_path.exists() and (run_dir / "model_sparse.pt").exists():
             log(f"{run_dir} is already complete; nothing to resume")
