@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -16,6 +17,7 @@ from typing import Any, NoReturn
 
 import torch
 
+from . import distributed
 from ._version import __version__
 from .bench import SUITES
 from .data import DATASETS, DataError
@@ -280,8 +282,14 @@ def _default_run_dir() -> Path:
     return candidate
 
 
+def _is_main_process() -> bool:
+    """Rank 0 under torchrun (which sets RANK), or a lone process."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def _log(message: str) -> None:
-    print(message, flush=True)
+    if _is_main_process():
+        print(message, flush=True)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -310,7 +318,9 @@ def _train(args: argparse.Namespace) -> int:
         else:
             dense_config = TrainConfig.from_dict({**config.to_dict(), "sparsity": "none"})
             baseline = run_training(dense_config, dense_dir, progress=progress, log=log)
-    _print_summary(result, baseline)
+    distributed.teardown()
+    if _is_main_process():
+        _print_summary(result, baseline)
     return 0
 
 

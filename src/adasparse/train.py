@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import _checks
+from . import _checks, distributed
 from ._io import atomic_torch_save, atomic_write_json, atomic_write_text
 from ._version import __version__
 from .data import DATASETS, Dataset, load_dataset
@@ -407,10 +407,17 @@ def run_training(
             return RunResult(**json.loads(summary_path.read_text()))
     config = config.resolved()
     device = resolve_device(config.device)
+    ctx = distributed.context(device)
+    if ctx.distributed and device.type == "cuda":
+        device = torch.device("cuda", ctx.local_rank)
+    if not ctx.main:
+        progress, log = False, _silent
     dataset = load_dataset(config.dataset, data_dir=config.data_dir, download=config.download, seed=config.seed)
-    if not resume:
+    if not resume and ctx.main:
         info = {**dataset.info, "num_classes": dataset.num_classes, "input_shape": list(dataset.input_shape)}
+        info["world_size"] = ctx.world_size
         _prepare_run_dir(run_dir, config, info)
+    distributed.barrier(ctx)
 
     model, method, example = _build(config, dataset, device)
     groups = param_groups(model, config.lr, config.weight_decay, config.threshold_lr_scale)  # type: ignore[arg-type]
@@ -442,14 +449,16 @@ def run_training(
         transform=dataset.train_transform,
         device=device,
         prefetch=config.workers,
+        shard=(ctx.rank, ctx.world_size),
     )
     test_loader = BatchLoader(
         dataset.x_test, dataset.y_test, 1000, transform=dataset.test_transform, device=device, prefetch=config.workers
     )
-    writer = _tensorboard_writer(run_dir, log) if config.tensorboard else None
+    writer = _tensorboard_writer(run_dir, log) if config.tensorboard and ctx.main else None
+    trainer = _Trainer(model, method, ctx, device)
 
     for epoch in range(start_epoch, config.epochs):  # type: ignore[arg-type]
-        row = _train_epoch(model, method, optimizer, train_loader, epoch, config, progress)
+        row = _train_epoch(trainer, optimizer, train_loader, epoch, config, progress)
         row["test_loss"], row["test_accuracy"] = evaluate(model, test_loader)
         layers = method.layer_sparsities()
         row["actual_sparsity"] = method.sparsity()
@@ -459,6 +468,8 @@ def run_training(
         scheduler.step()
         metrics.append(row)
         elapsed = elapsed_before + time.perf_counter() - start_time
+        if not ctx.main:
+            continue
         atomic_torch_save(
             {
                 "format": CHECKPOINT_FORMAT,
@@ -487,7 +498,35 @@ def run_training(
         log(_epoch_line(row, config))
     if writer is not None:
         writer.close()
-    return _finish(model, method, example, config, run_dir, test_loader, metrics, elapsed_before, start_time, log)
+    result = _finish(
+        model, method, example, config, run_dir, test_loader, metrics, elapsed_before, start_time, log, ctx
+    )
+    distributed.barrier(ctx)
+    return result
+
+
+def _silent(message: str) -> None:
+    """The logger of ranks other than 0."""
+
+
+class _Trainer:
+    """The model as the training step calls it: wrapped in DistributedDataParallel when distributed, and wrapped
+    again when the method restructures the model (fixed masks replace the thresholds)."""
+
+    def __init__(self, model: nn.Module, method: Method, ctx: distributed.Context, device: torch.device) -> None:
+        self.model, self.method, self.ctx, self.device = model, method, ctx, device
+        self._parameters = self._signature()
+        self.forward_model = distributed.wrap(model, ctx, device)
+
+    def _signature(self) -> tuple[int, ...]:
+        return tuple(id(p) for p in self.model.parameters())
+
+    def refresh(self) -> None:
+        """Re-wrap after the method changed which parameters the model has."""
+        signature = self._signature()
+        if signature != self._parameters:
+            self._parameters = signature
+            self.forward_model = distributed.wrap(self.model, self.ctx, self.device)
 
 
 def _epoch_line(row: dict[str, float], config: TrainConfig) -> str:
@@ -503,8 +542,7 @@ def _epoch_line(row: dict[str, float], config: TrainConfig) -> str:
 
 
 def _train_epoch(
-    model: nn.Module,
-    method: Method,
+    trainer: _Trainer,
     optimizer: torch.optim.Optimizer,
     loader: BatchLoader,
     epoch: int,
@@ -513,6 +551,7 @@ def _train_epoch(
 ) -> dict[str, float]:
     from tqdm.auto import tqdm
 
+    model, method = trainer.model, trainer.method
     model.train()
     device = loader.device
     task_sum = torch.zeros((), dtype=torch.float64, device=device)
@@ -533,7 +572,7 @@ def _train_epoch(
             break
         data_seconds += time.perf_counter() - data_start
         method.begin_step(step, total_steps)
-        logits = model(x)
+        logits = trainer.forward_model(x)
         task_loss = F.cross_entropy(logits, y)
         loss = task_loss
         sparsity_loss = method.loss()
@@ -545,6 +584,7 @@ def _train_epoch(
         optimizer.step()
         step += 1
         method.end_step(step, total_steps)
+        trainer.refresh()
         task_sum += task_loss.detach().double() * len(y)
         correct += (logits.detach().argmax(1) == y).sum()
         count += len(y)
@@ -552,6 +592,10 @@ def _train_epoch(
     bar.close()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+    task_sum, sparsity_sum, correct, total = distributed.all_reduce_sum(
+        [task_sum, sparsity_sum, correct, torch.tensor(count, device=device)], trainer.ctx
+    )
+    count = int(total)
     task_mean = float(task_sum) / count
     sparsity_mean = float(sparsity_sum) / count
     lrs = {group.get("name", "weights"): group["lr"] for group in optimizer.param_groups}
@@ -579,6 +623,7 @@ def _finish(
     elapsed_before: float,
     start_time: float,
     log: Callable[[str], None],
+    ctx: distributed.Context,
 ) -> RunResult:
     from .plots import plot_curves, plot_layer_sparsity
 
@@ -592,15 +637,16 @@ def _finish(
     macs = layer_macs(model, example, min_params=config.pthres)
     total_macs = sum(macs.get(layer.name, 0.0) for layer in report.layers)
     flops_sparsity = sum(macs.get(layer.name, 0.0) * layer.actual for layer in report.layers) / max(total_macs, 1.0)
-    atomic_write_json(run_dir / "report.json", report.to_dict())
-    atomic_write_text(run_dir / "report.md", report.to_markdown() + "\n")
-    plots = [
-        plot_layer_sparsity(report, run_dir / "sparsity_per_layer.png"),
-        plot_curves(metrics, run_dir / "curves.png"),
-    ]
-    if not all(plots):
-        log("matplotlib is not installed (pip install matplotlib): plots skipped")
-    atomic_torch_save(model.state_dict(), run_dir / "model_sparse.pt")
+    if ctx.main:
+        atomic_write_json(run_dir / "report.json", report.to_dict())
+        atomic_write_text(run_dir / "report.md", report.to_markdown() + "\n")
+        plots = [
+            plot_layer_sparsity(report, run_dir / "sparsity_per_layer.png"),
+            plot_curves(metrics, run_dir / "curves.png"),
+        ]
+        if not all(plots):
+            log("matplotlib is not installed (pip install matplotlib): plots skipped")
+        atomic_torch_save(model.state_dict(), run_dir / "model_sparse.pt")
     epoch_seconds = sum(row["epoch_seconds"] for row in metrics)
     data_seconds = sum(row["data_seconds"] for row in metrics)
     result = RunResult(
@@ -619,5 +665,6 @@ def _finish(
         report_text=str(report),
         metrics=metrics,
     )
-    atomic_write_json(run_dir / "summary.json", result.to_dict())
+    if ctx.main:
+        atomic_write_json(run_dir / "summary.json", result.to_dict())
     return result

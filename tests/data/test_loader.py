@@ -83,3 +83,24 @@ def test_bad_arguments(kwargs: dict, message: str) -> None:
         BatchLoader(x, y, **kwargs)
     with pytest.raises(ValueError, match="same length"):
         BatchLoader(x, y[:5], 4)
+
+
+def test_shards_partition_the_global_batches() -> None:
+    x, y = _data(103)
+    single = BatchLoader(x, y, 20, shuffle=True, generator=torch.Generator().manual_seed(3))
+    shards = [
+        BatchLoader(x, y, 10, shuffle=True, generator=torch.Generator().manual_seed(3), shard=(rank, 2))
+        for rank in range(2)
+    ]
+    assert len(shards[0]) == len(shards[1]) == 6  # 52 examples each (103 padded to 104)
+    global_batches = [b[1] for b in single]
+    rank_batches = [[b[1] for b in shard] for shard in shards]
+    for step, expected in enumerate(global_batches[:-1]):
+        union = torch.cat([rank_batches[0][step], rank_batches[1][step]])
+        assert sorted(union.tolist()) == sorted(expected.tolist())
+    last = set(torch.cat([rank_batches[0][-1], rank_batches[1][-1]]).tolist())
+    assert set(global_batches[-1].tolist()) <= last and len(last) == 4  # the last step is padded by wrapping
+    seen = torch.cat([torch.cat(batches) for batches in rank_batches])
+    assert set(seen.tolist()) == set(range(103)) and len(seen) == 104
+    with pytest.raises(ValueError, match="shard must be"):
+        BatchLoader(x, y, 4, shard=(2, 2))

@@ -30,6 +30,11 @@ class BatchLoader:
         prefetch: batches prepared ahead by one background thread (0 = prepare in the calling thread). Order and
             random draws are identical either way.
         drop_last: skip a final incomplete batch.
+        shard: ``(rank, world_size)`` for distributed training, as ``DistributedSampler`` does it: every rank
+            draws the same order (same generator state), pads it by wrapping around to a multiple of
+            ``world_size`` and takes every ``world_size``-th example from position ``rank``. All ranks get the same
+            number of batches, and step ``k`` of ``world_size`` ranks covers what step ``k`` of one process with
+            ``world_size`` times the batch size covers.
     """
 
     def __init__(
@@ -44,6 +49,7 @@ class BatchLoader:
         device: torch.device | str = "cpu",
         prefetch: int = 0,
         drop_last: bool = False,
+        shard: tuple[int, int] = (0, 1),
     ) -> None:
         if len(x) != len(y):
             raise ValueError(f"x and y must have the same length, got {len(x)} and {len(y)}")
@@ -51,6 +57,10 @@ class BatchLoader:
             raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         if prefetch < 0:
             raise ValueError(f"prefetch must be >= 0, got {prefetch}")
+        rank, world_size = shard
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"shard must be (rank, world_size) with 0 <= rank < world_size, got {shard}")
+        self.shard = (rank, world_size)
         self.x, self.y = x, y
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -60,13 +70,27 @@ class BatchLoader:
         self.prefetch = prefetch
         self.drop_last = drop_last
 
+    def _examples(self) -> int:
+        world_size = self.shard[1]
+        return -(-len(self.x) // world_size)
+
     def __len__(self) -> int:
-        full, rest = divmod(len(self.x), self.batch_size)
+        full, rest = divmod(self._examples(), self.batch_size)
         return full + (1 if rest and not self.drop_last else 0)
 
-    def _batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def _order(self) -> torch.Tensor | None:
         n = len(self.x)
         order = torch.randperm(n, generator=self.generator) if self.shuffle else None
+        rank, world_size = self.shard
+        if world_size == 1:
+            return order
+        if order is None:
+            order = torch.arange(n)
+        padded = torch.cat([order, order[: self._examples() * world_size - n]])
+        return padded[rank::world_size]
+
+    def _batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = self._order()
         non_blocking = self.device.type == "cuda"
         for index in range(len(self)):
             start = index * self.batch_size

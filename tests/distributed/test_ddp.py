@@ -1,0 +1,131 @@
+"""DistributedDataParallel on CPU (gloo, loopback): thresholds stay in sync and the result matches one process."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+
+import adasparse
+from adasparse.data.loader import BatchLoader
+from adasparse.models import create_model
+
+pytest.importorskip("sklearn")
+pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs gloo")
+
+STEPS, BATCH = 12, 32
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _train(rank: int, world_size: int, batch: int, out: str, port: int) -> None:
+    """A few sparse-training steps of an MLP on digits; every rank saves all its parameters."""
+    torch.set_num_threads(1)
+    if world_size > 1:
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    data = adasparse.data.load_dataset("digits", seed=0)
+    torch.manual_seed(0)
+    model = create_model("mlp", num_classes=10, input_shape=data.input_shape)
+    adasparse.sparsify(model, target=0.9)
+    criterion = adasparse.SparsityLoss(model, target=0.9, mode="constraint", correction=True, correction_interval=3)
+    optimizer = torch.optim.SGD(adasparse.param_groups(model, lr=0.05, weight_decay=5e-4), lr=0.05, momentum=0.9)
+    forward = torch.nn.parallel.DistributedDataParallel(model) if world_size > 1 else model
+    loader = BatchLoader(
+        data.x_train,
+        data.y_train,
+        batch,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(1),
+        shard=(rank, world_size),
+    )
+    for step, (x, y) in enumerate(loader):
+        if step == STEPS:
+            break
+        loss = F.cross_entropy(forward(x), y) + criterion()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    masks = {p.name: (p.effective() == 0) for p in adasparse.pruned_tensors(model)}
+    torch.save(
+        {
+            "params": {k: v.detach() for k, v in model.named_parameters()},
+            "masks": masks,
+            "multiplier": criterion.multiplier,
+        },
+        Path(out) / f"rank{rank}.pt",
+    )
+    if world_size > 1:
+        dist.destroy_process_group()
+
+
+def test_ranks_stay_identical_and_match_a_single_process(tmp_path: Path) -> None:
+    distributed, single = tmp_path / "ddp", tmp_path / "single"
+    distributed.mkdir()
+    single.mkdir()
+    mp.spawn(_train, args=(2, BATCH, str(distributed), _free_port()), nprocs=2, join=True)
+    _train(0, 1, 2 * BATCH, str(single), 0)
+    rank0 = torch.load(distributed / "rank0.pt", weights_only=True)
+    rank1 = torch.load(distributed / "rank1.pt", weights_only=True)
+    alone = torch.load(single / "rank0.pt", weights_only=True)
+    for name, value in rank0["params"].items():
+        assert torch.equal(value, rank1["params"][name]), name  # weights and thresholds in sync
+        torch.testing.assert_close(value, alone["params"][name], rtol=1e-4, atol=1e-5, msg=name)
+    for name, mask in rank0["masks"].items():
+        assert torch.equal(mask, rank1["masks"][name]), name
+        assert (mask != alone["masks"][name]).float().mean() < 1e-3, name  # a weight on a threshold may differ
+    assert rank0["multiplier"] == rank1["multiplier"]
+    assert rank0["multiplier"] == pytest.approx(alone["multiplier"], rel=1e-4, abs=1e-6)
+    assert any(name.endswith("_threshold") for name in rank0["params"])
+
+
+def test_torchrun_cli_writes_once_and_resumes(tmp_path: Path) -> None:
+    def torchrun(*arguments: str) -> subprocess.CompletedProcess:
+        command = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc-per-node",
+            "2",
+            "--master-port",
+            str(_free_port()),
+            "-m",
+            "adasparse",
+            *arguments,
+        ]
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        return subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, check=False)
+
+    options = [
+        "train",
+        "--dataset",
+        "digits",
+        "--model",
+        "mlp",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "64",
+        "--no-cuda",
+        "--quiet",
+        "--no-dense-baseline",
+    ]
+    completed = torchrun(*options, "--out", str(tmp_path / "run"))
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert completed.stdout.count("overall (pruned layers)") == 1  # only rank 0 prints
+    config = (tmp_path / "run" / "config.json").read_text()
+    assert '"world_size": 2' in config
+    resumed = torchrun("train", "--resume", str(tmp_path / "run"), "--quiet")
+    assert resumed.returncode == 0 and "already complete" in resumed.stdout
