@@ -15,6 +15,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 import adasparse
+from adasparse.data import load_dataset
 from adasparse.data.loader import BatchLoader
 from adasparse.models import create_model
 
@@ -36,7 +37,7 @@ def _train(rank: int, world_size: int, batch: int, out: str, port: int) -> None:
     if world_size > 1:
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
         dist.init_process_group("gloo", rank=rank, world_size=world_size)
-    data = adasparse.data.load_dataset("digits", seed=0)
+    data = load_dataset("digits", seed=0)
     torch.manual_seed(0)
     model = create_model("mlp", num_classes=10, input_shape=data.input_shape)
     adasparse.sparsify(model, target=0.9)

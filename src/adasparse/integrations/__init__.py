@@ -1,0 +1,1 @@
+"""Integrations with training frameworks (optional extras): :mod:`.lightning` and :mod:`.hf`."""
