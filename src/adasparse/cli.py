@@ -24,7 +24,6 @@ from .data import DATASETS, DataError
 from .methods import METHODS
 from .report import state_dict_report
 from .train import (
-    CHECKPOINT_FORMAT,
     RECIPES,
     SPARSITY_CHOICES,
     THRESHOLD_SCHEDULES,
@@ -353,32 +352,13 @@ def _print_summary(result: RunResult, baseline: RunResult | None) -> None:
     print(f"run directory: {result.run_dir}")
 
 
-def _load_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], str]:
-    if path.is_dir():
-        for name in ("model_sparse.pt", "checkpoint.pt"):
-            if (path / name).is_file():
-                path = path / name
-                break
-        else:
-            raise ValueError(f"{path} holds neither model_sparse.pt nor checkpoint.pt")
-    if not path.is_file():
-        raise ValueError(f"{path} does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise ValueError(f"{path} is not a readable PyTorch file: {str(error).splitlines()[0]}") from error
-    if isinstance(state, dict) and state.get("format") == CHECKPOINT_FORMAT:
-        state = state["model"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path} holds no state_dict (a mapping of names to tensors)")
-    return state, str(path)
-
-
 def _report(args: argparse.Namespace) -> int:
-    state, source = _load_state_dict(Path(args.path))
+    from .export import read_weights_file
+
+    state, source = read_weights_file(args.path)
     report = state_dict_report(state, min_params=args.min_params)
     if args.json:
-        print(json.dumps({"source": source, **report.to_dict()}, indent=2))
+        print(json.dumps({"source": str(source), **report.to_dict()}, indent=2))
     else:
         print(f"{source}\n")
         print(report)

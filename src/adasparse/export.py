@@ -668,7 +668,29 @@ def load_run_weights(path: str | Path) -> RunWeights:
         >>> weights = load_run_weights("runs/20261128-233501")
         >>> model = weights.build_model()
     """
-    from .train import CHECKPOINT_FORMAT, RUN_FORMAT
+    from .train import RUN_FORMAT
+
+    state, path = read_weights_file(path)
+    run_config = None
+    config_path = path.parent / "config.json"
+    if config_path.is_file():
+        try:
+            data = json.loads(config_path.read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise ValueError(f"{config_path} is not readable JSON: {error}") from error
+        if isinstance(data, dict) and data.get("format") == RUN_FORMAT:
+            run_config = data
+    return RunWeights(plain_state_dict(state), path, run_config)
+
+
+def read_weights_file(path: str | Path) -> tuple[dict[str, torch.Tensor], Path]:
+    """The ``state_dict`` in a run directory (its ``model_sparse.pt``, else its ``checkpoint.pt``), an adasparse
+    checkpoint (its model) or a ``torch.save``-d ``state_dict``, loaded with ``weights_only=True``; and the file.
+
+    Raises:
+        ValueError: a missing path, an unreadable or hostile file, or one that holds no ``state_dict``.
+    """
+    from .train import CHECKPOINT_FORMAT
 
     path = Path(path)
     if path.is_dir():
@@ -682,22 +704,13 @@ def load_run_weights(path: str | Path) -> RunWeights:
         raise ValueError(f"{path} does not exist")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001 - one line for any unreadable file
         raise ValueError(f"{path} is not a readable PyTorch file: {str(error).splitlines()[0]}") from error
     if isinstance(state, dict) and state.get("format") == CHECKPOINT_FORMAT:
         state = state.get("model")
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{path} holds no state_dict (a mapping of names to tensors)")
-    run_config = None
-    config_path = path.parent / "config.json"
-    if config_path.is_file():
-        try:
-            data = json.loads(config_path.read_text())
-        except (OSError, json.JSONDecodeError) as error:
-            raise ValueError(f"{config_path} is not readable JSON: {error}") from error
-        if isinstance(data, dict) and data.get("format") == RUN_FORMAT:
-            run_config = data
-    return RunWeights(plain_state_dict(state), path, run_config)
+    return state, path
 
 
 @dataclass(frozen=True)

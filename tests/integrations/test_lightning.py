@@ -40,19 +40,23 @@ def _loader() -> torch.utils.data.DataLoader:
     return torch.utils.data.DataLoader(dataset, batch_size=64, shuffle=True, generator=torch.Generator().manual_seed(0))
 
 
-def test_fit_prunes_to_the_exact_target(tmp_path: Path) -> None:
-    torch.manual_seed(0)
-    module = DigitsModule()
-    callback = SparsityCallback(target=0.8)
-    trainer = pl.Trainer(
-        max_epochs=3,
+def _trainer(tmp_path: Path, **options: object) -> pl.Trainer:
+    return pl.Trainer(
         accelerator="cpu",
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
         default_root_dir=tmp_path,
+        **options,
     )
+
+
+def test_fit_prunes_to_the_exact_target(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    module = DigitsModule()
+    callback = SparsityCallback(target=0.8)
+    trainer = _trainer(tmp_path, max_epochs=3, callbacks=[callback])
     trainer.fit(module, _loader())
     assert not adasparse.pruned_tensors(module)  # desparsified at the end
     report = adasparse.sparsity_report(module)
@@ -70,15 +74,6 @@ def test_warns_when_thresholds_are_not_optimized(tmp_path: Path) -> None:
         def configure_optimizers(self) -> torch.optim.Optimizer:
             return torch.optim.SGD([p for n, p in self.named_parameters() if not n.endswith("_threshold")], lr=0.05)
 
-    trainer = pl.Trainer(
-        max_epochs=1,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-        limit_train_batches=2,
-    )
+    trainer = _trainer(tmp_path, max_epochs=1, limit_train_batches=2, callbacks=[SparsityCallback(target=0.8)])
     with pytest.warns(UserWarning, match="pruning thresholds are in no optimizer group"):
         trainer.fit(Plain(), _loader())

@@ -15,19 +15,17 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-import torch
-
 try:
     from transformers import Trainer, TrainerCallback
 except ImportError as error:  # pragma: no cover - exercised only without the extra
     raise ImportError('the Hugging Face integration needs transformers: pip install "adasparse[hf]"') from error
 
-from ..calibrate import calibrate
 from ..loss import SparsityLoss
 from ..parametrization import pruned_tensors
 from ..report import sparsity_report
 from ..selection import Selector
-from ..sparsify import desparsify, sparsify, threshold_parameters
+from ..sparsify import sparsify, threshold_parameters
+from . import finish_pruning
 
 __all__ = ["SparsityTrainer", "SparsityCallback"]
 
@@ -41,13 +39,10 @@ class SparsityCallback(TrainerCallback):
         self.desparsify_at_end = desparsify_at_end
 
     def on_train_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any):
-        if model is None or not pruned_tensors(model):
-            return
-        with torch.no_grad():
-            if self.calibrate_at_end:
-                calibrate(model, self.target)
-            if self.desparsify_at_end:
-                desparsify(model)
+        if model is not None:
+            finish_pruning(
+                model, self.target, calibrate_at_end=self.calibrate_at_end, desparsify_at_end=self.desparsify_at_end
+            )
 
 
 class SparsityTrainer(Trainer):

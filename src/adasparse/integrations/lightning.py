@@ -16,19 +16,17 @@ import warnings
 from collections.abc import Iterable
 from typing import Any
 
-import torch
-
 try:
     import lightning.pytorch as pl
 except ImportError as error:  # pragma: no cover - exercised only without the extra
     raise ImportError('the Lightning integration needs lightning: pip install "adasparse[lightning]"') from error
 
-from ..calibrate import calibrate
 from ..loss import SparsityLoss
 from ..parametrization import pruned_tensors
 from ..report import sparsity_report
 from ..selection import Selector
-from ..sparsify import desparsify, sparsify, threshold_parameters
+from ..sparsify import sparsify, threshold_parameters
+from . import finish_pruning
 
 __all__ = ["SparsityCallback"]
 
@@ -114,13 +112,9 @@ class SparsityCallback(pl.Callback):
         pl_module.log("sparsity/analytic", self.criterion.analytic_sparsity)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not pruned_tensors(pl_module):
-            return
-        with torch.no_grad():
-            if self.calibrate_at_end:
-                calibrate(pl_module, self.target)
-            if self.desparsify_at_end:
-                desparsify(pl_module)
+        finish_pruning(
+            pl_module, self.target, calibrate_at_end=self.calibrate_at_end, desparsify_at_end=self.desparsify_at_end
+        )
 
     def state_dict(self) -> dict[str, Any]:
         return self.criterion.state_dict() if self.criterion is not None else {}
