@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -92,23 +94,29 @@ def test_ranks_stay_identical_and_match_a_single_process(tmp_path: Path) -> None
     assert any(name.endswith("_threshold") for name in rank0["params"])
 
 
-def test_torchrun_cli_writes_once_and_resumes(tmp_path: Path) -> None:
-    def torchrun(*arguments: str) -> subprocess.CompletedProcess:
-        command = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc-per-node",
-            "2",
-            "--master-port",
-            str(_free_port()),
-            "-m",
-            "adasparse",
-            *arguments,
-        ]
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        return subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, check=False)
+def _torchrun_command(*arguments: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        str(_free_port()),
+        "-m",
+        "adasparse",
+        *arguments,
+    ]
 
+
+def torchrun(*arguments: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        _torchrun_command(*arguments), capture_output=True, text=True, timeout=600, env=env, check=False
+    )
+
+
+def test_torchrun_cli_writes_once_and_resumes(tmp_path: Path) -> None:
     options = [
         "train",
         "--dataset",
@@ -130,3 +138,51 @@ def test_torchrun_cli_writes_once_and_resumes(tmp_path: Path) -> None:
     assert '"world_size": 2' in config
     resumed = torchrun("train", "--resume", str(tmp_path / "run"), "--quiet")
     assert resumed.returncode == 0 and "already complete" in resumed.stdout
+
+
+def test_torchrun_job_killed_mid_run_resumes_to_the_same_weights(tmp_path: Path) -> None:
+    options = [
+        "train",
+        "--dataset",
+        "digits",
+        "--model",
+        "mlp",
+        "--epochs",
+        "4",
+        "--batch-size",
+        "64",
+        "--no-cuda",
+        "--quiet",
+        "--no-dense-baseline",
+        "--seed",
+        "3",
+    ]
+    assert torchrun(*options, "--out", str(tmp_path / "straight")).returncode == 0
+    run = tmp_path / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    job = subprocess.Popen(
+        _torchrun_command(*options, "--out", str(run)),
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline and job.poll() is None:
+            if (run / "checkpoint.pt").exists():
+                epoch = torch.load(run / "checkpoint.pt", weights_only=True)["epoch"]
+                if epoch >= 1:
+                    break
+            time.sleep(0.1)
+        assert job.poll() is None, "the job ended before it could be killed"
+        os.killpg(job.pid, signal.SIGKILL)  # the launcher and both workers
+    finally:
+        job.wait(timeout=60)
+    assert not (run / "model_sparse.pt").exists()
+    resumed = torchrun("train", "--resume", str(run), "--quiet")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    expected = torch.load(tmp_path / "straight" / "model_sparse.pt", weights_only=True)
+    got = torch.load(run / "model_sparse.pt", weights_only=True)
+    for key in expected:
+        assert torch.equal(expected[key], got[key]), key
