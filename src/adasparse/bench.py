@@ -431,8 +431,15 @@ def write_results(
         f"- Date: {time.strftime('%Y-%m-%d')}; adasparse {__version__}",
         f"- Machine: {_machine()}",
     ]
+    runs = {r["key"]: r["summary"]["wall_seconds"] for _, records in suites for r in records}
+    parts.append(
+        f"- Runs: {len(runs)}, {sum(runs.values()) / 3600:.1f} hours of training in all (one thread each, finished "
+        "runs under `--out` are reused)"
+    )
     if wall_seconds is not None:
-        parts.append(f"- Wall time: {wall_seconds / 60:.1f} min")
+        parts.append(f"- Wall time of this invocation: {wall_seconds / 60:.1f} min")
+    parts += ["", "Why the defaults are what they are, and what the ablation shows: "
+              "[method.md](method.md#why-these-defaults)."]
     for suite, records in suites:
         parts += ["", f"## Suite `{suite.name}`", ""]
         parts.append(
