@@ -79,7 +79,11 @@ def test_ranks_stay_identical_and_match_a_single_process(tmp_path: Path) -> None
     distributed.mkdir()
     single.mkdir()
     mp.spawn(_train, args=(2, BATCH, str(distributed), _free_port()), nprocs=2, join=True)
-    _train(0, 1, 2 * BATCH, str(single), 0)
+    threads = torch.get_num_threads()
+    try:
+        _train(0, 1, 2 * BATCH, str(single), 0)  # in this process: it sets one thread, as the workers do
+    finally:
+        torch.set_num_threads(threads)
     rank0 = torch.load(distributed / "rank0.pt", weights_only=True)
     rank1 = torch.load(distributed / "rank1.pt", weights_only=True)
     alone = torch.load(single / "rank0.pt", weights_only=True)

@@ -23,6 +23,7 @@ OPTIONS = dict(dataset="digits", model="mlp", epochs=4, batch_size=128, device="
 DRIVER = textwrap.dedent(
     """
     import os, sys, time
+    import torch
     import adasparse._io as io_module
     from adasparse.train import TrainConfig, run_training
 
@@ -55,6 +56,7 @@ DRIVER = textwrap.dedent(
         return handle
 
     io_module.os.fdopen = fdopen
+    torch.set_num_threads(int(sys.argv[2]))  # the test's own setting: results depend on the thread count
     run_training(TrainConfig(**OPTIONS), sys.argv[1], progress=False, log=lambda message: None)
     """
 )
@@ -68,7 +70,8 @@ def test_kill_during_checkpoint_write_then_resume(tmp_path: Path) -> None:
     run = tmp_path / "killed"
     script = tmp_path / "driver.py"
     script.write_text(f"OPTIONS = {OPTIONS!r}\n" + DRIVER)
-    process = subprocess.Popen([sys.executable, str(script), str(run)], stderr=subprocess.PIPE)
+    threads = str(torch.get_num_threads())
+    process = subprocess.Popen([sys.executable, str(script), str(run), threads], stderr=subprocess.PIPE)
     deadline = time.monotonic() + 240
     try:
         while time.monotonic() < deadline:
