@@ -1,6 +1,6 @@
 """Train-step time of a sparsified model under torch.compile over eager mode, side by side in one run.
 
-    python benchmarks/compile_step.py [--steps 200] [--no-write]
+python benchmarks/compile_step.py [--steps 200] [--no-write]
 """
 
 from __future__ import annotations
@@ -69,7 +69,9 @@ def main() -> None:
         f"Sparsified models (constraint loss with correction), median of {args.steps} interleaved train steps, "
         f"{torch.get_num_threads()} threads, torch {torch.__version__}.\n\n"
         f"Command: `python benchmarks/compile_step.py --steps {args.steps}`\n\n"
-        "| model | eager step (ms) | compiled / eager | first compiled step |\n|---|---|---|---|\n" + "\n".join(rows) + "\n"
+        "| model | eager step (ms) | compiled / eager | first compiled step |\n|---|---|---|---|\n"
+        + "\n".join(rows)
+        + "\n"
     )
     print(body)
     if not args.no_write:

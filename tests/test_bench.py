@@ -41,6 +41,24 @@ def test_quick_suite_writes_tables_and_reuses_finished_runs(tmp_path: Path) -> N
     assert [r["summary"] for r in again] == [r["summary"] for r in records]  # finished runs are reused
 
 
+def test_cached_runs_are_reused_only_with_the_same_settings(tmp_path: Path) -> None:
+    from adasparse.bench import _same_config
+    from adasparse.train import TrainConfig, run_training
+
+    def config(**options: object) -> TrainConfig:
+        return TrainConfig(dataset="digits", model="mlp", epochs=1, device="cpu", **options)  # type: ignore[arg-type]
+
+    ours, baseline = tmp_path / "ours", tmp_path / "gmp"
+    run_training(config(), ours, progress=False, log=lambda m: None)
+    run_training(config(method="gmp"), baseline, progress=False, log=lambda m: None)
+    assert _same_config(ours, config())
+    assert not _same_config(ours, config(sparsity="constraint"))  # e.g. a changed default: run it again
+    assert not _same_config(ours, config(seed=1))
+    assert _same_config(baseline, config(method="gmp", sparsity="constraint", ramp=0.0))  # not its options
+    assert not _same_config(baseline, config(method="gmp", target=0.8))
+    assert not _same_config(tmp_path / "missing", config())
+
+
 def test_measure_overhead_reports_ratios() -> None:
     ratios = measure_overhead("digits", "mlp", steps=5, methods=["dense", "adasparse", "gmp"])
     assert set(ratios) == {"dense", "adasparse", "gmp"} and ratios["dense"] == 1.0

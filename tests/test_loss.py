@@ -11,6 +11,7 @@ from torch import nn
 
 import adasparse
 from adasparse import loss as loss_module
+from adasparse.schedules import cubic_ramp
 
 
 @pytest.fixture(params=["fused", "tensor"], autouse=True)
@@ -108,7 +109,7 @@ def test_target_can_change_and_state_round_trips() -> None:
         (
             {"target": 0.9, "mode": "budget"},
             ValueError,
-            "mode must be one of 'adaptive', 'fixed', 'upper', 'constraint', got 'budget'",
+            "mode must be one of 'adaptive', 'fixed', 'upper', 'constraint', 'projection', got 'budget'",
         ),
         ({"target": 0.9, "weight": -1.0}, ValueError, "weight must be >= 0, got -1.0"),
         ({"target": 0.9, "weight": float("inf")}, ValueError, "weight must be finite"),
@@ -191,6 +192,71 @@ def test_correction_steers_on_measured_zeros() -> None:
     assert criterion.analytic_sparsity == pytest.approx(criterion.actual_sparsity(), abs=1e-6)
     criterion().backward()
     assert criterion.state_dict()["calls"] == 1
+
+
+def test_projection_holds_the_analytic_target_along_the_constraint_gradient() -> None:
+    rs = (0.5, 1.0, 2.0)
+    model = _model(rs)
+    criterion = adasparse.SparsityLoss(model, target=0.8, mode="projection")
+    loss = criterion()
+    assert loss.item() == 0.0  # the task loss alone trains the thresholds in this mode
+    criterion.step()
+    assert criterion.analytic_sparsity == pytest.approx(0.8, abs=1e-6)
+    moved = [param.item() - r for param, r in zip(adasparse.threshold_parameters(model), rs)]
+    slopes = [n * math.exp(-r * r / 2) for n, r in zip(COUNTS, rs)]  # the direction p_i * s_i'(r_i)
+    assert all(m > 0 for m in moved)
+    for m, slope in zip(moved, slopes):
+        assert m / moved[0] == pytest.approx(slope / slopes[0], rel=1e-4)
+    criterion.target = 0.3  # a lower target moves every threshold down again
+    criterion.step()
+    assert criterion.analytic_sparsity == pytest.approx(0.3, abs=1e-6)
+    assert criterion.state_dict()["steps"] == 2
+
+
+def test_projection_with_correction_reaches_the_measured_target() -> None:
+    model = nn.Sequential(nn.Linear(200, 100), nn.Linear(100, 50))
+    adasparse.sparsify(model, target=0.9)
+    with torch.no_grad():
+        model[0].weight_orig.uniform_(-1, 1)  # far from Gaussian: erf alone would miss the target by points
+        model[1].weight_orig.copy_(torch.distributions.Laplace(0.0, 1.0).sample(model[1].weight_orig.shape))
+    for target in (0.5, 0.9, 0.98):
+        criterion = adasparse.SparsityLoss(model, target=target, mode="projection", correction=True)
+        criterion.step()
+        assert criterion.actual_sparsity() == pytest.approx(target, abs=1.5 / 5000)  # within a weight or so
+        gaussian = adasparse.SparsityLoss(model, target=target, mode="projection", correction=False)
+        gaussian.step()
+        assert abs(gaussian.actual_sparsity() - target) > 0.004
+
+
+def test_projection_during_training_tracks_a_ramped_target() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+    adasparse.sparsify(model, target=0.9, min_params=300)
+    criterion = adasparse.SparsityLoss(model, target=0.0, mode="projection", correction=True, correction_interval=1)
+    optimizer = torch.optim.SGD(adasparse.param_groups(model, lr=0.05, weight_decay=0.0, threshold_lr_scale=1.0))
+    inputs, labels = torch.randn(256, 64), torch.randint(0, 10, (256,))
+    for step in range(60):
+        criterion.target = cubic_ramp(step / 60, 0.9, end=0.5)
+        optimizer.zero_grad()
+        (nn.functional.cross_entropy(model(inputs), labels) + criterion()).backward()
+        optimizer.step()
+        criterion.step()
+        assert criterion.actual_sparsity() == pytest.approx(criterion.target, abs=0.01)
+
+
+def test_projection_warns_when_step_is_never_called() -> None:
+    criterion = adasparse.SparsityLoss(_model(), target=0.9, mode="projection", correction_interval=3)
+    with pytest.warns(UserWarning, match=r"call criterion.step\(\) after every optimizer.step\(\)"):
+        for _ in range(4):
+            criterion()
+
+
+def test_step_is_a_no_op_outside_projection() -> None:
+    model = _model()
+    criterion = adasparse.SparsityLoss(model, target=0.9, mode="adaptive")
+    before = [r.item() for r in adasparse.threshold_parameters(model)]
+    criterion.step()
+    assert [r.item() for r in adasparse.threshold_parameters(model)] == before
 
 
 def test_budget_mapping_weights_layers() -> None:

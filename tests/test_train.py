@@ -52,7 +52,7 @@ def test_run_directory_contents(tmp_path: Path) -> None:
     ):
         assert (run / name).is_file(), name
     config = json.loads((run / "config.json").read_text())
-    assert config["format"] == "adasparse.run" and config["config"]["sparsity"] == "constraint"
+    assert config["format"] == "adasparse.run" and config["config"]["sparsity"] == "projection"
     assert config["dataset"]["source"] == "sklearn.datasets.load_digits"
     assert config["dataset"]["num_classes"] == 10 and config["dataset"]["input_shape"] == [1, 8, 8]
     rows = list(csv.DictReader((run / "metrics.csv").open()))

@@ -25,6 +25,14 @@ def check_fraction(value: Any, argument: str = "target") -> float:
     return number
 
 
+def check_ramp(value: Any, argument: str = "ramp") -> float:
+    """A fraction of training in ``[0, 1]``."""
+    number = _number(value, argument)
+    if not 0.0 <= number <= 1.0:
+        raise ValueError(f"{argument} must be a fraction of training in [0, 1], got {value!r}")
+    return number
+
+
 def check_nonnegative(value: Any, argument: str) -> float:
     number = _number(value, argument)
     if number < 0.0:

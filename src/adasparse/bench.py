@@ -20,6 +20,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import statistics
 import time
 from collections import defaultdict
@@ -82,12 +83,14 @@ ABLATION = (
     ORIGINAL[0],
     ORIGINAL[1],
     Variant("+ constraint", {**ORIGINAL[0].options, "sparsity": "constraint"}, ours=True),
+    Variant("+ projection", {**ORIGINAL[0].options, "sparsity": "projection"}, ours=True),
     Variant("+ correction", {**ORIGINAL[0].options, "correction": True}, ours=True),
     Variant("+ ramp", {**ORIGINAL[0].options, "ramp": 0.3}, ours=True),
     Variant("+ no task gradient", {**ORIGINAL[0].options, "task_gradient": False}, ours=True),
     Variant("+ constant threshold lr", {**ORIGINAL[0].options, "threshold_schedule": "constant"}, ours=True),
     Variant("+ fine-tune with fixed masks", {**ORIGINAL[0].options, "finetune": 0.2}, ours=True),
     DEFAULT,
+    Variant("default, constraint instead of projection", {"sparsity": "constraint"}, ours=True),
     Variant("default, no task gradient", {"task_gradient": False}, ours=True),
     Variant("GMP global", {"method": "gmp"}),
 )
@@ -146,25 +149,57 @@ def jobs(suite: Suite) -> list[Job]:
     return out
 
 
+def _same_config(run_dir: Path, config: Any) -> bool:
+    """Whether the finished run in ``run_dir`` was made with ``config`` (a cached run is reused only then)."""
+    from .train import load_run_config
+
+    try:
+        return _relevant(load_run_config(run_dir).to_dict()) == _relevant(config.resolved().to_dict())
+    except ValueError:
+        return False
+
+
+_LEARNED_THRESHOLD_OPTIONS = (
+    "sparsity",
+    "lv",
+    "dual_step",
+    "correction",
+    "ramp",
+    "task_gradient",
+    "threshold_schedule",
+    "budget",
+    "finetune",
+    "init_fraction",
+    "calibrate",
+)
+
+
+def _relevant(config: dict[str, Any]) -> dict[str, Any]:
+    """The settings that can change a run: a baseline or dense run ignores our loss's options."""
+    if config["method"] == "adasparse" and config["sparsity"] != "none":
+        return config
+    dense = config["sparsity"] == "none" or config["method"] == "dense"
+    return {k: v for k, v in config.items() if k not in _LEARNED_THRESHOLD_OPTIONS} | {"dense": dense}
+
+
 def _run_job(job: Job, root: str) -> dict[str, Any]:
     from .train import TrainConfig, run_training
 
     torch.set_num_threads(1)
     run_dir = Path(root) / job.key
     summary_path = run_dir / "summary.json"
-    if not summary_path.exists():
-        if run_dir.exists():
-            for child in run_dir.iterdir():
-                child.unlink()  # an interrupted run of ours: start it again
-        config = TrainConfig(
-            dataset=job.dataset,
-            model=job.model,
-            target=job.target,
-            seed=job.seed,
-            device="cpu",
-            epochs=job.epochs,
-            **job.variant.options,
-        )
+    config = TrainConfig(
+        dataset=job.dataset,
+        model=job.model,
+        target=job.target,
+        seed=job.seed,
+        device="cpu",
+        epochs=job.epochs,
+        **job.variant.options,
+    )
+    if not (summary_path.exists() and _same_config(run_dir, config)):
+        if run_dir.exists():  # an interrupted run, or one made with other settings (e.g. older defaults)
+            shutil.rmtree(run_dir)
         run_training(config, run_dir, progress=False, log=lambda message: None)
     summary = json.loads(summary_path.read_text())
     layers_path = run_dir / "layers.csv"
@@ -438,8 +473,10 @@ def write_results(
     )
     if wall_seconds is not None:
         parts.append(f"- Wall time of this invocation: {wall_seconds / 60:.1f} min")
-    parts += ["", "Why the defaults are what they are, and what the ablation shows: "
-              "[method.md](method.md#why-these-defaults)."]
+    parts += [
+        "",
+        "Why the defaults are what they are, and what the ablation shows: [method.md](method.md#why-these-defaults).",
+    ]
     for suite, records in suites:
         parts += ["", f"## Suite `{suite.name}`", ""]
         parts.append(

@@ -62,8 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="train a model with learned per-layer pruning thresholds",
         description=(
             "Train a model with one learned pruning threshold per layer and the adaptive sparsity loss. With no "
-            "options: MNIST-1D (generated locally, no download), a 1-D CNN pruned to 90% with the adaptive "
-            "sparsity loss as an exact budget constraint, plus a dense baseline run for comparison. Unset options "
+            "options: MNIST-1D (generated locally, no download), a 1-D CNN pruned to 90% (the overall budget held "
+            "exactly at every step while the task loss moves the per-layer thresholds), plus a dense baseline run "
+            "for comparison. Unset options "
             "take the data set's recipe: " + _recipe_help() + "."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -103,8 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
         "-s",
         "--sparsity",
         choices=SPARSITY_CHOICES,
-        default="constraint",
-        help="sparsity loss: constraint (the overall budget as an exact constraint, dual ascent; the default), "
+        default="projection",
+        help="sparsity loss: projection (the overall budget held exactly at every step by projecting the "
+        "thresholds; the default), constraint (the budget as a constraint with a dual-ascent multiplier), "
         "adaptive (the original quadratic budget loss), fixed (every layer at the target), upper (penalise only "
         "too little sparsity), none (dense training)",
     )

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+import warnings
+from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy
 import torch
 from torch import nn
 
 from ._checks import check_choice, check_fraction, check_nonnegative, check_positive
-from .operator import MAX_THRESHOLD, analytic_sparsity
+from .operator import EPSILON, MAX_THRESHOLD, analytic_sparsity, analytic_sparsity_value, pruning_statistics
 from .parametrization import PrunedTensor, pruned_tensors
 
 __all__ = ["MODES", "SparsityLoss", "DEFAULT_DUAL_STEP", "DEFAULT_CORRECTION_INTERVAL"]
 
-MODES = ("adaptive", "fixed", "upper", "constraint")
+MODES = ("adaptive", "fixed", "upper", "constraint", "projection")
 
 DEFAULT_DUAL_STEP = 0.5
 """Dual ascent step of the ``"constraint"`` mode (per optimizer step, in units of the sparsity gap)."""
@@ -62,6 +64,112 @@ def _loss_and_gradient(
     return loss, overall, [factor * p * d for p, d in zip(shares, slopes)]
 
 
+def _projected_thresholds(
+    r_values: list[float],
+    shares: list[float],
+    target: float,
+    sparsity_of: list[Callable[[float], float]],
+    tolerance: float = 1e-7,
+) -> list[float]:
+    """The thresholds moved along the constraint's gradient so that the overall sparsity equals ``target``.
+
+    ``r_i + delta * d_i`` with ``d_i = p_i * s_i'(r_i)`` (the Gaussian slope: the direction the constraint's
+    multiplier pushes, so the step is the linearised Euclidean projection onto ``sum p_i s_i = target``). The
+    scalar ``delta`` solves ``sum p_i sparsity_of[i](r_i + delta d_i) = target`` by safeguarded secant steps (the
+    Gaussian slope for the first, bisection whenever a step leaves the bracket), stopping within ``tolerance`` of
+    the target or when the bracket is a point: thresholds are projected every training step and are already close,
+    so this takes a few evaluations. A target out of reach leaves the thresholds at the closest end.
+    """
+    slopes = [_DENSITY_SCALE * math.exp(-0.5 * min(max(r, 0.0), MAX_THRESHOLD) ** 2) for r in r_values]
+    directions = [p * slope for p, slope in zip(shares, slopes)]
+    largest = max(directions)
+    if largest <= 0.0:
+        return list(r_values)
+    directions = [d / largest for d in directions]
+    moving = [(r, d) for r, d in zip(r_values, directions) if d > 0.0]
+    low = min(min((0.0 - r) / d for r, d in moving), 0.0)
+    high = max(max((MAX_THRESHOLD - r) / d for r, d in moving), 0.0)
+
+    def overall(delta: float) -> float:
+        return sum(p * f(r + delta * d) for r, d, p, f in zip(r_values, directions, shares, sparsity_of))
+
+    def gaussian_slope(delta: float) -> float:
+        total = 0.0
+        for r, d, p in zip(r_values, directions, shares):
+            a = r + delta * d
+            if 0.0 < a < MAX_THRESHOLD:
+                total += p * d * _DENSITY_SCALE * math.exp(-0.5 * a * a)
+        return total
+
+    delta, best = 0.0, (math.inf, 0.0)
+    previous: tuple[float, float] | None = None
+    for _ in range(100):
+        gap = overall(delta) - target
+        best = min(best, (abs(gap), delta))
+        if abs(gap) <= tolerance or high - low <= 1e-10:
+            break
+        if gap < 0.0:
+            low = delta
+        else:
+            high = delta
+        if previous is not None and previous[1] != gap:  # secant on the measured function
+            slope = (previous[1] - gap) / (previous[0] - delta)
+        else:  # first step, or a flat stretch of the step function: the Gaussian slope
+            slope = gaussian_slope(delta)
+        previous = (delta, gap)
+        step = delta - gap / slope if slope > 0.0 else math.nan
+        delta = step if low < step < high else 0.5 * (low + high)
+    if abs(overall(high) - target) < best[0]:
+        best = (abs(overall(high) - target), high)
+    return [r + best[1] * d for r, d in zip(r_values, directions)]
+
+
+class _MeasuredSparsity:
+    """A layer's measured zero fraction as a function of ``r``: the empirical distribution of ``|w_c| / std``.
+
+    ``fraction(r)`` is what the operator would prune at threshold ``r`` for the weights as they were when
+    measured (exact for up to ``MAX_SAMPLE`` weights, a fixed random sample beyond that), so steering on it needs
+    no Gaussian assumption and stays valid for thresholds away from the current one.
+    """
+
+    MAX_SAMPLE = 1 << 16
+
+    def __init__(self, pruned: PrunedTensor) -> None:
+        self._pruned = pruned
+        self._sample: torch.Tensor | None = None
+        numel = pruned.numel
+        if numel > self.MAX_SAMPLE:
+            generator = torch.Generator().manual_seed(numel)
+            self._sample = torch.randperm(numel, generator=generator)[: self.MAX_SAMPLE]
+        self._sorted = numpy.empty(0)
+        self._std = 0.0
+
+    def measure(self) -> None:
+        raw = self._pruned.raw.detach()
+        mean, std = pruning_statistics(raw)
+        flat = (raw.reshape(-1) - mean).abs()
+        if self._sample is not None:
+            flat = flat[self._sample.to(flat.device)]
+        self._std = float(std)
+        self._sorted = numpy.sort(flat.double().cpu().numpy())
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"std": self._std, "sorted": torch.from_numpy(self._sorted.copy())}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._std = float(state["std"])
+        self._sorted = state["sorted"].double().numpy()
+
+    @property
+    def size(self) -> int:
+        """How many weights the recorded distribution holds."""
+        return max(len(self._sorted), 1)
+
+    def fraction(self, r: float) -> float:
+        bound = min(max(r, 0.0), MAX_THRESHOLD) * self._std + EPSILON
+        return float(numpy.searchsorted(self._sorted, bound, side="right")) / max(len(self._sorted), 1)
+
+
 def _use_fused(threshold: torch.Tensor) -> bool:
     """Python-float evaluation on CPU in eager mode; tensor operations elsewhere (no host sync on GPUs)."""
     return threshold.device.type == "cpu" and not torch.compiler.is_compiling()
@@ -101,6 +209,11 @@ class SparsityLoss:
       the quadratic term only damps the approach, so ``weight`` needs no tuning. The knob is ``dual_step``.
       Start the thresholds near the target (``sparsify(model, init_threshold=threshold_for_sparsity(target))``)
       or ramp the target: a large initial gap winds the multiplier up and overshoots.
+    - ``"projection"``: the constraint ``S = target`` held exactly at every step (projected gradient descent). The
+      loss itself is zero: the task loss alone trains the thresholds (moving sparsity to where it costs least), and
+      :meth:`step`, called after every ``optimizer.step()``, moves all thresholds along the constraint's gradient
+      ``p_i * s_i'`` until ``S`` equals the (possibly ramped) target again. No weight, no multiplier, no
+      oscillation: with ``correction`` the measured sparsity follows the target to within the drift of a few steps.
 
     The quadratic forms settle below the target by about ``1/weight`` in sparsity points; the Gaussian ``s_i`` also
     differs from the actual zero fraction (trained weights are heavy-tailed). ``correction=True`` replaces each
@@ -114,8 +227,10 @@ class SparsityLoss:
         mode: one of :data:`MODES` (default ``"adaptive"``).
         weight: the loss weight ``lv`` of the quadratic and upper modes (``>= 0``, default 10).
         dual_step: the multiplier's step of the ``"constraint"`` mode (``> 0``, default 0.5).
-        correction: steer on the measured zero fraction instead of the Gaussian estimate.
-        correction_interval: training calls between two measurements (``>= 1``).
+        correction: steer on the measured zero fraction instead of the Gaussian estimate (the quadratic and
+            constraint modes add a measured offset to each ``s_i``; the projection mode solves for the sparsity of
+            each layer's recorded weight distribution).
+        correction_interval: training calls (steps, in the projection mode) between two measurements (``>= 1``).
         budget: ``"params"`` (each layer weighs its weight count) or a mapping from pruned-tensor name to its cost
             (e.g. multiply-accumulates from :func:`adasparse.flops.layer_macs`) to make the target a compute budget.
 
@@ -124,6 +239,13 @@ class SparsityLoss:
         >>> criterion = SparsityLoss(model, target=0.9, mode="adaptive", weight=10.0)
         >>> loss = F.cross_entropy(model(x), y) + criterion()
         >>> criterion.analytic_sparsity   # float
+
+        The projection mode (the default of ``adasparse train``) needs one more call per step::
+
+            criterion = SparsityLoss(model, target=0.9, mode="projection", correction=True)
+            loss = F.cross_entropy(model(x), y) + criterion()   # zero: the task loss trains the thresholds
+            loss.backward(); optimizer.step()
+            criterion.step()                                    # thresholds back onto the exact budget
     """
 
     def __init__(
@@ -155,6 +277,9 @@ class SparsityLoss:
         self._offsets = [0.0] * len(self._tensors)
         self.multiplier = 0.0
         self._calls = 0
+        self._steps = 0
+        self._warned_no_step = False
+        self._measured: list[_MeasuredSparsity] | None = None
         self._last_overall: float | None = None
         self._cache: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
 
@@ -273,9 +398,20 @@ class SparsityLoss:
         dual step and, with ``correction``, the offsets are refreshed every ``correction_interval`` calls.
         """
         training = torch.is_grad_enabled()
+        thresholds = self._thresholds()
+        if self.mode == "projection":
+            if training:
+                self._calls += 1
+                if not self._warned_no_step and self._steps == 0 and self._calls > self.correction_interval:
+                    self._warned_no_step = True
+                    warnings.warn(
+                        "SparsityLoss(mode='projection') steers only in step(): call criterion.step() after every "
+                        "optimizer.step(), or the sparsity never moves toward the target",
+                        stacklevel=2,
+                    )
+            return torch.zeros((), dtype=thresholds[0].dtype, device=thresholds[0].device)
         if training and self.correction and self._calls % self.correction_interval == 0:
             self.update_correction()
-        thresholds = self._thresholds()
         if _use_fused(thresholds[0]):
             if training and any(r.requires_grad for r in thresholds):
                 loss = _FusedLoss.apply(self, *thresholds)
@@ -292,14 +428,61 @@ class SparsityLoss:
                 self._dual_step(overall)
         return loss
 
+    @torch.no_grad()
+    def step(self) -> None:
+        """Advance the loss after ``optimizer.step()``. In ``"projection"`` mode: re-measure the layers' weight
+        distributions (with ``correction``, every ``correction_interval`` steps) and project the thresholds onto
+        ``S = target``. Other modes update inside the call; for them this is a no-op, so a loop may always call it."""
+        if self.mode != "projection":
+            return
+        if self.correction and self._steps % self.correction_interval == 0:
+            self.measure_distributions()
+        self._steps += 1
+        self.project()
+
+    @torch.no_grad()
+    def measure_distributions(self) -> None:
+        """Record every layer's distribution of ``|w_c| / std`` for the corrected projection."""
+        if self._measured is None:
+            self._measured = [_MeasuredSparsity(t) for t in self._tensors]
+        for measured in self._measured:
+            measured.measure()
+
+    @torch.no_grad()
+    def project(self) -> float:
+        """Move the thresholds (in place) so that the overall sparsity equals the target; returns the new overall.
+
+        With ``correction`` the sparsity is the measured one (see :meth:`measure_distributions`, taken now if never
+        taken), otherwise the Gaussian estimate.
+        """
+        thresholds = self._thresholds()
+        if self.correction:
+            if self._measured is None:
+                self.measure_distributions()
+            measured: list[_MeasuredSparsity] = self._measured  # type: ignore[assignment]
+            sparsity_of = [m.fraction for m in measured]
+            # Counts move in steps of one weight: aim within half of the coarsest step, not closer.
+            tolerance = 0.5 * max(p / m.size for p, m in zip(self._share_list, measured))
+        else:
+            sparsity_of = [analytic_sparsity_value] * len(thresholds)
+            tolerance = 1e-7
+        values = torch.stack([r.detach() for r in thresholds]).double().tolist()
+        projected = _projected_thresholds(values, self._share_list, self.target, sparsity_of, tolerance)
+        for r, value in zip(thresholds, projected):
+            r.fill_(value)
+        self._last_overall = sum(p * f(r) for p, f, r in zip(self._share_list, sparsity_of, projected))
+        return self._last_overall
+
     def _dual_step(self, overall: float | torch.Tensor) -> None:
         if isinstance(overall, torch.Tensor):
             overall = overall.item()
         self.multiplier += self.dual_step * (self.target - float(overall))
 
     def state_dict(self) -> dict[str, Any]:
-        """The loss's settings and state (JSON-safe), for checkpoints."""
-        return {
+        """The loss's settings and state, for checkpoints: JSON-safe, except that the projection mode with
+        ``correction`` adds its measured weight distributions as tensors (``torch.save`` / ``weights_only`` safe),
+        so that a resumed run projects exactly as an uninterrupted one."""
+        state: dict[str, Any] = {
             "mode": self.mode,
             "target": self.target,
             "weight": self.weight,
@@ -309,7 +492,11 @@ class SparsityLoss:
             "correction_interval": self.correction_interval,
             "offsets": list(self._offsets),
             "calls": self._calls,
+            "steps": self._steps,
         }
+        if self._measured is not None:
+            state["measured"] = [m.state_dict() for m in self._measured]
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict` (keys missing from older checkpoints keep their current values)."""
@@ -327,6 +514,16 @@ class SparsityLoss:
             )
         self._offsets = [float(v) for v in offsets]
         self._calls = int(state.get("calls", self._calls))
+        self._steps = int(state.get("steps", self._steps))
+        measured = state.get("measured")
+        if measured is not None:
+            if len(measured) != len(self._tensors):
+                raise ValueError(
+                    f"state has {len(measured)} measured layers, the model has {len(self._tensors)} pruned tensors"
+                )
+            self._measured = [_MeasuredSparsity(t) for t in self._tensors]
+            for layer, layer_state in zip(self._measured, measured):
+                layer.load_state_dict(layer_state)
 
     def __repr__(self) -> str:
         return (

@@ -141,8 +141,10 @@ class LearnedThresholds(Method):
         return None if self.frozen is not None else self.criterion()
 
     def end_step(self, step: int, total_steps: int) -> None:
-        if self.frozen is None and step == self._freeze_step(total_steps):
-            self.freeze()
+        if self.frozen is None:
+            self.criterion.step()
+            if step == self._freeze_step(total_steps):
+                self.freeze()
 
     @torch.no_grad()
     def freeze(self, *, calibrate_first: bool = True) -> None:

@@ -97,7 +97,7 @@ class TrainConfig:
     dataset: str = "mnist1d"
     model: str | None = None
     method: str = "adasparse"
-    sparsity: str = "constraint"
+    sparsity: str = "projection"
     target: float = 0.9
     lv: float = 10.0
     pthres: int = 1000

@@ -33,7 +33,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _train(rank: int, world_size: int, batch: int, out: str, port: int) -> None:
+def _train(rank: int, world_size: int, batch: int, out: str, port: int, mode: str) -> None:
     """A few sparse-training steps of an MLP on digits; every rank saves all its parameters."""
     torch.set_num_threads(1)
     if world_size > 1:
@@ -43,7 +43,7 @@ def _train(rank: int, world_size: int, batch: int, out: str, port: int) -> None:
     torch.manual_seed(0)
     model = create_model("mlp", num_classes=10, input_shape=data.input_shape)
     adasparse.sparsify(model, target=0.9)
-    criterion = adasparse.SparsityLoss(model, target=0.9, mode="constraint", correction=True, correction_interval=3)
+    criterion = adasparse.SparsityLoss(model, target=0.9, mode=mode, correction=True, correction_interval=3)
     optimizer = torch.optim.SGD(adasparse.param_groups(model, lr=0.05, weight_decay=5e-4), lr=0.05, momentum=0.9)
     forward = torch.nn.parallel.DistributedDataParallel(model) if world_size > 1 else model
     loader = BatchLoader(
@@ -61,6 +61,7 @@ def _train(rank: int, world_size: int, batch: int, out: str, port: int) -> None:
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        criterion.step()  # the projection mode moves the thresholds here, identically on every rank
     masks = {p.name: (p.effective() == 0) for p in adasparse.pruned_tensors(model)}
     torch.save(
         {
@@ -74,14 +75,15 @@ def _train(rank: int, world_size: int, batch: int, out: str, port: int) -> None:
         dist.destroy_process_group()
 
 
-def test_ranks_stay_identical_and_match_a_single_process(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["constraint", "projection"])
+def test_ranks_stay_identical_and_match_a_single_process(tmp_path: Path, mode: str) -> None:
     distributed, single = tmp_path / "ddp", tmp_path / "single"
     distributed.mkdir()
     single.mkdir()
-    mp.spawn(_train, args=(2, BATCH, str(distributed), _free_port()), nprocs=2, join=True)
+    mp.spawn(_train, args=(2, BATCH, str(distributed), _free_port(), mode), nprocs=2, join=True)
     threads = torch.get_num_threads()
     try:
-        _train(0, 1, 2 * BATCH, str(single), 0)  # in this process: it sets one thread, as the workers do
+        _train(0, 1, 2 * BATCH, str(single), 0, mode)  # in this process: it sets one thread, as the workers do
     finally:
         torch.set_num_threads(threads)
     rank0 = torch.load(distributed / "rank0.pt", weights_only=True)

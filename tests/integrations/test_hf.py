@@ -66,3 +66,35 @@ def test_trainer_prunes_to_the_exact_target(tmp_path: Path) -> None:
     with torch.no_grad():
         accuracy = (model(data.x_test)["logits"].argmax(1) == data.y_test).float().mean().item()
     assert accuracy > 0.8
+
+
+def test_trainer_tracks_the_target_without_calibration(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    data = load_dataset("digits", seed=0)
+    train = [{"pixels": x, "labels": y} for x, y in zip(data.x_train, data.y_train)]
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path),
+        num_train_epochs=2,
+        per_device_train_batch_size=64,
+        learning_rate=0.05,
+        report_to=[],
+        use_cpu=True,
+        save_strategy="no",
+        disable_tqdm=True,
+        seed=0,
+    )
+    model = Classifier()
+    trainer = SparsityTrainer(
+        model=model,
+        args=args,
+        train_dataset=train,
+        sparsity_target=0.8,
+        sparsity_ramp=0.5,
+        calibrate_at_end=False,
+        desparsify_at_end=False,
+    )
+    trainer.train()
+    assert trainer.sparsity_loss.target == pytest.approx(0.8)
+    assert adasparse.sparsity_report(model).overall == pytest.approx(0.8, abs=0.005)  # projected at every step
+    with pytest.raises(ValueError, match=r"sparsity_ramp must be a fraction of training in \[0, 1\]"):
+        SparsityTrainer(model=Classifier(), args=args, train_dataset=train, sparsity_target=0.8, sparsity_ramp=-1)

@@ -66,7 +66,7 @@ def test_fit_prunes_to_the_exact_target(tmp_path: Path) -> None:
     with torch.no_grad():
         accuracy = (module(data.x_test).argmax(1) == data.y_test).float().mean().item()
     assert accuracy > 0.8
-    assert callback.state_dict()["mode"] == "constraint"
+    assert callback.state_dict()["mode"] == "projection"
 
 
 def test_warns_when_thresholds_are_not_optimized(tmp_path: Path) -> None:
@@ -77,3 +77,15 @@ def test_warns_when_thresholds_are_not_optimized(tmp_path: Path) -> None:
     trainer = _trainer(tmp_path, max_epochs=1, limit_train_batches=2, callbacks=[SparsityCallback(target=0.8)])
     with pytest.warns(UserWarning, match="pruning thresholds are in no optimizer group"):
         trainer.fit(Plain(), _loader())
+
+
+def test_projection_tracks_the_target_without_calibration(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    module = DigitsModule()
+    callback = SparsityCallback(target=0.8, ramp=0.5, calibrate_at_end=False, desparsify_at_end=False)
+    trainer = _trainer(tmp_path, max_epochs=2, callbacks=[callback])
+    trainer.fit(module, _loader())
+    assert callback.criterion is not None and callback.criterion.target == pytest.approx(0.8)  # the ramp ended
+    assert adasparse.sparsity_report(module).overall == pytest.approx(0.8, abs=0.005)  # no calibration needed
+    with pytest.raises(ValueError, match=r"ramp must be a fraction of training in \[0, 1\], got 1.5"):
+        SparsityCallback(target=0.8, ramp=1.5)

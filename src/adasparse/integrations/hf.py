@@ -20,9 +20,11 @@ try:
 except ImportError as error:  # pragma: no cover - exercised only without the extra
     raise ImportError('the Hugging Face integration needs transformers: pip install "adasparse[hf]"') from error
 
+from .._checks import check_ramp as _check_ramp
 from ..loss import SparsityLoss
 from ..parametrization import pruned_tensors
 from ..report import sparsity_report
+from ..schedules import cubic_ramp
 from ..selection import Selector
 from ..sparsify import sparsify, threshold_parameters
 from . import finish_pruning
@@ -31,12 +33,25 @@ __all__ = ["SparsityTrainer", "SparsityCallback"]
 
 
 class SparsityCallback(TrainerCallback):
-    """Finishes the pruning when training ends: exact calibration, then desparsify."""
+    """Advances the sparsity loss after every optimizer step (the projection mode steers there) and finishes the
+    pruning when training ends: exact calibration, then desparsify."""
 
-    def __init__(self, target: float, *, calibrate_at_end: bool, desparsify_at_end: bool) -> None:
+    def __init__(
+        self, criterion: SparsityLoss, target: float, *, ramp: float, calibrate_at_end: bool, desparsify_at_end: bool
+    ) -> None:
+        self.criterion = criterion
         self.target = target
+        self.ramp = ramp
         self.calibrate_at_end = calibrate_at_end
         self.desparsify_at_end = desparsify_at_end
+
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any):
+        if self.ramp > 0.0 and state.max_steps:
+            progress = min(state.global_step / state.max_steps, 1.0)
+            self.criterion.target = cubic_ramp(progress, self.target, end=self.ramp)
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any):
+        self.criterion.step()
 
     def on_train_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any):
         if model is not None:
@@ -50,8 +65,11 @@ class SparsityTrainer(Trainer):
 
     Args:
         sparsity_target: overall sparsity of the prunable layers, in ``[0, 1)``.
-        sparsity_mode: the :class:`adasparse.SparsityLoss` mode (default ``"constraint"``).
-        sparsity_weight: the loss weight ``lv``.
+        sparsity_mode: the :class:`adasparse.SparsityLoss` mode (default ``"projection"``: the exact budget at
+            every step).
+        sparsity_weight: the loss weight ``lv`` (quadratic and upper modes).
+        sparsity_correction: steer on the measured zero fraction instead of the Gaussian estimate.
+        sparsity_ramp: raise the target along a cubic over this fraction of the training steps (default 0.3).
         threshold_lr_scale: the thresholds' learning rate over ``args.learning_rate`` (default 0.01).
         min_params, include, exclude: layer selection, as for :func:`adasparse.sparsify`.
         calibrate_at_end, desparsify_at_end: finish with the exact target and a plain model.
@@ -62,8 +80,10 @@ class SparsityTrainer(Trainer):
         self,
         *args: Any,
         sparsity_target: float,
-        sparsity_mode: str = "constraint",
+        sparsity_mode: str = "projection",
         sparsity_weight: float = 10.0,
+        sparsity_correction: bool = True,
+        sparsity_ramp: float = 0.3,
         threshold_lr_scale: float = 0.01,
         min_params: int = 1000,
         include: Selector | Iterable[Selector] | None = None,
@@ -72,15 +92,26 @@ class SparsityTrainer(Trainer):
         desparsify_at_end: bool = True,
         **kwargs: Any,
     ) -> None:
+        ramp = _check_ramp(sparsity_ramp, "sparsity_ramp")  # before anything touches the model
         super().__init__(*args, **kwargs)
         if not pruned_tensors(self.model):
             sparsify(self.model, target=sparsity_target, min_params=min_params, include=include, exclude=exclude)
         self.sparsity_loss = SparsityLoss(
-            self.model, target=sparsity_target, mode=sparsity_mode, weight=sparsity_weight
+            self.model,
+            target=sparsity_target,
+            mode=sparsity_mode,
+            weight=sparsity_weight,
+            correction=sparsity_correction,
         )
         self.threshold_lr_scale = threshold_lr_scale
         self.add_callback(
-            SparsityCallback(sparsity_target, calibrate_at_end=calibrate_at_end, desparsify_at_end=desparsify_at_end)
+            SparsityCallback(
+                self.sparsity_loss,
+                sparsity_target,
+                ramp=ramp,
+                calibrate_at_end=calibrate_at_end,
+                desparsify_at_end=desparsify_at_end,
+            )
         )
 
     def create_optimizer(self):  # noqa: ANN201 - the transformers signature

@@ -21,9 +21,11 @@ try:
 except ImportError as error:  # pragma: no cover - exercised only without the extra
     raise ImportError('the Lightning integration needs lightning: pip install "adasparse[lightning]"') from error
 
+from .._checks import check_fraction, check_ramp
 from ..loss import SparsityLoss
 from ..parametrization import pruned_tensors
 from ..report import sparsity_report
+from ..schedules import cubic_ramp
 from ..selection import Selector
 from ..sparsify import sparsify, threshold_parameters
 from . import finish_pruning
@@ -36,9 +38,13 @@ class SparsityCallback(pl.Callback):
 
     Args:
         target: overall sparsity of the prunable layers, in ``[0, 1)``.
-        mode: the :class:`adasparse.SparsityLoss` mode (default ``"constraint"``: exact budget).
+        mode: the :class:`adasparse.SparsityLoss` mode (default ``"projection"``: the exact budget at every step;
+            the callback calls its ``step()`` after every training batch).
         weight: the loss weight ``lv``.
         correction: steer on measured zeros (see :class:`adasparse.SparsityLoss`).
+        ramp: raise the target along the cubic of gradual magnitude pruning over this fraction of the fit's
+            optimizer steps (default 0.3; 0 demands the full target from the first step, which on a freshly
+            initialised network prunes it before it has learnt anything).
         min_params, include, exclude: layer selection, as for :func:`adasparse.sparsify`.
         calibrate_at_end: scale the thresholds to the exact target when fitting ends.
         desparsify_at_end: bake the zeros in and remove the thresholds when fitting ends.
@@ -47,17 +53,19 @@ class SparsityCallback(pl.Callback):
     def __init__(
         self,
         target: float,
-        mode: str = "constraint",
+        mode: str = "projection",
         weight: float = 10.0,
         *,
         correction: bool = True,
+        ramp: float = 0.3,
         min_params: int = 1000,
         include: Selector | Iterable[Selector] | None = None,
         exclude: Selector | Iterable[Selector] | None = None,
         calibrate_at_end: bool = True,
         desparsify_at_end: bool = True,
     ) -> None:
-        self.target = target
+        self.target = check_fraction(target, "target")
+        self.ramp = check_ramp(ramp, "ramp")
         self.options = {"mode": mode, "weight": weight, "correction": correction}
         self.selection = {"min_params": min_params, "include": include, "exclude": exclude}
         self.calibrate_at_end = calibrate_at_end
@@ -104,6 +112,19 @@ class SparsityCallback(pl.Callback):
                 UserWarning,
                 stacklevel=2,
             )
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if self.criterion is not None and self.ramp > 0.0:
+            total = max(int(trainer.estimated_stepping_batches), 1)
+            self.criterion.target = cubic_ramp(min(trainer.global_step / total, 1.0), self.target, end=self.ramp)
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if self.criterion is not None:
+            self.criterion.step()  # after the optimizer step: the projection mode moves the thresholds here
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.criterion is None:
