@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ._checks import check_fraction
-from .operator import MAX_THRESHOLD, centre, pruning_bound, pruning_statistics
+from .operator import MAX_THRESHOLD, pruning_bound, sorted_magnitudes
 from .parametrization import PrunedTensor, pruned_tensors
 from .report import SparsityReport, sparsity_report
 
@@ -58,8 +58,7 @@ class _Layer:
     def __init__(self, pruned: PrunedTensor) -> None:
         self.parameter = pruned.threshold
         raw = pruned.raw.detach()
-        mean, self.std = pruning_statistics(raw)
-        self.sorted_abs = torch.sort(centre(raw, mean).abs().reshape(-1)).values
+        self.sorted_abs, self.std = sorted_magnitudes(raw)
         self.dtype = raw.dtype
         self.base = min(max(self.parameter.item(), 0.0), MAX_THRESHOLD)
 

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ._checks import check_choice, check_fraction, check_nonnegative, check_positive
-from .operator import EPSILON, MAX_THRESHOLD, analytic_sparsity, analytic_sparsity_value, pruning_statistics
+from .operator import EPSILON, MAX_THRESHOLD, analytic_sparsity, analytic_sparsity_value, sorted_magnitudes
 from .parametrization import PrunedTensor, pruned_tensors
 
 __all__ = ["MODES", "SparsityLoss", "DEFAULT_DUAL_STEP", "DEFAULT_CORRECTION_INTERVAL"]
@@ -145,13 +145,9 @@ class _MeasuredSparsity:
         self._std = 0.0
 
     def measure(self) -> None:
-        raw = self._pruned.raw.detach()
-        mean, std = pruning_statistics(raw)
-        flat = (raw.reshape(-1) - mean).abs()
-        if self._sample is not None:
-            flat = flat[self._sample.to(flat.device)]
+        magnitudes, std = sorted_magnitudes(self._pruned.raw.detach(), self._sample)
         self._std = float(std)
-        self._sorted = numpy.sort(flat.double().cpu().numpy())
+        self._sorted = magnitudes.double().cpu().numpy()
 
     def state_dict(self) -> dict[str, Any]:
         return {"std": self._std, "sorted": torch.from_numpy(self._sorted.copy())}

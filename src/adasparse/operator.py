@@ -35,6 +35,7 @@ __all__ = [
     "effective_weight",
     "pruning_bound",
     "pruning_statistics",
+    "sorted_magnitudes",
     "threshold_for_sparsity",
 ]
 
@@ -110,6 +111,18 @@ def pruning_statistics(weight: torch.Tensor) -> tuple[float | torch.Tensor, floa
 def centre(weight: torch.Tensor, mean: float | torch.Tensor) -> torch.Tensor:
     """``weight - mean`` as the forward pass computes it (a new tensor)."""
     return weight - mean
+
+
+def sorted_magnitudes(
+    weight: torch.Tensor, sample: torch.Tensor | None = None
+) -> tuple[torch.Tensor, float | torch.Tensor]:
+    """``|w_c|`` sorted ascending (of every element, or of the flat indices ``sample``) and the std, both as the
+    forward pass computes them: the zero count at any threshold is then one ``searchsorted`` of its bound."""
+    mean, std = pruning_statistics(weight)
+    magnitudes = centre(weight, mean).abs().reshape(-1)
+    if sample is not None:
+        magnitudes = magnitudes[sample.to(magnitudes.device)]
+    return torch.sort(magnitudes).values, std
 
 
 def pruning_bound(r: torch.Tensor, std: float | torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
