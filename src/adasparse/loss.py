@@ -466,8 +466,7 @@ class SparsityLoss:
         projected = _projected_thresholds(values, self._share_list, self.target, sparsity_of, tolerance)
         for r, value in zip(thresholds, projected):
             r.fill_(value)
-        self._last_overall = sum(p * f(r) for p, f, r in zip(self._share_list, sparsity_of, projected))
-        return self._last_overall
+        return sum(p * f(r) for p, f, r in zip(self._share_list, sparsity_of, projected))
 
     def _dual_step(self, overall: float | torch.Tensor) -> None:
         if isinstance(overall, torch.Tensor):

@@ -12,6 +12,7 @@ task loss), logs the sparsity, and at the end of fitting calibrates and desparsi
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Iterable
 from typing import Any
@@ -72,6 +73,7 @@ class SparsityCallback(pl.Callback):
         self.desparsify_at_end = desparsify_at_end
         self.criterion: SparsityLoss | None = None
         self._pending_state: dict[str, Any] | None = None
+        self._warned_endless = False
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit" or self.criterion is not None:
@@ -116,9 +118,16 @@ class SparsityCallback(pl.Callback):
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        if self.criterion is not None and self.ramp > 0.0:
-            total = max(int(trainer.estimated_stepping_batches), 1)
-            self.criterion.target = cubic_ramp(min(trainer.global_step / total, 1.0), self.target, end=self.ramp)
+        if self.criterion is None or self.ramp <= 0.0:
+            return
+        total = trainer.estimated_stepping_batches
+        if not math.isfinite(total):  # an endless fit: there is no fraction of training to ramp over
+            if not self._warned_endless:
+                self._warned_endless = True
+                warnings.warn("the fit has no step limit: the sparsity target is not ramped", UserWarning, stacklevel=2)
+            return
+        progress = min(trainer.global_step / max(total, 1), 1.0)
+        self.criterion.target = cubic_ramp(progress, self.target, end=self.ramp)
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
