@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 
 import pytest
 import torch
@@ -242,6 +243,24 @@ def test_projection_during_training_tracks_a_ramped_target() -> None:
         optimizer.step()
         criterion.step()
         assert criterion.actual_sparsity() == pytest.approx(criterion.target, abs=0.01)
+
+
+def test_projection_out_of_reach_warns_once_and_keeps_finite_thresholds() -> None:
+    model = nn.Sequential(nn.Linear(100, 50), nn.Linear(50, 40))  # 5,000 and 2,000 weights
+    adasparse.sparsify(model, target=0.5)
+    with torch.no_grad():
+        model[0].weight_orig.fill_(0.3)  # constant: always fully pruned, so the overall is at least 5/7
+    criterion = adasparse.SparsityLoss(model, target=0.5, mode="projection", correction=True)
+    with pytest.warns(UserWarning, match="cannot reach the target 0.5000: the overall sparsity stays at 0.7143"):
+        criterion.step()
+    assert all(math.isfinite(r.item()) for r in adasparse.threshold_parameters(model))
+    assert criterion.actual_sparsity() == pytest.approx(5 / 7, abs=1e-6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        criterion.step()  # once only
+        criterion.target = 0.9
+        criterion.step()  # reachable again: no warning
+    assert criterion.actual_sparsity() == pytest.approx(0.9, abs=1e-3)
 
 
 def test_projection_warns_when_step_is_never_called() -> None:

@@ -22,6 +22,9 @@ MODES = ("adaptive", "fixed", "upper", "constraint", "projection")
 DEFAULT_DUAL_STEP = 0.5
 """Dual ascent step of the ``"constraint"`` mode (per optimizer step, in units of the sparsity gap)."""
 
+UNREACHABLE_GAP = 0.005
+"""The projection warns (once) when it ends farther than this from the target: the target is out of reach."""
+
 DEFAULT_CORRECTION_INTERVAL = 20
 """With ``correction=True``, the measured-minus-analytic offsets are refreshed every this many training calls."""
 
@@ -275,6 +278,7 @@ class SparsityLoss:
         self._calls = 0
         self._steps = 0
         self._warned_no_step = False
+        self._warned_unreachable = False
         self._measured: list[_MeasuredSparsity] | None = None
         self._last_overall: float | None = None
         self._cache: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
@@ -466,7 +470,17 @@ class SparsityLoss:
         projected = _projected_thresholds(values, self._share_list, self.target, sparsity_of, tolerance)
         for r, value in zip(thresholds, projected):
             r.fill_(value)
-        return sum(p * f(r) for p, f, r in zip(self._share_list, sparsity_of, projected))
+        overall = sum(p * f(r) for p, f, r in zip(self._share_list, sparsity_of, projected))
+        if abs(overall - self.target) > UNREACHABLE_GAP and not self._warned_unreachable:
+            self._warned_unreachable = True
+            warnings.warn(
+                f"the projection cannot reach the target {self.target:.4f}: the overall sparsity stays at "
+                f"{overall:.4f} with every threshold at its limit (e.g. a layer of constant weights is always "
+                "fully pruned); warning once",
+                UserWarning,
+                stacklevel=2,
+            )
+        return overall
 
     def _dual_step(self, overall: float | torch.Tensor) -> None:
         if isinstance(overall, torch.Tensor):
