@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -33,24 +34,27 @@ class Classifier(nn.Module):
         return output
 
 
+def _arguments(tmp_path: Path, **options: Any) -> transformers.TrainingArguments:
+    """A short CPU run on batches of 64 at lr 0.05, nothing saved or reported."""
+    return transformers.TrainingArguments(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=64,
+        learning_rate=0.05,
+        report_to=[],
+        use_cpu=True,
+        save_strategy="no",
+        disable_tqdm=True,
+        seed=0,
+        **options,
+    )
+
+
 def test_trainer_prunes_to_the_exact_target(tmp_path: Path) -> None:
     torch.manual_seed(0)
     data = load_dataset("digits", seed=0)
     train = [{"pixels": x, "labels": y} for x, y in zip(data.x_train, data.y_train)]
-    args = transformers.TrainingArguments(
-        output_dir=str(tmp_path),
-        num_train_epochs=3,
-        per_device_train_batch_size=64,
-        learning_rate=0.05,
-        weight_decay=5e-4,
-        optim="sgd",
-        optim_args="momentum=0.9",
-        report_to=[],
-        use_cpu=True,
-        save_strategy="no",
-        logging_steps=10,
-        disable_tqdm=True,
-        seed=0,
+    args = _arguments(
+        tmp_path, num_train_epochs=3, weight_decay=5e-4, optim="sgd", optim_args="momentum=0.9", logging_steps=10
     )
     model = Classifier()
     trainer = SparsityTrainer(
@@ -72,17 +76,7 @@ def test_trainer_tracks_the_target_without_calibration(tmp_path: Path) -> None:
     torch.manual_seed(0)
     data = load_dataset("digits", seed=0)
     train = [{"pixels": x, "labels": y} for x, y in zip(data.x_train, data.y_train)]
-    args = transformers.TrainingArguments(
-        output_dir=str(tmp_path),
-        num_train_epochs=2,
-        per_device_train_batch_size=64,
-        learning_rate=0.05,
-        report_to=[],
-        use_cpu=True,
-        save_strategy="no",
-        disable_tqdm=True,
-        seed=0,
-    )
+    args = _arguments(tmp_path, num_train_epochs=2)
     model = Classifier()
     trainer = SparsityTrainer(
         model=model,
