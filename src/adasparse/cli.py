@@ -24,6 +24,7 @@ from .data import DATASETS, DataError
 from .methods import METHODS
 from .report import state_dict_report
 from .train import (
+    BUDGETS,
     RECIPES,
     SPARSITY_CHOICES,
     THRESHOLD_SCHEDULES,
@@ -34,6 +35,9 @@ from .train import (
 )
 
 __all__ = ["build_parser", "main"]
+
+_DEFAULTS = TrainConfig()
+"""``adasparse train``'s option defaults are the library's: one place to change them."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -73,16 +77,18 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument(
         "--dataset",
         choices=DATASETS,
-        default="mnist1d",
+        default=_DEFAULTS.dataset,
         help="mnist1d and digits are embedded (no download); cifar10/cifar100 read the official python "
         "archives from --data-dir",
     )
-    data.add_argument("--data-dir", default="data", help="where CIFAR archives or extracted folders are looked for")
+    data.add_argument(
+        "--data-dir", default=_DEFAULTS.data_dir, help="where CIFAR archives or extracted folders are looked for"
+    )
     data.add_argument("--download", action="store_true", help="download a missing CIFAR archive (MD5-verified)")
     data.add_argument(
         "--workers",
         type=int,
-        default=0,
+        default=_DEFAULTS.workers,
         help="batches prepared ahead by a background thread (0: prepare in the training thread)",
     )
     model = train.add_argument_group("model and pruning")
@@ -95,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument(
         "--method",
         choices=METHODS,
-        default="adasparse",
+        default=_DEFAULTS.method,
         help="adasparse (learned thresholds) or a baseline: gmp / gmp-layer (gradual magnitude pruning, cubic "
         "schedule, global / per layer), oneshot (magnitude pruning after training), oneshot-ft (prune at half "
         "time, fine-tune the rest), dense",
@@ -104,66 +110,76 @@ def build_parser() -> argparse.ArgumentParser:
         "-s",
         "--sparsity",
         choices=SPARSITY_CHOICES,
-        default="projection",
+        default=_DEFAULTS.sparsity,
         help="sparsity loss: projection (the overall budget held exactly at every step by projecting the "
         "thresholds; the default), constraint (the budget as a constraint with a dual-ascent multiplier), "
         "adaptive (the original quadratic budget loss), fixed (every layer at the target), upper (penalise only "
         "too little sparsity), none (dense training)",
     )
-    model.add_argument("--starget", type=float, default=0.9, help="target overall sparsity in [0, 1)")
-    model.add_argument("--lv", type=float, default=10.0, help="weight of the sparsity loss")
-    model.add_argument("--pthres", type=int, default=1000, help="layers with fewer weights stay dense")
+    model.add_argument("--starget", type=float, default=_DEFAULTS.target, help="target overall sparsity in [0, 1)")
+    model.add_argument("--lv", type=float, default=_DEFAULTS.lv, help="weight of the sparsity loss")
+    model.add_argument("--pthres", type=int, default=_DEFAULTS.pthres, help="layers with fewer weights stay dense")
     model.add_argument(
         "--calibrate",
         action=argparse.BooleanOptionalAction,
-        default=True,
+        default=_DEFAULTS.calibrate,
         help="after training, scale all thresholds so the actual sparsity is exactly the target",
     )
     tuning = train.add_argument_group("controller (defaults: the best measured combination, see docs/method.md)")
-    tuning.add_argument("--dual-step", type=float, default=0.5, help="constraint mode: the multiplier's step")
+    tuning.add_argument(
+        "--dual-step", type=float, default=_DEFAULTS.dual_step, help="constraint mode: the multiplier's step"
+    )
     tuning.add_argument(
         "--correction",
         action=argparse.BooleanOptionalAction,
-        default=True,
+        default=_DEFAULTS.correction,
         help="steer on each layer's measured zero fraction instead of the Gaussian estimate",
     )
     tuning.add_argument(
-        "--ramp", type=float, default=0.3, help="raise the target along a cubic over this fraction of training"
+        "--ramp",
+        type=float,
+        default=_DEFAULTS.ramp,
+        help="raise the target along a cubic over this fraction of training",
     )
     tuning.add_argument(
         "--finetune",
         type=float,
-        default=0.2,
+        default=_DEFAULTS.finetune,
         help="final fraction of training spent fine-tuning with fixed masks after an exact calibration (0: off)",
     )
     tuning.add_argument(
         "--threshold-schedule",
         choices=THRESHOLD_SCHEDULES,
-        default="constant",
+        default=_DEFAULTS.threshold_schedule,
         help="thresholds keep their learning rate (constant) or anneal it with the weights' (cosine, the original)",
     )
     tuning.add_argument(
         "--task-gradient",
         action=argparse.BooleanOptionalAction,
-        default=True,
+        default=_DEFAULTS.task_gradient,
         help="let the task loss move the thresholds through the weights they prune",
     )
     tuning.add_argument(
-        "--init-fraction", type=float, default=0.6, help="start thresholds at the Gaussian threshold of this x target"
+        "--init-fraction",
+        type=float,
+        default=_DEFAULTS.init_fraction,
+        help="start thresholds at the Gaussian threshold of this x target",
     )
     tuning.add_argument(
         "--budget",
-        choices=("params", "flops"),
-        default="params",
+        choices=BUDGETS,
+        default=_DEFAULTS.budget,
         help="the target counts weights (params) or multiply-accumulates per example (flops)",
     )
     optim = train.add_argument_group("optimisation (SGD momentum 0.9, weight decay 5e-4, cosine with one warm restart)")
     optim.add_argument("--epochs", type=int, default=None, help="training epochs (default: the data set's recipe)")
     optim.add_argument("--lr", type=float, default=None, help="learning rate; thresholds train at lr/100")
     optim.add_argument("--batch-size", type=int, default=None, help="examples per batch")
-    optim.add_argument("--seed", type=int, default=0, help="seeds data generation/split, initialisation and order")
+    optim.add_argument(
+        "--seed", type=int, default=_DEFAULTS.seed, help="seeds data generation/split, initialisation and order"
+    )
     device = train.add_argument_group("device")
-    device.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    device.add_argument("--device", default=_DEFAULTS.device, help="auto, cpu, cuda or cuda:N")
     device.add_argument("--gpu", type=int, default=None, metavar="ID", help="use GPU ID (same as --device cuda:ID)")
     device.add_argument("--no-cuda", action="store_true", help="train on the CPU even if a GPU is available")
     output = train.add_argument_group("output")

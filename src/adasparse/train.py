@@ -43,6 +43,7 @@ from .report import sparsity_report
 from .sparsify import param_groups
 
 __all__ = [
+    "BUDGETS",
     "RECIPES",
     "SPARSITY_CHOICES",
     "THRESHOLD_SCHEDULES",
