@@ -1,11 +1,13 @@
 """Train-step time of a sparsified model relative to the dense one, measured side by side in one run.
 
-Compares, on CPU: dense; adasparse (operator + adaptive sparsity loss); ``torch.nn.utils.prune`` masks
-(a fixed mask multiplied in by a forward pre-hook, no learning of the threshold). Steps of all variants are
-interleaved so that machine noise hits them alike; the table reports the median step time over the dense one.
+Compares, on CPU, the variants of ``VARIANTS`` (dense; adasparse with the adaptive loss, with its default
+projection controller, with fixed thresholds; ``torch.nn.utils.prune`` masks; a lower bound with the operator
+replaced by a copy). Steps of all variants are
+interleaved so that machine noise hits them alike; the table reports the median step time over the dense one,
+at one thread and at all of them.
 
     python benchmarks/train_step.py                 # prints the table and rewrites its section of docs/benchmarks.md
-    python benchmarks/train_step.py --steps 50 --no-write
+    python benchmarks/train_step.py --steps 50 --threads 1 --no-write
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _docs import write_section
 
 import adasparse
+from adasparse import parametrization
+from adasparse.operator import effective_weight
 
 
 def mlp() -> nn.Module:
@@ -51,83 +55,130 @@ CASES: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...], int]] = {
 }
 
 
-def _variants(make: Callable[[], nn.Module]) -> dict[str, tuple[nn.Module, Callable[[], torch.Tensor] | None]]:
-    variants: dict[str, tuple[nn.Module, Callable[[], torch.Tensor] | None]] = {}
+VARIANTS = ("dense", "adaptive", "projection", "fixed", "torch.nn.utils.prune", "adaptive, copy operator")
+"""What is timed: the dense model; adasparse with learned thresholds and the adaptive loss (the loop of the
+README quickstart); adasparse's default controller (``mode="projection"``: zero loss term, thresholds projected in
+``criterion.step()``); adasparse with fixed thresholds (``trainable=False``, no loss: the operator alone);
+``torch.nn.utils.prune`` L1 masks (a fixed mask multiplied in; nothing learned); and a lower bound that is not a
+usable method: the adaptive setup with the operator replaced by a plain copy of the weight (identity gradient, no
+gradient for the thresholds), i.e. what the loss, the thresholds in the optimizer and one materialised weight
+cost before any pruning arithmetic."""
+
+
+class _CopyOperator(torch.autograd.Function):
+    """Stand-in for the pruning operator in the lower-bound variant: a copy, identity gradient, none for ``r``."""
+
+    @staticmethod
+    def forward(ctx, weight: torch.Tensor, r: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return weight.clone()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        return grad, None
+
+
+class _Setup:
+    def __init__(
+        self,
+        model: nn.Module,
+        criterion: adasparse.SparsityLoss | None = None,
+        operator: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
+        self.model = model
+        self.criterion = criterion
+        self.operator = operator
+        self.optimizer = torch.optim.SGD(adasparse.param_groups(model, lr=0.01, weight_decay=5e-4), momentum=0.9)
+
+
+def _setup(variant: str, make: Callable[[], nn.Module]) -> _Setup:
     torch.manual_seed(0)
-    variants["dense"] = (make(), None)
-    torch.manual_seed(0)
-    model = adasparse.sparsify(make(), target=0.9)
-    criterion = adasparse.SparsityLoss(model, target=0.9, mode="adaptive", weight=10.0)
-    variants["adasparse"] = (model, criterion)
-    torch.manual_seed(0)
-    pruned = make()
-    for module in pruned.modules():
-        if isinstance(module, (nn.Linear, nn.Conv2d)) and module.weight.numel() >= 1000:
-            torch_prune.l1_unstructured(module, "weight", amount=0.9)
-    variants["torch.nn.utils.prune"] = (pruned, None)
-    return variants
+    model = make()
+    if variant == "dense":
+        return _Setup(model)
+    if variant == "torch.nn.utils.prune":
+        for module in model.modules():
+            if isinstance(module, (nn.Linear, nn.Conv2d)) and module.weight.numel() >= 1000:
+                torch_prune.l1_unstructured(module, "weight", amount=0.9)
+        return _Setup(model)
+    if variant == "fixed":
+        return _Setup(adasparse.sparsify(model, target=0.9, trainable=False))
+    model = adasparse.sparsify(model, target=0.9)
+    if variant.startswith("adaptive"):
+        criterion = adasparse.SparsityLoss(model, target=0.9, mode="adaptive", weight=10.0)
+        return _Setup(model, criterion, _CopyOperator.apply if variant.endswith("copy operator") else None)
+    return _Setup(model, adasparse.SparsityLoss(model, target=0.9, mode="projection", correction=True))
 
 
 def measure(case: str, steps: int, warmup: int = 20) -> dict[str, float]:
+    """Median step time of every variant over the dense one (and the dense step in ms), steps interleaved."""
     make, shape, batch = CASES[case]
-    variants = _variants(make)
+    setups = {variant: _setup(variant, make) for variant in VARIANTS}
     x = torch.randn(batch, *shape)
     y = torch.randint(0, 10, (batch,))
-    optimizers = {
-        name: torch.optim.SGD(adasparse.param_groups(model, lr=0.01, weight_decay=5e-4), momentum=0.9)
-        for name, (model, _) in variants.items()
-    }
 
-    def step(name: str) -> float:
-        model, criterion = variants[name]
-        optimizer = optimizers[name]
-        start = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(x), y)
-        if criterion is not None:
-            loss = loss + criterion()
-        loss.backward()
-        optimizer.step()
-        return time.perf_counter() - start
+    def step(variant: str) -> float:
+        setup = setups[variant]
+        if setup.operator is not None:
+            parametrization.effective_weight = setup.operator
+        try:
+            start = time.perf_counter()
+            setup.optimizer.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(setup.model(x), y)
+            if setup.criterion is not None:
+                loss = loss + setup.criterion()
+            loss.backward()
+            setup.optimizer.step()
+            if setup.criterion is not None:
+                setup.criterion.step()
+            return time.perf_counter() - start
+        finally:
+            parametrization.effective_weight = effective_weight
 
-    for name in variants:
+    for variant in VARIANTS:
         for _ in range(warmup):
-            step(name)
-    times: dict[str, list[float]] = {name: [] for name in variants}
+            step(variant)
+    times: dict[str, list[float]] = {variant: [] for variant in VARIANTS}
     for _ in range(steps):
-        for name in variants:
-            times[name].append(step(name))
-    medians = {name: statistics.median(values) for name, values in times.items()}
-    return {"dense_ms": medians["dense"] * 1e3, **{name: medians[name] / medians["dense"] for name in variants}}
+        for variant in VARIANTS:
+            times[variant].append(step(variant))
+    medians = {variant: statistics.median(values) for variant, values in times.items()}
+    return {"dense_ms": medians["dense"] * 1e3, **{v: medians[v] / medians["dense"] for v in VARIANTS}}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=400, help="interleaved steps per variant (default 400)")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch CPU threads")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        nargs="+",
+        default=sorted({1, torch.get_num_threads()}),
+        help="torch CPU thread counts to measure (default: 1 and all)",
+    )
     parser.add_argument("--no-write", action="store_true", help="print only; do not update docs/benchmarks.md")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
     rows = []
-    for case in CASES:
-        result = measure(case, args.steps)
-        rows.append(
-            f"| {case} | {CASES[case][2]} | {result['dense_ms']:.2f} | {result['adasparse']:.2f}× "
-            f"| {result['torch.nn.utils.prune']:.2f}× |"
-        )
-        print(rows[-1], flush=True)
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        for case in CASES:
+            result = measure(case, args.steps)
+            ratios = " | ".join(f"{result[variant]:.2f}×" for variant in VARIANTS[1:])
+            rows.append(f"| {case} | {CASES[case][2]} | {threads} | {result['dense_ms']:.2f} | {ratios} |")
+            print(rows[-1], flush=True)
+    header = " | ".join(f"{variant} / dense" for variant in VARIANTS[1:])
     table = "\n".join(
         [
-            "| model | batch | dense step (ms) | adasparse / dense | torch prune masks / dense |",
-            "|---|---|---|---|---|",
+            f"| model | batch | threads | dense step (ms) | {header} |",
+            "|---|---|---|---|" + "---|" * (len(VARIANTS) - 1),
             *rows,
         ]
     )
-    machine = f"{platform.processor() or platform.machine()}, {args.threads} threads, torch {torch.__version__}"
+    machine = f"{platform.processor() or platform.machine()}, torch {torch.__version__}"
+    threads = " ".join(str(t) for t in args.threads)
     body = (
-        f"Median of {args.steps} interleaved train steps (forward, backward, SGD step; adasparse includes its "
-        f"adaptive sparsity loss). Machine: {machine}.\n\n"
-        f"Command: `python benchmarks/train_step.py --steps {args.steps}`\n\n{table}\n"
+        f"Median of {args.steps} interleaved train steps per variant (zero_grad, forward, backward, SGD step, and "
+        f"the sparsity loss and its `step()` where the variant has one). Machine: {machine}.\n\n"
+        f"Command: `python benchmarks/train_step.py --steps {args.steps} --threads {threads}`\n\n{table}\n"
     )
     print(body)
     if not args.no_write:
