@@ -84,6 +84,23 @@ def test_float_and_tensor_paths_agree(monkeypatch: pytest.MonkeyPatch) -> None:
     torch.testing.assert_close(fast, slow, atol=1e-4, rtol=0)
 
 
+def test_cpu_threshold_gradient_is_the_exact_pruned_residual() -> None:
+    """The CPU path makes the residual in the forward; the gradient is bitwise the one rebuilt from the weight."""
+    weight = (torch.randn(300, 200) * 0.1 + 0.02).requires_grad_()
+    r = torch.tensor(1.3, requires_grad=True)
+    upstream = torch.randn(300, 200)
+    out = effective_weight(weight, r)
+    (grad_r,) = torch.autograd.grad(out, r, upstream)
+
+    mean, std = operator.pruning_statistics(weight.detach())
+    centred = operator.centre(weight.detach(), mean)
+    bound = 1.3 * std + EPSILON
+    assert torch.equal(out, F.hardshrink(centred, bound)), "the output must not be touched by the residual"
+    residual = centred - out.detach()
+    expected = float(torch.dot(upstream.reshape(-1), residual.reshape(-1))) * (-std / bound)
+    assert grad_r.item() == torch.tensor(expected, dtype=torch.float32).item()
+
+
 def test_clamp_range_with_straight_through_gradient(path: str) -> None:
     weight = torch.randn(5000, requires_grad=True)
     upstream = torch.randn(5000)

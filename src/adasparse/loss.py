@@ -166,7 +166,7 @@ class _MeasuredSparsity:
 
     def fraction(self, r: float) -> float:
         bound = min(max(r, 0.0), MAX_THRESHOLD) * self._std + EPSILON
-        return float(numpy.searchsorted(self._sorted, bound, side="right")) / max(len(self._sorted), 1)
+        return float(self._sorted.searchsorted(bound, side="right")) / max(len(self._sorted), 1)
 
 
 def _use_fused(threshold: torch.Tensor) -> bool:
@@ -466,7 +466,7 @@ class SparsityLoss:
         else:
             sparsity_of = [analytic_sparsity_value] * len(thresholds)
             tolerance = 1e-7
-        values = torch.stack([r.detach() for r in thresholds]).double().tolist()
+        values = [r.item() for r in thresholds]  # exact in a Python float for every floating dtype
         projected = _projected_thresholds(values, self._share_list, self.target, sparsity_of, tolerance)
         for r, value in zip(thresholds, projected):
             r.fill_(value)

@@ -16,12 +16,14 @@ Gaussian assumption the expected pruned fraction is ``erf(a / sqrt(2))`` (:func:
 Two numerically identical code paths exist: on CPU in eager mode the scalar statistics are read as Python floats
 and the mask is applied by ``F.hardshrink`` (one vectorised pass; CPU kernels for boolean masks are several
 times slower); on other devices and under ``torch.compile`` everything stays in tensors, with no host sync.
+With a trainable threshold the CPU path also keeps each layer's pruned residual ``w_c - w_eff`` from the forward
+until the backward (one weight-sized tensor per layer, freed by the backward): making it while ``w_c`` is still in
+cache is cheaper than rebuilding it from the weight in the backward, which the tensor path does instead.
 """
 
 from __future__ import annotations
 
 import math
-import threading
 
 import torch
 
@@ -57,33 +59,6 @@ def _dot(a: torch.Tensor, b: torch.Tensor) -> float | torch.Tensor:
     if a.device.type == "cpu" and a.dtype in _FAST_DTYPES:
         return torch.dot(a.reshape(-1), b.reshape(-1))
     return torch.sum(a.float() * b.float())
-
-
-_SCRATCH = threading.local()
-
-
-def _scratch_like(tensor: torch.Tensor) -> torch.Tensor:
-    """A per-thread scratch tensor shaped like ``tensor``, reused across calls.
-
-    Backward passes need one temporary the size of the weight; on CPU a fresh allocation of that size costs more
-    than the arithmetic (new pages are faulted in), so one flat buffer per thread, device and dtype is kept, grown
-    to the largest layer seen, with its views cached by shape.
-    """
-    views = getattr(_SCRATCH, "views", None)
-    if views is None:
-        views = _SCRATCH.views = {}
-        _SCRATCH.buffers = {}
-    key = (tensor.shape, tensor.dtype, tensor.device)
-    view = views.get(key)
-    if view is None:
-        buffers = _SCRATCH.buffers
-        buffer = buffers.get(key[1:])
-        if buffer is None or buffer.numel() < tensor.numel():
-            buffer = buffers[key[1:]] = torch.empty(tensor.numel(), dtype=tensor.dtype, device=tensor.device)
-            for stale in [k for k in views if k[1:] == key[1:]]:
-                del views[stale]
-        view = views[key] = buffer[: tensor.numel()].view(tensor.shape)
-    return view
 
 
 def _use_float_path(weight: torch.Tensor) -> bool:
@@ -134,25 +109,36 @@ def pruning_bound(r: torch.Tensor, std: float | torch.Tensor, dtype: torch.dtype
     return r.detach().to(dtype).clamp(0.0, MAX_THRESHOLD) * std + EPSILON
 
 
-def _shrink(weight: torch.Tensor, r: torch.Tensor) -> tuple[torch.Tensor, float | torch.Tensor, float | torch.Tensor]:
-    """Return (effective weight, mean, d w_eff / d r on pruned weights per unit of w_c), without autograd.
+def _shrink(
+    weight: torch.Tensor, r: torch.Tensor, keep_residual: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None, float | torch.Tensor, float | torch.Tensor]:
+    """Return (effective weight, pruned residual, mean, d w_eff / d r on pruned weights per unit of w_c), without
+    autograd.
+
+    The residual ``w_c - w_eff`` (``w_c`` on pruned weights, exactly 0 on kept ones) is made only on the CPU eager
+    path and only with ``keep_residual``: there it is cheapest right after the forward, while ``w_c`` is still in
+    cache (a backward pass rebuilding it from the weight costs two more passes over cold memory). Elsewhere it is
+    ``None`` and the backward rebuilds it, so no weight-sized tensor is held between forward and backward.
 
     The last value is ``-std / b``, also outside the clamp range of ``r``: the clamp passes gradients straight
     through, so a threshold pushed below 0 (or above 5) can come back instead of being stuck with a zero gradient.
     """
     mean, std = pruning_statistics(weight)
-    effective = centre(weight, mean)
+    centred = centre(weight, mean)
     if isinstance(std, float):
         r_value = float(r.item())
         bound = min(max(r_value, 0.0), MAX_THRESHOLD) * std + EPSILON
+        if keep_residual:
+            effective = torch.ops.aten.hardshrink(centred, bound)
+            return effective, centred.sub_(effective), mean, -std / bound
         # In place: one fresh buffer per call instead of two (fresh pages dominate the cost on CPU).
-        torch.ops.aten.hardshrink.out(effective, bound, out=effective)
-        return effective, mean, -std / bound
+        torch.ops.aten.hardshrink.out(centred, bound, out=centred)
+        return centred, None, mean, -std / bound
     r = r.detach().to(weight.dtype)
     bound = pruning_bound(r, std, weight.dtype)
-    zero = torch.zeros((), dtype=effective.dtype, device=effective.device)
-    effective = torch.where(effective.abs() > bound, effective, zero)
-    return effective, mean, (-std / bound).float()
+    zero = torch.zeros((), dtype=centred.dtype, device=centred.device)
+    effective = torch.where(centred.abs() > bound, centred, zero)
+    return effective, None, mean, (-std / bound).float()
 
 
 class _HardShrinkSTE(torch.autograd.Function):
@@ -160,10 +146,14 @@ class _HardShrinkSTE(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, weight: torch.Tensor, r: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        effective, mean, slope = _shrink(weight, r)
-        if ctx.needs_input_grad[1]:
-            ctx.save_for_backward(weight, effective)
-            ctx.mean = mean
+        needs_threshold_grad = ctx.needs_input_grad[1]
+        effective, residual, mean, slope = _shrink(weight, r, keep_residual=needs_threshold_grad)
+        if needs_threshold_grad:
+            if residual is not None:
+                ctx.save_for_backward(residual)
+            else:
+                ctx.save_for_backward(weight, effective)
+                ctx.mean = mean
             ctx.slope = slope
             ctx.r_dtype = r.dtype
         return effective
@@ -172,12 +162,12 @@ class _HardShrinkSTE(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:  # type: ignore[override]
         grad_r = None
         if ctx.needs_input_grad[1]:
-            weight, effective = ctx.saved_tensors
-            # The pruned part of w_c, exactly: w_c - w_eff is bitwise 0 on kept weights (w_eff holds w_c's bits).
             if isinstance(ctx.slope, float):
-                residual = torch.sub(weight, ctx.mean, out=_scratch_like(weight)).sub_(effective)
+                (residual,) = ctx.saved_tensors
                 grad_r = torch.tensor(float(_dot(grad, residual)) * ctx.slope, dtype=ctx.r_dtype)
             else:
+                weight, effective = ctx.saved_tensors
+                # The pruned part of w_c, exactly: w_c - w_eff is bitwise 0 on kept weights (w_eff holds w_c's bits).
                 residual = centre(weight, ctx.mean) - effective
                 grad_r = (_dot(grad, residual) * ctx.slope).to(ctx.r_dtype)
         grad_weight = grad if ctx.needs_input_grad[0] else None
