@@ -4,7 +4,8 @@ Compares, on CPU, the variants of ``VARIANTS`` (dense; adasparse with the adapti
 projection controller, with fixed thresholds; ``torch.nn.utils.prune`` masks; a lower bound with the operator
 replaced by a copy). Steps of all variants are
 interleaved so that machine noise hits them alike; the table reports the median step time over the dense one,
-at one thread and at all of them.
+at one thread and at all of them, as the median and range over repeats (the ratio of one run drifts by ±0.1 on the
+MLP between runs on a shared machine).
 
     python benchmarks/train_step.py                 # prints the table and rewrites its section of docs/benchmarks.md
     python benchmarks/train_step.py --steps 50 --threads 1 --no-write
@@ -53,6 +54,9 @@ CASES: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...], int]] = {
     "MLP 784-300-100-10": (mlp, (784,), 128),
     "CNN conv32-conv64-pool-fc": (cnn, (1, 28, 28), 64),
 }
+
+STEP_SHARE = {"MLP 784-300-100-10": 1.0, "CNN conv32-conv64-pool-fc": 0.125}
+"""Share of ``--steps`` each case runs per repeat: a CNN step is ~40x an MLP step and its ratios vary less."""
 
 
 VARIANTS = ("dense", "adaptive", "projection", "fixed", "torch.nn.utils.prune", "adaptive, copy operator")
@@ -145,9 +149,22 @@ def measure(case: str, steps: int, warmup: int = 20) -> dict[str, float]:
     return {"dense_ms": medians["dense"] * 1e3, **{v: medians[v] / medians["dense"] for v in VARIANTS}}
 
 
+def _cell(values: list[float]) -> str:
+    """Median over repeats, with the range when there is more than one."""
+    middle = statistics.median(values)
+    if len(values) == 1:
+        return f"{middle:.2f}×"
+    return f"{middle:.2f}× ({min(values):.2f}–{max(values):.2f})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=400, help="interleaved steps per variant (default 400)")
+    parser.add_argument(
+        "--steps", type=int, default=400, help="interleaved MLP steps per variant and repeat (default 400)"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=5, help="independent measurements per cell, fresh models each (default 5)"
+    )
     parser.add_argument(
         "--threads",
         type=int,
@@ -157,13 +174,17 @@ def main() -> None:
     )
     parser.add_argument("--no-write", action="store_true", help="print only; do not update docs/benchmarks.md")
     args = parser.parse_args()
+    if args.steps < 8 or args.repeats < 1:
+        parser.error("--steps must be at least 8 and --repeats at least 1")
     rows = []
     for threads in args.threads:
         torch.set_num_threads(threads)
         for case in CASES:
-            result = measure(case, args.steps)
-            ratios = " | ".join(f"{result[variant]:.2f}×" for variant in VARIANTS[1:])
-            rows.append(f"| {case} | {CASES[case][2]} | {threads} | {result['dense_ms']:.2f} | {ratios} |")
+            steps = max(int(args.steps * STEP_SHARE[case]), 1)
+            results = [measure(case, steps) for _ in range(args.repeats)]
+            ratios = " | ".join(_cell([result[variant] for result in results]) for variant in VARIANTS[1:])
+            dense_ms = statistics.median(result["dense_ms"] for result in results)
+            rows.append(f"| {case} | {CASES[case][2]} | {threads} | {dense_ms:.2f} | {ratios} |")
             print(rows[-1], flush=True)
     header = " | ".join(f"{variant} / dense" for variant in VARIANTS[1:])
     table = "\n".join(
@@ -175,10 +196,14 @@ def main() -> None:
     )
     machine = f"{platform.processor() or platform.machine()}, torch {torch.__version__}"
     threads = " ".join(str(t) for t in args.threads)
+    shares = ", ".join(f"{case} {max(int(args.steps * STEP_SHARE[case]), 1)}" for case in CASES)
     body = (
-        f"Median of {args.steps} interleaved train steps per variant (zero_grad, forward, backward, SGD step, and "
-        f"the sparsity loss and its `step()` where the variant has one). Machine: {machine}.\n\n"
-        f"Command: `python benchmarks/train_step.py --steps {args.steps} --threads {threads}`\n\n{table}\n"
+        f"Each cell: the median step time of a variant over the dense one's, steps of all variants interleaved "
+        f"(zero_grad, forward, backward, SGD step, and the sparsity loss and its `step()` where the variant has "
+        f"one); median over {args.repeats} repeats with fresh models, range in brackets. Steps per repeat: "
+        f"{shares}. Machine: {machine}.\n\n"
+        f"Command: `python benchmarks/train_step.py --steps {args.steps} --repeats {args.repeats} "
+        f"--threads {threads}`\n\n{table}\n"
     )
     print(body)
     if not args.no_write:
