@@ -118,7 +118,7 @@ def _shrink(
     The residual ``w_c - w_eff`` (``w_c`` on pruned weights, exactly 0 on kept ones) is made only on the CPU eager
     path and only with ``keep_residual``: there it is cheapest right after the forward, while ``w_c`` is still in
     cache (a backward pass rebuilding it from the weight costs two more passes over cold memory). Elsewhere it is
-    ``None`` and the backward rebuilds it, so no weight-sized tensor is held between forward and backward.
+    ``None`` and the backward rebuilds it, so no extra weight-sized tensor is held between forward and backward.
 
     The last value is ``-std / b``, also outside the clamp range of ``r``: the clamp passes gradients straight
     through, so a threshold pushed below 0 (or above 5) can come back instead of being stuck with a zero gradient.
@@ -149,7 +149,8 @@ class _HardShrinkSTE(torch.autograd.Function):
         needs_threshold_grad = ctx.needs_input_grad[1]
         effective, residual, mean, slope = _shrink(weight, r, keep_residual=needs_threshold_grad)
         if needs_threshold_grad:
-            if residual is not None:
+            ctx.has_residual = residual is not None
+            if ctx.has_residual:
                 ctx.save_for_backward(residual)
             else:
                 ctx.save_for_backward(weight, effective)
@@ -162,7 +163,7 @@ class _HardShrinkSTE(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:  # type: ignore[override]
         grad_r = None
         if ctx.needs_input_grad[1]:
-            if isinstance(ctx.slope, float):
+            if ctx.has_residual:  # CPU float path: the residual was made in the forward
                 (residual,) = ctx.saved_tensors
                 grad_r = torch.tensor(float(_dot(grad, residual)) * ctx.slope, dtype=ctx.r_dtype)
             else:
