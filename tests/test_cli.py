@@ -35,7 +35,8 @@ def test_train_prints_table_target_and_dense_baseline(tmp_path: Path, capsys: py
     assert status == 0
     text = capsys.readouterr().out
     assert "overall (pruned layers)" in text
-    assert "sparsity: target 0.9000, reached" in text and "final 0.9000" in text
+    assert "sparsity: target 0.9000, reached" in text
+    assert "final 0.9000" in text or "reached 0.9000" in text  # exact before the calibration, or after it
     assert ", dense 0." in text
     assert (out / "dense" / "summary.json").is_file() and (out / "model_sparse.pt").is_file()
     config = json.loads((out / "config.json").read_text())["config"]

@@ -46,7 +46,13 @@ def test_dense_method(tmp_path: Path) -> None:
 
 def test_ours_with_all_options(tmp_path: Path) -> None:
     result = _run(
-        tmp_path, sparsity="constraint", correction=True, ramp=0.3, task_gradient=False, threshold_schedule="constant"
+        tmp_path,
+        sparsity="constraint",
+        correction=True,
+        ramp=0.3,
+        task_gradient=False,
+        threshold_update="optimizer",
+        threshold_schedule="constant",
     )
     assert result.sparsity == pytest.approx(0.9, abs=1 / 40_000)
     rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))

@@ -59,7 +59,7 @@ def test_run_directory_contents(tmp_path: Path) -> None:
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
     assert list(rows[0]) == list(METRIC_FIELDS)
     assert all(0.0 <= float(r["actual_sparsity"]) <= 1.0 for r in rows)
-    assert float(rows[-1]["threshold_lr"]) == pytest.approx(0.05 / 100)  # thresholds keep their rate by default
+    assert float(rows[0]["threshold_lr"]) == pytest.approx(2.0 / (4 * 12))  # the pruner's own step per optimizer step
     assert float(rows[-1]["lr"]) < 0.05
     checkpoint = torch.load(run / "checkpoint.pt", weights_only=True)
     assert checkpoint["epoch"] == 4 and "optimizer" in checkpoint and "rng" in checkpoint

@@ -16,7 +16,7 @@ One trainable threshold per layer, learned with the adaptive sparsity loss (Rets
     adasparse.to_sparse_inference(model)       # sparse Linear layers where they beat dense ones on CPU
 """
 
-from . import compat
+from . import compat, magnitude, schedules
 from ._version import __version__
 from .calibrate import CalibrationResult, calibrate
 from .compat import adaptive_loss, iter_desparsify, iter_sparsify, sparsity
@@ -26,6 +26,7 @@ from .loss import SparsityLoss
 from .onnx_export import export_onnx
 from .operator import analytic_sparsity, effective_weight, threshold_for_sparsity
 from .parametrization import PrunedTensor, is_sparsified, original_class, pruned_tensors
+from .pruner import Pruner, PrunerConfig, PrunerResult
 from .report import LayerSparsity, SparsityReport, sparsity_report, state_dict_report
 from .selection import select_layers
 from .sparsify import desparsify, param_groups, sparsify, threshold_parameters
@@ -34,6 +35,9 @@ __all__ = [
     "CalibrationResult",
     "LayerSparsity",
     "PrunedTensor",
+    "Pruner",
+    "PrunerConfig",
+    "PrunerResult",
     "SparseLinear",
     "SparsityLoss",
     "SparsityReport",
@@ -49,10 +53,12 @@ __all__ = [
     "iter_desparsify",
     "iter_sparsify",
     "load_sparse",
+    "magnitude",
     "original_class",
     "param_groups",
     "pruned_tensors",
     "save_sparse",
+    "schedules",
     "select_layers",
     "sparsify",
     "sparsity",

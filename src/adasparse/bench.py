@@ -166,6 +166,8 @@ _LEARNED_THRESHOLD_OPTIONS = (
     "correction",
     "ramp",
     "task_gradient",
+    "threshold_update",
+    "threshold_lr",
     "threshold_schedule",
     "budget",
     "finetune",
@@ -389,7 +391,6 @@ def measure_overhead(
     from .data import load_dataset
     from .methods import METHODS, create_method
     from .models import create_model
-    from .sparsify import param_groups
     from .train import RECIPES, TrainConfig
 
     data = load_dataset(dataset, seed=0)
@@ -402,8 +403,8 @@ def measure_overhead(
         torch.manual_seed(0)
         config = TrainConfig(dataset=dataset, model=model, method=name, epochs=recipe.epochs).resolved()
         net = create_model(model, num_classes=data.num_classes, input_shape=data.input_shape)
-        method = create_method(name, net, config, x[:1])
-        optimizer = torch.optim.SGD(param_groups(net, recipe.lr, 5e-4), lr=recipe.lr, momentum=0.9)
+        method = create_method(name, net, config, x[:1], total_steps=10**9)
+        optimizer = torch.optim.SGD(method.param_groups(recipe.lr, 5e-4), lr=recipe.lr, momentum=0.9)
         setups[name] = (net, method, optimizer)
 
     def step(name: str) -> float:

@@ -12,6 +12,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -21,12 +22,12 @@ from . import distributed
 from ._version import __version__
 from .bench import SUITES
 from .data import DATASETS, DataError
+from .loss import MODES
 from .methods import METHODS
+from .pruner import BUDGETS, THRESHOLD_UPDATES, PrunerConfig
 from .report import state_dict_report
 from .train import (
-    BUDGETS,
     RECIPES,
-    SPARSITY_CHOICES,
     THRESHOLD_SCHEDULES,
     RunResult,
     TrainConfig,
@@ -45,6 +46,55 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+_PRUNING_FLAGS: tuple[tuple[tuple[str, ...], str, tuple[str, ...]], ...] = (
+    (("-s", "--sparsity"), "sparsity", ("none",)),
+    (("--starget",), "target", ()),
+    (("--lv",), "lv", ()),
+    (("--pthres",), "pthres", ()),
+    (("--calibrate",), "calibrate", ()),
+    (("--dual-step",), "dual_step", ()),
+    (("--correction",), "correction", ()),
+    (("--ramp",), "ramp", ()),
+    (("--finetune",), "finetune", ()),
+    (("--threshold-update",), "threshold_update", ()),
+    (("--threshold-lr",), "threshold_lr", ()),
+    (("--threshold-lr-scale",), "threshold_lr_scale", ()),
+    (("--task-gradient",), "task_gradient", ()),
+    (("--init-fraction",), "init_fraction", ()),
+    (("--budget",), "budget", ()),
+)
+"""The pruning options of ``adasparse train``: flag, ``TrainConfig`` field, choices beyond the library's."""
+
+_PRUNER_FIELD = {"sparsity": "mode", "lv": "weight", "pthres": "min_params"}
+"""``TrainConfig`` keeps the original script's names for three ``PrunerConfig`` fields."""
+
+_PRUNER_CHOICES = {"mode": MODES, "threshold_update": THRESHOLD_UPDATES, "budget": BUDGETS}
+
+
+def _add_pruning_option(
+    group: argparse._ArgumentGroup, flags: tuple[str, ...], dest: str, extra_choices: tuple[str, ...]
+) -> None:
+    """One option, with its default, type, choices and help taken from ``TrainConfig``/``PrunerConfig``."""
+    default = getattr(_DEFAULTS, dest)
+    if dest == "target":
+        group.add_argument(*flags, dest=dest, type=float, default=default, help="target overall sparsity in [0, 1)")
+        return
+    pruner_field = _PRUNER_FIELD.get(dest, dest)
+    text = _PRUNER_HELP[pruner_field]
+    if extra_choices:
+        text += "; " + ", ".join(extra_choices) + ": dense training"
+    if isinstance(default, bool):
+        group.add_argument(*flags, dest=dest, action=argparse.BooleanOptionalAction, default=default, help=text)
+    elif pruner_field in _PRUNER_CHOICES:
+        choices = (*_PRUNER_CHOICES[pruner_field], *extra_choices)
+        group.add_argument(*flags, dest=dest, choices=choices, default=default, help=text)
+    else:
+        group.add_argument(*flags, dest=dest, type=type(default), default=default, help=text)
+
+
+_PRUNER_HELP = {f.name: f.metadata["help"] for f in fields(PrunerConfig)}
 
 
 def _recipe_help() -> str:
@@ -106,70 +156,17 @@ def build_parser() -> argparse.ArgumentParser:
         "schedule, global / per layer), oneshot (magnitude pruning after training), oneshot-ft (prune at half "
         "time, fine-tune the rest), dense",
     )
-    model.add_argument(
-        "-s",
-        "--sparsity",
-        choices=SPARSITY_CHOICES,
-        default=_DEFAULTS.sparsity,
-        help="sparsity loss: projection (the overall budget held exactly at every step by projecting the "
-        "thresholds; the default), constraint (the budget as a constraint with a dual-ascent multiplier), "
-        "adaptive (the original quadratic budget loss), fixed (every layer at the target), upper (penalise only "
-        "too little sparsity), none (dense training)",
-    )
-    model.add_argument("--starget", type=float, default=_DEFAULTS.target, help="target overall sparsity in [0, 1)")
-    model.add_argument("--lv", type=float, default=_DEFAULTS.lv, help="weight of the sparsity loss")
-    model.add_argument("--pthres", type=int, default=_DEFAULTS.pthres, help="layers with fewer weights stay dense")
-    model.add_argument(
-        "--calibrate",
-        action=argparse.BooleanOptionalAction,
-        default=_DEFAULTS.calibrate,
-        help="after training, scale all thresholds so the actual sparsity is exactly the target",
-    )
+    for flags, dest, extra_choices in _PRUNING_FLAGS[:4]:
+        _add_pruning_option(model, flags, dest, extra_choices)
     tuning = train.add_argument_group("controller (defaults: the best measured combination, see docs/method.md)")
-    tuning.add_argument(
-        "--dual-step", type=float, default=_DEFAULTS.dual_step, help="constraint mode: the multiplier's step"
-    )
-    tuning.add_argument(
-        "--correction",
-        action=argparse.BooleanOptionalAction,
-        default=_DEFAULTS.correction,
-        help="steer on each layer's measured zero fraction instead of the Gaussian estimate",
-    )
-    tuning.add_argument(
-        "--ramp",
-        type=float,
-        default=_DEFAULTS.ramp,
-        help="raise the target along a cubic over this fraction of training",
-    )
-    tuning.add_argument(
-        "--finetune",
-        type=float,
-        default=_DEFAULTS.finetune,
-        help="final fraction of training spent fine-tuning with fixed masks after an exact calibration (0: off)",
-    )
+    for flags, dest, extra_choices in _PRUNING_FLAGS[4:]:
+        _add_pruning_option(tuning, flags, dest, extra_choices)
     tuning.add_argument(
         "--threshold-schedule",
         choices=THRESHOLD_SCHEDULES,
         default=_DEFAULTS.threshold_schedule,
-        help="thresholds keep their learning rate (constant) or anneal it with the weights' (cosine, the original)",
-    )
-    tuning.add_argument(
-        "--task-gradient",
-        action=argparse.BooleanOptionalAction,
-        default=_DEFAULTS.task_gradient,
-        help="let the task loss move the thresholds through the weights they prune",
-    )
-    tuning.add_argument(
-        "--init-fraction",
-        type=float,
-        default=_DEFAULTS.init_fraction,
-        help="start thresholds at the Gaussian threshold of this x target",
-    )
-    tuning.add_argument(
-        "--budget",
-        choices=BUDGETS,
-        default=_DEFAULTS.budget,
-        help="the target counts weights (params) or multiply-accumulates per example (flops)",
+        help="with --threshold-update optimizer: thresholds keep their learning rate (constant) or anneal it with "
+        "the weights' (cosine, the original)",
     )
     optim = train.add_argument_group("optimisation (SGD momentum 0.9, weight decay 5e-4, cosine with one warm restart)")
     optim.add_argument("--epochs", type=int, default=None, help="training epochs (default: the data set's recipe)")
@@ -260,33 +257,8 @@ def _config_from_args(args: argparse.Namespace) -> TrainConfig:
         device = f"cuda:{args.gpu}"
     elif args.no_cuda:
         device = "cpu"
-    return TrainConfig(
-        dataset=args.dataset,
-        model=args.model,
-        method=args.method,
-        sparsity=args.sparsity,
-        dual_step=args.dual_step,
-        correction=args.correction,
-        ramp=args.ramp,
-        finetune=args.finetune,
-        threshold_schedule=args.threshold_schedule,
-        task_gradient=args.task_gradient,
-        init_fraction=args.init_fraction,
-        budget=args.budget,
-        target=args.starget,
-        lv=args.lv,
-        pthres=args.pthres,
-        epochs=args.epochs,
-        lr=args.lr,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        device=device,
-        data_dir=args.data_dir,
-        download=args.download,
-        calibrate=args.calibrate,
-        workers=args.workers,
-        tensorboard=args.tensorboard,
-    )
+    names = {f.name for f in fields(TrainConfig)} - {"device"}
+    return TrainConfig(device=device, **{name: value for name, value in vars(args).items() if name in names})
 
 
 def _default_run_dir() -> Path:

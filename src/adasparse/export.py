@@ -44,10 +44,14 @@ from torch import nn
 
 from ._io import atomic_write_bytes
 from ._version import __version__
-from .operator import effective_weight
-from .parametrization import ORIG_SUFFIX, THRESHOLD_SUFFIX, pruned_tensors
-
-MASK_SUFFIX = "_mask"
+from .parametrization import (
+    MASK_SUFFIX,
+    ORIG_SUFFIX,
+    THRESHOLD_SUFFIX,
+    effective_from_state,
+    is_companion_key,
+    pruned_tensors,
+)
 
 __all__ = [
     "ENCODINGS",
@@ -166,34 +170,21 @@ def plain_state_dict(model_or_state_dict: StateDictLike) -> dict[str, torch.Tens
                 raise TypeError(
                     f"state_dict entries must map str to torch.Tensor; {key!r} holds {type(tensor).__name__}"
                 )
-            if _is_companion(key, source):
+            if is_companion_key(key, source):
                 continue
             if key.endswith(ORIG_SUFFIX):
                 base = key[: -len(ORIG_SUFFIX)]
-                threshold, mask = source.get(base + THRESHOLD_SUFFIX), source.get(base + MASK_SUFFIX)
-                if isinstance(threshold, torch.Tensor) and threshold.numel() == 1:
-                    result[base] = effective_weight(tensor.detach(), threshold.detach().reshape(())).cpu()
-                    continue
-                if isinstance(mask, torch.Tensor) and mask.shape == tensor.shape:
-                    result[base] = (tensor.detach() * mask.detach()).cpu()
+                effective = effective_from_state(
+                    tensor, source.get(base + THRESHOLD_SUFFIX), source.get(base + MASK_SUFFIX)
+                )
+                if effective is not None:
+                    result[base] = effective.cpu()
                     continue
             tensor = tensor.detach()
             if tensor.layout != torch.strided:
                 tensor = tensor.to_dense()
             result[key] = tensor.cpu()
     return result
-
-
-def _is_companion(key: str, source: Mapping[str, Any]) -> bool:
-    """Whether ``key`` is the threshold or mask of a pruned tensor ``<name>_orig`` in ``source``."""
-    for suffix in (THRESHOLD_SUFFIX, MASK_SUFFIX):
-        if key.endswith(suffix):
-            orig = source.get(key[: -len(suffix)] + ORIG_SUFFIX)
-            companion = source[key]
-            if not isinstance(orig, torch.Tensor) or not isinstance(companion, torch.Tensor):
-                return False
-            return companion.numel() == 1 if suffix == THRESHOLD_SUFFIX else companion.shape == orig.shape
-    return False
 
 
 def _size_estimates(numel: int, nnz: int, rows: int, cols: int, value_size: int) -> dict[str, int]:

@@ -31,6 +31,10 @@ DEFAULT_CORRECTION_INTERVAL = 20
 _SQRT_HALF = math.sqrt(0.5)
 _DENSITY_SCALE = math.sqrt(2.0 / math.pi)
 
+SLOPE_FLOOR = _DENSITY_SCALE * math.exp(-0.5 * 3.0**2)
+"""Smallest slope ``ds/dr`` the projection moves a threshold with: the Gaussian slope at ``r = 3`` (0.0089). At
+the clamp (``r = 5``) the Gaussian slope is 1e-6, which left a layer pushed there fully pruned for good."""
+
 
 def _loss_and_gradient(
     mode: str,
@@ -77,13 +81,16 @@ def _projected_thresholds(
     """The thresholds moved along the constraint's gradient so that the overall sparsity equals ``target``.
 
     ``r_i + delta * d_i`` with ``d_i = p_i * s_i'(r_i)`` (the Gaussian slope: the direction the constraint's
-    multiplier pushes, so the step is the linearised Euclidean projection onto ``sum p_i s_i = target``). The
+    multiplier pushes, so the step is the linearised Euclidean projection onto ``sum p_i s_i = target``), the
+    slope bounded below by :data:`SLOPE_FLOOR` so that a threshold at a range limit can still be moved. The
     scalar ``delta`` solves ``sum p_i sparsity_of[i](r_i + delta d_i) = target`` by safeguarded secant steps (the
     Gaussian slope for the first, bisection whenever a step leaves the bracket), stopping within ``tolerance`` of
     the target or when the bracket is a point: thresholds are projected every training step and are already close,
     so this takes a few evaluations. A target out of reach leaves the thresholds at the closest end.
     """
-    slopes = [_DENSITY_SCALE * math.exp(-0.5 * min(max(r, 0.0), MAX_THRESHOLD) ** 2) for r in r_values]
+    slopes = [
+        max(_DENSITY_SCALE * math.exp(-0.5 * min(max(r, 0.0), MAX_THRESHOLD) ** 2), SLOPE_FLOOR) for r in r_values
+    ]
     directions = [p * slope for p, slope in zip(shares, slopes)]
     largest = max(directions)
     if largest <= 0.0:
@@ -430,15 +437,26 @@ class SparsityLoss:
 
     @torch.no_grad()
     def step(self) -> None:
-        """Advance the loss after ``optimizer.step()``. In ``"projection"`` mode: re-measure the layers' weight
-        distributions (with ``correction``, every ``correction_interval`` steps) and project the thresholds onto
-        ``S = target``. Other modes update inside the call; for them this is a no-op, so a loop may always call it."""
+        """Advance the loss after ``optimizer.step()``. Every mode: put each threshold parameter back into
+        ``[0, 5]`` (its forward value is clamped anyway; a parameter pushed far outside by one large gradient would
+        otherwise stay there). In ``"projection"`` mode also: re-measure the layers' weight distributions (with
+        ``correction``, every ``correction_interval`` steps) and project the thresholds onto ``S = target``."""
+        self.clamp_thresholds()
         if self.mode != "projection":
             return
         if self.correction and self._steps % self.correction_interval == 0:
             self.measure_distributions()
         self._steps += 1
         self.project()
+
+    @torch.no_grad()
+    def clamp_thresholds(self) -> None:
+        """Put every threshold parameter back into ``[0, 5]``: its forward value is clamped anyway, but a
+        parameter pushed far outside by one large gradient (or an optimizer's momentum) would stay there."""
+        for r in self._thresholds():
+            value = r.item()
+            if not 0.0 <= value <= MAX_THRESHOLD:
+                r.clamp_(0.0, MAX_THRESHOLD)
 
     @torch.no_grad()
     def measure_distributions(self) -> None:
@@ -469,7 +487,7 @@ class SparsityLoss:
         values = [r.item() for r in thresholds]  # exact in a Python float for every floating dtype
         projected = _projected_thresholds(values, self._share_list, self.target, sparsity_of, tolerance)
         for r, value in zip(thresholds, projected):
-            r.fill_(value)
+            r.fill_(min(max(value, 0.0), MAX_THRESHOLD))  # the same sparsity: the forward clamps r there anyway
         overall = sum(p * f(r) for p, f, r in zip(self._share_list, sparsity_of, projected))
         if abs(overall - self.target) > UNREACHABLE_GAP and not self._warned_unreachable:
             self._warned_unreachable = True

@@ -16,6 +16,7 @@ import torch.nn.utils.prune as torch_prune
 from torch import nn
 
 from ._checks import check_choice, check_fraction
+from .parametrization import pruned_tensors
 from .selection import Selector, select_layers
 
 __all__ = ["MagnitudePruner", "SCOPES"]
@@ -50,6 +51,12 @@ class MagnitudePruner:
         exclude: Selector | Iterable[Selector] | None = None,
     ) -> None:
         self.scope = check_choice(scope, "scope", SCOPES)
+        sparsified = pruned_tensors(model)
+        if sparsified:
+            raise ValueError(
+                f"model is sparsified with learned thresholds ({len(sparsified)} tensors, e.g. "
+                f"{sparsified[0].name!r}): call adasparse.desparsify(model) first"
+            )
         attention = [name for name, module in model.named_modules() if isinstance(module, nn.MultiheadAttention)]
         if attention:
             warnings.warn(

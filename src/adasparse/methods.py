@@ -4,7 +4,7 @@ Every method follows one life cycle: ``prepare`` the model, add a ``loss`` term 
 each step (prune, ramp a target), report the sparsity reached, save its state with the checkpoint, and
 ``finish`` by leaving a plain model with the zeros baked in.
 
-- ``adasparse``: :func:`adasparse.sparsify` + :class:`adasparse.SparsityLoss`, optionally calibrated at the end;
+- ``adasparse``: :class:`adasparse.Pruner` (learned thresholds, the default controller or the paper's losses);
 - ``gmp`` / ``gmp-layer``: gradual magnitude pruning with the cubic schedule of Zhu & Gupta (2017), global or
   uniform per layer, pruning every few steps between 10% and 70% of training;
 - ``oneshot``: train dense, prune the smallest weights globally at the end (no fine-tuning);
@@ -16,19 +16,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from .calibrate import calibrate
-from .flops import layer_macs
-from .loss import SparsityLoss
 from .magnitude import MagnitudePruner
-from .operator import threshold_for_sparsity
+from .pruner import Pruner
 from .report import SparsityReport, sparsity_report
 from .schedules import cubic_ramp
-from .sparsify import desparsify, sparsify
+from .sparsify import param_groups
+
+if TYPE_CHECKING:
+    from .train import TrainConfig
 
 __all__ = ["METHODS", "Method", "Finish", "create_method", "GMP_START", "GMP_END", "GMP_EVENTS"]
 
@@ -59,9 +59,18 @@ class Method:
     name = "dense"
     sparse = False
 
-    def __init__(self, model: nn.Module, config: Any) -> None:
+    def __init__(self, model: nn.Module, config: TrainConfig) -> None:
         self.model = model
         self.config = config
+
+    def param_groups(self, lr: float, weight_decay: float) -> list[dict[str, Any]]:
+        """The optimizer's parameter groups (named ``"weights"`` and, where thresholds are learnt by the
+        optimizer, ``"thresholds"``)."""
+        return param_groups(self.model, lr, weight_decay)
+
+    def threshold_step(self) -> float:
+        """The thresholds' step size where the method moves them itself (not the optimizer); NaN otherwise."""
+        return float("nan")
 
     def begin_step(self, step: int, total_steps: int) -> None:
         """Called before each training step's forward pass."""
@@ -97,135 +106,74 @@ class Method:
 
 
 class LearnedThresholds(Method):
-    """Ours: one learned threshold per layer, trained with the sparsity loss (any of its modes)."""
+    """Ours: one learned threshold per layer, the whole life cycle run by :class:`adasparse.Pruner`."""
 
     name = "adasparse"
     sparse = True
 
-    def __init__(self, model: nn.Module, config: Any, example_input: torch.Tensor | None = None) -> None:
+    def __init__(
+        self, model: nn.Module, config: TrainConfig, example_input: torch.Tensor | None = None, total_steps: int = 1
+    ) -> None:
         super().__init__(model, config)
-        init = threshold_for_sparsity(config.init_fraction * config.target)
-        sparsify(model, init_threshold=init, min_params=config.pthres, task_gradient=config.task_gradient)
-        budget: Any = "params"
-        self.costs: dict[str, float] | None = None
-        if config.budget == "flops":
-            if example_input is None:
-                raise ValueError("budget='flops' needs an example input to measure each layer's cost")
-            budget = self.costs = layer_macs(model, example_input)
-        self.criterion = SparsityLoss(
-            model,
-            target=config.target,
-            mode=config.sparsity,
-            weight=config.lv,
-            dual_step=config.dual_step,
-            correction=config.correction,
-            budget=budget,
-        )
+        self.pruner = Pruner(model, config.target, total_steps, config.pruner_config(), example_input=example_input)
+        self.criterion = self.pruner.criterion
 
-        self.frozen: MagnitudePruner | None = None
-        self.frozen_report: SparsityReport | None = None
-        self.frozen_before: float | None = None
-        self.frozen_analytic: float | None = None
-        self.messages: list[str] = []
+    def param_groups(self, lr: float, weight_decay: float) -> list[dict[str, Any]]:
+        return self.pruner.param_groups(lr, weight_decay)
 
-    def _freeze_step(self, total_steps: int) -> int | None:
-        if self.config.finetune <= 0.0:
-            return None
-        return round((1.0 - self.config.finetune) * total_steps)
-
-    def begin_step(self, step: int, total_steps: int) -> None:
-        if self.config.ramp > 0.0 and self.frozen is None:
-            self.criterion.target = cubic_ramp(step / total_steps, self.config.target, end=self.config.ramp)
+    def threshold_step(self) -> float:
+        if self.pruner.config.threshold_update != "adam" or self.pruner.frozen:
+            return float("nan")
+        return self.pruner.config.threshold_lr / self.pruner.total_steps
 
     def loss(self) -> torch.Tensor | None:
-        return None if self.frozen is not None else self.criterion()
+        return None if self.pruner.frozen else self.pruner.loss()
 
     def end_step(self, step: int, total_steps: int) -> None:
-        if self.frozen is None:
-            self.criterion.step()
-            if step == self._freeze_step(total_steps):
-                self.freeze()
-
-    @torch.no_grad()
-    def freeze(self, *, calibrate_first: bool = True) -> None:
-        """Calibrate to the exact target, bake the zeros in and keep them with fixed masks for fine-tuning."""
-        before = sparsity_report(self.model)
-        self.frozen_before, self.frozen_analytic = before.overall, before.analytic
-        report = before
-        if calibrate_first:
-            result = calibrate(self.model, self.config.target, budget=self.costs)
-            self.messages.append(f"fine-tuning with fixed masks; {result}")
-            report = result.after
-        self.frozen_report = report
-        desparsify(self.model)
-        self.frozen = MagnitudePruner(self.model, min_params=self.config.pthres)
-        self.frozen.freeze_zeros()
+        self.pruner.step()
 
     def sparsity(self) -> float:
-        if self.frozen is not None:
-            return self.frozen.sparsity()
         return sparsity_report(self.model).overall
 
     def analytic(self) -> float | None:
-        return None if self.frozen is not None else self.criterion.analytic_sparsity
+        return None if self.pruner.frozen else self.criterion.analytic_sparsity
 
     def layer_sparsities(self) -> list[dict[str, Any]]:
-        if self.frozen is not None:
-            return self.frozen.layer_rows()
+        frozen = self.pruner.frozen
         return [
             {
                 "layer": layer.name,
                 "numel": layer.numel,
                 "actual": layer.actual,
-                "analytic": layer.analytic,
-                "threshold": layer.threshold,
+                "analytic": None if frozen else layer.analytic,
+                "threshold": None if frozen else layer.threshold,
             }
             for layer in sparsity_report(self.model).layers
         ]
 
     def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"loss": self.criterion.state_dict(), "frozen": self.frozen is not None}
-        if self.frozen is not None:
-            state.update(
-                frozen_before=self.frozen_before,
-                frozen_analytic=self.frozen_analytic,
-                frozen_report=self.frozen_report.to_dict() if self.frozen_report else None,
-                messages=list(self.messages),
-            )
-        return state
+        return {"pruner": self.pruner.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore the loss state; a checkpoint taken after the freeze restructures the model the same way
-        (masks and weights then come from the model's own state_dict)."""
-        self.criterion.load_state_dict(state["loss"])
-        if state.get("frozen") and self.frozen is None:
-            self.freeze(calibrate_first=False)
-            self.frozen_before = state["frozen_before"]
-            self.frozen_analytic = state["frozen_analytic"]
-            self.frozen_report = SparsityReport.from_dict(state["frozen_report"]) if state["frozen_report"] else None
-            self.messages = list(state["messages"])
+        if "pruner" not in state:
+            raise ValueError("the checkpoint was written by an older adasparse (no pruner state): start a new run")
+        self.pruner.load_state_dict(state["pruner"])
 
     def finish(self, log: Callable[[str], None]) -> Finish:
-        if self.frozen is not None:
-            after = self.frozen.sparsity()
-            self.frozen.remove()
-            return Finish(self.frozen_before, after, self.frozen_analytic, "\n".join(self.messages), self.frozen_report)
-        before = sparsity_report(self.model)
-        after = before.overall
-        message = ""
-        report = before
-        if self.config.calibrate:
-            result = calibrate(self.model, self.config.target, budget=self.costs)
-            after, report = result.after.overall, result.after
-            message = str(result)
-        desparsify(self.model)
-        return Finish(before.overall, after, before.analytic, message, report)
+        frozen = self.pruner.frozen
+        self.pruner.finish()
+        result = self.pruner.result
+        assert result is not None
+        message = result.message
+        if frozen:
+            message = f"fine-tuning with fixed masks; {message}" if message else "fine-tuning with fixed masks"
+        return Finish(result.sparsity_before, result.sparsity, result.analytic, message, result.report)
 
 
 class Magnitude(Method):
     """Magnitude-pruning baselines (see the module docstring)."""
 
-    def __init__(self, model: nn.Module, config: Any, schedule: str, scope: str) -> None:
+    def __init__(self, model: nn.Module, config: TrainConfig, schedule: str, scope: str) -> None:
         super().__init__(model, config)
         self.name = {"gradual": "gmp", "oneshot": "oneshot", "oneshot-ft": "oneshot-ft"}[schedule]
         if schedule == "gradual" and scope == "layer":
@@ -258,12 +206,19 @@ class Magnitude(Method):
         return Finish(before, after)
 
 
-def create_method(method: str, model: nn.Module, config: Any, example_input: torch.Tensor | None = None) -> Method:
-    """The :class:`Method` named ``method`` (one of :data:`METHODS`), prepared on ``model``."""
+def create_method(
+    method: str,
+    model: nn.Module,
+    config: TrainConfig,
+    example_input: torch.Tensor | None = None,
+    total_steps: int = 1,
+) -> Method:
+    """The :class:`Method` named ``method`` (one of :data:`METHODS`), prepared on ``model`` for a training of
+    ``total_steps`` optimizer steps."""
     if method == "dense" or config.sparsity == "none":
         return Method(model, config)
     if method == "adasparse":
-        return LearnedThresholds(model, config, example_input)
+        return LearnedThresholds(model, config, example_input, total_steps)
     if method in ("gmp", "gmp-layer"):
         return Magnitude(model, config, "gradual", "layer" if method == "gmp-layer" else "global")
     if method in ("oneshot", "oneshot-ft"):

@@ -35,6 +35,7 @@ __all__ = [
     "clamp_threshold",
     "centre",
     "effective_weight",
+    "masked_weight",
     "pruning_bound",
     "pruning_statistics",
     "sorted_magnitudes",
@@ -197,6 +198,33 @@ def effective_weight(weight: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
     if torch.is_grad_enabled() and (weight.requires_grad or r.requires_grad):
         return _HardShrinkSTE.apply(weight, r)
     return _shrink(weight.detach(), r.detach())[0]
+
+
+class _FixedMask(torch.autograd.Function):
+    """``weight * mask`` with the mask's gradient; the threshold stays in the graph with a zero gradient, so
+    data-parallel wrappers built while it was learning still see every parameter used."""
+
+    @staticmethod
+    def forward(ctx, weight: torch.Tensor, mask: torch.Tensor, r: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(mask)
+        return weight * mask
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, None, torch.Tensor | None]:  # type: ignore[override]
+        (mask,) = ctx.saved_tensors
+        grad_weight = grad * mask if ctx.needs_input_grad[0] else None
+        grad_r = torch.zeros((), dtype=grad.dtype, device=grad.device) if ctx.needs_input_grad[2] else None
+        return grad_weight, None, grad_r
+
+
+def masked_weight(weight: torch.Tensor, mask: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """The effective weight once the zeros are fixed: ``weight * mask`` (a boolean mask of the weight's shape).
+
+    Pruned weights get no gradient and stay zero; ``r`` no longer acts but receives a zero gradient.
+    """
+    if torch.is_grad_enabled() and (weight.requires_grad or r.requires_grad):
+        return _FixedMask.apply(weight, mask, r)
+    return weight.detach() * mask
 
 
 def clamp_threshold(r: torch.Tensor) -> torch.Tensor:

@@ -3,8 +3,11 @@
 The mechanism follows ``torch.nn.utils.parametrize``: the module's class is swapped for a subclass whose
 ``weight`` (or other tensor) is a property computing the effective weight from two parameters registered in its
 place, ``<name>_orig`` (the raw, trainable weight: the very ``Parameter`` object the module had) and
-``<name>_threshold`` (the scalar ``r``). The module keeps its class for ``isinstance``, its own ``forward``, its
-hooks and every other attribute. Unlike ``parametrize``:
+``<name>_threshold`` (the scalar ``r``), plus a boolean buffer ``<name>_mask``: empty while the threshold decides
+which weights are zero, the weight's shape once the zeros are fixed (:func:`freeze`). Freezing changes no
+parameter and no ``state_dict`` key, so optimizers, data-parallel wrappers and compiled models stay valid. The
+module keeps its class for ``isinstance``, its own ``forward``, its hooks and every other attribute. Unlike
+``parametrize``:
 
 - the generated subclass is cached per (class, tensor names) and is never mutated, so a model and its
   ``copy.deepcopy`` can be sparsified and desparsified independently;
@@ -21,14 +24,19 @@ from typing import Any
 import torch
 from torch import nn
 
-from .operator import effective_weight
+from .operator import effective_weight, masked_weight
 
 __all__ = [
+    "MASK_SUFFIX",
     "ORIG_SUFFIX",
     "THRESHOLD_SUFFIX",
     "PrunedTensor",
     "attach",
     "detach",
+    "effective_from_state",
+    "freeze",
+    "is_companion_key",
+    "unfreeze",
     "is_sparsified",
     "original_class",
     "pruned_tensors",
@@ -37,6 +45,7 @@ __all__ = [
 
 ORIG_SUFFIX = "_orig"
 THRESHOLD_SUFFIX = "_threshold"
+MASK_SUFFIX = "_mask"
 
 _CLASS_CACHE: dict[tuple[type, tuple[str, ...]], type] = {}
 
@@ -65,14 +74,21 @@ def _rebuild(base: type, tensor_names: tuple[str, ...]) -> nn.Module:
 TASK_GRADIENT_ATTRIBUTE = "_adasparse_task_gradient"
 
 
+def _empty_mask(like: torch.Tensor) -> torch.Tensor:
+    return torch.zeros(0, dtype=torch.bool, device=like.device)
+
+
 def _make_property(name: str) -> property:
-    orig_key, threshold_key = name + ORIG_SUFFIX, name + THRESHOLD_SUFFIX
+    orig_key, threshold_key, mask_key = name + ORIG_SUFFIX, name + THRESHOLD_SUFFIX, name + MASK_SUFFIX
 
     def fget(self: nn.Module) -> torch.Tensor:
         params = self._parameters
         r = params[threshold_key]
         if not self.__dict__[TASK_GRADIENT_ATTRIBUTE]:
             r = r.detach()  # the threshold then learns from the sparsity loss alone
+        mask = self._buffers[mask_key]
+        if mask.numel():
+            return masked_weight(params[orig_key], mask, r)
         return effective_weight(params[orig_key], r)
 
     def fset(self: nn.Module, value: Any) -> None:
@@ -104,6 +120,43 @@ def _sparse_class(base: type, tensor_names: tuple[str, ...]) -> type:
     def __reduce_ex__(self: nn.Module, protocol: int) -> tuple:
         return (_rebuild, (base, tensor_names), self.__getstate__())
 
+    def _load_from_state_dict(
+        self: nn.Module,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        # A mask is empty (thresholds decide) or the weight's shape (fixed zeros): take whichever the state holds;
+        # a state without masks (written before masks existed) means thresholds decide.
+        absent = []
+        for name in tensor_names:
+            key = prefix + name + MASK_SUFFIX
+            mask = self._buffers[name + MASK_SUFFIX]
+            value = state_dict.get(key)
+            if value is None:
+                mask.resize_(0)
+                absent.append(key)
+            elif isinstance(value, torch.Tensor) and (
+                value.numel() == 0 or value.shape == self._parameters[name + ORIG_SUFFIX].shape
+            ):
+                mask.resize_(value.shape)
+            else:
+                shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+                error_msgs.append(
+                    f"{key}: a mask must be empty or of the weight's shape "
+                    f"{tuple(self._parameters[name + ORIG_SUFFIX].shape)}, got {shape}"
+                )
+        base._load_from_state_dict(
+            self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+        for key in absent:
+            if key in missing_keys:
+                missing_keys.remove(key)
+
     def extra_repr(self: nn.Module) -> str:
         text = base.extra_repr(self)
         pruned = ", ".join(tensor_names)
@@ -114,6 +167,7 @@ def _sparse_class(base: type, tensor_names: tuple[str, ...]) -> type:
         "_adasparse_base": base,
         "__setattr__": __setattr__,
         "__reduce_ex__": __reduce_ex__,
+        "_load_from_state_dict": _load_from_state_dict,
         "extra_repr": extra_repr,
         "__module__": base.__module__,
         "__qualname__": base.__qualname__,
@@ -169,6 +223,8 @@ def attach(
             name + THRESHOLD_SUFFIX: nn.Parameter(r, requires_grad=trainable),
         }
     _replace_parameters(module, mapping)
+    for name in tensor_names:
+        module._buffers[name + MASK_SUFFIX] = _empty_mask(module._parameters[name + ORIG_SUFFIX])
     object.__setattr__(module, TASK_GRADIENT_ATTRIBUTE, bool(task_gradient))
     module.__class__ = _sparse_class(type(module), tuple(tensor_names))
 
@@ -188,12 +244,68 @@ def detach(module: nn.Module, bake: bool = True) -> None:
         assert raw is not None
         if bake:
             with torch.no_grad():
-                raw.copy_(effective_weight(raw, module._parameters[name + THRESHOLD_SUFFIX]))
+                raw.copy_(_effective(module, name))
         mapping[name + ORIG_SUFFIX] = {name: raw}
         mapping[name + THRESHOLD_SUFFIX] = {}
+        module._buffers.pop(name + MASK_SUFFIX, None)
     _replace_parameters(module, mapping)
     module.__dict__.pop(TASK_GRADIENT_ATTRIBUTE, None)
     module.__class__ = original_class(module)
+
+
+def _effective(module: nn.Module, name: str) -> torch.Tensor:
+    """The effective tensor ``name`` of a sparsified module, computed without autograd."""
+    raw = module._parameters[name + ORIG_SUFFIX]
+    r = module._parameters[name + THRESHOLD_SUFFIX]
+    mask = module._buffers[name + MASK_SUFFIX]
+    with torch.no_grad():
+        return masked_weight(raw, mask, r) if mask.numel() else effective_weight(raw, r)
+
+
+@torch.no_grad()
+def freeze(module: nn.Module, name: str) -> None:
+    """Fix the zeros of one pruned tensor: bake the effective weight into the raw one and keep its non-zero
+    pattern as the mask. From then on the tensor is ``raw * mask``: pruned weights stay zero and get no gradient,
+    the others train freely, and the threshold no longer acts."""
+    raw = module._parameters[name + ORIG_SUFFIX]
+    effective = _effective(module, name)
+    raw.copy_(effective)
+    mask = module._buffers[name + MASK_SUFFIX]
+    mask.resize_(raw.shape).copy_(effective != 0)
+
+
+def unfreeze(module: nn.Module, name: str) -> None:
+    """Let the threshold decide the zeros of one pruned tensor again (the raw weight keeps its values)."""
+    module._buffers[name + MASK_SUFFIX].resize_(0)
+
+
+def effective_from_state(orig: torch.Tensor, threshold: Any = None, mask: Any = None) -> torch.Tensor | None:
+    """The effective tensor a ``state_dict`` describes with ``<name>_orig`` and its companions, or ``None``.
+
+    The one reading of the stored keys that reports and exports share: a mask of the weight's shape fixes the
+    zeros (``orig * mask``: adasparse after :func:`freeze`, or ``torch.nn.utils.prune``); otherwise a one-element
+    ``<name>_threshold`` applies the pruning operator; anything else describes no pruned tensor.
+    """
+    with torch.no_grad():
+        if isinstance(mask, torch.Tensor) and mask.shape == orig.shape and mask.numel():
+            return orig.detach() * mask.detach()
+        if isinstance(threshold, torch.Tensor) and threshold.numel() == 1:
+            return effective_weight(orig.detach(), threshold.detach().reshape(()))
+    return None
+
+
+def is_companion_key(key: str, state: Any) -> bool:
+    """Whether ``key`` of the mapping ``state`` is the threshold or mask of a pruned ``<name>_orig`` in it."""
+    for suffix in (THRESHOLD_SUFFIX, MASK_SUFFIX):
+        if key.endswith(suffix):
+            orig = state.get(key[: -len(suffix)] + ORIG_SUFFIX)
+            companion = state[key]
+            if not isinstance(orig, torch.Tensor) or not isinstance(companion, torch.Tensor):
+                return False
+            if suffix == THRESHOLD_SUFFIX:
+                return companion.numel() == 1
+            return companion.numel() == 0 or companion.shape == orig.shape
+    return False
 
 
 @dataclass(frozen=True)
@@ -229,10 +341,15 @@ class PrunedTensor:
     def numel(self) -> int:
         return self.raw.numel()
 
+    @property
+    def frozen(self) -> bool:
+        """Whether the zeros are fixed by a mask (see :func:`freeze`) rather than decided by the threshold."""
+        return bool(self.module._buffers[self.tensor_name + MASK_SUFFIX].numel())
+
     def effective(self) -> torch.Tensor:
         """The effective (pruned) weight, computed without autograd."""
-        with torch.no_grad():
-            return effective_weight(self.raw, self.threshold)
+        self._parameter(ORIG_SUFFIX)
+        return _effective(self.module, self.tensor_name)
 
 
 def pruned_tensors(model: nn.Module) -> list[PrunedTensor]:

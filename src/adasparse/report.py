@@ -9,8 +9,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .operator import analytic_sparsity_value, effective_weight
-from .parametrization import ORIG_SUFFIX, THRESHOLD_SUFFIX, pruned_tensors
+from .operator import analytic_sparsity_value
+from .parametrization import MASK_SUFFIX, ORIG_SUFFIX, THRESHOLD_SUFFIX, effective_from_state, pruned_tensors
 from .selection import select_layers
 
 __all__ = ["LayerSparsity", "SparsityReport", "sparsity_report", "state_dict_report"]
@@ -190,7 +190,7 @@ def sparsity_report(model: nn.Module, *, min_params: int = 1000) -> SparsityRepo
         if pruned:
             for item in pruned:
                 _check_finite(item.name, item.raw)
-                effective = effective_weight(item.raw, item.threshold)
+                effective = item.effective()
                 zeros = _count_zeros(effective)
                 r = item.threshold.item()
                 layers.append(
@@ -225,9 +225,6 @@ def sparsity_report(model: nn.Module, *, min_params: int = 1000) -> SparsityRepo
     return SparsityReport(tuple(layers), total_params, total_zeros, sparsified=bool(pruned))
 
 
-MASK_SUFFIX = "_mask"
-
-
 def state_dict_report(state_dict: dict[str, torch.Tensor], *, min_params: int = 1000) -> SparsityReport:
     """Like :func:`sparsity_report`, from a ``state_dict`` alone (a checkpoint of a sparsified or plain model).
 
@@ -246,19 +243,19 @@ def state_dict_report(state_dict: dict[str, torch.Tensor], *, min_params: int = 
             base = key[: -len(ORIG_SUFFIX)]
             threshold = state_dict.get(base + THRESHOLD_SUFFIX)
             mask = state_dict.get(base + MASK_SUFFIX)
-            if threshold is not None and threshold.numel() == 1:
-                _check_finite(base, tensor)
-                effective = effective_weight(tensor, threshold.reshape(()))
-                r: float | None = threshold.item()
-                analytic = analytic_sparsity_value(r)
-                companion = base + THRESHOLD_SUFFIX
-            elif mask is not None and mask.shape == tensor.shape:
-                effective, r, analytic, companion = tensor * mask, None, None, base + MASK_SUFFIX
-            else:
+            _check_finite(base, tensor)
+            effective = effective_from_state(tensor, threshold, mask)
+            if effective is None:
                 continue
+            r: float | None = None
+            analytic: float | None = None
+            if isinstance(threshold, torch.Tensor) and threshold.numel() == 1:
+                r = threshold.item()
+                analytic = analytic_sparsity_value(r)
+            companions = [k for k in (base + THRESHOLD_SUFFIX, base + MASK_SUFFIX) if k in state_dict]
             zeros = _count_zeros(effective)
             layers.append(LayerSparsity(base, "", tuple(tensor.shape), tensor.numel(), zeros, r, analytic))
-            used.update((key, companion))
+            used.update((key, *companions))
             total_params += tensor.numel()
             total_zeros += zeros
         sparsified = bool(layers)

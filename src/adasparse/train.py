@@ -36,11 +36,11 @@ from ._version import __version__
 from .data import DATASETS, Dataset, load_dataset
 from .data.loader import BatchLoader
 from .flops import layer_macs
-from .loss import DEFAULT_DUAL_STEP, MODES
+from .loss import MODES
 from .methods import METHODS, Method, create_method
 from .models import check_model_name, create_model, default_model
+from .pruner import PrunerConfig
 from .report import sparsity_report
-from .sparsify import param_groups
 
 __all__ = [
     "BUDGETS",
@@ -79,6 +79,9 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
+_PRUNER = PrunerConfig()
+
+
 @dataclass
 class TrainConfig:
     """Everything that determines a run. ``None`` fields take the dataset's :data:`RECIPES` default.
@@ -92,37 +95,62 @@ class TrainConfig:
     keeps it (``"constant"``), ``budget`` counts weights (``"params"``) or multiply-accumulates (``"flops"``), and
     ``finetune`` is the final fraction of training spent fine-tuning with the masks fixed after an exact calibration
     (0: thresholds learn until the end, then calibrate), and ``init_fraction`` starts every threshold at the
-    Gaussian threshold of ``init_fraction * target`` (the original recipe: 0.6).
+    Gaussian threshold of ``init_fraction * target`` when there is no ramp (the original recipe: 0.6).
+    ``threshold_update`` is ``"adam"`` (the pruner moves the thresholds, ``threshold_lr`` standard deviations over
+    the whole training at most) or ``"optimizer"`` (an SGD group at ``lr * threshold_lr_scale``, the original).
+    The pruning defaults are :class:`adasparse.PrunerConfig`'s.
     """
 
     dataset: str = "mnist1d"
     model: str | None = None
     method: str = "adasparse"
-    sparsity: str = "projection"
+    sparsity: str = _PRUNER.mode
     target: float = 0.9
-    lv: float = 10.0
-    pthres: int = 1000
-    dual_step: float = DEFAULT_DUAL_STEP
-    correction: bool = True
-    ramp: float = 0.3
-    task_gradient: bool = True
+    lv: float = _PRUNER.weight
+    pthres: int = _PRUNER.min_params
+    dual_step: float = _PRUNER.dual_step
+    correction: bool = _PRUNER.correction
+    ramp: float = _PRUNER.ramp
+    task_gradient: bool = _PRUNER.task_gradient
+    threshold_update: str = _PRUNER.threshold_update
+    threshold_lr: float = _PRUNER.threshold_lr
     threshold_schedule: str = "constant"
-    budget: str = "params"
-    finetune: float = 0.2
-    init_fraction: float = 0.6
+    budget: str = _PRUNER.budget
+    finetune: float = _PRUNER.finetune
+    init_fraction: float = _PRUNER.init_fraction
     epochs: int | None = None
     lr: float | None = None
     batch_size: int | None = None
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    threshold_lr_scale: float = 0.01
+    threshold_lr_scale: float = _PRUNER.threshold_lr_scale
     seed: int = 0
     device: str = "auto"
     data_dir: str = "data"
     download: bool = False
-    calibrate: bool = True
+    calibrate: bool = _PRUNER.calibrate
     workers: int = 0
     tensorboard: bool = False
+
+    def pruner_config(self) -> PrunerConfig:
+        """The :class:`adasparse.PrunerConfig` of this run (the pruning fields under the original flag names:
+        ``sparsity`` is the mode, ``lv`` the weight, ``pthres`` the minimum layer size)."""
+        return PrunerConfig(
+            mode=self.sparsity,
+            weight=self.lv,
+            min_params=self.pthres,
+            dual_step=self.dual_step,
+            correction=self.correction,
+            ramp=self.ramp,
+            finetune=self.finetune,
+            calibrate=self.calibrate,
+            threshold_update=self.threshold_update,
+            threshold_lr=self.threshold_lr,
+            threshold_lr_scale=self.threshold_lr_scale,
+            task_gradient=self.task_gradient,
+            init_fraction=self.init_fraction,
+            budget=self.budget,
+        )
 
     def resolved(self) -> TrainConfig:
         """A copy with every default filled in and every value checked (``ValueError`` naming the option)."""
@@ -159,6 +187,8 @@ class TrainConfig:
         _check_int(config.seed, "seed", 0)
         _check_int(config.workers, "workers", 0)
         resolve_device(config.device)
+        if config.method == "adasparse" and config.sparsity != "none":
+            config.pruner_config().validated()  # the options only the pruner knows (same names)
         return config
 
     def to_dict(self) -> dict[str, Any]:
@@ -271,14 +301,16 @@ def _load_checkpoint(run_dir: Path) -> dict[str, Any] | None:
     return state
 
 
-def _build(config: TrainConfig, dataset: Dataset, device: torch.device) -> tuple[nn.Module, Method, torch.Tensor]:
+def _build(
+    config: TrainConfig, dataset: Dataset, device: torch.device, total_steps: int
+) -> tuple[nn.Module, Method, torch.Tensor]:
     torch.manual_seed(config.seed)
     model = create_model(config.model, num_classes=dataset.num_classes, input_shape=dataset.input_shape)  # type: ignore[arg-type]
     model.to(device)
     example = dataset.x_test[:1].to(device)
     if dataset.test_transform is not None:
         example = dataset.test_transform(example, None)
-    return model, create_method(config.method, model, config, example), example
+    return model, create_method(config.method, model, config, example, total_steps), example
 
 
 class WarmRestartCosine:
@@ -420,27 +452,7 @@ def run_training(
         _prepare_run_dir(run_dir, config, info)
     distributed.barrier(ctx)
 
-    model, method, example = _build(config, dataset, device)
-    groups = param_groups(model, config.lr, config.weight_decay, config.threshold_lr_scale)  # type: ignore[arg-type]
-    optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)  # type: ignore[arg-type]
-    scheduler = _scheduler(optimizer, config)
     generator = torch.Generator().manual_seed(config.seed)
-    metrics: list[dict[str, float]] = []
-    layer_rows: list[dict[str, Any]] = []
-    start_epoch = 0
-    elapsed_before = 0.0
-    if checkpoint is not None:
-        method.load_state_dict(checkpoint["method"])  # first: it may restructure the model (fixed masks)
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        _set_rng_state(checkpoint["rng"], generator, device)
-        metrics = list(checkpoint["metrics"])
-        layer_rows = list(checkpoint.get("layers", []))
-        start_epoch = int(checkpoint["epoch"])
-        elapsed_before = float(checkpoint.get("elapsed_seconds", 0.0))
-        log(f"resuming {run_dir} after epoch {start_epoch} of {config.epochs}")
-
     train_loader = BatchLoader(
         dataset.x_train,
         dataset.y_train,
@@ -455,6 +467,26 @@ def run_training(
     test_loader = BatchLoader(
         dataset.x_test, dataset.y_test, 1000, transform=dataset.test_transform, device=device, prefetch=config.workers
     )
+    model, method, example = _build(config, dataset, device, len(train_loader) * config.epochs)  # type: ignore[operator]
+    groups = method.param_groups(config.lr, config.weight_decay)  # type: ignore[arg-type]
+    optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)  # type: ignore[arg-type]
+    scheduler = _scheduler(optimizer, config)
+    metrics: list[dict[str, float]] = []
+    layer_rows: list[dict[str, Any]] = []
+    start_epoch = 0
+    elapsed_before = 0.0
+    if checkpoint is not None:
+        method.load_state_dict(checkpoint["method"])
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        _set_rng_state(checkpoint["rng"], generator, device)
+        metrics = list(checkpoint["metrics"])
+        layer_rows = list(checkpoint.get("layers", []))
+        start_epoch = int(checkpoint["epoch"])
+        elapsed_before = float(checkpoint.get("elapsed_seconds", 0.0))
+        log(f"resuming {run_dir} after epoch {start_epoch} of {config.epochs}")
+
     writer = _tensorboard_writer(run_dir, log) if config.tensorboard and ctx.main else None
     trainer = _Trainer(model, method, ctx, device)
 
@@ -607,7 +639,7 @@ def _train_epoch(
         "sparsity_loss": sparsity_mean,
         "train_accuracy": int(correct) / count,
         "lr": float(lrs.get("weights", float("nan"))),
-        "threshold_lr": float(lrs.get("thresholds", float("nan"))),
+        "threshold_lr": float(lrs.get("thresholds", method.threshold_step())),
         "epoch_seconds": time.perf_counter() - epoch_start,
         "data_seconds": data_seconds,
     }
