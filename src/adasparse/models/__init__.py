@@ -13,6 +13,7 @@ from torch import nn
 from .cnn1d import CNN1d
 from .cnn2d import CNN2d
 from .mlp import MLP
+from .resnet1d import ResNet1d
 from .wide_resnet import WideResNet
 
 __all__ = ["MODELS", "create_model", "default_model", "check_model_name"]
@@ -32,6 +33,10 @@ def _cnn2d(*, num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
     return CNN2d(tuple(input_shape), num_classes)
 
 
+def _resnet1d(*, num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
+    return ResNet1d(tuple(input_shape), num_classes)
+
+
 def _wrn(depth: int, widen_factor: int) -> ModelFactory:
     def make(*, num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
         return WideResNet(depth, widen_factor, num_classes=num_classes, in_channels=input_shape[0])
@@ -46,6 +51,7 @@ MODELS: dict[str, ModelFactory] = {
     "cnn1d": _cnn1d,
     "cnn2d": _cnn2d,
     "wrn-16-8": _wrn(16, 8),
+    "resnet1d": _resnet1d,
 }
 """Each named model's factory, called as ``factory(num_classes=..., input_shape=...)``."""
 
