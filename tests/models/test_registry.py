@@ -15,12 +15,13 @@ from adasparse.models.cnn2d import CNN2d
 from adasparse.models.mlp import MLP
 from adasparse.models.resnet1d import ResNet1d
 from adasparse.models.resnet2d import ResNet2d
+from adasparse.models.transformer import Transformer1d
 from adasparse.models.wide_resnet import WideResNet
 
 
 def test_public_names() -> None:
     assert set(models.__all__) == {"create_model", "MODELS", "default_model", "check_model_name"}
-    assert list(MODELS) == ["mlp", "cnn1d", "cnn2d", "wrn-16-8", "resnet1d", "resnet2d"]
+    assert list(MODELS) == ["mlp", "cnn1d", "cnn2d", "wrn-16-8", "resnet1d", "resnet2d", "transformer"]
 
 
 @pytest.mark.parametrize(
@@ -31,6 +32,7 @@ def test_public_names() -> None:
         ("cnn2d", CNN2d, (1, 8, 8)),
         ("resnet1d", ResNet1d, (1, 40)),
         ("resnet2d", ResNet2d, (1, 8, 8)),
+        ("transformer", Transformer1d, (1, 40)),
     ],
 )
 def test_small_models_round_trip(name: str, kind: type, input_shape: tuple[int, ...]) -> None:
@@ -74,7 +76,7 @@ def test_wrn_bad_depth_from_name_raises() -> None:
 )
 def test_unknown_name_raises_with_choices(name: str) -> None:
     expected = (
-        f"unknown model {name!r}; choose one of mlp, cnn1d, cnn2d, wrn-16-8, resnet1d, resnet2d "
+        f"unknown model {name!r}; choose one of mlp, cnn1d, cnn2d, wrn-16-8, resnet1d, resnet2d, transformer "
         "(or wrn-DEPTH-WIDTH)"
     )
     with pytest.raises(ValueError, match=re.escape(expected)):
@@ -89,6 +91,7 @@ def test_create_model_returns_modules_in_train_mode() -> None:
         ("wrn-10-1", (3, 8, 8)),
         ("resnet1d", (1, 40)),
         ("resnet2d", (1, 8, 8)),
+        ("transformer", (1, 40)),
     ]:
         model = create_model(name, num_classes=2, input_shape=shape)
         assert isinstance(model, nn.Module) and model.training
