@@ -13,17 +13,27 @@ from adasparse.models import MODELS, create_model, default_model
 from adasparse.models.cnn1d import CNN1d
 from adasparse.models.cnn2d import CNN2d
 from adasparse.models.mlp import MLP
+from adasparse.models.resnet1d import ResNet1d
+from adasparse.models.resnet2d import ResNet2d
+from adasparse.models.transformer import Transformer1d
 from adasparse.models.wide_resnet import WideResNet
 
 
 def test_public_names() -> None:
     assert set(models.__all__) == {"create_model", "MODELS", "default_model", "check_model_name"}
-    assert list(MODELS) == ["mlp", "cnn1d", "cnn2d", "wrn-16-8"]
+    assert list(MODELS) == ["mlp", "cnn1d", "cnn2d", "wrn-16-8", "resnet1d", "resnet2d", "transformer"]
 
 
 @pytest.mark.parametrize(
     ("name", "kind", "input_shape"),
-    [("mlp", MLP, (1, 40)), ("cnn1d", CNN1d, (1, 40)), ("cnn2d", CNN2d, (1, 8, 8))],
+    [
+        ("mlp", MLP, (1, 40)),
+        ("cnn1d", CNN1d, (1, 40)),
+        ("cnn2d", CNN2d, (1, 8, 8)),
+        ("resnet1d", ResNet1d, (1, 40)),
+        ("resnet2d", ResNet2d, (1, 8, 8)),
+        ("transformer", Transformer1d, (1, 40)),
+    ],
 )
 def test_small_models_round_trip(name: str, kind: type, input_shape: tuple[int, ...]) -> None:
     model = create_model(name, num_classes=6, input_shape=input_shape)
@@ -61,15 +71,28 @@ def test_wrn_bad_depth_from_name_raises() -> None:
         create_model("wrn-12-2", num_classes=10, input_shape=(3, 32, 32))
 
 
-@pytest.mark.parametrize("name", ["x", "resnet18", "wrn-16", "wrn-16-8-1", "WRN-16-8", " mlp", "wrn-a-b", ""])
+@pytest.mark.parametrize(
+    "name", ["x", "resnet18", "resnet", "Transformer", "wrn-16", "wrn-16-8-1", "WRN-16-8", " mlp", "wrn-a-b", ""]
+)
 def test_unknown_name_raises_with_choices(name: str) -> None:
-    expected = f"unknown model {name!r}; choose one of mlp, cnn1d, cnn2d, wrn-16-8 (or wrn-DEPTH-WIDTH)"
+    expected = (
+        f"unknown model {name!r}; choose one of mlp, cnn1d, cnn2d, wrn-16-8, resnet1d, resnet2d, transformer "
+        "(or wrn-DEPTH-WIDTH)"
+    )
     with pytest.raises(ValueError, match=re.escape(expected)):
         create_model(name, num_classes=10, input_shape=(1, 40))
 
 
 def test_create_model_returns_modules_in_train_mode() -> None:
-    for name, shape in [("mlp", (4,)), ("cnn1d", (1, 40)), ("cnn2d", (1, 8, 8)), ("wrn-10-1", (3, 8, 8))]:
+    for name, shape in [
+        ("mlp", (4,)),
+        ("cnn1d", (1, 40)),
+        ("cnn2d", (1, 8, 8)),
+        ("wrn-10-1", (3, 8, 8)),
+        ("resnet1d", (1, 40)),
+        ("resnet2d", (1, 8, 8)),
+        ("transformer", (1, 40)),
+    ]:
         model = create_model(name, num_classes=2, input_shape=shape)
         assert isinstance(model, nn.Module) and model.training
 

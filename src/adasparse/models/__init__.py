@@ -13,6 +13,9 @@ from torch import nn
 from .cnn1d import CNN1d
 from .cnn2d import CNN2d
 from .mlp import MLP
+from .resnet1d import ResNet1d
+from .resnet2d import ResNet2d
+from .transformer import Transformer1d
 from .wide_resnet import WideResNet
 
 __all__ = ["MODELS", "create_model", "default_model", "check_model_name"]
@@ -32,6 +35,18 @@ def _cnn2d(*, num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
     return CNN2d(tuple(input_shape), num_classes)
 
 
+def _resnet1d(*, num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
+    return ResNet1d(tuple(input_shape), num_classes)
+
+
+def _resnet2d(*, num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
+    return ResNet2d(tuple(input_shape), num_classes)
+
+
+def _transformer(*, num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
+    return Transformer1d(tuple(input_shape), num_classes)
+
+
 def _wrn(depth: int, widen_factor: int) -> ModelFactory:
     def make(*, num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
         return WideResNet(depth, widen_factor, num_classes=num_classes, in_channels=input_shape[0])
@@ -46,6 +61,9 @@ MODELS: dict[str, ModelFactory] = {
     "cnn1d": _cnn1d,
     "cnn2d": _cnn2d,
     "wrn-16-8": _wrn(16, 8),
+    "resnet1d": _resnet1d,
+    "resnet2d": _resnet2d,
+    "transformer": _transformer,
 }
 """Each named model's factory, called as ``factory(num_classes=..., input_shape=...)``."""
 
