@@ -67,6 +67,7 @@ BASELINES = (
     Variant("GMP per layer", {"method": "gmp-layer"}),
 )
 _ORIGINAL_OPTIONS = {
+    "threshold_update": "optimizer",
     "correction": False,
     "ramp": 0.0,
     "threshold_schedule": "cosine",
@@ -95,6 +96,11 @@ ABLATION = (
     Variant("GMP global", {"method": "gmp"}),
 )
 EMBEDDED = (("mnist1d", "cnn1d"), ("digits", "cnn2d"))
+ZOO = (("mnist1d", "cnn1d"), ("mnist1d", "resnet1d"), ("mnist1d", "transformer"), ("digits", "resnet2d"))
+"""Normalization, residual blocks and attention beside the plain CNN."""
+THRESHOLDS_IN_OPTIMIZER = Variant(
+    "default, thresholds in the optimizer (lr/100)", {"threshold_update": "optimizer"}, ours=True
+)
 
 SUITES: dict[str, Suite] = {
     "methods": Suite(
@@ -109,6 +115,20 @@ SUITES: dict[str, Suite] = {
         (DEFAULT, Variant("adasparse (default), FLOPs budget", {"budget": "flops"}, ours=True)),
         EMBEDDED,
         (0.9,),
+    ),
+    "zoo": Suite(
+        "zoo",
+        (
+            Variant("dense", {"sparsity": "none"}),
+            BASELINES[1],
+            BASELINES[2],
+            ORIGINAL[0],
+            THRESHOLDS_IN_OPTIMIZER,
+            DEFAULT,
+        ),
+        ZOO,
+        (0.9, 0.98),
+        epochs=30,
     ),
     "quick": Suite(
         "quick",
