@@ -33,6 +33,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,7 @@ from .parametrization import ORIG_SUFFIX, THRESHOLD_SUFFIX, pruned_tensors
 MASK_SUFFIX = "_mask"
 
 __all__ = [
+    "DEFAULT_MAX_BYTES",
     "ENCODINGS",
     "FORMAT",
     "FORMAT_VERSION",
@@ -102,7 +104,14 @@ _DTYPE_NAMES = (
 _DTYPES: dict[str, torch.dtype] = {name: getattr(torch, name) for name in _DTYPE_NAMES if hasattr(torch, name)}
 _INT16_MAX_COLUMNS = 32768
 _INT32_MAX = 2**31 - 1
+_INT64_MAX = 2**63 - 1
 _SAFETENSORS_MAX_HEADER = 100_000_000
+_SAFETENSORS_DTYPE_SIZES = {
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+    "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8,
+}  # fmt: skip
+DEFAULT_MAX_BYTES = 2 * 1024**3
+"""What :func:`load_sparse` may allocate without a model unless the caller raises it: 2 GiB of tensors."""
 
 
 def _safetensors() -> Any:
@@ -329,8 +338,31 @@ def save_sparse(
     return header
 
 
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_shape(path: Path, field: str, shape: Any) -> tuple[int, ...]:
+    """A shape: a list of integers >= 0 whose product a tensor can hold."""
+    if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
+        raise ValueError(f"{path}: {field} must be a list of integers >= 0, got {_short(shape)}")
+    if math.prod(shape) > _INT64_MAX:
+        raise ValueError(f"{path}: {field} {_short(shape)} has more elements than a tensor can hold")
+    return tuple(shape)
+
+
 def _parse_header(path: Path, data: bytes, file_size: int) -> dict[str, Any]:
-    """The safetensors JSON header of a file whose first bytes are ``data`` (at least the header, if complete)."""
+    """The safetensors JSON header of a file whose first bytes are ``data`` (at least the header, if complete).
+
+    Checks it against the safetensors schema: ``__metadata__`` an object of strings; every other entry an object
+    with a string ``dtype``, a ``shape`` (integers >= 0) and ``data_offsets`` ``[begin, end]`` inside the file's
+    data, of the size the shape and dtype need.
+    """
     if data[:4] == b"PK\x03\x04":
         raise ValueError(f"{path} is a torch.save (zip) file, not a safetensors file: load it with torch.load")
     if file_size < 8:
@@ -346,19 +378,101 @@ def _parse_header(path: Path, data: bytes, file_size: int) -> dict[str, Any]:
         raise ValueError(f"{path} is not a safetensors file (header is not JSON: {error})") from error
     if not isinstance(header, dict):
         raise ValueError(f"{path} is not a safetensors file (header is not a JSON object)")
-    ends = [
-        info["data_offsets"][1]
-        for key, info in header.items()
-        if key != "__metadata__" and isinstance(info, dict) and isinstance(info.get("data_offsets"), list)
-    ]
     payload = file_size - 8 - length
-    if ends and max(ends) > payload:
-        raise ValueError(f"{path} is truncated: its tensors need {max(ends)} bytes of data, the file has {payload}")
+    for key, info in header.items():
+        if key == "__metadata__":
+            if not isinstance(info, dict) or not all(isinstance(v, str) for v in info.values()):
+                raise ValueError(
+                    f"{path}: header field '__metadata__' must be an object of strings, got {_short(info)}"
+                )
+            continue
+        if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
+            raise ValueError(
+                f"{path}: header field {key!r} must be an object with dtype, shape and data_offsets, got {_short(info)}"
+            )
+        if not isinstance(info["dtype"], str):
+            raise ValueError(f"{path}: header field {key!r}.dtype must be a string, got {_short(info['dtype'])}")
+        shape = _check_shape(path, f"header field {key!r}.shape", info["shape"])
+        offsets = info["data_offsets"]
+        if (
+            not isinstance(offsets, list)
+            or len(offsets) != 2
+            or not all(_is_int(o) for o in offsets)
+            or not 0 <= offsets[0] <= offsets[1]
+        ):
+            raise ValueError(
+                f"{path}: header field {key!r}.data_offsets must be [begin, end] with 0 <= begin <= end, "
+                f"got {_short(offsets)}"
+            )
+        if offsets[1] > payload:
+            raise ValueError(
+                f"{path} is truncated: header field {key!r}.data_offsets needs {offsets[1]} bytes of data, the file "
+                f"has {payload}"
+            )
+        size = _SAFETENSORS_DTYPE_SIZES.get(info["dtype"])
+        if size is not None and offsets[1] - offsets[0] != math.prod(shape) * size:
+            raise ValueError(
+                f"{path}: header field {key!r}.data_offsets {offsets} span {offsets[1] - offsets[0]} bytes, its "
+                f"shape {list(shape)} of {info['dtype']} needs {math.prod(shape) * size}"
+            )
     return header
 
 
-def _metadata_from_header(path: Path, header: dict[str, Any]) -> dict[str, Any]:
-    raw = (header.get("__metadata__") or {}).get(METADATA_KEY)
+@dataclass(frozen=True)
+class _Entry:
+    """One validated entry of the ``"tensors"`` table."""
+
+    encoding: str
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+    keys: dict[str, str]
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * self.dtype.itemsize
+
+
+_PARTS = {"dense": ("data",), "bitmask": ("mask", "values"), "csr": ("indptr", "indices", "values")}
+
+
+def _entry(path: Path, name: str, entry: Any) -> _Entry:
+    field = f"field tensors.{name}"
+    if not isinstance(entry, dict):
+        raise ValueError(f"{path}: {field} must be an object, got {_short(entry)}")
+    encoding, dtype_name, keys = entry.get("encoding"), entry.get("dtype"), entry.get("keys")
+    if not isinstance(encoding, str) or encoding not in ENCODINGS:
+        raise ValueError(
+            f"{path}: tensor {name!r} has unknown encoding {_short(encoding)} ({field}.encoding must be one of "
+            f"{', '.join(ENCODINGS)})"
+        )
+    if not isinstance(dtype_name, str) or dtype_name not in _DTYPES:
+        raise ValueError(f"{path}: tensor {name!r} has unknown dtype {_short(dtype_name)} ({field}.dtype)")
+    dtype = _DTYPES[dtype_name]
+    if encoding != "dense" and dtype not in _COMPRESSIBLE:
+        raise ValueError(f"{path}: tensor {name!r} of dtype {dtype_name} cannot have encoding {encoding!r}")
+    shape = _check_shape(path, f"{field}.shape (tensor {name!r} has an invalid shape)", entry.get("shape"))
+    if not isinstance(keys, dict) or not all(isinstance(v, str) for v in keys.values()):
+        raise ValueError(f"{path}: {field}.keys must be an object of stored tensor names, got {_short(keys)}")
+    parts = _PARTS[encoding]
+    for part in parts:
+        if part not in keys:
+            what = "stored data" if encoding == "dense" else f"stored part {part!r}"
+            raise ValueError(f"{path}: tensor {name!r} lacks its {what} ({field}.keys has no {part!r})")
+    extra = sorted(set(keys) - set(parts))
+    if extra:
+        raise ValueError(f"{path}: {field}.keys has parts {extra} that encoding {encoding!r} does not use")
+    if encoding == "csr" and not shape:
+        raise ValueError(f"{path}: tensor {name!r} is a scalar and cannot have encoding 'csr'")
+    return _Entry(encoding, dtype, shape, dict(keys))
+
+
+def _metadata_from_header(path: Path, header: dict[str, Any]) -> tuple[dict[str, Any], dict[str, _Entry]]:
+    """The ``"adasparse"`` metadata of a parsed header and its validated tensor entries."""
+    raw = header.get("__metadata__", {}).get(METADATA_KEY)
     if raw is None:
         raise ValueError(
             f"{path} has no {METADATA_KEY!r} metadata: it is a safetensors file not written by "
@@ -368,20 +482,40 @@ def _metadata_from_header(path: Path, header: dict[str, Any]) -> dict[str, Any]:
         meta = json.loads(raw)
     except json.JSONDecodeError as error:
         raise ValueError(f"{path}: the {METADATA_KEY!r} metadata is not valid JSON ({error})") from error
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: the {METADATA_KEY!r} metadata must be a JSON object, got {_short(meta)}")
+    if meta.get("format") != FORMAT:
         raise ValueError(f"{path}: the {METADATA_KEY!r} metadata does not describe an {FORMAT} file")
     version = meta.get("version")
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise ValueError(f"{path}: invalid format version {version!r}")
+    if not _is_int(version) or version < 1:
+        raise ValueError(f"{path}: invalid format version {_short(version)} (field version)")
     if version > FORMAT_VERSION:
         raise ValueError(
             f"{path} uses format version {version}; this adasparse ({__version__}) reads up to {FORMAT_VERSION}"
         )
     if not isinstance(meta.get("tensors"), dict):
-        raise ValueError(f"{path}: the {METADATA_KEY!r} metadata has no 'tensors' table")
+        raise ValueError(f"{path}: the {METADATA_KEY!r} metadata has no 'tensors' table (field tensors)")
     if not isinstance(meta.get("metadata", {}), dict):
-        raise ValueError(f"{path}: the user 'metadata' entry must be a JSON object")
-    return meta
+        raise ValueError(f"{path}: the user 'metadata' entry must be a JSON object, got {_short(meta['metadata'])}")
+    values_dtype = meta.get("values_dtype")
+    if values_dtype is not None and (not isinstance(values_dtype, str) or values_dtype not in ("float16", "bfloat16")):
+        raise ValueError(
+            f"{path}: invalid values_dtype {_short(values_dtype)} in the metadata (null, float16, bfloat16)"
+        )
+    entries = {name: _entry(path, name, entry) for name, entry in meta["tensors"].items()}
+    return meta, entries
+
+
+def _read_header(path: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, _Entry], int]:
+    """The safetensors header, the adasparse metadata, its entries and the file size, reading only the header."""
+    with path.open("rb") as handle:
+        file_size = os.fstat(handle.fileno()).st_size
+        head = handle.read(8)
+        length = int.from_bytes(head, "little") if len(head) == 8 else 0
+        head += handle.read(min(length, _SAFETENSORS_MAX_HEADER))
+    header = _parse_header(path, head, file_size)
+    meta, entries = _metadata_from_header(path, header)
+    return header, meta, entries, file_size
 
 
 def read_sparse_metadata(path: str | Path) -> dict[str, Any]:
@@ -395,40 +529,27 @@ def read_sparse_metadata(path: str | Path) -> dict[str, Any]:
         tensor: ``encoding``, ``dtype``, ``shape``, ``nnz``, ``sparsity``, ``keys``) and the user ``metadata``.
 
     Raises:
-        ValueError: a truncated file, not a safetensors file, or one without valid adasparse metadata.
+        ValueError: a truncated file, not a safetensors file, or one without valid adasparse metadata (naming the
+            file and the field).
 
     Example::
 
         >>> read_sparse_metadata("pruned.safetensors")["metadata"]["config"]["model"]
         'mlp'
     """
-    path = Path(path)
-    with path.open("rb") as handle:
-        head = handle.read(8)
-        length = int.from_bytes(head, "little") if len(head) == 8 else 0
-        head += handle.read(min(length, _SAFETENSORS_MAX_HEADER))
-    return _metadata_from_header(path, _parse_header(path, head, path.stat().st_size))
-
-
-def _shape(path: Path, name: str, entry: dict[str, Any]) -> tuple[int, ...]:
-    shape = entry.get("shape")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
-        raise ValueError(f"{path}: tensor {name!r} has an invalid shape {shape!r} in the metadata")
-    return tuple(shape)
+    return _read_header(Path(path))[1]
 
 
 def _stored(
     path: Path,
     name: str,
     tensors: dict[str, torch.Tensor],
-    keys: dict[str, Any],
+    keys: dict[str, str],
     part: str,
     dtypes: tuple[torch.dtype, ...],
     length: int | None = None,
 ) -> torch.Tensor:
-    key = keys.get(part)
-    if not isinstance(key, str) or key not in tensors:
-        raise ValueError(f"{path}: tensor {name!r} lacks its stored part {part!r} ({key!r})")
+    key = keys[part]
     tensor = tensors[key]
     if tensor.dtype not in dtypes:
         allowed = ", ".join(_dtype_name(d) for d in dtypes)
@@ -440,25 +561,14 @@ def _stored(
     return tensor
 
 
-def _decode(path: Path, name: str, entry: Any, tensors: dict[str, torch.Tensor], values_dtype: Any) -> torch.Tensor:
-    if not isinstance(entry, dict):
-        raise ValueError(f"{path}: the metadata entry of {name!r} is not an object")
-    encoding, dtype_name, keys = entry.get("encoding"), entry.get("dtype"), entry.get("keys")
-    if encoding not in ENCODINGS:
-        raise ValueError(f"{path}: tensor {name!r} has unknown encoding {encoding!r}")
-    if dtype_name not in _DTYPES:
-        raise ValueError(f"{path}: tensor {name!r} has unknown dtype {dtype_name!r}")
-    if not isinstance(keys, dict):
-        raise ValueError(f"{path}: tensor {name!r} has no 'keys' in the metadata")
-    dtype = _DTYPES[dtype_name]
-    shape = _shape(path, name, entry)
-    numel = math.prod(shape)
+def _decode(
+    path: Path, name: str, entry: _Entry, tensors: dict[str, torch.Tensor], values_dtype: str | None
+) -> torch.Tensor:
+    dtype, shape, keys, numel = entry.dtype, entry.shape, entry.keys, entry.numel
     stored_dtypes = (dtype,) if dtype not in _COMPRESSIBLE or values_dtype is None else (_DTYPES[values_dtype],)
-    if encoding == "dense":
-        return _dense(path, name, keys, tensors, shape, stored_dtypes, dtype)
-    if dtype not in _COMPRESSIBLE:
-        raise ValueError(f"{path}: tensor {name!r} of dtype {dtype_name} cannot have encoding {encoding!r}")
-    if encoding == "bitmask":
+    if entry.encoding == "dense":
+        return _dense(path, keys["data"], tensors, shape, stored_dtypes, dtype)
+    if entry.encoding == "bitmask":
         mask_bytes = _stored(path, name, tensors, keys, "mask", (torch.uint8,), length=(numel + 7) // 8)
         bits = np.unpackbits(mask_bytes.numpy(), count=numel, bitorder="little").astype(bool)
         nonzero = torch.from_numpy(bits)
@@ -466,8 +576,6 @@ def _decode(path: Path, name: str, entry: Any, tensors: dict[str, torch.Tensor],
         out = torch.zeros(numel, dtype=values.dtype)
         out[nonzero] = values
         return out.to(dtype).reshape(shape)
-    if not shape:
-        raise ValueError(f"{path}: tensor {name!r} is a scalar and cannot have encoding 'csr'")
     rows = shape[0]
     cols = numel // rows if rows else 0
     indptr = _stored(path, name, tensors, keys, "indptr", (torch.int32,), length=rows + 1).to(torch.int64)
@@ -489,16 +597,12 @@ def _decode(path: Path, name: str, entry: Any, tensors: dict[str, torch.Tensor],
 
 def _dense(
     path: Path,
-    name: str,
-    keys: dict[str, Any],
+    key: str,
     tensors: dict[str, torch.Tensor],
     shape: tuple[int, ...],
     stored_dtypes: tuple[torch.dtype, ...],
     dtype: torch.dtype,
 ) -> torch.Tensor:
-    key = keys.get("data")
-    if not isinstance(key, str) or key not in tensors:
-        raise ValueError(f"{path}: tensor {name!r} lacks its stored data ({key!r})")
     data = tensors[key]
     if data.dtype not in stored_dtypes:
         raise ValueError(
@@ -510,63 +614,38 @@ def _dense(
     return data.to(dtype)
 
 
-def _read(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    st = _safetensors()
-    data = path.read_bytes()
-    meta = _metadata_from_header(path, _parse_header(path, data, len(data)))
-    try:
-        tensors = st.load(data)
-    except Exception as error:
-        raise ValueError(f"{path} is not a valid safetensors file: {error}") from error
-    values_dtype = meta.get("values_dtype")
-    if values_dtype is not None and values_dtype not in ("float16", "bfloat16"):
-        raise ValueError(f"{path}: invalid values_dtype {values_dtype!r} in the metadata")
-    state: dict[str, torch.Tensor] = {}
-    used: set[str] = set()
-    for name, entry in meta["tensors"].items():
-        state[name] = _decode(path, name, entry, tensors, values_dtype)
-        used.update(entry["keys"].values())
-    unreferenced = sorted(set(tensors) - used)
-    if unreferenced:
-        raise ValueError(f"{path}: stored tensors not described by the metadata: {', '.join(unreferenced[:5])}")
-    return meta, state
+def _check_max_bytes(max_bytes: Any) -> None:
+    if max_bytes is None:
+        return
+    if not _is_int(max_bytes):
+        raise TypeError(f"max_bytes must be None or an integer, got {type(max_bytes).__name__} {max_bytes!r}")
+    if max_bytes < 0:
+        raise ValueError(f"max_bytes must be >= 0 (or None for no limit), got {max_bytes!r}")
 
 
-def load_sparse(path: str | Path, model: nn.Module | None = None) -> Any:
-    """Read a file written by :func:`save_sparse`.
-
-    Args:
-        path: the ``.safetensors`` file.
-        model: optional plain (not sparsified) model with the same architecture; the weights are loaded into it
-            (strict: same keys, same shapes).
-
-    Returns:
-        The ``state_dict`` (CPU tensors, original dtypes, the desparsified model's keys in order) when ``model`` is
-        ``None``, else ``model`` with the weights loaded.
-
-    Raises:
-        ImportError: safetensors is not installed.
-        ValueError: naming the file: truncated, not a safetensors file, missing or invalid adasparse metadata,
-            inconsistent encodings; with ``model``: missing or unexpected keys, or a shape mismatch (naming the key
-            and both shapes), or a sparsified model.
-
-    Example::
-
-        >>> state = load_sparse("pruned.safetensors")
-        >>> model = load_sparse("pruned.safetensors", MyNet())
-    """
-    path = Path(path)
-    _, state = _read(path)
-    if model is None:
-        return state
-    if pruned_tensors(model):
-        raise ValueError(
-            f"cannot load {path} into a sparsified model (its weights are <name>_orig + thresholds): "
-            "load it into a plain model, or call adasparse.desparsify(model) first"
+def _check_size(path: Path, entries: dict[str, _Entry], file_size: int, max_bytes: int | None) -> None:
+    """Refuse a file whose tensors (or the file itself) are larger than ``max_bytes``, before reading them."""
+    total = sum(entry.nbytes for entry in entries.values())
+    if max_bytes is None or max(total, file_size) <= max_bytes:
+        return
+    if total >= file_size:
+        largest = max(entries, key=lambda name: entries[name].nbytes)
+        entry = entries[largest]
+        what = (
+            f"its tensors need {total:,} bytes (largest: {largest!r}, {list(entry.shape)} {_dtype_name(entry.dtype)})"
         )
-    expected = model.state_dict()
-    missing = [key for key in expected if key not in state]
-    unexpected = [key for key in state if key not in expected]
+    else:
+        what = f"it has {file_size:,} bytes"
+    raise ValueError(
+        f"{path}: {what}, more than max_bytes={max_bytes:,}: pass a larger max_bytes (or None) if you trust the "
+        "file, or a model to load it into"
+    )
+
+
+def _check_against_model(path: Path, entries: dict[str, _Entry], expected: Mapping[str, torch.Tensor]) -> None:
+    """The file's declared keys and shapes must be the model's (checked before anything is decoded)."""
+    missing = [key for key in expected if key not in entries]
+    unexpected = [key for key in entries if key not in expected]
     if missing or unexpected:
         parts = []
         if missing:
@@ -574,17 +653,97 @@ def load_sparse(path: str | Path, model: nn.Module | None = None) -> Any:
         if unexpected:
             parts.append(f"not in the model: {', '.join(unexpected[:5])}{' ...' if len(unexpected) > 5 else ''}")
         raise ValueError(f"{path} does not match the model's keys ({'; '.join(parts)})")
-    for key, tensor in state.items():
+    for key, entry in entries.items():
         target = expected[key]
-        if tuple(target.shape) != tuple(tensor.shape):
+        if tuple(target.shape) != entry.shape:
             raise ValueError(
-                f"{path}: {key} has shape {tuple(tensor.shape)} in the file but {tuple(target.shape)} in the model"
+                f"{path}: {key} has shape {entry.shape} in the file but {tuple(target.shape)} in the model"
             )
         if target.layout != torch.strided:
             raise ValueError(
                 f"cannot load {path} into {key}, a {target.layout} tensor: load the weights before "
                 "adasparse.to_sparse_inference"
             )
+
+
+def _read(
+    path: Path, *, expected: Mapping[str, torch.Tensor] | None, max_bytes: int | None
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    st = _safetensors()
+    header, meta, entries, file_size = _read_header(path)
+    stored = {key for key in header if key != "__metadata__"}
+    used: set[str] = set()
+    for name, entry in entries.items():
+        for part, key in entry.keys.items():
+            if key not in stored:
+                what = "stored data" if part == "data" else f"stored part {part!r}"
+                raise ValueError(f"{path}: tensor {name!r} lacks its {what} ({key!r})")
+        used.update(entry.keys.values())
+    unreferenced = sorted(stored - used)
+    if unreferenced:
+        raise ValueError(f"{path}: stored tensors not described by the metadata: {', '.join(unreferenced[:5])}")
+    if expected is not None:
+        _check_against_model(path, entries, expected)
+    else:
+        _check_size(path, entries, file_size, max_bytes)
+    data = path.read_bytes()
+    if len(data) != file_size or _parse_header(path, data, file_size) != header:
+        raise ValueError(f"{path} changed while it was being read")
+    try:
+        tensors = st.load(data)
+    except Exception as error:
+        raise ValueError(f"{path} is not a valid safetensors file: {error}") from error
+    if set(tensors) != stored:
+        raise ValueError(f"{path} changed while it was being read")
+    values_dtype = meta.get("values_dtype")
+    state = {name: _decode(path, name, entry, tensors, values_dtype) for name, entry in entries.items()}
+    return meta, state
+
+
+def load_sparse(path: str | Path, model: nn.Module | None = None, *, max_bytes: int | None = DEFAULT_MAX_BYTES) -> Any:
+    """Read a file written by :func:`save_sparse`.
+
+    What the load may allocate is decided from the header, before any tensor is read: with ``model``, every
+    declared key and shape must be the model's; without one, the tensors' dense size (and the file's size) must
+    not exceed ``max_bytes``.
+
+    Args:
+        path: the ``.safetensors`` file.
+        model: optional plain (not sparsified) model with the same architecture; the weights are loaded into it
+            (strict: same keys, same shapes).
+        max_bytes: without ``model``, the largest total size in bytes of the tensors the file may declare
+            (elements times element size, summed); default :data:`DEFAULT_MAX_BYTES` (2 GiB), ``None`` for no
+            limit. Decoding briefly needs up to about twice this. Ignored with ``model``, whose shapes bound the
+            load.
+
+    Returns:
+        The ``state_dict`` (CPU tensors, original dtypes, the desparsified model's keys in order) when ``model`` is
+        ``None``, else ``model`` with the weights loaded.
+
+    Raises:
+        ImportError: safetensors is not installed.
+        TypeError: ``max_bytes`` is not an integer or ``None``.
+        ValueError: naming the file: truncated, not a safetensors file, a header field that does not fit the format
+            (naming the field), inconsistent encodings, tensors larger than ``max_bytes``; with ``model``: missing or
+            unexpected keys, or a shape mismatch (naming the key and both shapes), or a sparsified model.
+
+    Example::
+
+        >>> state = load_sparse("pruned.safetensors")
+        >>> model = load_sparse("pruned.safetensors", MyNet())
+        >>> state = load_sparse("large.safetensors", max_bytes=16 * 2**30)   # a trusted 16 GiB model
+    """
+    path = Path(path)
+    _check_max_bytes(max_bytes)
+    if model is None:
+        _, state = _read(path, expected=None, max_bytes=max_bytes)
+        return state
+    if pruned_tensors(model):
+        raise ValueError(
+            f"cannot load {path} into a sparsified model (its weights are <name>_orig + thresholds): "
+            "load it into a plain model, or call adasparse.desparsify(model) first"
+        )
+    _, state = _read(path, expected=model.state_dict(), max_bytes=max_bytes)
     model.load_state_dict(state)
     return model
 
