@@ -21,6 +21,7 @@ from . import distributed
 from ._version import __version__
 from .bench import SUITES
 from .data import DATASETS, DataError
+from .export import DEFAULT_MAX_BYTES
 from .methods import METHODS
 from .report import state_dict_report
 from .train import (
@@ -45,6 +46,12 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+_MAX_BYTES_HELP = (
+    "refuse weights that need more bytes than this as dense tensors (default: 2 GiB); raise it for a larger model "
+    "you trust"
+)
 
 
 def _recipe_help() -> str:
@@ -211,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--min-params", type=int, default=1000, help="for plain state dicts: weights with fewer elements are not listed"
     )
+    report.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES, help=_MAX_BYTES_HELP)
 
     export = commands.add_parser(
         "export",
@@ -227,11 +235,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--out",
         default=None,
         metavar="PATH",
-        help="output file (default: model_sparse.safetensors or model.onnx beside the weights)",
+        help="output file (default: model_sparse.safetensors or model.onnx beside the weights); never one of a "
+        "run's own files (config.json, checkpoint.pt, metrics.csv, model_sparse.pt, ...) or another torch.save file",
     )
     export.add_argument(
         "--fp16", action="store_true", help="sparse format: store values as float16 (lossy, about half the size)"
     )
+    export.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES, help=_MAX_BYTES_HELP)
     bench = commands.add_parser(
         "bench",
         help="run every pruning method on the embedded data sets and write docs/results.md",
@@ -373,7 +383,7 @@ def _print_summary(result: RunResult, baseline: RunResult | None) -> None:
 def _report(args: argparse.Namespace) -> int:
     from .export import read_weights_file
 
-    state, source = read_weights_file(args.path)
+    state, source = read_weights_file(args.path, max_bytes=args.max_bytes)
     report = state_dict_report(state, min_params=args.min_params)
     if args.json:
         print(json.dumps({"source": str(source), **report.to_dict()}, indent=2))
@@ -389,7 +399,9 @@ def _export(args: argparse.Namespace) -> int:
     values_dtype = torch.float16 if args.fp16 else None
     if args.fp16 and args.format != "sparse":
         raise ValueError("--fp16 applies to --format sparse only")
-    result = export_run(args.path, format=args.format, out=args.out, values_dtype=values_dtype)
+    result = export_run(
+        args.path, format=args.format, out=args.out, values_dtype=values_dtype, max_bytes=args.max_bytes
+    )
     print(
         f"wrote {result.path}: {result.bytes:,} bytes, {result.ratio:.3f}x the dense torch.save "
         f"({result.dense_bytes:,} bytes)"

@@ -34,6 +34,7 @@ import io
 import json
 import math
 import os
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,8 +46,8 @@ from torch import nn
 
 from ._io import atomic_write_bytes
 from ._version import __version__
-from .operator import effective_weight
 from .parametrization import ORIG_SUFFIX, THRESHOLD_SUFFIX, pruned_tensors
+from .report import check_state_dict, pruned_effective_weight
 
 MASK_SUFFIX = "_mask"
 
@@ -56,6 +57,7 @@ __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "METADATA_KEY",
+    "RUN_FILES",
     "ExportResult",
     "RunWeights",
     "dense_size",
@@ -181,7 +183,7 @@ def plain_state_dict(model_or_state_dict: StateDictLike) -> dict[str, torch.Tens
                 base = key[: -len(ORIG_SUFFIX)]
                 threshold, mask = source.get(base + THRESHOLD_SUFFIX), source.get(base + MASK_SUFFIX)
                 if isinstance(threshold, torch.Tensor) and threshold.numel() == 1:
-                    result[base] = effective_weight(tensor.detach(), threshold.detach().reshape(())).cpu()
+                    result[base] = pruned_effective_weight(base, tensor, threshold).cpu()
                     continue
                 if isinstance(mask, torch.Tensor) and mask.shape == tensor.shape:
                     result[base] = (tensor.detach() * mask.detach()).cpu()
@@ -642,23 +644,33 @@ def _check_size(path: Path, entries: dict[str, _Entry], file_size: int, max_byte
     )
 
 
-def _check_against_model(path: Path, entries: dict[str, _Entry], expected: Mapping[str, torch.Tensor]) -> None:
-    """The file's declared keys and shapes must be the model's (checked before anything is decoded)."""
-    missing = [key for key in expected if key not in entries]
-    unexpected = [key for key in entries if key not in expected]
+def _shape_mismatch(shapes: Mapping[str, tuple[int, ...]], expected: Mapping[str, torch.Tensor], model: str) -> str:
+    """How the keys and shapes of a file (``shapes``) differ from a model's ``state_dict``; ``""`` if they do not."""
+    missing = [key for key in expected if key not in shapes]
+    unexpected = [key for key in shapes if key not in expected]
     if missing or unexpected:
         parts = []
         if missing:
             parts.append(f"missing from the file: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
         if unexpected:
-            parts.append(f"not in the model: {', '.join(unexpected[:5])}{' ...' if len(unexpected) > 5 else ''}")
-        raise ValueError(f"{path} does not match the model's keys ({'; '.join(parts)})")
-    for key, entry in entries.items():
+            parts.append(f"not in {model}: {', '.join(unexpected[:5])}{' ...' if len(unexpected) > 5 else ''}")
+        return "; ".join(parts)
+    for key, shape in shapes.items():
+        target = tuple(expected[key].shape)
+        if target != shape:
+            return f"{key} has shape {shape} in the file but {target} in {model}"
+    return ""
+
+
+def _check_against_model(path: Path, entries: dict[str, _Entry], expected: Mapping[str, torch.Tensor]) -> None:
+    """The file's declared keys and shapes must be the model's (checked before anything is decoded)."""
+    problem = _shape_mismatch({key: entry.shape for key, entry in entries.items()}, expected, "the model")
+    if " has shape " in problem:
+        raise ValueError(f"{path}: {problem}")
+    if problem:
+        raise ValueError(f"{path} does not match the model's keys ({problem})")
+    for key in entries:
         target = expected[key]
-        if tuple(target.shape) != entry.shape:
-            raise ValueError(
-                f"{path}: {key} has shape {entry.shape} in the file but {tuple(target.shape)} in the model"
-            )
         if target.layout != torch.strided:
             raise ValueError(
                 f"cannot load {path} into {key}, a {target.layout} tensor: load the weights before "
@@ -773,22 +785,34 @@ class RunWeights:
         """Rebuild the run's architecture with :func:`adasparse.models.create_model` and load the weights.
 
         Raises:
-            ValueError: no ``config.json``, or one without the model name, ``num_classes`` or ``input_shape``.
+            ValueError: no ``config.json``, or one without the model name, ``num_classes`` or ``input_shape``; weights
+                whose keys or shapes are not the architecture's.
         """
         from .models import create_model
 
         name, num_classes, input_shape = self._architecture()
         model = create_model(name, num_classes=num_classes, input_shape=input_shape)
-        try:
-            model.load_state_dict(self.state_dict)
-        except RuntimeError as error:
-            raise ValueError(f"{self.source} does not fit the {name!r} architecture: {error}") from error
+        shapes = {key: tuple(tensor.shape) for key, tensor in self.state_dict.items()}
+        architecture = f"the run's {name!r} architecture"
+        problem = _shape_mismatch(shapes, model.state_dict(), architecture)
+        if problem:
+            raise ValueError(f"{self.source} does not fit {architecture}: {problem}")
+        model.load_state_dict(self.state_dict)
         return model.eval()
 
     def example_input(self, batch_size: int = 1) -> torch.Tensor:
         """A zero input of the run's ``input_shape`` with a leading batch dimension."""
         _, _, input_shape = self._architecture()
         return torch.zeros(batch_size, *input_shape)
+
+    @property
+    def has_architecture(self) -> bool:
+        """Whether the run's ``config.json`` names the model, ``num_classes`` and ``input_shape``."""
+        try:
+            self._architecture()
+        except ValueError:
+            return False
+        return True
 
     def _architecture(self) -> tuple[str, int, tuple[int, ...]]:
         config = self.run_config or {}
@@ -807,7 +831,7 @@ class RunWeights:
         return name, num_classes, tuple(int(d) for d in input_shape)
 
 
-def load_run_weights(path: str | Path) -> RunWeights:
+def load_run_weights(path: str | Path, *, max_bytes: int | None = DEFAULT_MAX_BYTES) -> RunWeights:
     """The pruned weights of a run directory, an adasparse ``checkpoint.pt``, or a saved ``state_dict``.
 
     A run directory gives its ``model_sparse.pt`` if present, else the model in its ``checkpoint.pt`` (effective
@@ -815,6 +839,7 @@ def load_run_weights(path: str | Path) -> RunWeights:
 
     Args:
         path: a run directory, ``checkpoint.pt``, ``model_sparse.pt`` or any ``torch.save``-d ``state_dict``.
+        max_bytes: the largest size of the weights (as dense tensors) the file may hold; ``None`` for no limit.
 
     Returns:
         A :class:`RunWeights`.
@@ -829,7 +854,7 @@ def load_run_weights(path: str | Path) -> RunWeights:
     """
     from .train import RUN_FORMAT
 
-    state, path = read_weights_file(path)
+    state, path = read_weights_file(path, max_bytes=max_bytes)
     run_config = None
     config_path = path.parent / "config.json"
     if config_path.is_file():
@@ -842,15 +867,26 @@ def load_run_weights(path: str | Path) -> RunWeights:
     return RunWeights(plain_state_dict(state), path, run_config)
 
 
-def read_weights_file(path: str | Path) -> tuple[dict[str, torch.Tensor], Path]:
+def read_weights_file(
+    path: str | Path, *, max_bytes: int | None = DEFAULT_MAX_BYTES
+) -> tuple[dict[str, torch.Tensor], Path]:
     """The ``state_dict`` in a run directory (its ``model_sparse.pt``, else its ``checkpoint.pt``), an adasparse
     checkpoint (its model) or a ``torch.save``-d ``state_dict``, loaded with ``weights_only=True``; and the file.
 
+    Sparse-layout tensors are made dense.
+
+    Args:
+        path: a run directory or a file.
+        max_bytes: the largest total size of the tensors (elements times element size, as dense tensors) and of the
+            archive's records; ``None`` for no limit.
+
     Raises:
-        ValueError: a missing path, an unreadable or hostile file, or one that holds no ``state_dict``.
+        ValueError: a missing path, an empty, unreadable or hostile file, one that holds no ``state_dict`` (a
+            mapping of string keys to tensors with data), or one larger than ``max_bytes``.
     """
     from .train import CHECKPOINT_FORMAT
 
+    _check_max_bytes(max_bytes)
     path = Path(path)
     if path.is_dir():
         for name in ("model_sparse.pt", "checkpoint.pt"):
@@ -861,15 +897,95 @@ def read_weights_file(path: str | Path) -> tuple[dict[str, torch.Tensor], Path]:
             raise ValueError(f"{path} holds neither model_sparse.pt nor checkpoint.pt")
     if not path.is_file():
         raise ValueError(f"{path} does not exist")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path} is empty (0 bytes): not a PyTorch file")
+    _check_archive_size(path, max_bytes)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - one line for any unreadable file
-        raise ValueError(f"{path} is not a readable PyTorch file: {str(error).splitlines()[0]}") from error
+        raise ValueError(f"{path} is not a readable PyTorch file: {_first_line(error)}") from error
     if isinstance(state, dict) and state.get("format") == CHECKPOINT_FORMAT:
         state = state.get("model")
-    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+    if not isinstance(state, dict) or not state:
         raise ValueError(f"{path} holds no state_dict (a mapping of names to tensors)")
-    return state, path
+    total = 0
+    for key, tensor in state.items():
+        if not isinstance(key, str):
+            raise ValueError(f"{path} holds no state_dict: key {key!r} is {type(key).__name__}, not a string")
+        if not isinstance(tensor, torch.Tensor):
+            raise ValueError(f"{path} holds no state_dict: {key!r} holds {type(tensor).__name__}, not a tensor")
+        if tensor.device.type == "meta":
+            raise ValueError(f"{path}: {key!r} is a meta tensor (a shape without data)")
+        total += tensor.numel() * tensor.element_size()
+    if max_bytes is not None and total > max_bytes:
+        raise ValueError(
+            f"{path}: its tensors need {total:,} bytes as dense tensors, more than max_bytes={max_bytes:,}: raise "
+            "the limit if you trust the file"
+        )
+    try:
+        return check_state_dict(state), path
+    except RuntimeError as error:
+        raise ValueError(f"{path}: a sparse tensor cannot be made dense: {_first_line(error)}") from error
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
+def _check_archive_size(path: Path, max_bytes: int | None) -> None:
+    """Refuse a ``torch.save`` zip archive whose records unpack to more than ``max_bytes`` (before loading it)."""
+    if max_bytes is None or not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            size = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError) as error:
+        raise ValueError(f"{path} is not a readable PyTorch file: {_first_line(error)}") from error
+    if size > max_bytes:
+        raise ValueError(
+            f"{path}: its records unpack to {size:,} bytes, more than max_bytes={max_bytes:,}: raise the limit if "
+            "you trust the file"
+        )
+
+
+RUN_FILES = frozenset(
+    {
+        "config.json",
+        "checkpoint.pt",
+        "metrics.csv",
+        "layers.csv",
+        "report.json",
+        "report.md",
+        "summary.json",
+        "model_sparse.pt",
+        "sparsity_per_layer.png",
+        "curves.png",
+        "tensorboard",
+    }
+)
+"""The names a training run writes in its directory (``adasparse export`` never writes over them)."""
+
+
+def _check_target(target: Path, source: Path) -> None:
+    """Refuse an export target that would replace the weights, a run's own file, or any ``torch.save`` file."""
+    if target.is_dir():
+        raise ValueError(f"--out {target} is a directory: name the output file")
+    resolved = target.resolve()
+    if resolved == source.resolve():
+        raise ValueError(f"--out {target} would overwrite the weights it exports")
+    for directory in resolved.parents:
+        inside = resolved.relative_to(directory).parts[0]
+        is_run = (directory / "config.json").is_file() or (directory / "checkpoint.pt").is_file()
+        if is_run and inside in RUN_FILES:
+            raise ValueError(
+                f"--out {target} would overwrite the run's own {inside} in {directory}: choose another file"
+            )
+    if target.is_file():
+        with target.open("rb") as handle:
+            magic = handle.read(4)
+        if magic == b"PK\x03\x04" or magic[:1] == b"\x80":
+            raise ValueError(f"--out {target} would overwrite a torch.save file (a checkpoint?): choose another file")
 
 
 @dataclass(frozen=True)
@@ -892,6 +1008,7 @@ def export_run(
     format: str = "sparse",
     out: str | Path | None = None,
     values_dtype: torch.dtype | str | None = None,
+    max_bytes: int | None = DEFAULT_MAX_BYTES,
 ) -> ExportResult:
     """Export a run's (or checkpoint's) pruned model: compressed safetensors or ONNX (what ``adasparse export`` does).
 
@@ -899,12 +1016,19 @@ def export_run(
         path: run directory, ``checkpoint.pt`` or ``model_sparse.pt`` (see :func:`load_run_weights`).
         format: ``"sparse"`` (:func:`save_sparse`, the run's ``config.json`` as metadata) or ``"onnx"``
             (:func:`adasparse.export_onnx` of the rebuilt architecture; needs ``config.json``).
-        out: output file; default ``model_sparse.safetensors`` / ``model.onnx`` beside the weights.
+        out: output file; default ``model_sparse.safetensors`` / ``model.onnx`` beside the weights. Never one of a
+            run's own files (:data:`RUN_FILES` in a directory holding ``config.json`` or ``checkpoint.pt``) or an
+            existing ``torch.save`` file.
         values_dtype: for ``"sparse"``: ``None`` (exact) or float16/bfloat16 values (lossy); for ``"onnx"`` the
             float16 export is not offered and a non-``None`` value is an error.
+        max_bytes: the largest size of the weights (as dense tensors) the input may hold; ``None`` for no limit.
 
     Returns:
         An :class:`ExportResult` (path, size, size of the dense ``torch.save`` of the same weights).
+
+    Raises:
+        ValueError: unreadable weights, an ``out`` that would overwrite a run's file, weights that do not fit the
+            architecture in the run's ``config.json``.
 
     Example::
 
@@ -913,13 +1037,14 @@ def export_run(
     """
     if format not in ("sparse", "onnx"):
         raise ValueError(f"format must be 'sparse' or 'onnx', got {format!r}")
-    weights = load_run_weights(path)
+    weights = load_run_weights(path, max_bytes=max_bytes)
     default_name = "model_sparse.safetensors" if format == "sparse" else "model.onnx"
     target = Path(out) if out is not None else weights.source.parent / default_name
-    if target.resolve() == weights.source.resolve():
-        raise ValueError(f"--out {target} would overwrite the weights it exports")
+    _check_target(target, weights.source)
     dense_state = {key: (t.float() if t.is_floating_point() else t) for key, t in weights.state_dict.items()}
     if format == "sparse":
+        if weights.run_config is not None and weights.has_architecture:
+            weights.build_model()  # the run's config labels the file: the weights must be that architecture's
         metadata = weights.run_config or {}
         save_sparse(weights.state_dict, target, values_dtype=values_dtype, metadata=metadata)
     else:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -13,7 +13,14 @@ from .operator import analytic_sparsity_value, effective_weight
 from .parametrization import ORIG_SUFFIX, THRESHOLD_SUFFIX, pruned_tensors
 from .selection import select_layers
 
-__all__ = ["LayerSparsity", "SparsityReport", "sparsity_report", "state_dict_report"]
+__all__ = [
+    "LayerSparsity",
+    "SparsityReport",
+    "check_state_dict",
+    "pruned_effective_weight",
+    "sparsity_report",
+    "state_dict_report",
+]
 
 
 @dataclass(frozen=True)
@@ -169,6 +176,35 @@ def _check_finite(name: str, tensor: torch.Tensor) -> None:
         raise ValueError(f"{name} has non-finite values (NaN or inf); training diverged")
 
 
+def pruned_effective_weight(name: str, raw: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
+    """The effective weight of a pruned tensor ``<name>_orig`` with its ``<name>_threshold``, read from a state dict.
+
+    Raises:
+        ValueError: ``raw`` is not a floating tensor (naming the key).
+    """
+    if not raw.is_floating_point():
+        raise ValueError(f"{name + ORIG_SUFFIX!r} is a pruned weight of dtype {raw.dtype}; it must be floating")
+    if raw.numel() == 0:
+        return raw.detach().clone()
+    return effective_weight(raw.detach(), threshold.detach().reshape(()).to(raw.dtype))
+
+
+def check_state_dict(state_dict: Mapping[Any, Any]) -> dict[str, torch.Tensor]:
+    """``state_dict`` with string keys and tensor values checked, sparse-layout tensors made dense.
+
+    Raises:
+        TypeError: a key that is not a string or a value that is not a tensor (naming it).
+    """
+    result: dict[str, torch.Tensor] = {}
+    for key, tensor in state_dict.items():
+        if not isinstance(key, str):
+            raise TypeError(f"state_dict key {key!r} is {type(key).__name__}, not a string")
+        if not isinstance(tensor, torch.Tensor):
+            raise TypeError(f"state_dict entry {key!r} holds {type(tensor).__name__}, not a tensor")
+        result[key] = tensor.to_dense() if tensor.layout != torch.strided else tensor
+    return result
+
+
 def sparsity_report(model: nn.Module, *, min_params: int = 1000) -> SparsityReport:
     """Measure the sparsity of a model.
 
@@ -228,14 +264,19 @@ def sparsity_report(model: nn.Module, *, min_params: int = 1000) -> SparsityRepo
 MASK_SUFFIX = "_mask"
 
 
-def state_dict_report(state_dict: dict[str, torch.Tensor], *, min_params: int = 1000) -> SparsityReport:
+def state_dict_report(state_dict: Mapping[str, torch.Tensor], *, min_params: int = 1000) -> SparsityReport:
     """Like :func:`sparsity_report`, from a ``state_dict`` alone (a checkpoint of a sparsified or plain model).
 
     Pruned tensors are recognised by their ``<name>_orig`` / ``<name>_threshold`` pairs (learned thresholds) or
     ``<name>_orig`` / ``<name>_mask`` pairs (fixed masks, as ``torch.nn.utils.prune`` stores them); in a plain
     state dict, every floating tensor named ``*weight`` with at least ``min_params`` elements and two or more
-    dimensions is reported.
+    dimensions is reported. Sparse-layout tensors are counted as their dense values.
+
+    Raises:
+        TypeError: a key that is not a string or a value that is not a tensor.
+        ValueError: a pruned weight that is not floating, or has non-finite values.
     """
+    state_dict = check_state_dict(state_dict)
     layers: list[LayerSparsity] = []
     total_params = total_zeros = 0
     used: set[str] = set()
@@ -248,7 +289,7 @@ def state_dict_report(state_dict: dict[str, torch.Tensor], *, min_params: int = 
             mask = state_dict.get(base + MASK_SUFFIX)
             if threshold is not None and threshold.numel() == 1:
                 _check_finite(base, tensor)
-                effective = effective_weight(tensor, threshold.reshape(()))
+                effective = pruned_effective_weight(base, tensor, threshold)
                 r: float | None = threshold.item()
                 analytic = analytic_sparsity_value(r)
                 companion = base + THRESHOLD_SUFFIX
