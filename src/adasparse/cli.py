@@ -244,9 +244,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES, help=_MAX_BYTES_HELP)
     bench = commands.add_parser(
         "bench",
-        help="run every pruning method on the embedded data sets and write docs/results.md",
+        help="run every pruning method on the embedded data sets and write a results page",
         description="Train every method of a suite (variants x data sets x targets x seeds) with the data sets' "
-        "recipes, reuse runs already finished under --out, and write the results page with tables and plots. "
+        "recipes, reuse runs already finished under --out, and write the results page with tables and plots "
+        "(OUT/results.md, or DIR/results.md with --docs DIR). "
         "Suites: methods (ours against dense, one-shot, one-shot + fine-tuning, GMP global and per layer, at "
         "0.5-0.98), ablation (each of our options alone and combined, at 0.9-0.98), flops (parameter vs compute "
         "budget), quick (a minute, for CI).",
@@ -256,7 +257,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--quick", action="store_true", help="same as --suite quick")
     bench.add_argument("--out", default="runs/bench", help="where the runs are kept (finished runs are reused)")
-    bench.add_argument("--docs", default="docs/results.md", help="the results page to write")
+    bench.add_argument(
+        "--docs",
+        default=None,
+        metavar="DIR",
+        help="also the project's docs: write results.md, results.json and figures/ into DIR (e.g. docs; a path "
+        "ending in .md names the page itself). Default: the page goes under --out only",
+    )
     bench.add_argument("--jobs", type=int, default=None, help="parallel runs, one thread each (default: CPU count)")
     bench.add_argument("--no-overhead", action="store_true", help="skip the side-by-side train-step timing")
     return parser
@@ -430,10 +437,13 @@ def _bench(args: argparse.Namespace) -> int:
         datasets = {pair for suite, _ in results for pair in suite.datasets}
         overhead = {f"{d} / {m}": measure_overhead(d, m, steps=20 if args.quick else 200) for d, m in sorted(datasets)}
     command = "adasparse bench " + ("--quick" if args.quick else f"--suite {args.suite}")
-    write_results(
-        results, Path(args.docs), command=command, overhead=overhead, wall_seconds=time.perf_counter() - started
-    )
-    print(f"wrote {args.docs}")
+    if args.docs is None:
+        page = Path(args.out) / "results.md"
+    else:
+        page = Path(args.docs) if args.docs.endswith(".md") else Path(args.docs) / "results.md"
+        command += f" --docs {args.docs}"
+    write_results(results, page, command=command, overhead=overhead, wall_seconds=time.perf_counter() - started)
+    print(f"wrote {page}")
     return 0
 
 
