@@ -352,9 +352,9 @@ def _is_int(value: Any) -> bool:
 def _check_shape(path: Path, field: str, shape: Any) -> tuple[int, ...]:
     """A shape: a list of integers >= 0 whose product a tensor can hold."""
     if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
-        raise ValueError(f"{path}: {field} must be a list of integers >= 0, got {_short(shape)}")
+        raise ValueError(f"{path}: invalid shape {_short(shape)}: {field} must be a list of integers >= 0")
     if math.prod(shape) > _INT64_MAX:
-        raise ValueError(f"{path}: {field} {_short(shape)} has more elements than a tensor can hold")
+        raise ValueError(f"{path}: invalid shape {_short(shape)}: {field} has more elements than a tensor can hold")
     return tuple(shape)
 
 
@@ -370,7 +370,7 @@ def _parse_header(path: Path, data: bytes, file_size: int) -> dict[str, Any]:
     if file_size < 8:
         raise ValueError(f"{path} is truncated or not a safetensors file ({file_size} bytes)")
     length = int.from_bytes(data[:8], "little")
-    if length > _SAFETENSORS_MAX_HEADER or data[8:9] not in (b"{", b""):
+    if not 2 <= length <= _SAFETENSORS_MAX_HEADER or data[8:9] not in (b"{", b""):
         raise ValueError(f"{path} is not a safetensors file (bad header length or magic)")
     if length > file_size - 8:
         raise ValueError(f"{path} is truncated: its header needs {length} bytes, the file has {file_size - 8}")
@@ -456,7 +456,7 @@ def _entry(path: Path, name: str, entry: Any) -> _Entry:
     dtype = _DTYPES[dtype_name]
     if encoding != "dense" and dtype not in _COMPRESSIBLE:
         raise ValueError(f"{path}: tensor {name!r} of dtype {dtype_name} cannot have encoding {encoding!r}")
-    shape = _check_shape(path, f"{field}.shape (tensor {name!r} has an invalid shape)", entry.get("shape"))
+    shape = _check_shape(path, f"{field}.shape", entry.get("shape"))
     if not isinstance(keys, dict) or not all(isinstance(v, str) for v in keys.values()):
         raise ValueError(f"{path}: {field}.keys must be an object of stored tensor names, got {_short(keys)}")
     parts = _PARTS[encoding]
@@ -920,7 +920,7 @@ def read_weights_file(
     if max_bytes is not None and total > max_bytes:
         raise ValueError(
             f"{path}: its tensors need {total:,} bytes as dense tensors, more than max_bytes={max_bytes:,}: raise "
-            "the limit if you trust the file"
+            "the limit (--max-bytes) if you trust the file"
         )
     try:
         return check_state_dict(state), path
@@ -944,8 +944,8 @@ def _check_archive_size(path: Path, max_bytes: int | None) -> None:
         raise ValueError(f"{path} is not a readable PyTorch file: {_first_line(error)}") from error
     if size > max_bytes:
         raise ValueError(
-            f"{path}: its records unpack to {size:,} bytes, more than max_bytes={max_bytes:,}: raise the limit if "
-            "you trust the file"
+            f"{path}: its records unpack to {size:,} bytes, more than max_bytes={max_bytes:,}: raise the limit "
+            "(--max-bytes) if you trust the file"
         )
 
 
