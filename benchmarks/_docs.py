@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
+
+from adasparse._io import atomic_write_text
 
 
 def write_section(path: Path, key: str, body: str) -> None:
@@ -18,7 +18,4 @@ def write_section(path: Path, key: str, body: str) -> None:
         text = head + block + tail
     else:
         text = text.rstrip() + ("\n\n" if text else "") + block + "\n"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
+    atomic_write_text(path, text)

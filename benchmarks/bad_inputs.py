@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import pickle
 import sys
 import tempfile
@@ -31,7 +32,7 @@ def _cli(argv: list[str]) -> tuple[str, str]:
         except SystemExit as exit_:
             status = exit_.code
     lines = err.getvalue().strip().splitlines()
-    return f"exit {status}", lines[-1] if lines else ""
+    return f"exit {status}", lines[-1] if lines else ("(correct result)" if status == 0 else "")
 
 
 def _api(call: Callable[[], object]) -> tuple[str, str]:
@@ -47,6 +48,75 @@ class _Hostile:
         return (print, ("executed!",))
 
 
+def _safetensors(path: Path, tensors: object, stored: dict[str, object], payload: bytes = b"") -> Path:
+    """A hand-made safetensors file with adasparse metadata describing ``tensors``."""
+    meta = {"format": "adasparse.sparse", "version": 1, "values_dtype": None, "tensors": tensors, "metadata": {}}
+    text = json.dumps({"__metadata__": {"adasparse": json.dumps(meta)}, **stored}).encode()
+    text += b" " * (-len(text) % 8)
+    path.write_bytes(len(text).to_bytes(8, "little") + text + payload)
+    return path
+
+
+def _untrusted(work: Path) -> dict[str, Path]:
+    """Safetensors files whose headers lie or do not fit the format."""
+    dense = {"encoding": "dense", "dtype": "float32", "shape": [2], "keys": {"data": "w"}}
+    stored = {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}
+    csr = {
+        "encoding": "csr",
+        "dtype": "float32",
+        "shape": [1, 2**30],
+        "keys": {"indptr": "p", "indices": "i", "values": "v"},
+    }
+    empty = {"dtype": "F32", "shape": [0], "data_offsets": [8, 8]}
+    parts = {"p": {"dtype": "I32", "shape": [2], "data_offsets": [0, 8]}, "i": {**empty, "dtype": "I16"}, "v": empty}
+    files = {
+        "gigabytes": _safetensors(work / "tiny.safetensors", {"w": csr}, parts, b"\0" * 8),
+        "offsets": _safetensors(
+            work / "offsets.safetensors", {"w": dense}, {"w": {**stored, "data_offsets": []}}, b"\0" * 8
+        ),
+        "keys": _safetensors(
+            work / "keys.safetensors", {"w": {**dense, "keys": {"data": ["w"]}}}, {"w": stored}, b"\0" * 8
+        ),
+        "shape": _safetensors(
+            work / "shape.safetensors", {"w": {**dense, "shape": [2**62, 2**62]}}, {"w": stored}, b"\0" * 8
+        ),
+    }
+    files["metadata"] = work / "metadata.safetensors"
+    text = json.dumps({"__metadata__": ["x"], "w": stored}).encode()
+    files["metadata"].write_bytes(len(text).to_bytes(8, "little") + text + b"\0" * 8)
+    return files
+
+
+def _checkpoints(work: Path) -> dict[str, Path]:
+    """Loadable ``torch.save`` files that are not what ``report`` and ``export`` expect."""
+    contents: dict[str, object] = {
+        "integer_keys": {1: torch.ones(3, 3)},
+        "expanded": {"w": torch.ones(1).expand(2**36)},
+        "sparse": {"layer.weight": torch.eye(40).to_sparse()},
+        "empty_orig": {"w_orig": torch.zeros(0, 5), "w_threshold": torch.tensor(1.0)},
+    }
+    files = {}
+    for name, content in contents.items():
+        (work / name).mkdir()
+        files[name] = work / name / "checkpoint.pt"
+        torch.save(content, files[name])
+    (work / "empty").mkdir()
+    files["empty"] = work / "empty" / "checkpoint.pt"
+    files["empty"].write_bytes(b"")
+    run = work / "run"
+    run.mkdir()
+    config = {
+        "format": "adasparse.run",
+        "config": {"model": "mlp"},
+        "dataset": {"num_classes": 10, "input_shape": [1, 8, 8]},
+    }
+    (run / "config.json").write_text(json.dumps(config))
+    torch.save({"net.0.weight": torch.zeros(4, 4)}, run / "model_sparse.pt")
+    torch.save({"format": "adasparse.checkpoint", "model": {}}, run / "checkpoint.pt")
+    files["run"] = run
+    return files
+
+
 def _cases(work: Path) -> list[tuple[str, Callable[[], tuple[str, str]]]]:
     truncated = work / "truncated.pt"
     buffer = io.BytesIO()
@@ -59,6 +129,8 @@ def _cases(work: Path) -> list[tuple[str, Callable[[], tuple[str, str]]]]:
     (foreign / "notes.txt").write_text("not a run")
     not_safetensors = work / "model.safetensors"
     not_safetensors.write_bytes(b"\x00" * 64)
+    untrusted = _untrusted(work)
+    odd = _checkpoints(work)
     linear = nn.Linear(100, 100)
     sparse = adasparse.sparsify(nn.Linear(100, 100), target=0.5)
     nan_model = nn.Linear(100, 100)
@@ -92,6 +164,20 @@ def _cases(work: Path) -> list[tuple[str, Callable[[], tuple[str, str]]]]:
         ("`report` of a truncated checkpoint", lambda: _cli(["report", str(truncated)])),
         ("`report` of a pickle with code in it", lambda: _cli(["report", str(hostile)])),
         ("`export` of a foreign directory", lambda: _cli(["export", str(foreign)])),
+        ("`report` of a 0-byte checkpoint.pt", lambda: _cli(["report", str(odd["empty"])])),
+        ("`export` of a 0-byte checkpoint.pt", lambda: _cli(["export", str(odd["empty"])])),
+        ("`report` of a state dict with integer keys", lambda: _cli(["report", str(odd["integer_keys"])])),
+        (
+            "`report` of a 4-byte tensor expanded to 2^36 elements",
+            lambda: _cli(["report", str(odd["expanded"])]),
+        ),
+        ("`report` of a sparse-layout tensor", lambda: _cli(["report", str(odd["sparse"])])),
+        ("`export` of a zero-element `*_orig` tensor", lambda: _cli(["export", str(odd["empty_orig"])])),
+        (
+            "`export RUN --out RUN/checkpoint.pt`",
+            lambda: _cli(["export", str(odd["run"]), "--out", str(odd["run"] / "checkpoint.pt")]),
+        ),
+        ("`export` of weights that do not fit the run's architecture", lambda: _cli(["export", str(odd["run"])])),
         ("`bench --jobs 0`", lambda: _cli(["bench", "--jobs", "0"])),
         ("`sparsify(model, target=1.0)`", lambda: _api(lambda: adasparse.sparsify(nn.Linear(100, 100), target=1.0))),
         ("`sparsify(model)` (no target)", lambda: _api(lambda: adasparse.sparsify(nn.Linear(100, 100)))),
@@ -124,6 +210,17 @@ def _cases(work: Path) -> list[tuple[str, Callable[[], tuple[str, str]]]]:
         (
             "`load_sparse` of a file that is not safetensors",
             lambda: _api(lambda: adasparse.load_sparse(not_safetensors)),
+        ),
+        (
+            "`load_sparse` of a 500-byte file declaring a `[1, 2**30]` CSR tensor",
+            lambda: _api(lambda: adasparse.load_sparse(untrusted["gigabytes"])),
+        ),
+        ("`load_sparse`: `data_offsets: []`", lambda: _api(lambda: adasparse.load_sparse(untrusted["offsets"]))),
+        ('`load_sparse`: `__metadata__: ["x"]`', lambda: _api(lambda: adasparse.load_sparse(untrusted["metadata"]))),
+        ("`load_sparse`: a list in `keys`", lambda: _api(lambda: adasparse.load_sparse(untrusted["keys"]))),
+        (
+            "`load_sparse`: shape `[2**62, 2**62]`",
+            lambda: _api(lambda: adasparse.load_sparse(untrusted["shape"], max_bytes=None)),
         ),
         (
             "assigning a plain tensor to a sparsified weight",

@@ -256,11 +256,25 @@ def test_method_and_controller_flags(tmp_path: Path, capsys: pytest.CaptureFixtu
     _one_line_error(capsys, ["train", "--method", "lottery"], "invalid choice: 'lottery'")
 
 
-def test_bench_quick_writes_the_results_page(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    docs = tmp_path / "docs" / "results.md"
-    argv = ["bench", "--quick", "--out", str(tmp_path / "bench"), "--docs", str(docs), "--jobs", "1"]
-    assert main(argv) == 0
-    text = docs.read_text()
+def test_bench_writes_its_page_under_out_and_the_docs_only_when_asked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    committed = tmp_path / "docs" / "results.md"
+    committed.parent.mkdir()
+    committed.write_text("the committed results\n")
+    out = tmp_path / "bench"
+    assert main(["bench", "--quick", "--out", str(out), "--jobs", "1"]) == 0
+    text = (out / "results.md").read_text()
     assert "adasparse bench --quick" in text and "## Training-step time over dense" in text
-    assert "| adasparse (default) |" in text
+    assert "| adasparse (default) |" in text and (out / "results.json").is_file()
+    assert list((out / "figures").glob("*.png")) or "![" not in text
+    assert sorted(p.name for p in committed.parent.iterdir()) == ["results.md"]
+    assert committed.read_text() == "the committed results\n"
+    assert f"wrote {out / 'results.md'}" in capsys.readouterr().out
+
+    docs = tmp_path / "site"
+    argv = ["bench", "--quick", "--out", str(out), "--jobs", "1", "--no-overhead", "--docs", str(docs)]
+    assert main(argv) == 0  # finished runs are reused: only the page is written
+    assert "adasparse bench --quick --docs" in (docs / "results.md").read_text() and (docs / "results.json").is_file()
     _one_line_error(capsys, ["bench", "--jobs", "0"], "--jobs must be >= 1")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -31,3 +33,23 @@ def test_failure_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         _io.atomic_write_text(target, "new")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["state.txt"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_new_files_honour_the_umask(tmp_path: Path, umask: int) -> None:
+    previous = os.umask(umask)
+    try:
+        _io.atomic_write_text(tmp_path / "new.txt", "x")
+        _io.atomic_torch_save({"w": torch.ones(1)}, tmp_path / "new.pt")
+    finally:
+        os.umask(previous)
+    for name in ("new.txt", "new.pt"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~umask, name
+
+
+def test_replacing_a_file_keeps_its_mode(tmp_path: Path) -> None:
+    target = tmp_path / "shared.json"
+    _io.atomic_write_json(target, {"a": 1})
+    os.chmod(target, 0o640)
+    _io.atomic_write_json(target, {"a": 2})
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640 and '"a": 2' in target.read_text()

@@ -2,7 +2,8 @@
 
 Runs :func:`adasparse.train.run_training` for each (suite variant, data set, target, seed) into
 ``OUT/runs/...`` (a finished run is skipped, so an interrupted sweep resumes), collects the summaries, and writes
-``docs/results.md`` with tables (mean ± std over seeds) and PNG plots:
+a results page (``OUT/results.md``; the project's ``docs/results.md`` only with ``--docs docs``) with tables
+(mean ± std over seeds) and PNG plots (in ``figures/`` beside the page):
 
 - accuracy against sparsity for every method, at equal epochs;
 - the gap between achieved and requested sparsity (raw, and after calibration for ours);
@@ -471,7 +472,15 @@ def write_results(
     overhead: dict[str, dict[str, float]] | None = None,
     wall_seconds: float | None = None,
 ) -> None:
-    """Write the results page (tables, plots next to it) for the suites run."""
+    """Write the results page ``path``, its data (``path`` with ``.json``) and its plots (``figures/`` beside it).
+
+    Args:
+        suites: each suite run and its records (from :func:`run_suite`).
+        path: the page, e.g. ``OUT/results.md``; ``docs/results.md`` replaces the project's committed results.
+        command: the command line quoted on the page (how to regenerate it).
+        overhead: train-step time ratios per data set and model, or ``None``.
+        wall_seconds: the invocation's wall time, quoted when given.
+    """
     from .plots import plot_accuracy_vs_sparsity, plot_allocation, plot_gaussian_error
 
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,7 @@ from . import distributed
 from ._version import __version__
 from .bench import SUITES
 from .data import DATASETS, DataError
+from .export import DEFAULT_MAX_BYTES
 from .loss import MODES
 from .methods import METHODS
 from .pruner import BUDGETS, THRESHOLD_UPDATES, PrunerConfig
@@ -95,6 +96,12 @@ def _add_pruning_option(
 
 
 _PRUNER_HELP = {f.name: f.metadata["help"] for f in fields(PrunerConfig)}
+
+
+_MAX_BYTES_HELP = (
+    "refuse weights that need more bytes than this as dense tensors (default: 2 GiB); raise it for a larger model "
+    "you trust"
+)
 
 
 def _recipe_help() -> str:
@@ -208,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--min-params", type=int, default=1000, help="for plain state dicts: weights with fewer elements are not listed"
     )
+    report.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES, help=_MAX_BYTES_HELP)
 
     export = commands.add_parser(
         "export",
@@ -224,16 +232,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--out",
         default=None,
         metavar="PATH",
-        help="output file (default: model_sparse.safetensors or model.onnx beside the weights)",
+        help="output file (default: model_sparse.safetensors or model.onnx beside the weights); never one of a "
+        "run's own files (config.json, checkpoint.pt, metrics.csv, model_sparse.pt, ...) or another torch.save file",
     )
     export.add_argument(
         "--fp16", action="store_true", help="sparse format: store values as float16 (lossy, about half the size)"
     )
+    export.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES, help=_MAX_BYTES_HELP)
     bench = commands.add_parser(
         "bench",
-        help="run every pruning method on the embedded data sets and write docs/results.md",
+        help="run every pruning method on the embedded data sets and write a results page",
         description="Train every method of a suite (variants x data sets x targets x seeds) with the data sets' "
-        "recipes, reuse runs already finished under --out, and write the results page with tables and plots. "
+        "recipes, reuse runs already finished under --out, and write the results page with tables and plots "
+        "(OUT/results.md, or DIR/results.md with --docs DIR). "
         "Suites: methods (ours against dense, one-shot, one-shot + fine-tuning, GMP global and per layer, at "
         "0.5-0.98), ablation (each of our options alone and combined, at 0.9-0.98), flops (parameter vs compute "
         "budget), quick (a minute, for CI).",
@@ -243,7 +254,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--quick", action="store_true", help="same as --suite quick")
     bench.add_argument("--out", default="runs/bench", help="where the runs are kept (finished runs are reused)")
-    bench.add_argument("--docs", default="docs/results.md", help="the results page to write")
+    bench.add_argument(
+        "--docs",
+        default=None,
+        metavar="DIR",
+        help="also the project's docs: write results.md, results.json and figures/ into DIR (e.g. docs; a path "
+        "ending in .md names the page itself). Default: the page goes under --out only",
+    )
     bench.add_argument("--jobs", type=int, default=None, help="parallel runs, one thread each (default: CPU count)")
     bench.add_argument("--no-overhead", action="store_true", help="skip the side-by-side train-step timing")
     return parser
@@ -345,7 +362,7 @@ def _print_summary(result: RunResult, baseline: RunResult | None) -> None:
 def _report(args: argparse.Namespace) -> int:
     from .export import read_weights_file
 
-    state, source = read_weights_file(args.path)
+    state, source = read_weights_file(args.path, max_bytes=args.max_bytes)
     report = state_dict_report(state, min_params=args.min_params)
     if args.json:
         print(json.dumps({"source": str(source), **report.to_dict()}, indent=2))
@@ -361,7 +378,9 @@ def _export(args: argparse.Namespace) -> int:
     values_dtype = torch.float16 if args.fp16 else None
     if args.fp16 and args.format != "sparse":
         raise ValueError("--fp16 applies to --format sparse only")
-    result = export_run(args.path, format=args.format, out=args.out, values_dtype=values_dtype)
+    result = export_run(
+        args.path, format=args.format, out=args.out, values_dtype=values_dtype, max_bytes=args.max_bytes
+    )
     print(
         f"wrote {result.path}: {result.bytes:,} bytes, {result.ratio:.3f}x the dense torch.save "
         f"({result.dense_bytes:,} bytes)"
@@ -390,10 +409,13 @@ def _bench(args: argparse.Namespace) -> int:
         datasets = {pair for suite, _ in results for pair in suite.datasets}
         overhead = {f"{d} / {m}": measure_overhead(d, m, steps=20 if args.quick else 200) for d, m in sorted(datasets)}
     command = "adasparse bench " + ("--quick" if args.quick else f"--suite {args.suite}")
-    write_results(
-        results, Path(args.docs), command=command, overhead=overhead, wall_seconds=time.perf_counter() - started
-    )
-    print(f"wrote {args.docs}")
+    if args.docs is None:
+        page = Path(args.out) / "results.md"
+    else:
+        page = Path(args.docs) if args.docs.endswith(".md") else Path(args.docs) / "results.md"
+        command += f" --docs {args.docs}"
+    write_results(results, page, command=command, overhead=overhead, wall_seconds=time.perf_counter() - started)
+    print(f"wrote {page}")
     return 0
 
 

@@ -33,6 +33,8 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,12 +54,15 @@ from .parametrization import (
     is_companion_key,
     pruned_tensors,
 )
+from .report import check_state_dict
 
 __all__ = [
+    "DEFAULT_MAX_BYTES",
     "ENCODINGS",
     "FORMAT",
     "FORMAT_VERSION",
     "METADATA_KEY",
+    "RUN_FILES",
     "ExportResult",
     "RunWeights",
     "dense_size",
@@ -106,7 +111,14 @@ _DTYPE_NAMES = (
 _DTYPES: dict[str, torch.dtype] = {name: getattr(torch, name) for name in _DTYPE_NAMES if hasattr(torch, name)}
 _INT16_MAX_COLUMNS = 32768
 _INT32_MAX = 2**31 - 1
+_INT64_MAX = 2**63 - 1
 _SAFETENSORS_MAX_HEADER = 100_000_000
+_SAFETENSORS_DTYPE_SIZES = {
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+    "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8,
+}  # fmt: skip
+DEFAULT_MAX_BYTES = 2 * 1024**3
+"""What :func:`load_sparse` may allocate without a model unless the caller raises it: 2 GiB of tensors."""
 
 
 def _safetensors() -> Any:
@@ -175,7 +187,7 @@ def plain_state_dict(model_or_state_dict: StateDictLike) -> dict[str, torch.Tens
             if key.endswith(ORIG_SUFFIX):
                 base = key[: -len(ORIG_SUFFIX)]
                 effective = effective_from_state(
-                    tensor, source.get(base + THRESHOLD_SUFFIX), source.get(base + MASK_SUFFIX)
+                    tensor, source.get(base + THRESHOLD_SUFFIX), source.get(base + MASK_SUFFIX), name=base
                 )
                 if effective is not None:
                     result[base] = effective.cpu()
@@ -320,14 +332,37 @@ def save_sparse(
     return header
 
 
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_shape(path: Path, field: str, shape: Any) -> tuple[int, ...]:
+    """A shape: a list of integers >= 0 whose product a tensor can hold."""
+    if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
+        raise ValueError(f"{path}: invalid shape {_short(shape)}: {field} must be a list of integers >= 0")
+    if math.prod(shape) > _INT64_MAX:
+        raise ValueError(f"{path}: invalid shape {_short(shape)}: {field} has more elements than a tensor can hold")
+    return tuple(shape)
+
+
 def _parse_header(path: Path, data: bytes, file_size: int) -> dict[str, Any]:
-    """The safetensors JSON header of a file whose first bytes are ``data`` (at least the header, if complete)."""
+    """The safetensors JSON header of a file whose first bytes are ``data`` (at least the header, if complete).
+
+    Checks it against the safetensors schema: ``__metadata__`` an object of strings; every other entry an object
+    with a string ``dtype``, a ``shape`` (integers >= 0) and ``data_offsets`` ``[begin, end]`` inside the file's
+    data, of the size the shape and dtype need.
+    """
     if data[:4] == b"PK\x03\x04":
         raise ValueError(f"{path} is a torch.save (zip) file, not a safetensors file: load it with torch.load")
     if file_size < 8:
         raise ValueError(f"{path} is truncated or not a safetensors file ({file_size} bytes)")
     length = int.from_bytes(data[:8], "little")
-    if length > _SAFETENSORS_MAX_HEADER or data[8:9] not in (b"{", b""):
+    if not 2 <= length <= _SAFETENSORS_MAX_HEADER or data[8:9] not in (b"{", b""):
         raise ValueError(f"{path} is not a safetensors file (bad header length or magic)")
     if length > file_size - 8:
         raise ValueError(f"{path} is truncated: its header needs {length} bytes, the file has {file_size - 8}")
@@ -337,19 +372,101 @@ def _parse_header(path: Path, data: bytes, file_size: int) -> dict[str, Any]:
         raise ValueError(f"{path} is not a safetensors file (header is not JSON: {error})") from error
     if not isinstance(header, dict):
         raise ValueError(f"{path} is not a safetensors file (header is not a JSON object)")
-    ends = [
-        info["data_offsets"][1]
-        for key, info in header.items()
-        if key != "__metadata__" and isinstance(info, dict) and isinstance(info.get("data_offsets"), list)
-    ]
     payload = file_size - 8 - length
-    if ends and max(ends) > payload:
-        raise ValueError(f"{path} is truncated: its tensors need {max(ends)} bytes of data, the file has {payload}")
+    for key, info in header.items():
+        if key == "__metadata__":
+            if not isinstance(info, dict) or not all(isinstance(v, str) for v in info.values()):
+                raise ValueError(
+                    f"{path}: header field '__metadata__' must be an object of strings, got {_short(info)}"
+                )
+            continue
+        if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
+            raise ValueError(
+                f"{path}: header field {key!r} must be an object with dtype, shape and data_offsets, got {_short(info)}"
+            )
+        if not isinstance(info["dtype"], str):
+            raise ValueError(f"{path}: header field {key!r}.dtype must be a string, got {_short(info['dtype'])}")
+        shape = _check_shape(path, f"header field {key!r}.shape", info["shape"])
+        offsets = info["data_offsets"]
+        if (
+            not isinstance(offsets, list)
+            or len(offsets) != 2
+            or not all(_is_int(o) for o in offsets)
+            or not 0 <= offsets[0] <= offsets[1]
+        ):
+            raise ValueError(
+                f"{path}: header field {key!r}.data_offsets must be [begin, end] with 0 <= begin <= end, "
+                f"got {_short(offsets)}"
+            )
+        if offsets[1] > payload:
+            raise ValueError(
+                f"{path} is truncated: header field {key!r}.data_offsets needs {offsets[1]} bytes of data, the file "
+                f"has {payload}"
+            )
+        size = _SAFETENSORS_DTYPE_SIZES.get(info["dtype"])
+        if size is not None and offsets[1] - offsets[0] != math.prod(shape) * size:
+            raise ValueError(
+                f"{path}: header field {key!r}.data_offsets {offsets} span {offsets[1] - offsets[0]} bytes, its "
+                f"shape {list(shape)} of {info['dtype']} needs {math.prod(shape) * size}"
+            )
     return header
 
 
-def _metadata_from_header(path: Path, header: dict[str, Any]) -> dict[str, Any]:
-    raw = (header.get("__metadata__") or {}).get(METADATA_KEY)
+@dataclass(frozen=True)
+class _Entry:
+    """One validated entry of the ``"tensors"`` table."""
+
+    encoding: str
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+    keys: dict[str, str]
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * self.dtype.itemsize
+
+
+_PARTS = {"dense": ("data",), "bitmask": ("mask", "values"), "csr": ("indptr", "indices", "values")}
+
+
+def _entry(path: Path, name: str, entry: Any) -> _Entry:
+    field = f"field tensors.{name}"
+    if not isinstance(entry, dict):
+        raise ValueError(f"{path}: {field} must be an object, got {_short(entry)}")
+    encoding, dtype_name, keys = entry.get("encoding"), entry.get("dtype"), entry.get("keys")
+    if not isinstance(encoding, str) or encoding not in ENCODINGS:
+        raise ValueError(
+            f"{path}: tensor {name!r} has unknown encoding {_short(encoding)} ({field}.encoding must be one of "
+            f"{', '.join(ENCODINGS)})"
+        )
+    if not isinstance(dtype_name, str) or dtype_name not in _DTYPES:
+        raise ValueError(f"{path}: tensor {name!r} has unknown dtype {_short(dtype_name)} ({field}.dtype)")
+    dtype = _DTYPES[dtype_name]
+    if encoding != "dense" and dtype not in _COMPRESSIBLE:
+        raise ValueError(f"{path}: tensor {name!r} of dtype {dtype_name} cannot have encoding {encoding!r}")
+    shape = _check_shape(path, f"{field}.shape", entry.get("shape"))
+    if not isinstance(keys, dict) or not all(isinstance(v, str) for v in keys.values()):
+        raise ValueError(f"{path}: {field}.keys must be an object of stored tensor names, got {_short(keys)}")
+    parts = _PARTS[encoding]
+    for part in parts:
+        if part not in keys:
+            what = "stored data" if encoding == "dense" else f"stored part {part!r}"
+            raise ValueError(f"{path}: tensor {name!r} lacks its {what} ({field}.keys has no {part!r})")
+    extra = sorted(set(keys) - set(parts))
+    if extra:
+        raise ValueError(f"{path}: {field}.keys has parts {extra} that encoding {encoding!r} does not use")
+    if encoding == "csr" and not shape:
+        raise ValueError(f"{path}: tensor {name!r} is a scalar and cannot have encoding 'csr'")
+    return _Entry(encoding, dtype, shape, dict(keys))
+
+
+def _metadata_from_header(path: Path, header: dict[str, Any]) -> tuple[dict[str, Any], dict[str, _Entry]]:
+    """The ``"adasparse"`` metadata of a parsed header and its validated tensor entries."""
+    raw = header.get("__metadata__", {}).get(METADATA_KEY)
     if raw is None:
         raise ValueError(
             f"{path} has no {METADATA_KEY!r} metadata: it is a safetensors file not written by "
@@ -359,20 +476,40 @@ def _metadata_from_header(path: Path, header: dict[str, Any]) -> dict[str, Any]:
         meta = json.loads(raw)
     except json.JSONDecodeError as error:
         raise ValueError(f"{path}: the {METADATA_KEY!r} metadata is not valid JSON ({error})") from error
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: the {METADATA_KEY!r} metadata must be a JSON object, got {_short(meta)}")
+    if meta.get("format") != FORMAT:
         raise ValueError(f"{path}: the {METADATA_KEY!r} metadata does not describe an {FORMAT} file")
     version = meta.get("version")
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise ValueError(f"{path}: invalid format version {version!r}")
+    if not _is_int(version) or version < 1:
+        raise ValueError(f"{path}: invalid format version {_short(version)} (field version)")
     if version > FORMAT_VERSION:
         raise ValueError(
             f"{path} uses format version {version}; this adasparse ({__version__}) reads up to {FORMAT_VERSION}"
         )
     if not isinstance(meta.get("tensors"), dict):
-        raise ValueError(f"{path}: the {METADATA_KEY!r} metadata has no 'tensors' table")
+        raise ValueError(f"{path}: the {METADATA_KEY!r} metadata has no 'tensors' table (field tensors)")
     if not isinstance(meta.get("metadata", {}), dict):
-        raise ValueError(f"{path}: the user 'metadata' entry must be a JSON object")
-    return meta
+        raise ValueError(f"{path}: the user 'metadata' entry must be a JSON object, got {_short(meta['metadata'])}")
+    values_dtype = meta.get("values_dtype")
+    if values_dtype is not None and (not isinstance(values_dtype, str) or values_dtype not in ("float16", "bfloat16")):
+        raise ValueError(
+            f"{path}: invalid values_dtype {_short(values_dtype)} in the metadata (null, float16, bfloat16)"
+        )
+    entries = {name: _entry(path, name, entry) for name, entry in meta["tensors"].items()}
+    return meta, entries
+
+
+def _read_header(path: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, _Entry], int]:
+    """The safetensors header, the adasparse metadata, its entries and the file size, reading only the header."""
+    with path.open("rb") as handle:
+        file_size = os.fstat(handle.fileno()).st_size
+        head = handle.read(8)
+        length = int.from_bytes(head, "little") if len(head) == 8 else 0
+        head += handle.read(min(length, _SAFETENSORS_MAX_HEADER))
+    header = _parse_header(path, head, file_size)
+    meta, entries = _metadata_from_header(path, header)
+    return header, meta, entries, file_size
 
 
 def read_sparse_metadata(path: str | Path) -> dict[str, Any]:
@@ -386,40 +523,27 @@ def read_sparse_metadata(path: str | Path) -> dict[str, Any]:
         tensor: ``encoding``, ``dtype``, ``shape``, ``nnz``, ``sparsity``, ``keys``) and the user ``metadata``.
 
     Raises:
-        ValueError: a truncated file, not a safetensors file, or one without valid adasparse metadata.
+        ValueError: a truncated file, not a safetensors file, or one without valid adasparse metadata (naming the
+            file and the field).
 
     Example::
 
         >>> read_sparse_metadata("pruned.safetensors")["metadata"]["config"]["model"]
         'mlp'
     """
-    path = Path(path)
-    with path.open("rb") as handle:
-        head = handle.read(8)
-        length = int.from_bytes(head, "little") if len(head) == 8 else 0
-        head += handle.read(min(length, _SAFETENSORS_MAX_HEADER))
-    return _metadata_from_header(path, _parse_header(path, head, path.stat().st_size))
-
-
-def _shape(path: Path, name: str, entry: dict[str, Any]) -> tuple[int, ...]:
-    shape = entry.get("shape")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
-        raise ValueError(f"{path}: tensor {name!r} has an invalid shape {shape!r} in the metadata")
-    return tuple(shape)
+    return _read_header(Path(path))[1]
 
 
 def _stored(
     path: Path,
     name: str,
     tensors: dict[str, torch.Tensor],
-    keys: dict[str, Any],
+    keys: dict[str, str],
     part: str,
     dtypes: tuple[torch.dtype, ...],
     length: int | None = None,
 ) -> torch.Tensor:
-    key = keys.get(part)
-    if not isinstance(key, str) or key not in tensors:
-        raise ValueError(f"{path}: tensor {name!r} lacks its stored part {part!r} ({key!r})")
+    key = keys[part]
     tensor = tensors[key]
     if tensor.dtype not in dtypes:
         allowed = ", ".join(_dtype_name(d) for d in dtypes)
@@ -431,25 +555,14 @@ def _stored(
     return tensor
 
 
-def _decode(path: Path, name: str, entry: Any, tensors: dict[str, torch.Tensor], values_dtype: Any) -> torch.Tensor:
-    if not isinstance(entry, dict):
-        raise ValueError(f"{path}: the metadata entry of {name!r} is not an object")
-    encoding, dtype_name, keys = entry.get("encoding"), entry.get("dtype"), entry.get("keys")
-    if encoding not in ENCODINGS:
-        raise ValueError(f"{path}: tensor {name!r} has unknown encoding {encoding!r}")
-    if dtype_name not in _DTYPES:
-        raise ValueError(f"{path}: tensor {name!r} has unknown dtype {dtype_name!r}")
-    if not isinstance(keys, dict):
-        raise ValueError(f"{path}: tensor {name!r} has no 'keys' in the metadata")
-    dtype = _DTYPES[dtype_name]
-    shape = _shape(path, name, entry)
-    numel = math.prod(shape)
+def _decode(
+    path: Path, name: str, entry: _Entry, tensors: dict[str, torch.Tensor], values_dtype: str | None
+) -> torch.Tensor:
+    dtype, shape, keys, numel = entry.dtype, entry.shape, entry.keys, entry.numel
     stored_dtypes = (dtype,) if dtype not in _COMPRESSIBLE or values_dtype is None else (_DTYPES[values_dtype],)
-    if encoding == "dense":
-        return _dense(path, name, keys, tensors, shape, stored_dtypes, dtype)
-    if dtype not in _COMPRESSIBLE:
-        raise ValueError(f"{path}: tensor {name!r} of dtype {dtype_name} cannot have encoding {encoding!r}")
-    if encoding == "bitmask":
+    if entry.encoding == "dense":
+        return _dense(path, keys["data"], tensors, shape, stored_dtypes, dtype)
+    if entry.encoding == "bitmask":
         mask_bytes = _stored(path, name, tensors, keys, "mask", (torch.uint8,), length=(numel + 7) // 8)
         bits = np.unpackbits(mask_bytes.numpy(), count=numel, bitorder="little").astype(bool)
         nonzero = torch.from_numpy(bits)
@@ -457,8 +570,6 @@ def _decode(path: Path, name: str, entry: Any, tensors: dict[str, torch.Tensor],
         out = torch.zeros(numel, dtype=values.dtype)
         out[nonzero] = values
         return out.to(dtype).reshape(shape)
-    if not shape:
-        raise ValueError(f"{path}: tensor {name!r} is a scalar and cannot have encoding 'csr'")
     rows = shape[0]
     cols = numel // rows if rows else 0
     indptr = _stored(path, name, tensors, keys, "indptr", (torch.int32,), length=rows + 1).to(torch.int64)
@@ -480,16 +591,12 @@ def _decode(path: Path, name: str, entry: Any, tensors: dict[str, torch.Tensor],
 
 def _dense(
     path: Path,
-    name: str,
-    keys: dict[str, Any],
+    key: str,
     tensors: dict[str, torch.Tensor],
     shape: tuple[int, ...],
     stored_dtypes: tuple[torch.dtype, ...],
     dtype: torch.dtype,
 ) -> torch.Tensor:
-    key = keys.get("data")
-    if not isinstance(key, str) or key not in tensors:
-        raise ValueError(f"{path}: tensor {name!r} lacks its stored data ({key!r})")
     data = tensors[key]
     if data.dtype not in stored_dtypes:
         raise ValueError(
@@ -501,35 +608,117 @@ def _dense(
     return data.to(dtype)
 
 
-def _read(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+def _check_max_bytes(max_bytes: Any) -> None:
+    if max_bytes is None:
+        return
+    if not _is_int(max_bytes):
+        raise TypeError(f"max_bytes must be None or an integer, got {type(max_bytes).__name__} {max_bytes!r}")
+    if max_bytes < 0:
+        raise ValueError(f"max_bytes must be >= 0 (or None for no limit), got {max_bytes!r}")
+
+
+def _check_size(path: Path, entries: dict[str, _Entry], file_size: int, max_bytes: int | None) -> None:
+    """Refuse a file whose tensors (or the file itself) are larger than ``max_bytes``, before reading them."""
+    total = sum(entry.nbytes for entry in entries.values())
+    if max_bytes is None or max(total, file_size) <= max_bytes:
+        return
+    if total >= file_size:
+        largest = max(entries, key=lambda name: entries[name].nbytes)
+        entry = entries[largest]
+        what = (
+            f"its tensors need {total:,} bytes (largest: {largest!r}, {list(entry.shape)} {_dtype_name(entry.dtype)})"
+        )
+    else:
+        what = f"it has {file_size:,} bytes"
+    raise ValueError(
+        f"{path}: {what}, more than max_bytes={max_bytes:,}: pass a larger max_bytes (or None) if you trust the "
+        "file, or a model to load it into"
+    )
+
+
+def _shape_mismatch(shapes: Mapping[str, tuple[int, ...]], expected: Mapping[str, torch.Tensor], model: str) -> str:
+    """How the keys and shapes of a file (``shapes``) differ from a model's ``state_dict``; ``""`` if they do not."""
+    missing = [key for key in expected if key not in shapes]
+    unexpected = [key for key in shapes if key not in expected]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing from the file: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+        if unexpected:
+            parts.append(f"not in {model}: {', '.join(unexpected[:5])}{' ...' if len(unexpected) > 5 else ''}")
+        return "; ".join(parts)
+    for key, shape in shapes.items():
+        target = tuple(expected[key].shape)
+        if target != shape:
+            return f"{key} has shape {shape} in the file but {target} in {model}"
+    return ""
+
+
+def _check_against_model(path: Path, entries: dict[str, _Entry], expected: Mapping[str, torch.Tensor]) -> None:
+    """The file's declared keys and shapes must be the model's (checked before anything is decoded)."""
+    problem = _shape_mismatch({key: entry.shape for key, entry in entries.items()}, expected, "the model")
+    if " has shape " in problem:
+        raise ValueError(f"{path}: {problem}")
+    if problem:
+        raise ValueError(f"{path} does not match the model's keys ({problem})")
+    for key in entries:
+        target = expected[key]
+        if target.layout != torch.strided:
+            raise ValueError(
+                f"cannot load {path} into {key}, a {target.layout} tensor: load the weights before "
+                "adasparse.to_sparse_inference"
+            )
+
+
+def _read(
+    path: Path, *, expected: Mapping[str, torch.Tensor] | None, max_bytes: int | None
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     st = _safetensors()
+    header, meta, entries, file_size = _read_header(path)
+    stored = {key for key in header if key != "__metadata__"}
+    used: set[str] = set()
+    for name, entry in entries.items():
+        for part, key in entry.keys.items():
+            if key not in stored:
+                what = "stored data" if part == "data" else f"stored part {part!r}"
+                raise ValueError(f"{path}: tensor {name!r} lacks its {what} ({key!r})")
+        used.update(entry.keys.values())
+    unreferenced = sorted(stored - used)
+    if unreferenced:
+        raise ValueError(f"{path}: stored tensors not described by the metadata: {', '.join(unreferenced[:5])}")
+    if expected is not None:
+        _check_against_model(path, entries, expected)
+    else:
+        _check_size(path, entries, file_size, max_bytes)
     data = path.read_bytes()
-    meta = _metadata_from_header(path, _parse_header(path, data, len(data)))
+    if len(data) != file_size or _parse_header(path, data, file_size) != header:
+        raise ValueError(f"{path} changed while it was being read")
     try:
         tensors = st.load(data)
     except Exception as error:
         raise ValueError(f"{path} is not a valid safetensors file: {error}") from error
+    if set(tensors) != stored:
+        raise ValueError(f"{path} changed while it was being read")
     values_dtype = meta.get("values_dtype")
-    if values_dtype is not None and values_dtype not in ("float16", "bfloat16"):
-        raise ValueError(f"{path}: invalid values_dtype {values_dtype!r} in the metadata")
-    state: dict[str, torch.Tensor] = {}
-    used: set[str] = set()
-    for name, entry in meta["tensors"].items():
-        state[name] = _decode(path, name, entry, tensors, values_dtype)
-        used.update(entry["keys"].values())
-    unreferenced = sorted(set(tensors) - used)
-    if unreferenced:
-        raise ValueError(f"{path}: stored tensors not described by the metadata: {', '.join(unreferenced[:5])}")
+    state = {name: _decode(path, name, entry, tensors, values_dtype) for name, entry in entries.items()}
     return meta, state
 
 
-def load_sparse(path: str | Path, model: nn.Module | None = None) -> Any:
+def load_sparse(path: str | Path, model: nn.Module | None = None, *, max_bytes: int | None = DEFAULT_MAX_BYTES) -> Any:
     """Read a file written by :func:`save_sparse`.
+
+    What the load may allocate is decided from the header, before any tensor is read: with ``model``, every
+    declared key and shape must be the model's; without one, the tensors' dense size (and the file's size) must
+    not exceed ``max_bytes``.
 
     Args:
         path: the ``.safetensors`` file.
         model: optional plain (not sparsified) model with the same architecture; the weights are loaded into it
             (strict: same keys, same shapes).
+        max_bytes: without ``model``, the largest total size in bytes of the tensors the file may declare
+            (elements times element size, summed); default :data:`DEFAULT_MAX_BYTES` (2 GiB), ``None`` for no
+            limit. Decoding briefly needs up to about twice this. Ignored with ``model``, whose shapes bound the
+            load.
 
     Returns:
         The ``state_dict`` (CPU tensors, original dtypes, the desparsified model's keys in order) when ``model`` is
@@ -537,45 +726,28 @@ def load_sparse(path: str | Path, model: nn.Module | None = None) -> Any:
 
     Raises:
         ImportError: safetensors is not installed.
-        ValueError: naming the file: truncated, not a safetensors file, missing or invalid adasparse metadata,
-            inconsistent encodings; with ``model``: missing or unexpected keys, or a shape mismatch (naming the key
-            and both shapes), or a sparsified model.
+        TypeError: ``max_bytes`` is not an integer or ``None``.
+        ValueError: naming the file: truncated, not a safetensors file, a header field that does not fit the format
+            (naming the field), inconsistent encodings, tensors larger than ``max_bytes``; with ``model``: missing or
+            unexpected keys, or a shape mismatch (naming the key and both shapes), or a sparsified model.
 
     Example::
 
         >>> state = load_sparse("pruned.safetensors")
         >>> model = load_sparse("pruned.safetensors", MyNet())
+        >>> state = load_sparse("large.safetensors", max_bytes=16 * 2**30)   # a trusted 16 GiB model
     """
     path = Path(path)
-    _, state = _read(path)
+    _check_max_bytes(max_bytes)
     if model is None:
+        _, state = _read(path, expected=None, max_bytes=max_bytes)
         return state
     if pruned_tensors(model):
         raise ValueError(
             f"cannot load {path} into a sparsified model (its weights are <name>_orig + thresholds): "
             "load it into a plain model, or call adasparse.desparsify(model) first"
         )
-    expected = model.state_dict()
-    missing = [key for key in expected if key not in state]
-    unexpected = [key for key in state if key not in expected]
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"missing from the file: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
-        if unexpected:
-            parts.append(f"not in the model: {', '.join(unexpected[:5])}{' ...' if len(unexpected) > 5 else ''}")
-        raise ValueError(f"{path} does not match the model's keys ({'; '.join(parts)})")
-    for key, tensor in state.items():
-        target = expected[key]
-        if tuple(target.shape) != tuple(tensor.shape):
-            raise ValueError(
-                f"{path}: {key} has shape {tuple(tensor.shape)} in the file but {tuple(target.shape)} in the model"
-            )
-        if target.layout != torch.strided:
-            raise ValueError(
-                f"cannot load {path} into {key}, a {target.layout} tensor: load the weights before "
-                "adasparse.to_sparse_inference"
-            )
+    _, state = _read(path, expected=model.state_dict(), max_bytes=max_bytes)
     model.load_state_dict(state)
     return model
 
@@ -605,22 +777,34 @@ class RunWeights:
         """Rebuild the run's architecture with :func:`adasparse.models.create_model` and load the weights.
 
         Raises:
-            ValueError: no ``config.json``, or one without the model name, ``num_classes`` or ``input_shape``.
+            ValueError: no ``config.json``, or one without the model name, ``num_classes`` or ``input_shape``; weights
+                whose keys or shapes are not the architecture's.
         """
         from .models import create_model
 
         name, num_classes, input_shape = self._architecture()
         model = create_model(name, num_classes=num_classes, input_shape=input_shape)
-        try:
-            model.load_state_dict(self.state_dict)
-        except RuntimeError as error:
-            raise ValueError(f"{self.source} does not fit the {name!r} architecture: {error}") from error
+        shapes = {key: tuple(tensor.shape) for key, tensor in self.state_dict.items()}
+        architecture = f"the run's {name!r} architecture"
+        problem = _shape_mismatch(shapes, model.state_dict(), architecture)
+        if problem:
+            raise ValueError(f"{self.source} does not fit {architecture}: {problem}")
+        model.load_state_dict(self.state_dict)
         return model.eval()
 
     def example_input(self, batch_size: int = 1) -> torch.Tensor:
         """A zero input of the run's ``input_shape`` with a leading batch dimension."""
         _, _, input_shape = self._architecture()
         return torch.zeros(batch_size, *input_shape)
+
+    @property
+    def has_architecture(self) -> bool:
+        """Whether the run's ``config.json`` names the model, ``num_classes`` and ``input_shape``."""
+        try:
+            self._architecture()
+        except ValueError:
+            return False
+        return True
 
     def _architecture(self) -> tuple[str, int, tuple[int, ...]]:
         config = self.run_config or {}
@@ -639,7 +823,7 @@ class RunWeights:
         return name, num_classes, tuple(int(d) for d in input_shape)
 
 
-def load_run_weights(path: str | Path) -> RunWeights:
+def load_run_weights(path: str | Path, *, max_bytes: int | None = DEFAULT_MAX_BYTES) -> RunWeights:
     """The pruned weights of a run directory, an adasparse ``checkpoint.pt``, or a saved ``state_dict``.
 
     A run directory gives its ``model_sparse.pt`` if present, else the model in its ``checkpoint.pt`` (effective
@@ -647,6 +831,7 @@ def load_run_weights(path: str | Path) -> RunWeights:
 
     Args:
         path: a run directory, ``checkpoint.pt``, ``model_sparse.pt`` or any ``torch.save``-d ``state_dict``.
+        max_bytes: the largest size of the weights (as dense tensors) the file may hold; ``None`` for no limit.
 
     Returns:
         A :class:`RunWeights`.
@@ -661,7 +846,7 @@ def load_run_weights(path: str | Path) -> RunWeights:
     """
     from .train import RUN_FORMAT
 
-    state, path = read_weights_file(path)
+    state, path = read_weights_file(path, max_bytes=max_bytes)
     run_config = None
     config_path = path.parent / "config.json"
     if config_path.is_file():
@@ -674,15 +859,26 @@ def load_run_weights(path: str | Path) -> RunWeights:
     return RunWeights(plain_state_dict(state), path, run_config)
 
 
-def read_weights_file(path: str | Path) -> tuple[dict[str, torch.Tensor], Path]:
+def read_weights_file(
+    path: str | Path, *, max_bytes: int | None = DEFAULT_MAX_BYTES
+) -> tuple[dict[str, torch.Tensor], Path]:
     """The ``state_dict`` in a run directory (its ``model_sparse.pt``, else its ``checkpoint.pt``), an adasparse
     checkpoint (its model) or a ``torch.save``-d ``state_dict``, loaded with ``weights_only=True``; and the file.
 
+    Sparse-layout tensors are made dense.
+
+    Args:
+        path: a run directory or a file.
+        max_bytes: the largest total size of the tensors (elements times element size, as dense tensors) and of the
+            archive's records; ``None`` for no limit.
+
     Raises:
-        ValueError: a missing path, an unreadable or hostile file, or one that holds no ``state_dict``.
+        ValueError: a missing path, an empty, unreadable or hostile file, one that holds no ``state_dict`` (a
+            mapping of string keys to tensors with data), or one larger than ``max_bytes``.
     """
     from .train import CHECKPOINT_FORMAT
 
+    _check_max_bytes(max_bytes)
     path = Path(path)
     if path.is_dir():
         for name in ("model_sparse.pt", "checkpoint.pt"):
@@ -693,15 +889,95 @@ def read_weights_file(path: str | Path) -> tuple[dict[str, torch.Tensor], Path]:
             raise ValueError(f"{path} holds neither model_sparse.pt nor checkpoint.pt")
     if not path.is_file():
         raise ValueError(f"{path} does not exist")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path} is empty (0 bytes): not a PyTorch file")
+    _check_archive_size(path, max_bytes)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - one line for any unreadable file
-        raise ValueError(f"{path} is not a readable PyTorch file: {str(error).splitlines()[0]}") from error
+        raise ValueError(f"{path} is not a readable PyTorch file: {_first_line(error)}") from error
     if isinstance(state, dict) and state.get("format") == CHECKPOINT_FORMAT:
         state = state.get("model")
-    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+    if not isinstance(state, dict) or not state:
         raise ValueError(f"{path} holds no state_dict (a mapping of names to tensors)")
-    return state, path
+    total = 0
+    for key, tensor in state.items():
+        if not isinstance(key, str):
+            raise ValueError(f"{path} holds no state_dict: key {key!r} is {type(key).__name__}, not a string")
+        if not isinstance(tensor, torch.Tensor):
+            raise ValueError(f"{path} holds no state_dict: {key!r} holds {type(tensor).__name__}, not a tensor")
+        if tensor.device.type == "meta":
+            raise ValueError(f"{path}: {key!r} is a meta tensor (a shape without data)")
+        total += tensor.numel() * tensor.element_size()
+    if max_bytes is not None and total > max_bytes:
+        raise ValueError(
+            f"{path}: its tensors need {total:,} bytes as dense tensors, more than max_bytes={max_bytes:,}: raise "
+            "the limit (--max-bytes) if you trust the file"
+        )
+    try:
+        return check_state_dict(state), path
+    except RuntimeError as error:
+        raise ValueError(f"{path}: a sparse tensor cannot be made dense: {_first_line(error)}") from error
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
+def _check_archive_size(path: Path, max_bytes: int | None) -> None:
+    """Refuse a ``torch.save`` zip archive whose records unpack to more than ``max_bytes`` (before loading it)."""
+    if max_bytes is None or not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            size = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError) as error:
+        raise ValueError(f"{path} is not a readable PyTorch file: {_first_line(error)}") from error
+    if size > max_bytes:
+        raise ValueError(
+            f"{path}: its records unpack to {size:,} bytes, more than max_bytes={max_bytes:,}: raise the limit "
+            "(--max-bytes) if you trust the file"
+        )
+
+
+RUN_FILES = frozenset(
+    {
+        "config.json",
+        "checkpoint.pt",
+        "metrics.csv",
+        "layers.csv",
+        "report.json",
+        "report.md",
+        "summary.json",
+        "model_sparse.pt",
+        "sparsity_per_layer.png",
+        "curves.png",
+        "tensorboard",
+    }
+)
+"""The names a training run writes in its directory (``adasparse export`` never writes over them)."""
+
+
+def _check_target(target: Path, source: Path) -> None:
+    """Refuse an export target that would replace the weights, a run's own file, or any ``torch.save`` file."""
+    if target.is_dir():
+        raise ValueError(f"--out {target} is a directory: name the output file")
+    resolved = target.resolve()
+    if resolved == source.resolve():
+        raise ValueError(f"--out {target} would overwrite the weights it exports")
+    for directory in resolved.parents:
+        inside = resolved.relative_to(directory).parts[0]
+        is_run = (directory / "config.json").is_file() or (directory / "checkpoint.pt").is_file()
+        if is_run and inside in RUN_FILES:
+            raise ValueError(
+                f"--out {target} would overwrite the run's own {inside} in {directory}: choose another file"
+            )
+    if target.is_file():
+        with target.open("rb") as handle:
+            magic = handle.read(4)
+        if magic == b"PK\x03\x04" or magic[:1] == b"\x80":
+            raise ValueError(f"--out {target} would overwrite a torch.save file (a checkpoint?): choose another file")
 
 
 @dataclass(frozen=True)
@@ -724,6 +1000,7 @@ def export_run(
     format: str = "sparse",
     out: str | Path | None = None,
     values_dtype: torch.dtype | str | None = None,
+    max_bytes: int | None = DEFAULT_MAX_BYTES,
 ) -> ExportResult:
     """Export a run's (or checkpoint's) pruned model: compressed safetensors or ONNX (what ``adasparse export`` does).
 
@@ -731,12 +1008,19 @@ def export_run(
         path: run directory, ``checkpoint.pt`` or ``model_sparse.pt`` (see :func:`load_run_weights`).
         format: ``"sparse"`` (:func:`save_sparse`, the run's ``config.json`` as metadata) or ``"onnx"``
             (:func:`adasparse.export_onnx` of the rebuilt architecture; needs ``config.json``).
-        out: output file; default ``model_sparse.safetensors`` / ``model.onnx`` beside the weights.
+        out: output file; default ``model_sparse.safetensors`` / ``model.onnx`` beside the weights. Never one of a
+            run's own files (:data:`RUN_FILES` in a directory holding ``config.json`` or ``checkpoint.pt``) or an
+            existing ``torch.save`` file.
         values_dtype: for ``"sparse"``: ``None`` (exact) or float16/bfloat16 values (lossy); for ``"onnx"`` the
             float16 export is not offered and a non-``None`` value is an error.
+        max_bytes: the largest size of the weights (as dense tensors) the input may hold; ``None`` for no limit.
 
     Returns:
         An :class:`ExportResult` (path, size, size of the dense ``torch.save`` of the same weights).
+
+    Raises:
+        ValueError: unreadable weights, an ``out`` that would overwrite a run's file, weights that do not fit the
+            architecture in the run's ``config.json``.
 
     Example::
 
@@ -745,13 +1029,14 @@ def export_run(
     """
     if format not in ("sparse", "onnx"):
         raise ValueError(f"format must be 'sparse' or 'onnx', got {format!r}")
-    weights = load_run_weights(path)
+    weights = load_run_weights(path, max_bytes=max_bytes)
     default_name = "model_sparse.safetensors" if format == "sparse" else "model.onnx"
     target = Path(out) if out is not None else weights.source.parent / default_name
-    if target.resolve() == weights.source.resolve():
-        raise ValueError(f"--out {target} would overwrite the weights it exports")
+    _check_target(target, weights.source)
     dense_state = {key: (t.float() if t.is_floating_point() else t) for key, t in weights.state_dict.items()}
     if format == "sparse":
+        if weights.run_config is not None and weights.has_architecture:
+            weights.build_model()  # the run's config labels the file: the weights must be that architecture's
         metadata = weights.run_config or {}
         save_sparse(weights.state_dict, target, values_dtype=values_dtype, metadata=metadata)
     else:

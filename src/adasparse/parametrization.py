@@ -279,19 +279,30 @@ def unfreeze(module: nn.Module, name: str) -> None:
     module._buffers[name + MASK_SUFFIX].resize_(0)
 
 
-def effective_from_state(orig: torch.Tensor, threshold: Any = None, mask: Any = None) -> torch.Tensor | None:
+def effective_from_state(
+    orig: torch.Tensor, threshold: Any = None, mask: Any = None, *, name: str = "weight"
+) -> torch.Tensor | None:
     """The effective tensor a ``state_dict`` describes with ``<name>_orig`` and its companions, or ``None``.
 
     The one reading of the stored keys that reports and exports share: a mask of the weight's shape fixes the
     zeros (``orig * mask``: adasparse after :func:`freeze`, or ``torch.nn.utils.prune``); otherwise a one-element
     ``<name>_threshold`` applies the pruning operator; anything else describes no pruned tensor.
+
+    Raises:
+        ValueError: a pruned ``orig`` that is not floating point (naming ``name``).
     """
+    has_mask = isinstance(mask, torch.Tensor) and mask.shape == orig.shape
+    has_threshold = isinstance(threshold, torch.Tensor) and threshold.numel() == 1
+    if not (has_mask or has_threshold):
+        return None
+    if not orig.is_floating_point():
+        raise ValueError(f"{name + ORIG_SUFFIX!r} is a pruned weight of dtype {orig.dtype}; it must be floating")
     with torch.no_grad():
-        if isinstance(mask, torch.Tensor) and mask.shape == orig.shape and mask.numel():
+        if has_mask:
             return orig.detach() * mask.detach()
-        if isinstance(threshold, torch.Tensor) and threshold.numel() == 1:
-            return effective_weight(orig.detach(), threshold.detach().reshape(()))
-    return None
+        if orig.numel() == 0:
+            return orig.detach().clone()
+        return effective_weight(orig.detach(), threshold.detach().reshape(()).to(orig.dtype))
 
 
 def is_companion_key(key: str, state: Any) -> bool:

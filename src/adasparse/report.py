@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -13,7 +13,13 @@ from .operator import analytic_sparsity_value
 from .parametrization import MASK_SUFFIX, ORIG_SUFFIX, THRESHOLD_SUFFIX, effective_from_state, pruned_tensors
 from .selection import select_layers
 
-__all__ = ["LayerSparsity", "SparsityReport", "sparsity_report", "state_dict_report"]
+__all__ = [
+    "LayerSparsity",
+    "SparsityReport",
+    "check_state_dict",
+    "sparsity_report",
+    "state_dict_report",
+]
 
 
 @dataclass(frozen=True)
@@ -169,6 +175,22 @@ def _check_finite(name: str, tensor: torch.Tensor) -> None:
         raise ValueError(f"{name} has non-finite values (NaN or inf); training diverged")
 
 
+def check_state_dict(state_dict: Mapping[Any, Any]) -> dict[str, torch.Tensor]:
+    """``state_dict`` with string keys and tensor values checked, sparse-layout tensors made dense.
+
+    Raises:
+        TypeError: a key that is not a string or a value that is not a tensor (naming it).
+    """
+    result: dict[str, torch.Tensor] = {}
+    for key, tensor in state_dict.items():
+        if not isinstance(key, str):
+            raise TypeError(f"state_dict key {key!r} is {type(key).__name__}, not a string")
+        if not isinstance(tensor, torch.Tensor):
+            raise TypeError(f"state_dict entry {key!r} holds {type(tensor).__name__}, not a tensor")
+        result[key] = tensor.to_dense() if tensor.layout != torch.strided else tensor
+    return result
+
+
 def sparsity_report(model: nn.Module, *, min_params: int = 1000) -> SparsityReport:
     """Measure the sparsity of a model.
 
@@ -225,14 +247,19 @@ def sparsity_report(model: nn.Module, *, min_params: int = 1000) -> SparsityRepo
     return SparsityReport(tuple(layers), total_params, total_zeros, sparsified=bool(pruned))
 
 
-def state_dict_report(state_dict: dict[str, torch.Tensor], *, min_params: int = 1000) -> SparsityReport:
+def state_dict_report(state_dict: Mapping[str, torch.Tensor], *, min_params: int = 1000) -> SparsityReport:
     """Like :func:`sparsity_report`, from a ``state_dict`` alone (a checkpoint of a sparsified or plain model).
 
     Pruned tensors are recognised by their ``<name>_orig`` / ``<name>_threshold`` pairs (learned thresholds) or
     ``<name>_orig`` / ``<name>_mask`` pairs (fixed masks, as ``torch.nn.utils.prune`` stores them); in a plain
     state dict, every floating tensor named ``*weight`` with at least ``min_params`` elements and two or more
-    dimensions is reported.
+    dimensions is reported. Sparse-layout tensors are counted as their dense values.
+
+    Raises:
+        TypeError: a key that is not a string or a value that is not a tensor.
+        ValueError: a pruned weight that is not floating, or has non-finite values.
     """
+    state_dict = check_state_dict(state_dict)
     layers: list[LayerSparsity] = []
     total_params = total_zeros = 0
     used: set[str] = set()
@@ -243,10 +270,10 @@ def state_dict_report(state_dict: dict[str, torch.Tensor], *, min_params: int = 
             base = key[: -len(ORIG_SUFFIX)]
             threshold = state_dict.get(base + THRESHOLD_SUFFIX)
             mask = state_dict.get(base + MASK_SUFFIX)
-            _check_finite(base, tensor)
-            effective = effective_from_state(tensor, threshold, mask)
+            effective = effective_from_state(tensor, threshold, mask, name=base)
             if effective is None:
                 continue
+            _check_finite(base, tensor)
             r: float | None = None
             analytic: float | None = None
             if isinstance(threshold, torch.Tensor) and threshold.numel() == 1:

@@ -17,9 +17,7 @@ def _count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _expected_count(
-    channels: int, tokens: int, d: int, depth: int, ratio: int, patch: int, num_classes: int
-) -> int:
+def _expected_count(channels: int, tokens: int, d: int, depth: int, ratio: int, patch: int, num_classes: int) -> int:
     """The parameter count from the architecture, written out by hand."""
     embed = channels * d * patch + d + tokens * d
     attention = 3 * d * d + 3 * d + d * d + d

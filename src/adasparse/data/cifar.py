@@ -13,7 +13,6 @@ import io
 import os
 import pickle
 import tarfile
-import tempfile
 import urllib.request
 import zlib
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._io import create_temporary
 from . import DataError, Dataset
 
 __all__ = ["ARCHIVES", "CIFAR_MEAN", "CIFAR_STD", "cifar_test_transform", "cifar_train_transform", "load_cifar"]
@@ -150,8 +150,7 @@ def _download(spec: dict[str, Any], root: Path) -> None:
     """Fetch the archive into ``root`` via a temporary file, check its MD5, then move it into place atomically."""
     root.mkdir(parents=True, exist_ok=True)
     target = root / spec["archive"]
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{spec['archive']}.", suffix=".part", dir=root)
-    tmp = Path(tmp_name)
+    fd, tmp = create_temporary(root, prefix=f".{spec['archive']}.", suffix=".part")
     try:
         digest = hashlib.md5()
         with os.fdopen(fd, "wb") as out:
