@@ -39,11 +39,11 @@ import torch
 from torch import nn
 
 from ._checks import check_choice, check_fraction, check_nonnegative, check_positive
-from .calibrate import CalibrationResult, calibrate
+from .calibrate import CalibrationResult, _unit_costs, calibrate
 from .flops import layer_macs
 from .loss import DEFAULT_CORRECTION_INTERVAL, DEFAULT_DUAL_STEP, MODES, SparsityLoss
 from .operator import threshold_for_sparsity
-from .parametrization import PrunedTensor, freeze, pruned_tensors
+from .parametrization import ORIG_SUFFIX, PrunedTensor, freeze, pruned_tensors
 from .report import SparsityReport, sparsity_report
 from .schedules import cubic_ramp
 from .selection import Selector
@@ -301,7 +301,8 @@ class Pruner:
 
     # -- the step -----------------------------------------------------------------------------------------------
     def _signature(self) -> tuple[int, ...]:
-        return tuple(id(t.module._parameters.get(t.tensor_name + "_orig")) for t in self._tensors)
+        """The raw weights' identities (a replaced or desparsified layer has another, or none)."""
+        return tuple(id(t.module._parameters.get(t.tensor_name + ORIG_SUFFIX)) for t in self._tensors)
 
     def _parameter_versions(self) -> tuple[int, ...]:
         return tuple(t.raw._version for t in self._tensors)
@@ -314,9 +315,7 @@ class Pruner:
     def _check_open(self, method: str) -> None:
         if self.finished:
             raise RuntimeError(f"Pruner.{method}() after finish(): the model is already a plain pruned model")
-        if self._signature() != self._identity or not all(
-            t.tensor_name + "_orig" in t.module._parameters for t in self._tensors
-        ):
+        if self._signature() != self._identity:
             raise RuntimeError(
                 "the model changed after the Pruner was built (a pruned layer was replaced, desparsified or "
                 "re-sparsified): build a new Pruner for the new model"
@@ -404,16 +403,10 @@ class Pruner:
     # -- fixing the zeros and finishing -------------------------------------------------------------------------
     def _result(self, before: SparsityReport, calibration: CalibrationResult | None) -> PrunerResult:
         after = calibration.after if calibration is not None else sparsity_report(self.model)
-        unit = 1.0
-        total = float(after.pruned_params)
-        achieved = float(after.pruned_zeros)
-        if self.costs is not None:
-            units = {
-                name: self.costs[name] / max(numel, 1) for name, numel in ((t.name, t.numel) for t in self._tensors)
-            }
-            total = sum(self.costs[layer.name] for layer in after.layers)
-            achieved = sum(units[layer.name] * layer.zeros for layer in after.layers)
-            unit = max(units.values())
+        units = _unit_costs(self._tensors, self.costs)  # after.layers are the pruned tensors, in the same order
+        total = sum(u * layer.numel for u, layer in zip(units, after.layers))
+        achieved = sum(u * layer.zeros for u, layer in zip(units, after.layers))
+        unit = max(units)
         reached = abs(achieved - self.target * total) <= unit + 1e-9 * total
         return PrunerResult(
             target=self.target,

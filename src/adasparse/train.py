@@ -543,23 +543,12 @@ def _silent(message: str) -> None:
 
 
 class _Trainer:
-    """The model as the training step calls it: wrapped in DistributedDataParallel when distributed, and wrapped
-    again when the method restructures the model (fixed masks replace the thresholds)."""
+    """The model as the training step calls it: wrapped in DistributedDataParallel when distributed. No method
+    changes the model's parameters during training (fixed masks are buffers), so one wrapper serves the run."""
 
     def __init__(self, model: nn.Module, method: Method, ctx: distributed.Context, device: torch.device) -> None:
-        self.model, self.method, self.ctx, self.device = model, method, ctx, device
-        self._parameters = self._signature()
+        self.model, self.method, self.ctx = model, method, ctx
         self.forward_model = distributed.wrap(model, ctx, device)
-
-    def _signature(self) -> tuple[int, ...]:
-        return tuple(id(p) for p in self.model.parameters())
-
-    def refresh(self) -> None:
-        """Re-wrap after the method changed which parameters the model has."""
-        signature = self._signature()
-        if signature != self._parameters:
-            self._parameters = signature
-            self.forward_model = distributed.wrap(self.model, self.ctx, self.device)
 
 
 def _epoch_line(row: dict[str, float], config: TrainConfig) -> str:
@@ -617,7 +606,6 @@ def _train_epoch(
         optimizer.step()
         step += 1
         method.end_step(step, total_steps)
-        trainer.refresh()
         task_sum += task_loss.detach().double() * len(y)
         correct += (logits.detach().argmax(1) == y).sum()
         count += len(y)
