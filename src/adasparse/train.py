@@ -271,6 +271,67 @@ def _load_checkpoint(run_dir: Path) -> dict[str, Any] | None:
     return state
 
 
+CHECKPOINT_KEYS = ("epoch", "config", "model", "optimizer", "scheduler", "method", "rng", "metrics")
+
+RESUMABLE_ELSEWHERE = ("device", "data_dir", "download", "workers", "tensorboard")
+"""Configuration fields that may change between a checkpoint and its resume: where and how the run executes."""
+
+
+def _check_checkpoint(state: dict[str, Any], config: TrainConfig, path: Path) -> None:
+    """Refuse a checkpoint that is not this run's: missing keys, another configuration, an impossible epoch."""
+    missing = [key for key in CHECKPOINT_KEYS if key not in state]
+    if missing:
+        raise ValueError(f"{path} has no {', '.join(map(repr, missing))}: it is incomplete or not this run's")
+    saved = state["config"]
+    if not isinstance(saved, dict):
+        raise ValueError(f"{path} has no readable configuration (config is a {type(saved).__name__})")
+    current = config.to_dict()
+
+    def shown(values: dict[str, Any], name: str) -> str:
+        return repr(values[name]) if name in values else "missing"
+
+    absent = object()
+    differences = [
+        f"{name} (checkpoint {shown(saved, name)}, run {shown(current, name)})"
+        for name in [*current, *(name for name in saved if name not in current)]
+        if name not in RESUMABLE_ELSEWHERE and saved.get(name, absent) != current.get(name, absent)
+    ]
+    if differences:
+        raise ValueError(
+            f"{path} is not this run's checkpoint: its configuration differs from config.json in "
+            f"{', '.join(differences)}; resume the run it came from, or delete it to start this run over"
+        )
+    epoch, metrics = state["epoch"], state["metrics"]
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or not 1 <= epoch <= config.epochs:  # type: ignore[operator]
+        raise ValueError(f"{path}: epoch must be an integer in [1, {config.epochs}] (the run's epochs), got {epoch!r}")
+    if not isinstance(metrics, list) or len(metrics) != epoch:
+        rows = len(metrics) if isinstance(metrics, list) else type(metrics).__name__
+        raise ValueError(f"{path} is inconsistent: {rows} rows of metrics for epoch {epoch}")
+
+
+def _restore(
+    state: dict[str, Any],
+    path: Path,
+    model: nn.Module,
+    method: Method,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    generator: torch.Generator,
+    device: torch.device,
+) -> None:
+    """Load a checked checkpoint into the freshly built run; a state that does not fit is a one-line ``ValueError``."""
+    try:
+        method.load_state_dict(state["method"])  # first: it may restructure the model (fixed masks)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        _set_rng_state(state["rng"], generator, device)
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError) as error:
+        lines = str(error).strip().splitlines()
+        reason = f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+        raise ValueError(f"{path} does not fit this run's model and optimizer ({reason})") from error
+
+
 def _build(config: TrainConfig, dataset: Dataset, device: torch.device) -> tuple[nn.Module, Method, torch.Tensor]:
     torch.manual_seed(config.seed)
     model = create_model(config.model, num_classes=dataset.num_classes, input_shape=dataset.input_shape)  # type: ignore[arg-type]
@@ -407,6 +468,8 @@ def run_training(
             log(f"{run_dir} is already complete; nothing to resume")
             return RunResult(**json.loads(summary_path.read_text()))
     config = config.resolved()
+    if checkpoint is not None:
+        _check_checkpoint(checkpoint, config, run_dir / "checkpoint.pt")
     device = resolve_device(config.device)
     ctx = distributed.context(device)
     if ctx.distributed and device.type == "cuda":
@@ -430,11 +493,7 @@ def run_training(
     start_epoch = 0
     elapsed_before = 0.0
     if checkpoint is not None:
-        method.load_state_dict(checkpoint["method"])  # first: it may restructure the model (fixed masks)
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        _set_rng_state(checkpoint["rng"], generator, device)
+        _restore(checkpoint, run_dir / "checkpoint.pt", model, method, optimizer, scheduler, generator, device)
         metrics = list(checkpoint["metrics"])
         layer_rows = list(checkpoint.get("layers", []))
         start_epoch = int(checkpoint["epoch"])

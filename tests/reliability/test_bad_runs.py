@@ -1,0 +1,136 @@
+"""Runs that go wrong: a checkpoint that is not the run's, a diverging training, a target out of reach.
+
+Each gets a clear answer instead of a traceback or a summary that claims what did not happen.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from adasparse.cli import main
+from adasparse.train import TrainConfig, run_training
+
+pytest.importorskip("sklearn", reason="the digits data set ships with scikit-learn")
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def _config(**overrides: Any) -> TrainConfig:
+    base: dict[str, Any] = dict(dataset="digits", model="mlp", epochs=2, batch_size=256, device="cpu")
+    base.update(overrides)
+    return TrainConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Finished runs: the one we resume, one with another target and seed, one of another architecture."""
+    root = tmp_path_factory.mktemp("runs")
+    configs = {
+        "ours": _config(),
+        "other_target": _config(target=0.5, seed=1),
+        "other_model": _config(model="cnn2d"),
+    }
+    for name, config in configs.items():
+        run_training(config, root / name, progress=False, log=_quiet)
+    return {name: root / name for name in configs}
+
+
+def _interrupted(runs: dict[str, Path], tmp_path: Path, checkpoint: dict[str, Any] | str) -> Path:
+    """Our run's config.json with ``checkpoint`` (a state, or the name of a run whose checkpoint to copy)."""
+    run_dir = tmp_path / "interrupted"
+    run_dir.mkdir()
+    shutil.copy(runs["ours"] / "config.json", run_dir / "config.json")
+    if isinstance(checkpoint, str):
+        shutil.copy(runs[checkpoint] / "checkpoint.pt", run_dir / "checkpoint.pt")
+    else:
+        torch.save(checkpoint, run_dir / "checkpoint.pt")
+    return run_dir
+
+
+def _our_checkpoint(runs: dict[str, Path]) -> dict[str, Any]:
+    return torch.load(runs["ours"] / "checkpoint.pt", weights_only=True)
+
+
+def _cli_error(capsys: pytest.CaptureFixture[str], argv: list[str], status: int = 2) -> str:
+    assert main(argv) == status
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+# Resume trusts whatever checkpoint it finds.
+
+
+def test_resume_refuses_a_checkpoint_of_another_target_and_seed(runs, tmp_path, capsys) -> None:
+    run_dir = _interrupted(runs, tmp_path, "other_target")
+    with pytest.raises(ValueError, match=r"differs from config\.json in target \(checkpoint 0\.5, run 0\.9\), seed"):
+        run_training(TrainConfig(), run_dir, resume=True, progress=False, log=_quiet)
+    assert "target" in _cli_error(capsys, ["train", "--resume", str(run_dir), "--quiet"])
+    assert not (run_dir / "summary.json").exists()
+
+
+def test_resume_refuses_a_checkpoint_of_another_architecture(runs, tmp_path, capsys) -> None:
+    run_dir = _interrupted(runs, tmp_path, "other_model")
+    with pytest.raises(ValueError, match=r"in model \(checkpoint 'cnn2d', run 'mlp'\)"):
+        run_training(TrainConfig(), run_dir, resume=True, progress=False, log=_quiet)
+    assert "model" in _cli_error(capsys, ["train", "--resume", str(run_dir), "--quiet"])
+
+
+def test_resume_refuses_model_weights_of_another_architecture(runs, tmp_path, capsys) -> None:
+    state = _our_checkpoint(runs)
+    state["model"] = torch.load(runs["other_model"] / "checkpoint.pt", weights_only=True)["model"]
+    run_dir = _interrupted(runs, tmp_path, state)
+    with pytest.raises(ValueError, match="does not fit this run's model"):
+        run_training(TrainConfig(), run_dir, resume=True, progress=False, log=_quiet)
+    assert "does not fit" in _cli_error(capsys, ["train", "--resume", str(run_dir), "--quiet"])
+
+
+@pytest.mark.parametrize("key", ["model", "optimizer", "method", "rng", "epoch", "config", "metrics"])
+def test_resume_refuses_a_checkpoint_missing_a_key(runs, tmp_path, capsys, key: str) -> None:
+    state = _our_checkpoint(runs)
+    del state[key]
+    run_dir = _interrupted(runs, tmp_path, state)
+    with pytest.raises(ValueError, match=f"checkpoint.pt has no {key!r}"):
+        run_training(TrainConfig(), run_dir, resume=True, progress=False, log=_quiet)
+    assert key in _cli_error(capsys, ["train", "--resume", str(run_dir), "--quiet"])
+
+
+def test_resume_refuses_a_checkpoint_with_a_missing_weight(runs, tmp_path) -> None:
+    state = _our_checkpoint(runs)
+    del state["model"][next(iter(state["model"]))]
+    run_dir = _interrupted(runs, tmp_path, state)
+    with pytest.raises(ValueError, match="does not fit this run's model"):
+        run_training(TrainConfig(), run_dir, resume=True, progress=False, log=_quiet)
+
+
+@pytest.mark.parametrize("epoch", [0, -3, 3, 99, 1.5, True, "2"])
+def test_resume_refuses_an_out_of_range_epoch(runs, tmp_path, capsys, epoch: object) -> None:
+    state = _our_checkpoint(runs)
+    state["epoch"] = epoch
+    run_dir = _interrupted(runs, tmp_path, state)
+    with pytest.raises(ValueError, match=r"epoch must be an integer in \[1, 2\]"):
+        run_training(TrainConfig(), run_dir, resume=True, progress=False, log=_quiet)
+    assert "epoch" in _cli_error(capsys, ["train", "--resume", str(run_dir), "--quiet"])
+
+
+def test_resume_refuses_metrics_that_disagree_with_the_epoch(runs, tmp_path) -> None:
+    state = _our_checkpoint(runs)
+    state["epoch"] = 1  # two metrics rows: the file was edited or mixed up
+    run_dir = _interrupted(runs, tmp_path, state)
+    with pytest.raises(ValueError, match="2 rows of metrics for epoch 1"):
+        run_training(TrainConfig(), run_dir, resume=True, progress=False, log=_quiet)
+
+
+def test_resume_of_the_run_own_checkpoint_still_works(runs, tmp_path) -> None:
+    run_dir = _interrupted(runs, tmp_path, "ours")
+    result = run_training(TrainConfig(), run_dir, resume=True, progress=False, log=_quiet)
+    expected = json.loads((runs["ours"] / "summary.json").read_text())
+    assert result.test_accuracy == expected["test_accuracy"] and result.sparsity == expected["sparsity"]
