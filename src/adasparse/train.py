@@ -518,7 +518,12 @@ def run_training(
     trainer = _Trainer(model, method, ctx, device)
 
     for epoch in range(start_epoch, config.epochs):  # type: ignore[arg-type]
-        row = _train_epoch(trainer, optimizer, train_loader, epoch, config, progress)
+        try:
+            row = _train_epoch(trainer, optimizer, train_loader, epoch, config, progress)
+        except Exception as error:
+            _check_not_diverged(model, epoch, config, cause=error)
+            raise
+        _check_not_diverged(model, epoch, config, loss=row["train_loss"])
         row["test_loss"], row["test_accuracy"] = evaluate(model, test_loader)
         layers = method.layer_sparsities()
         row["actual_sparsity"] = method.sparsity()
@@ -563,6 +568,30 @@ def run_training(
     )
     distributed.barrier(ctx)
     return result
+
+
+def _check_not_diverged(
+    model: nn.Module, epoch: int, config: TrainConfig, *, loss: float = 0.0, cause: Exception | None = None
+) -> None:
+    """``ValueError`` saying the training diverged when a parameter (named) or the epoch's loss is NaN or inf.
+
+    Called after every epoch and when an epoch fails, so every method and mode reports divergence the same way.
+    """
+    problem = next(
+        (
+            f"{name} has non-finite values (NaN or inf)"
+            for name, parameter in model.named_parameters()
+            if not bool(torch.isfinite(parameter).all())
+        ),
+        None,
+    )
+    if problem is None and not math.isfinite(loss):
+        problem = f"the training loss is {loss}"
+    if problem is not None:
+        raise ValueError(
+            f"training diverged in epoch {epoch + 1} of {config.epochs}: {problem}; "
+            f"try a lower learning rate than lr={config.lr:g}"
+        ) from cause
 
 
 def _silent(message: str) -> None:

@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 import torch
+from torch import nn
 
+import adasparse
 from adasparse.cli import main
 from adasparse.train import TrainConfig, run_training
 
@@ -134,3 +136,54 @@ def test_resume_of_the_run_own_checkpoint_still_works(runs, tmp_path) -> None:
     result = run_training(TrainConfig(), run_dir, resume=True, progress=False, log=_quiet)
     expected = json.loads((runs["ours"] / "summary.json").read_text())
     assert result.test_accuracy == expected["test_accuracy"] and result.sparsity == expected["sparsity"]
+
+
+# Divergence is explained, in every mode.
+
+
+def _sparsified() -> nn.Module:
+    model = nn.Sequential(nn.Linear(100, 30), nn.ReLU(), nn.Linear(30, 40))
+    adasparse.sparsify(model, target=0.5, min_params=100)
+    return model
+
+
+@pytest.mark.parametrize("mode", ["projection", "constraint", "adaptive"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_step_with_a_non_finite_threshold_says_training_diverged(mode: str, bad: float) -> None:
+    model = _sparsified()
+    criterion = adasparse.SparsityLoss(model, target=0.5, mode=mode, correction=True)
+    with torch.no_grad():
+        list(adasparse.threshold_parameters(model))[1].fill_(bad)
+    with pytest.raises(ValueError, match=r"training diverged: the threshold of 2\.weight is (nan|inf)"):
+        criterion.step()
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_step_and_project_with_non_finite_weights_say_training_diverged(bad: float) -> None:
+    model = _sparsified()
+    criterion = adasparse.SparsityLoss(model, target=0.5, mode="projection", correction=True)
+    with torch.no_grad():
+        model[0].weight_orig[3, 4] = bad
+    message = r"training diverged: 0\.weight has non-finite values \(NaN or inf\)"
+    with pytest.raises(ValueError, match=message):
+        criterion.step()
+    with pytest.raises(ValueError, match=message):
+        criterion.project()
+
+
+@pytest.mark.parametrize(
+    "options",
+    [["-s", "projection"], ["-s", "constraint"], ["-s", "adaptive"], ["--method", "gmp"], ["--method", "dense"]],
+    ids=["projection", "constraint", "adaptive", "gmp", "dense"],
+)
+def test_train_reports_divergence_in_one_line_in_every_mode(tmp_path, capsys, options: list[str]) -> None:
+    argv = ["train", "--dataset", "digits", "--model", "mlp", "--epochs", "2", "--batch-size", "256", "--lr", "1e6"]
+    argv += ["--quiet", "--no-dense-baseline", "--out", str(tmp_path / "run"), *options]
+    error = _cli_error(capsys, argv)
+    assert "training diverged in epoch 1 of 2" in error and "non-finite" in error, error
+    assert "lr=1e+06" in error, error
+
+
+def test_run_training_raises_on_divergence_of_a_dense_run(tmp_path) -> None:
+    with pytest.raises(ValueError, match=r"training diverged in epoch 1 of 2: layers\.\S+ has non-finite values"):
+        run_training(_config(method="dense", lr=1e6), tmp_path / "run", progress=False, log=_quiet)
