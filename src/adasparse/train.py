@@ -39,7 +39,7 @@ from .flops import layer_macs
 from .loss import DEFAULT_DUAL_STEP, MODES
 from .methods import METHODS, Method, create_method
 from .models import check_model_name, create_model, default_model
-from .report import sparsity_report
+from .report import SparsityReport, sparsity_report
 from .sparsify import param_groups
 
 __all__ = [
@@ -213,6 +213,9 @@ class RunResult:
     flops_sparsity: float | None
     wall_seconds: float
     data_fraction: float
+    target_reached: bool | None = None
+    """Whether the final sparsity is the target to within one weight (within the cost of one weight for the FLOPs
+    budget); ``None`` for a dense run."""
     report_text: str = ""
     metrics: list[dict[str, float]] = field(default_factory=list)
 
@@ -701,6 +704,21 @@ def _train_epoch(
     }
 
 
+def _target_reached(
+    config: TrainConfig, report: SparsityReport, macs: dict[str, float], sparsity: float, flops_sparsity: float
+) -> bool:
+    """Whether the final sparsity is ``config.target`` to within one weight of the pruned layers; for the FLOPs
+    budget, the compute sparsity to within the largest cost of one weight (as :func:`adasparse.calibrate`)."""
+    if config.budget == "flops":
+        total = sum(macs.get(layer.name, 0.0) for layer in report.layers)
+        tolerance = max((macs.get(layer.name, 0.0) / max(layer.numel, 1) for layer in report.layers), default=0.0)
+        gap = abs(flops_sparsity - config.target) * total
+    else:
+        tolerance = 1.0
+        gap = abs(sparsity - config.target) * report.pruned_params
+    return gap <= tolerance * (1.0 + 1e-9) + 1e-9
+
+
 def _finish(
     model: nn.Module,
     method: Method,
@@ -751,6 +769,7 @@ def _finish(
         flops_sparsity=flops_sparsity if sparse else None,
         wall_seconds=elapsed_before + time.perf_counter() - start_time,
         data_fraction=data_seconds / epoch_seconds if epoch_seconds else 0.0,
+        target_reached=_target_reached(config, report, macs, finish.sparsity_after, flops_sparsity) if sparse else None,
         report_text=str(report),
         metrics=metrics,
     )

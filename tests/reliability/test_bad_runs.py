@@ -187,3 +187,40 @@ def test_train_reports_divergence_in_one_line_in_every_mode(tmp_path, capsys, op
 def test_run_training_raises_on_divergence_of_a_dense_run(tmp_path) -> None:
     with pytest.raises(ValueError, match=r"training diverged in epoch 1 of 2: layers\.\S+ has non-finite values"):
         run_training(_config(method="dense", lr=1e6), tmp_path / "run", progress=False, log=_quiet)
+
+
+# A run that cannot reach its target must not claim it.
+
+
+def test_a_run_with_one_optimizer_step_says_it_missed_the_target(tmp_path, capsys) -> None:
+    result = run_training(_config(epochs=1, batch_size=100_000), tmp_path / "lib", progress=False, log=_quiet)
+    assert result.target_reached is False and abs(result.sparsity - 0.9) > 0.01
+    assert json.loads((tmp_path / "lib" / "summary.json").read_text())["target_reached"] is False
+    out = tmp_path / "cli"
+    argv = ["train", "--dataset", "digits", "--model", "mlp", "--epochs", "1", "--batch-size", "100000"]
+    assert main([*argv, "--quiet", "--no-dense-baseline", "--out", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert "exact calibration" not in captured.out
+    assert "target 0.9000 NOT reached" in captured.out
+    assert "target 0.9000 not reached" in captured.err and len(captured.err.strip().splitlines()) == 1
+    for name in ("summary.json", "report.json", "model_sparse.pt", "metrics.csv"):
+        assert (out / name).is_file(), name
+
+
+def test_without_calibration_a_missed_target_is_said_but_not_an_error(tmp_path, capsys) -> None:
+    argv = ["train", "--dataset", "digits", "--model", "mlp", "--epochs", "1", "--batch-size", "100000"]
+    assert main([*argv, "--no-calibrate", "--quiet", "--no-dense-baseline", "--out", str(tmp_path / "run")]) == 0
+    assert "target 0.9000 NOT reached" in capsys.readouterr().out
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["target_reached"] is False
+
+
+@pytest.mark.parametrize("budget", ["params", "flops"])
+def test_a_calibrated_run_reaches_its_target_to_one_weight(tmp_path, budget: str) -> None:
+    result = run_training(_config(model="cnn2d", budget=budget), tmp_path / "run", progress=False, log=_quiet)
+    assert result.target_reached is True
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["target_reached"] is True
+
+
+def test_a_dense_run_has_no_target_to_reach(tmp_path) -> None:
+    result = run_training(_config(sparsity="none"), tmp_path / "run", progress=False, log=_quiet)
+    assert result.target is None and result.target_reached is None
