@@ -274,3 +274,15 @@ def test_config_fields_carry_help_for_the_cli() -> None:
     from dataclasses import fields
 
     assert all(f.metadata.get("help") for f in fields(PrunerConfig))
+
+
+def test_a_diverged_threshold_is_named_at_the_next_step() -> None:
+    model = _model()
+    pruner = Pruner(model, target=0.9, total_steps=10, min_params=500)
+    optimizer = torch.optim.SGD(pruner.param_groups(lr=0.05))
+    _train(model, pruner, optimizer, range(1))
+    with torch.no_grad():
+        model[2].weight_threshold.fill_(float("nan"))
+        model[2].weight_orig.add_(1.0)  # an optimizer step happened
+    with pytest.raises(ValueError, match="training diverged: the threshold of 2.weight"):
+        pruner.step()

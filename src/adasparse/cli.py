@@ -325,9 +325,29 @@ def _train(args: argparse.Namespace) -> int:
             dense_config = TrainConfig.from_dict({**config.to_dict(), "sparsity": "none"})
             baseline = run_training(dense_config, dense_dir, progress=progress, log=log)
     distributed.teardown()
-    if _is_main_process():
-        _print_summary(result, baseline)
+    if not _is_main_process():
+        return 0
+    _print_summary(result, baseline)
+    if result.target_reached is False and not _learned_sparsity_requested(result):
+        print(
+            f"adasparse train: target {result.target:.4f} not reached (final sparsity {_final(result)}); "
+            f"the run's results are in {result.run_dir}",
+            file=sys.stderr,
+        )
+        return 1
     return 0
+
+
+def _learned_sparsity_requested(result: RunResult) -> bool:
+    """``--no-calibrate`` with our method: the user asked for the sparsity as learned, not the exact target."""
+    return result.config.get("method") == "adasparse" and not result.config.get("calibrate", True)
+
+
+def _final(result: RunResult) -> str:
+    """The final sparsity in the budget's units."""
+    if result.config.get("budget") == "flops" and result.flops_sparsity is not None:
+        return f"{result.flops_sparsity:.4f} of the multiply-accumulates"
+    return f"{result.sparsity:.4f}"
 
 
 def _print_summary(result: RunResult, baseline: RunResult | None) -> None:
@@ -342,8 +362,12 @@ def _print_summary(result: RunResult, baseline: RunResult | None) -> None:
             line += f", final {result.sparsity:.4f}"
         finetune = result.config.get("finetune", 0.0) if result.config.get("method") == "adasparse" else 0.0
         if finetune:
-            line += f" (exact calibration, then {100 * finetune:.0f}% of training fine-tuned with fixed masks)"
+            calibration = "calibration" if result.target_reached is False else "exact calibration"
+            line += f" ({calibration}, then {100 * finetune:.0f}% of training fine-tuned with fixed masks)"
         print(line)
+        if result.target_reached is False:
+            reason = "as learned, --no-calibrate" if _learned_sparsity_requested(result) else "more than one weight off"
+            print(f"target {result.target:.4f} NOT reached: final sparsity {_final(result)} ({reason})")
         if result.flops_sparsity is not None and result.config.get("budget") == "flops":
             print(f"compute: {100 * result.flops_sparsity:.2f}% of the pruned layers' multiply-accumulates removed")
         accuracy = f"test accuracy: {result.test_accuracy:.4f} at {result.sparsity:.4f} sparsity"

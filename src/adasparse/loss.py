@@ -437,17 +437,23 @@ class SparsityLoss:
 
     @torch.no_grad()
     def step(self) -> None:
-        """Advance the loss after ``optimizer.step()``. Every mode: put each threshold parameter back into
-        ``[0, 5]`` (its forward value is clamped anyway; a parameter pushed far outside by one large gradient would
-        otherwise stay there). In ``"projection"`` mode also: re-measure the layers' weight distributions (with
-        ``correction``, every ``correction_interval`` steps) and project the thresholds onto ``S = target``."""
+        """Advance the loss after ``optimizer.step()``. Every mode: check that the training has not diverged and
+        put each threshold parameter back into ``[0, 5]`` (its forward value is clamped anyway; a parameter pushed far
+        outside by one large gradient would otherwise stay there). In ``"projection"`` mode also: re-measure the
+        layers' weight distributions (with ``correction``, every ``correction_interval`` steps) and project the
+        thresholds onto ``S = target``.
+
+        Raises:
+            ValueError: a threshold or weight is NaN or infinite (the training diverged), naming the layer.
+        """
+        self._check_finite()
         self.clamp_thresholds()
         if self.mode != "projection":
             return
         if self.correction and self._steps % self.correction_interval == 0:
             self.measure_distributions()
         self._steps += 1
-        self.project()
+        self._project()  # checked for divergence above
 
     @torch.no_grad()
     def clamp_thresholds(self) -> None:
@@ -457,6 +463,31 @@ class SparsityLoss:
             value = r.item()
             if not 0.0 <= value <= MAX_THRESHOLD:
                 r.clamp_(0.0, MAX_THRESHOLD)
+
+    @torch.no_grad()
+    def _check_finite(self) -> None:
+        """``ValueError`` naming the first layer whose threshold or weights are NaN or infinite.
+
+        A NaN or inf anywhere makes the sum of all weights and thresholds non-finite: one reduction per layer and
+        one host sync per call; the per-layer search runs only then.
+        """
+        total: torch.Tensor | None = None
+        for pruned in self._tensors:
+            part = pruned.raw.sum() + pruned.threshold.sum()
+            total = part if total is None else total + part
+        if total is None or math.isfinite(float(total)):
+            return
+        for pruned in self._tensors:
+            if not bool(torch.isfinite(pruned.threshold).all()):
+                raise ValueError(
+                    f"training diverged: the threshold of {pruned.name} is {pruned.threshold.item()}; "
+                    "a lower learning rate may help"
+                )
+            if not bool(torch.isfinite(pruned.raw).all()):
+                raise ValueError(
+                    f"training diverged: {pruned.name} has non-finite values (NaN or inf); a lower learning rate "
+                    "may help"
+                )
 
     @torch.no_grad()
     def measure_distributions(self) -> None:
@@ -471,8 +502,13 @@ class SparsityLoss:
         """Move the thresholds (in place) so that the overall sparsity equals the target; returns the new overall.
 
         With ``correction`` the sparsity is the measured one (see :meth:`measure_distributions`, taken now if never
-        taken), otherwise the Gaussian estimate.
+        taken), otherwise the Gaussian estimate. A NaN or infinite threshold or weight raises ``ValueError`` (the
+        training diverged), naming the layer.
         """
+        self._check_finite()
+        return self._project()
+
+    def _project(self) -> float:
         thresholds = self._thresholds()
         if self.correction:
             if self._measured is None:

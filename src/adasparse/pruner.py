@@ -328,7 +328,7 @@ class Pruner:
 
         A call with no optimizer step since the last one (none at all yet, or one ``torch.amp.GradScaler``
         skipped) does not advance the pruner. Raises ``RuntimeError`` after :meth:`finish` or when the model's
-        pruned layers were replaced, and ``FloatingPointError`` when a threshold or weight is no longer finite.
+        pruned layers were replaced, and ``ValueError`` when a threshold or weight is no longer finite.
         """
         self._check_open("step")
         versions = self._parameter_versions()
@@ -350,8 +350,7 @@ class Pruner:
         else:
             if self.config.threshold_update == "adam":
                 self._update_thresholds()
-            self._check_finite()
-            self.criterion.step()  # thresholds back into [0, 5], then the projection
+            self.criterion.step()  # divergence check, thresholds back into [0, 5], then the projection
         self.steps += 1
         if not self.frozen and self.steps == self.freeze_step:
             self.freeze()
@@ -391,14 +390,6 @@ class Pruner:
                 "no threshold has a gradient at Pruner.step(): call it after optimizer.step() and before "
                 "optimizer.zero_grad(), and add pruner.loss() to the loss you back-propagate",
             )
-
-    def _check_finite(self) -> None:
-        for pruned in self._tensors:
-            value = float(pruned.threshold)
-            if not math.isfinite(value):
-                raise FloatingPointError(
-                    f"the threshold of {pruned.name} is {value}: the training diverged (lower the learning rate)"
-                )
 
     # -- fixing the zeros and finishing -------------------------------------------------------------------------
     def _result(self, before: SparsityReport, calibration: CalibrationResult | None) -> PrunerResult:

@@ -40,7 +40,7 @@ from .loss import MODES
 from .methods import METHODS, Method, create_method
 from .models import check_model_name, create_model, default_model
 from .pruner import PrunerConfig
-from .report import sparsity_report
+from .report import SparsityReport, sparsity_report
 
 __all__ = [
     "BUDGETS",
@@ -243,6 +243,9 @@ class RunResult:
     flops_sparsity: float | None
     wall_seconds: float
     data_fraction: float
+    target_reached: bool | None = None
+    """Whether the final sparsity is the target to within one weight (within the cost of one weight for the FLOPs
+    budget); ``None`` for a dense run."""
     report_text: str = ""
     metrics: list[dict[str, float]] = field(default_factory=list)
 
@@ -299,6 +302,67 @@ def _load_checkpoint(run_dir: Path) -> dict[str, Any] | None:
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not an adasparse checkpoint")
     return state
+
+
+CHECKPOINT_KEYS = ("epoch", "config", "model", "optimizer", "scheduler", "method", "rng", "metrics")
+
+RESUMABLE_ELSEWHERE = ("device", "data_dir", "download", "workers", "tensorboard")
+"""Configuration fields that may change between a checkpoint and its resume: where and how the run executes."""
+
+
+def _check_checkpoint(state: dict[str, Any], config: TrainConfig, path: Path) -> None:
+    """Refuse a checkpoint that is not this run's: missing keys, another configuration, an impossible epoch."""
+    missing = [key for key in CHECKPOINT_KEYS if key not in state]
+    if missing:
+        raise ValueError(f"{path} has no {', '.join(map(repr, missing))}: it is incomplete or not this run's")
+    saved = state["config"]
+    if not isinstance(saved, dict):
+        raise ValueError(f"{path} has no readable configuration (config is a {type(saved).__name__})")
+    current = config.to_dict()
+
+    def shown(values: dict[str, Any], name: str) -> str:
+        return repr(values[name]) if name in values else "missing"
+
+    absent = object()
+    differences = [
+        f"{name} (checkpoint {shown(saved, name)}, run {shown(current, name)})"
+        for name in [*current, *(name for name in saved if name not in current)]
+        if name not in RESUMABLE_ELSEWHERE and saved.get(name, absent) != current.get(name, absent)
+    ]
+    if differences:
+        raise ValueError(
+            f"{path} is not this run's checkpoint: its configuration differs from config.json in "
+            f"{', '.join(differences)}; resume the run it came from, or delete it to start this run over"
+        )
+    epoch, metrics = state["epoch"], state["metrics"]
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or not 1 <= epoch <= config.epochs:  # type: ignore[operator]
+        raise ValueError(f"{path}: epoch must be an integer in [1, {config.epochs}] (the run's epochs), got {epoch!r}")
+    if not isinstance(metrics, list) or len(metrics) != epoch:
+        rows = len(metrics) if isinstance(metrics, list) else type(metrics).__name__
+        raise ValueError(f"{path} is inconsistent: {rows} rows of metrics for epoch {epoch}")
+
+
+def _restore(
+    state: dict[str, Any],
+    path: Path,
+    model: nn.Module,
+    method: Method,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    generator: torch.Generator,
+    device: torch.device,
+) -> None:
+    """Load a checked checkpoint into the freshly built run; a state that does not fit is a one-line ``ValueError``."""
+    try:
+        method.load_state_dict(state["method"])
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        _set_rng_state(state["rng"], generator, device)
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError) as error:
+        lines = str(error).strip().splitlines()
+        reason = f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+        raise ValueError(f"{path} does not fit this run's model and optimizer ({reason})") from error
 
 
 def _build(
@@ -439,6 +503,8 @@ def run_training(
             log(f"{run_dir} is already complete; nothing to resume")
             return RunResult(**json.loads(summary_path.read_text()))
     config = config.resolved()
+    if checkpoint is not None:
+        _check_checkpoint(checkpoint, config, run_dir / "checkpoint.pt")
     device = resolve_device(config.device)
     ctx = distributed.context(device)
     if ctx.distributed and device.type == "cuda":
@@ -476,11 +542,7 @@ def run_training(
     start_epoch = 0
     elapsed_before = 0.0
     if checkpoint is not None:
-        method.load_state_dict(checkpoint["method"])
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        _set_rng_state(checkpoint["rng"], generator, device)
+        _restore(checkpoint, run_dir / "checkpoint.pt", model, method, optimizer, scheduler, generator, device)
         metrics = list(checkpoint["metrics"])
         layer_rows = list(checkpoint.get("layers", []))
         start_epoch = int(checkpoint["epoch"])
@@ -491,7 +553,12 @@ def run_training(
     trainer = _Trainer(model, method, ctx, device)
 
     for epoch in range(start_epoch, config.epochs):  # type: ignore[arg-type]
-        row = _train_epoch(trainer, optimizer, train_loader, epoch, config, progress)
+        try:
+            row = _train_epoch(trainer, optimizer, train_loader, epoch, config, progress)
+        except Exception as error:
+            _check_not_diverged(model, epoch, config, cause=error)
+            raise
+        _check_not_diverged(model, epoch, config, loss=row["train_loss"])
         row["test_loss"], row["test_accuracy"] = evaluate(model, test_loader)
         layers = method.layer_sparsities()
         row["actual_sparsity"] = method.sparsity()
@@ -536,6 +603,30 @@ def run_training(
     )
     distributed.barrier(ctx)
     return result
+
+
+def _check_not_diverged(
+    model: nn.Module, epoch: int, config: TrainConfig, *, loss: float = 0.0, cause: Exception | None = None
+) -> None:
+    """``ValueError`` saying the training diverged when a parameter (named) or the epoch's loss is NaN or inf.
+
+    Called after every epoch and when an epoch fails, so every method and mode reports divergence the same way.
+    """
+    problem = next(
+        (
+            f"{name} has non-finite values (NaN or inf)"
+            for name, parameter in model.named_parameters()
+            if not bool(torch.isfinite(parameter).all())
+        ),
+        None,
+    )
+    if problem is None and not math.isfinite(loss):
+        problem = f"the training loss is {loss}"
+    if problem is not None:
+        raise ValueError(
+            f"training diverged in epoch {epoch + 1} of {config.epochs}: {problem}; "
+            f"try a lower learning rate than lr={config.lr:g}"
+        ) from cause
 
 
 def _silent(message: str) -> None:
@@ -633,6 +724,21 @@ def _train_epoch(
     }
 
 
+def _target_reached(
+    config: TrainConfig, report: SparsityReport, macs: dict[str, float], sparsity: float, flops_sparsity: float
+) -> bool:
+    """Whether the final sparsity is ``config.target`` to within one weight of the pruned layers; for the FLOPs
+    budget, the compute sparsity to within the largest cost of one weight (as :func:`adasparse.calibrate`)."""
+    if config.budget == "flops":
+        total = sum(macs.get(layer.name, 0.0) for layer in report.layers)
+        tolerance = max((macs.get(layer.name, 0.0) / max(layer.numel, 1) for layer in report.layers), default=0.0)
+        gap = abs(flops_sparsity - config.target) * total
+    else:
+        tolerance = 1.0
+        gap = abs(sparsity - config.target) * report.pruned_params
+    return gap <= tolerance * (1.0 + 1e-9) + 1e-9
+
+
 def _finish(
     model: nn.Module,
     method: Method,
@@ -683,6 +789,7 @@ def _finish(
         flops_sparsity=flops_sparsity if sparse else None,
         wall_seconds=elapsed_before + time.perf_counter() - start_time,
         data_fraction=data_seconds / epoch_seconds if epoch_seconds else 0.0,
+        target_reached=_target_reached(config, report, macs, finish.sparsity_after, flops_sparsity) if sparse else None,
         report_text=str(report),
         metrics=metrics,
     )
