@@ -286,3 +286,53 @@ def test_a_diverged_threshold_is_named_at_the_next_step() -> None:
         model[2].weight_orig.add_(1.0)  # an optimizer step happened
     with pytest.raises(ValueError, match="training diverged: the threshold of 2.weight"):
         pruner.step()
+
+
+class _WithUnusedLayer(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = nn.Sequential(nn.Linear(20, 64), nn.ReLU(), nn.Linear(64, 10))
+        self.pooler = nn.Linear(64, 64)  # never called: the loss does not reach it
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+@pytest.mark.parametrize("target", [0.5, 0.9])
+def test_a_layer_the_loss_never_reaches_gives_up_its_weights_first(target: float) -> None:
+    model = _WithUnusedLayer()
+    pruner = Pruner(model, target=target, total_steps=40, min_params=500)
+    optimizer = torch.optim.SGD(pruner.param_groups(lr=0.05), momentum=0.9)
+    x, y = _data()
+    for step in range(40):
+        batch = slice(step % 8 * 32, step % 8 * 32 + 32)
+        loss = F.cross_entropy(model(x[batch]), y[batch])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        pruner.step()
+    result = pruner.freeze_result
+    assert result.reached
+    layers = {layer.name: layer for layer in result.report.layers}
+    budget = round(target * result.report.pruned_params)
+    unused = layers["pooler.weight"]
+    used_zeros = layers["body.0.weight"].zeros + layers["body.2.weight"].zeros
+    if budget <= unused.numel:  # the unused layer alone carries the whole budget
+        assert unused.zeros == pytest.approx(budget, abs=2) and used_zeros <= 2
+    else:  # fully pruned, the used layers share only the rest
+        assert unused.actual > 0.999 and used_zeros == pytest.approx(budget - unused.zeros, abs=2)
+
+
+def test_gradients_cleared_before_step_do_not_mark_layers_unreached() -> None:
+    model = _model()
+    pruner = Pruner(model, target=0.5, total_steps=20, min_params=500, finetune=0.0)
+    optimizer = torch.optim.SGD(pruner.param_groups(lr=0.05))
+    x, y = _data()
+    with pytest.warns(UserWarning, match="before optimizer.zero_grad"):
+        for _ in range(3):
+            F.cross_entropy(model(x[:32]), y[:32]).backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            pruner.step()
+    assert not any(pruner.criterion.idle)

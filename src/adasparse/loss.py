@@ -77,6 +77,7 @@ def _projected_thresholds(
     target: float,
     sparsity_of: list[Callable[[float], float]],
     tolerance: float = 1e-7,
+    fixed: list[bool] | None = None,
 ) -> list[float]:
     """The thresholds moved along the constraint's gradient so that the overall sparsity equals ``target``.
 
@@ -86,12 +87,13 @@ def _projected_thresholds(
     scalar ``delta`` solves ``sum p_i sparsity_of[i](r_i + delta d_i) = target`` by safeguarded secant steps (the
     Gaussian slope for the first, bisection whenever a step leaves the bracket), stopping within ``tolerance`` of
     the target or when the bracket is a point: thresholds are projected every training step and are already close,
-    so this takes a few evaluations. A target out of reach leaves the thresholds at the closest end.
+    so this takes a few evaluations. A target out of reach leaves the thresholds at the closest end. Layers marked
+    ``fixed`` keep their threshold (their sparsity still counts).
     """
     slopes = [
         max(_DENSITY_SCALE * math.exp(-0.5 * min(max(r, 0.0), MAX_THRESHOLD) ** 2), SLOPE_FLOOR) for r in r_values
     ]
-    directions = [p * slope for p, slope in zip(shares, slopes)]
+    directions = [0.0 if fixed and fixed[i] else p * slope for i, (p, slope) in enumerate(zip(shares, slopes))]
     largest = max(directions)
     if largest <= 0.0:
         return list(r_values)
@@ -287,6 +289,9 @@ class SparsityLoss:
         self._warned_no_step = False
         self._warned_unreachable = False
         self._measured: list[_MeasuredSparsity] | None = None
+        self.idle = [False] * len(self._tensors)
+        """Per pruned tensor: the loss does not reach it (set by :class:`adasparse.Pruner`), so the projection
+        prunes it first: the idle tensors alone carry the target while they can, the others only the rest."""
         self._last_overall: float | None = None
         self._cache: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
 
@@ -521,7 +526,18 @@ class SparsityLoss:
             sparsity_of = [analytic_sparsity_value] * len(thresholds)
             tolerance = 1e-7
         values = [r.item() for r in thresholds]  # exact in a Python float for every floating dtype
-        projected = _projected_thresholds(values, self._share_list, self.target, sparsity_of, tolerance)
+        fixed = None
+        if any(self.idle):
+            # Idle tensors first: fully pruned if the target needs more, else they alone carry it.
+            idle_at_limit = [MAX_THRESHOLD if idle else 0.0 for idle in self.idle]
+            idle_only = sum(p * f(r) for p, f, r in zip(self._share_list, sparsity_of, idle_at_limit))
+            if idle_only >= self.target:
+                values = [value if idle else 0.0 for value, idle in zip(values, self.idle)]
+                fixed = [not idle for idle in self.idle]
+            else:
+                values = [MAX_THRESHOLD if idle else value for value, idle in zip(values, self.idle)]
+                fixed = list(self.idle)
+        projected = _projected_thresholds(values, self._share_list, self.target, sparsity_of, tolerance, fixed)
         for r, value in zip(thresholds, projected):
             r.fill_(min(max(value, 0.0), MAX_THRESHOLD))  # the same sparsity: the forward clamps r there anyway
         overall = sum(p * f(r) for p, f, r in zip(self._share_list, sparsity_of, projected))
@@ -556,6 +572,7 @@ class SparsityLoss:
             "offsets": list(self._offsets),
             "calls": self._calls,
             "steps": self._steps,
+            "idle": list(self.idle),
         }
         if self._measured is not None:
             state["measured"] = [m.state_dict() for m in self._measured]
@@ -578,6 +595,10 @@ class SparsityLoss:
         self._offsets = [float(v) for v in offsets]
         self._calls = int(state.get("calls", self._calls))
         self._steps = int(state.get("steps", self._steps))
+        idle = state.get("idle", [False] * len(self._tensors))
+        if len(idle) != len(self._tensors):
+            raise ValueError(f"state has {len(idle)} idle flags, the model has {len(self._tensors)} pruned tensors")
+        self.idle = [bool(flag) for flag in idle]
         measured = state.get("measured")
         if measured is not None:
             if len(measured) != len(self._tensors):

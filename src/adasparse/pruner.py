@@ -245,6 +245,7 @@ class Pruner:
         self._identity = self._signature()
         self._versions = self._parameter_versions()
         self._moments = [[0.0, 0.0] for _ in self._tensors]
+        self._reached = [False] * len(self._tensors)  # whether the loss has ever reached the layer's weights
         self.steps = 0
         self.frozen = False
         self.finished = False
@@ -350,6 +351,8 @@ class Pruner:
         else:
             if self.config.threshold_update == "adam":
                 self._update_thresholds()
+            if self.config.mode == "projection" and self.steps % self.config.correction_interval == 0:
+                self._release_unreached()
             self.criterion.step()  # divergence check, thresholds back into [0, 5], then the projection
         self.steps += 1
         if not self.frozen and self.steps == self.freeze_step:
@@ -357,6 +360,23 @@ class Pruner:
         if not self.frozen:
             self.criterion.target = self._target_at(self.steps)
         self._versions = self._parameter_versions()
+
+    def _release_unreached(self) -> None:
+        """Mark the layers the loss never reaches (trainable weights that got no gradient at any check so far, e.g.
+        an unused pooler): the projection prunes them first (see :attr:`SparsityLoss.idle`), so the budget goes to
+        the layers that matter. A layer the loss reaches later rejoins the others."""
+        has_gradient = [pruned.raw.grad is not None and bool(pruned.raw.grad.any()) for pruned in self._tensors]
+        if not any(has_gradient):  # the gradients were cleared before this call: nothing can be concluded
+            self._warn_once(
+                "cleared",
+                "no pruned weight has a gradient at Pruner.step(): call it after optimizer.step() and before "
+                "optimizer.zero_grad()",
+            )
+            return
+        idle = self.criterion.idle
+        for index, pruned in enumerate(self._tensors):
+            self._reached[index] = self._reached[index] or has_gradient[index]
+            idle[index] = not self._reached[index] and pruned.raw.requires_grad
 
     _BETAS = (0.9, 0.999)
     _EPS = 1e-12
@@ -468,6 +488,7 @@ class Pruner:
             "frozen": self.frozen,
             "finished": self.finished,
             "moments": [list(m) for m in self._moments],
+            "reached": list(self._reached),
             "criterion": self.criterion.state_dict(),
             "warned": sorted(self._warned),
         }
@@ -498,6 +519,7 @@ class Pruner:
             raise ValueError(f"the Pruner state has {len(moments)} thresholds, the model {len(self._tensors)}")
         self.criterion.load_state_dict(state["criterion"])
         self._moments = [[float(a), float(b)] for a, b in moments]
+        self._reached = [bool(flag) for flag in state.get("reached", [True] * len(self._tensors))]
         self.steps = int(state["steps"])
         self.frozen = bool(state["frozen"])
         self.finished = bool(state.get("finished", False))
