@@ -181,3 +181,34 @@ def test_analytic_sparsity_gradient_and_float_form() -> None:
 def test_threshold_for_sparsity_rejects_bad_values(bad: object) -> None:
     with pytest.raises(ValueError, match="sparsity must be a number in \\[0, 1\\)"):
         threshold_for_sparsity(bad)  # type: ignore[arg-type]
+
+
+def test_uncentred_operator_keeps_values_and_prunes_the_same_weights() -> None:
+    torch.manual_seed(0)
+    weight = torch.randn(64, 48) + 0.3  # a clear mean
+    r = torch.tensor(1.2)
+    centred = effective_weight(weight, r, centred=True)
+    kept = effective_weight(weight, r, centred=False)
+    assert torch.equal(centred == 0, kept == 0)
+    assert torch.equal(kept[kept != 0], weight[kept != 0])  # bit for bit
+    assert not torch.signbit(kept[kept == 0]).any()  # +0.0, so compressed formats round-trip bitwise
+    nothing = effective_weight(weight, torch.tensor(0.0), centred=False)
+    assert torch.equal(nothing, weight)
+
+
+@pytest.mark.parametrize("centred", [True, False])
+def test_threshold_gradient_is_minus_std_over_bound_times_the_removed_part(centred: bool) -> None:
+    torch.manual_seed(1)
+    weight = (torch.randn(40, 30, dtype=torch.float64) + 0.2).requires_grad_()
+    r = torch.tensor(1.0, dtype=torch.float64, requires_grad=True)
+    grad = torch.randn(40, 30, dtype=torch.float64)
+    effective = effective_weight(weight, r, centred=centred)
+    effective.backward(grad)
+    with torch.no_grad():
+        mean, std = weight.mean(), weight.std()
+        bound = 1.0 * std + 1e-6
+        pruned = (weight - mean).abs() <= bound
+        removed = torch.where(pruned, weight - mean if centred else weight, torch.zeros(()))
+        expected = -(std / bound) * (grad * removed).sum()
+    assert r.grad.item() == pytest.approx(expected.item(), rel=1e-9)
+    assert torch.equal(weight.grad, grad)

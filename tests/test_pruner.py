@@ -336,3 +336,41 @@ def test_gradients_cleared_before_step_do_not_mark_layers_unreached() -> None:
             optimizer.zero_grad(set_to_none=True)
             pruner.step()
     assert not any(pruner.criterion.idle)
+
+
+def test_a_pretrained_model_is_unchanged_at_step_zero() -> None:
+    model = _model()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.05)  # weights with a mean, as trained layers have
+    reference = copy.deepcopy(model)
+    Pruner(model, target=0.9, total_steps=100, min_params=500)
+    x, _ = _data()
+    with torch.no_grad():
+        assert torch.equal(model(x), reference(x))
+
+
+def test_the_centring_is_kept_in_the_state_dict_and_by_exports() -> None:
+    from adasparse.export import plain_state_dict
+
+    for centred in (True, False):
+        model = _model()
+        with torch.no_grad():
+            model[2].weight.add_(0.1)
+        adasparse.sparsify(model, target=0.5, min_params=500, centred=centred)
+        adasparse.calibrate(model, 0.5)
+        state = model.state_dict()
+        assert bool(state["2.weight_centred"]) is centred
+        fresh = _model()
+        adasparse.sparsify(fresh, target=0.5, min_params=500, centred=not centred)
+        fresh.load_state_dict(state)  # the state's operator wins
+        expected = adasparse.desparsify(copy.deepcopy(model)).state_dict()
+        assert all(torch.equal(fresh.state_dict()[k], v) for k, v in state.items())
+        assert all(torch.equal(plain_state_dict(state)[k], v) for k, v in expected.items())
+        baked = adasparse.desparsify(fresh).state_dict()
+        assert all(torch.equal(baked[k], v) for k, v in expected.items())
+    old = {k: v for k, v in state.items() if not k.endswith("_centred")}  # written before the key existed
+    model = _model()
+    adasparse.sparsify(model, target=0.5, min_params=500)
+    model.load_state_dict(old)
+    assert bool(model.state_dict()["2.weight_centred"]) is True

@@ -69,6 +69,7 @@ BASELINES = (
 )
 _ORIGINAL_OPTIONS = {
     "threshold_update": "optimizer",
+    "centred": True,
     "correction": False,
     "ramp": 0.0,
     "threshold_schedule": "cosine",
@@ -187,6 +188,7 @@ _LEARNED_THRESHOLD_OPTIONS = (
     "correction",
     "ramp",
     "task_gradient",
+    "centred",
     "threshold_update",
     "threshold_lr",
     "threshold_schedule",

@@ -63,6 +63,7 @@ _PRUNING_FLAGS: tuple[tuple[tuple[str, ...], str, tuple[str, ...]], ...] = (
     (("--threshold-lr",), "threshold_lr", ()),
     (("--threshold-lr-scale",), "threshold_lr_scale", ()),
     (("--task-gradient",), "task_gradient", ()),
+    (("--centred",), "centred", ()),
     (("--init-fraction",), "init_fraction", ()),
     (("--budget",), "budget", ()),
 )

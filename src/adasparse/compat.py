@@ -20,9 +20,10 @@ __all__ = ["adaptive_loss", "iter_desparsify", "iter_sparsify", "sparsity"]
 def iter_sparsify(model: nn.Module, thresh: float, trainable: bool = True, pthres: int = 1000) -> nn.Module:
     """Sparsify every prunable layer with at least ``pthres`` weights, starting every threshold at ``thresh``.
 
-    Same as ``adasparse.sparsify(model, init_threshold=thresh, trainable=trainable, min_params=pthres)``.
+    Same as ``adasparse.sparsify(model, init_threshold=thresh, trainable=trainable, min_params=pthres,
+    centred=True)``: the original operator, kept weights centred.
     """
-    return sparsify(model, init_threshold=thresh, trainable=trainable, min_params=pthres)
+    return sparsify(model, init_threshold=thresh, trainable=trainable, min_params=pthres, centred=True)
 
 
 def iter_desparsify(model: nn.Module) -> nn.Module:

@@ -47,6 +47,7 @@ from torch import nn
 from ._io import atomic_write_bytes
 from ._version import __version__
 from .parametrization import (
+    CENTRED_SUFFIX,
     MASK_SUFFIX,
     ORIG_SUFFIX,
     THRESHOLD_SUFFIX,
@@ -187,7 +188,11 @@ def plain_state_dict(model_or_state_dict: StateDictLike) -> dict[str, torch.Tens
             if key.endswith(ORIG_SUFFIX):
                 base = key[: -len(ORIG_SUFFIX)]
                 effective = effective_from_state(
-                    tensor, source.get(base + THRESHOLD_SUFFIX), source.get(base + MASK_SUFFIX), name=base
+                    tensor,
+                    source.get(base + THRESHOLD_SUFFIX),
+                    source.get(base + MASK_SUFFIX),
+                    source.get(base + CENTRED_SUFFIX),
+                    name=base,
                 )
                 if effective is not None:
                     result[base] = effective.cpu()

@@ -5,11 +5,14 @@ For a weight ``w`` and one scalar threshold parameter ``r`` the effective weight
     w_c   = w - mean(w)                      # mean and std are statistics, not differentiated
     a     = clamp(r, 0, 5)
     b     = a * std(w_c) + 1e-6              # threshold in weight units
-    w_eff = hardshrink(w_c, b)               # w_c where |w_c| > b, else 0
+    w_eff = hardshrink(w_c, b)               # w_c where |w_c| > b, else 0   (centred=True, the paper)
+    w_eff = w * (|w_c| > b)                  # w where |w_c| > b, else 0     (centred=False)
 
-The backward pass is a straight-through estimator: ``d w_eff / d w = 1`` everywhere (pruned weights keep
-receiving gradient and can come back) and ``d w_eff / d a = -(std / b) * w_c`` on pruned weights, ``0`` on kept
-ones, so the task loss reaches ``r`` through the weights it currently prunes. The clamp of ``r`` passes its
+With ``centred=False`` the zeros are the same and the kept weights keep their own values, so a layer where
+nothing is pruned is unchanged (the paper's form shifts every kept weight by the mean). The backward pass is a
+straight-through estimator: ``d w_eff / d w = 1`` everywhere (pruned weights keep receiving gradient and can come
+back) and ``d w_eff / d a = -(std / b) * residual`` on pruned weights (``w_c``, or ``w`` when not centred), ``0``
+on kept ones, so the task loss reaches ``r`` through the weights it currently prunes. The clamp of ``r`` passes its
 gradient straight through (``d a / d r = 1``), so a threshold that leaves ``[0, 5]`` can return. Under a zero-mean
 Gaussian assumption the expected pruned fraction is ``erf(a / sqrt(2))`` (:func:`analytic_sparsity`).
 
@@ -111,34 +114,43 @@ def pruning_bound(r: torch.Tensor, std: float | torch.Tensor, dtype: torch.dtype
 
 
 def _shrink(
-    weight: torch.Tensor, r: torch.Tensor, keep_residual: bool = False
+    weight: torch.Tensor, r: torch.Tensor, keep_residual: bool = False, centred: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor | None, float | torch.Tensor, float | torch.Tensor]:
-    """Return (effective weight, pruned residual, mean, d w_eff / d r on pruned weights per unit of w_c), without
-    autograd.
+    """Return (effective weight, pruned residual, mean, d w_eff / d r on pruned weights per unit of residual),
+    without autograd.
 
-    The residual ``w_c - w_eff`` (``w_c`` on pruned weights, exactly 0 on kept ones) is made only on the CPU eager
-    path and only with ``keep_residual``: there it is cheapest right after the forward, while ``w_c`` is still in
-    cache (a backward pass rebuilding it from the weight costs two more passes over cold memory). Elsewhere it is
-    ``None`` and the backward rebuilds it, so no extra weight-sized tensor is held between forward and backward.
+    Which weights are zero is decided on the centred weight ``w_c`` either way; ``centred`` says what the kept ones
+    hold: ``w_c`` (the paper's ``hardshrink(w_c, b)``) or their own value ``w``. The residual is what pruning
+    removed (``w_c`` or ``w`` on pruned weights, exactly 0 on kept ones). It is made only on the CPU eager path and
+    only with ``keep_residual``: there it is cheapest right after the forward, while the weight is still in cache.
+    Elsewhere it is ``None`` and the backward rebuilds it, so no extra weight-sized tensor is held between forward
+    and backward.
 
     The last value is ``-std / b``, also outside the clamp range of ``r``: the clamp passes gradients straight
     through, so a threshold pushed below 0 (or above 5) can come back instead of being stuck with a zero gradient.
     """
     mean, std = pruning_statistics(weight)
-    centred = centre(weight, mean)
+    shifted = centre(weight, mean)
     if isinstance(std, float):
         r_value = float(r.item())
         bound = min(max(r_value, 0.0), MAX_THRESHOLD) * std + EPSILON
+        if not centred:
+            # 1 where |w_c| > b, else 0, by vectorised passes only (boolean masks are several times slower on CPU);
+            # times w it is w exactly on kept weights.
+            torch.ops.aten.hardshrink.out(shifted.abs_(), bound, out=shifted)
+            effective = shifted.sign_().mul_(weight).add_(0.0)  # + 0.0: pruned weights are +0.0, never -0.0
+            residual = weight - effective if keep_residual else None
+            return effective, residual, mean, -std / bound
         if keep_residual:
-            effective = torch.ops.aten.hardshrink(centred, bound)
-            return effective, centred.sub_(effective), mean, -std / bound
+            effective = torch.ops.aten.hardshrink(shifted, bound)
+            return effective, shifted.sub_(effective), mean, -std / bound
         # In place: one fresh buffer per call instead of two (fresh pages dominate the cost on CPU).
-        torch.ops.aten.hardshrink.out(centred, bound, out=centred)
-        return centred, None, mean, -std / bound
+        torch.ops.aten.hardshrink.out(shifted, bound, out=shifted)
+        return shifted, None, mean, -std / bound
     r = r.detach().to(weight.dtype)
     bound = pruning_bound(r, std, weight.dtype)
-    zero = torch.zeros((), dtype=centred.dtype, device=centred.device)
-    effective = torch.where(centred.abs() > bound, centred, zero)
+    zero = torch.zeros((), dtype=shifted.dtype, device=shifted.device)
+    effective = torch.where(shifted.abs() > bound, shifted if centred else weight, zero)
     return effective, None, mean, (-std / bound).float()
 
 
@@ -146,9 +158,9 @@ class _HardShrinkSTE(torch.autograd.Function):
     """Hard-shrink of the centred weight with a straight-through gradient for ``w`` and an exact one for ``r``."""
 
     @staticmethod
-    def forward(ctx, weight: torch.Tensor, r: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, weight: torch.Tensor, r: torch.Tensor, centred: bool) -> torch.Tensor:  # type: ignore[override]
         needs_threshold_grad = ctx.needs_input_grad[1]
-        effective, residual, mean, slope = _shrink(weight, r, keep_residual=needs_threshold_grad)
+        effective, residual, mean, slope = _shrink(weight, r, keep_residual=needs_threshold_grad, centred=centred)
         if needs_threshold_grad:
             ctx.has_residual = residual is not None
             if ctx.has_residual:
@@ -156,12 +168,13 @@ class _HardShrinkSTE(torch.autograd.Function):
             else:
                 ctx.save_for_backward(weight, effective)
                 ctx.mean = mean
+                ctx.centred = centred
             ctx.slope = slope
             ctx.r_dtype = r.dtype
         return effective
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:  # type: ignore[override]
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:  # type: ignore[override]
         grad_r = None
         if ctx.needs_input_grad[1]:
             if ctx.has_residual:  # CPU float path: the residual was made in the forward
@@ -169,19 +182,23 @@ class _HardShrinkSTE(torch.autograd.Function):
                 grad_r = torch.tensor(float(_dot(grad, residual)) * ctx.slope, dtype=ctx.r_dtype)
             else:
                 weight, effective = ctx.saved_tensors
-                # The pruned part of w_c, exactly: w_c - w_eff is bitwise 0 on kept weights (w_eff holds w_c's bits).
-                residual = centre(weight, ctx.mean) - effective
+                # What pruning removed, exactly: bitwise 0 on kept weights (w_eff holds the kept value's bits).
+                kept_from = centre(weight, ctx.mean) if ctx.centred else weight
+                residual = kept_from - effective
                 grad_r = (_dot(grad, residual) * ctx.slope).to(ctx.r_dtype)
         grad_weight = grad if ctx.needs_input_grad[0] else None
-        return grad_weight, grad_r
+        return grad_weight, grad_r, None
 
 
-def effective_weight(weight: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
-    """Apply the pruning operator: ``hardshrink(w - mean(w), clamp(r, 0, 5) * std + 1e-6)``.
+def effective_weight(weight: torch.Tensor, r: torch.Tensor, *, centred: bool = True) -> torch.Tensor:
+    """Apply the pruning operator: zero every weight with ``|w - mean(w)| <= clamp(r, 0, 5) * std + 1e-6``.
 
     Args:
         weight: floating tensor of any shape (the raw, trainable weight).
         r: 0-d floating tensor, the threshold in units of the weight's standard deviation.
+        centred: what the kept weights hold: ``w - mean(w)`` (the paper's ``hardshrink(w - mean(w), b)``, the
+            default of this function) or their own value ``w`` (what :func:`adasparse.sparsify` uses by default,
+            so that a pretrained layer is unchanged where nothing is pruned).
 
     Returns:
         The effective weight, same shape and dtype as ``weight``. When autograd is recording and either input
@@ -196,8 +213,8 @@ def effective_weight(weight: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
         0.9
     """
     if torch.is_grad_enabled() and (weight.requires_grad or r.requires_grad):
-        return _HardShrinkSTE.apply(weight, r)
-    return _shrink(weight.detach(), r.detach())[0]
+        return _HardShrinkSTE.apply(weight, r, centred)
+    return _shrink(weight.detach(), r.detach(), centred=centred)[0]
 
 
 class _FixedMask(torch.autograd.Function):

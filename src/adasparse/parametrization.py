@@ -27,6 +27,7 @@ from torch import nn
 from .operator import effective_weight, masked_weight
 
 __all__ = [
+    "CENTRED_SUFFIX",
     "MASK_SUFFIX",
     "ORIG_SUFFIX",
     "THRESHOLD_SUFFIX",
@@ -46,6 +47,9 @@ __all__ = [
 ORIG_SUFFIX = "_orig"
 THRESHOLD_SUFFIX = "_threshold"
 MASK_SUFFIX = "_mask"
+CENTRED_SUFFIX = "_centred"
+"""A 0-d boolean buffer: whether kept weights hold ``w - mean(w)`` (the paper) or ``w``. States written before it
+existed were centred."""
 
 _CLASS_CACHE: dict[tuple[type, tuple[str, ...]], type] = {}
 
@@ -72,6 +76,8 @@ def _rebuild(base: type, tensor_names: tuple[str, ...]) -> nn.Module:
 
 
 TASK_GRADIENT_ATTRIBUTE = "_adasparse_task_gradient"
+CENTRED_ATTRIBUTE = "_adasparse_centred"
+"""Per tensor name, the value of its ``<name>_centred`` buffer as a Python bool (read every forward, no sync)."""
 
 
 def _empty_mask(like: torch.Tensor) -> torch.Tensor:
@@ -89,7 +95,7 @@ def _make_property(name: str) -> property:
         mask = self._buffers[mask_key]
         if mask.numel():
             return masked_weight(params[orig_key], mask, r)
-        return effective_weight(params[orig_key], r)
+        return effective_weight(params[orig_key], r, centred=self.__dict__[CENTRED_ATTRIBUTE][name])
 
     def fset(self: nn.Module, value: Any) -> None:
         if not isinstance(value, nn.Parameter):
@@ -150,6 +156,19 @@ def _sparse_class(base: type, tensor_names: tuple[str, ...]) -> type:
                     f"{key}: a mask must be empty or of the weight's shape "
                     f"{tuple(self._parameters[name + ORIG_SUFFIX].shape)}, got {shape}"
                 )
+        centred = self.__dict__[CENTRED_ATTRIBUTE]
+        for name in tensor_names:
+            key = prefix + name + CENTRED_SUFFIX
+            value = state_dict.get(key)
+            if value is None:
+                self._buffers[name + CENTRED_SUFFIX].fill_(True)
+                absent.append(key)
+            elif isinstance(value, torch.Tensor) and value.numel() == 1:
+                self._buffers[name + CENTRED_SUFFIX].fill_(bool(value.reshape(())))
+            else:
+                error_msgs.append(f"{key}: must be a one-element tensor (True or False), got {value!r}")
+                continue
+            centred[name] = bool(self._buffers[name + CENTRED_SUFFIX])
         base._load_from_state_dict(
             self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
@@ -198,6 +217,7 @@ def attach(
     thresholds: dict[str, float],
     trainable: bool,
     task_gradient: bool = True,
+    centred: bool = True,
 ) -> None:
     """Sparsify the named tensors of one module in place.
 
@@ -208,6 +228,7 @@ def attach(
         trainable: whether the thresholds receive gradients.
         task_gradient: whether the gradient of the loss computed from the module's output reaches the thresholds
             (through the weights they prune); without it only the sparsity loss moves them.
+        centred: kept weights hold ``w - mean(w)`` (the paper) or their own value ``w``.
     """
     if is_sparsified(module):
         raise ValueError(
@@ -224,8 +245,11 @@ def attach(
         }
     _replace_parameters(module, mapping)
     for name in tensor_names:
-        module._buffers[name + MASK_SUFFIX] = _empty_mask(module._parameters[name + ORIG_SUFFIX])
+        raw = module._parameters[name + ORIG_SUFFIX]
+        module._buffers[name + MASK_SUFFIX] = _empty_mask(raw)
+        module._buffers[name + CENTRED_SUFFIX] = torch.tensor(bool(centred), device=raw.device)
     object.__setattr__(module, TASK_GRADIENT_ATTRIBUTE, bool(task_gradient))
+    object.__setattr__(module, CENTRED_ATTRIBUTE, dict.fromkeys(tensor_names, bool(centred)))
     module.__class__ = _sparse_class(type(module), tuple(tensor_names))
 
 
@@ -248,8 +272,10 @@ def detach(module: nn.Module, bake: bool = True) -> None:
         mapping[name + ORIG_SUFFIX] = {name: raw}
         mapping[name + THRESHOLD_SUFFIX] = {}
         module._buffers.pop(name + MASK_SUFFIX, None)
+        module._buffers.pop(name + CENTRED_SUFFIX, None)
     _replace_parameters(module, mapping)
     module.__dict__.pop(TASK_GRADIENT_ATTRIBUTE, None)
+    module.__dict__.pop(CENTRED_ATTRIBUTE, None)
     module.__class__ = original_class(module)
 
 
@@ -259,7 +285,9 @@ def _effective(module: nn.Module, name: str) -> torch.Tensor:
     r = module._parameters[name + THRESHOLD_SUFFIX]
     mask = module._buffers[name + MASK_SUFFIX]
     with torch.no_grad():
-        return masked_weight(raw, mask, r) if mask.numel() else effective_weight(raw, r)
+        if mask.numel():
+            return masked_weight(raw, mask, r)
+        return effective_weight(raw, r, centred=module.__dict__[CENTRED_ATTRIBUTE][name])
 
 
 @torch.no_grad()
@@ -280,13 +308,14 @@ def unfreeze(module: nn.Module, name: str) -> None:
 
 
 def effective_from_state(
-    orig: torch.Tensor, threshold: Any = None, mask: Any = None, *, name: str = "weight"
+    orig: torch.Tensor, threshold: Any = None, mask: Any = None, centred: Any = None, *, name: str = "weight"
 ) -> torch.Tensor | None:
     """The effective tensor a ``state_dict`` describes with ``<name>_orig`` and its companions, or ``None``.
 
     The one reading of the stored keys that reports and exports share: a mask of the weight's shape fixes the
     zeros (``orig * mask``: adasparse after :func:`freeze`, or ``torch.nn.utils.prune``); otherwise a one-element
-    ``<name>_threshold`` applies the pruning operator; anything else describes no pruned tensor.
+    ``<name>_threshold`` applies the pruning operator, centred unless ``<name>_centred`` says otherwise (states
+    written before that key existed were centred); anything else describes no pruned tensor.
 
     Raises:
         ValueError: a pruned ``orig`` that is not floating point (naming ``name``).
@@ -302,18 +331,19 @@ def effective_from_state(
             return orig.detach() * mask.detach()
         if orig.numel() == 0:
             return orig.detach().clone()
-        return effective_weight(orig.detach(), threshold.detach().reshape(()).to(orig.dtype))
+        shifted = not (isinstance(centred, torch.Tensor) and centred.numel() == 1 and not bool(centred.reshape(())))
+        return effective_weight(orig.detach(), threshold.detach().reshape(()).to(orig.dtype), centred=shifted)
 
 
 def is_companion_key(key: str, state: Any) -> bool:
     """Whether ``key`` of the mapping ``state`` is the threshold or mask of a pruned ``<name>_orig`` in it."""
-    for suffix in (THRESHOLD_SUFFIX, MASK_SUFFIX):
+    for suffix in (THRESHOLD_SUFFIX, MASK_SUFFIX, CENTRED_SUFFIX):
         if key.endswith(suffix):
             orig = state.get(key[: -len(suffix)] + ORIG_SUFFIX)
             companion = state[key]
             if not isinstance(orig, torch.Tensor) or not isinstance(companion, torch.Tensor):
                 return False
-            if suffix == THRESHOLD_SUFFIX:
+            if suffix in (THRESHOLD_SUFFIX, CENTRED_SUFFIX):
                 return companion.numel() == 1
             return companion.numel() == 0 or companion.shape == orig.shape
     return False

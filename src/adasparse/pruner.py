@@ -95,6 +95,11 @@ class PrunerConfig:
         0.01, "with threshold_update=optimizer: the thresholds' learning rate over the weights' (>= 0)"
     )
     task_gradient: bool = _option(True, "let the task loss move the thresholds through the weights they prune")
+    centred: bool = _option(
+        False,
+        "kept weights hold w - mean(w) as in the paper's hardshrink(w - mean(w), b) (True), or keep their own "
+        "values (False: a pretrained layer is unchanged where nothing is pruned)",
+    )
     dual_step: float = _option(DEFAULT_DUAL_STEP, "dual-ascent step of the constraint mode (> 0)")
     init_fraction: float = _option(
         0.6, "without a ramp: thresholds start at the Gaussian threshold of init_fraction * target (the paper: 0.6)"
@@ -124,7 +129,7 @@ class PrunerConfig:
         check_positive(self.dual_step, "dual_step")
         if not 0.0 <= check_nonnegative(self.init_fraction, "init_fraction") <= 1.0:
             raise ValueError(f"init_fraction must be in [0, 1], got {self.init_fraction!r}")
-        for name in ("correction", "calibrate", "task_gradient"):
+        for name in ("correction", "calibrate", "task_gradient", "centred"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
         return self
@@ -226,6 +231,7 @@ class Pruner:
             include=include,
             exclude=exclude,
             task_gradient=config.task_gradient,
+            centred=config.centred,
         )
         if example_input is not None and config.budget == "flops":
             costs = layer_macs(model, example_input, min_params=0)

@@ -10,7 +10,14 @@ import torch
 from torch import nn
 
 from .operator import analytic_sparsity_value
-from .parametrization import MASK_SUFFIX, ORIG_SUFFIX, THRESHOLD_SUFFIX, effective_from_state, pruned_tensors
+from .parametrization import (
+    CENTRED_SUFFIX,
+    MASK_SUFFIX,
+    ORIG_SUFFIX,
+    THRESHOLD_SUFFIX,
+    effective_from_state,
+    pruned_tensors,
+)
 from .selection import select_layers
 
 __all__ = [
@@ -270,7 +277,7 @@ def state_dict_report(state_dict: Mapping[str, torch.Tensor], *, min_params: int
             base = key[: -len(ORIG_SUFFIX)]
             threshold = state_dict.get(base + THRESHOLD_SUFFIX)
             mask = state_dict.get(base + MASK_SUFFIX)
-            effective = effective_from_state(tensor, threshold, mask, name=base)
+            effective = effective_from_state(tensor, threshold, mask, state_dict.get(base + CENTRED_SUFFIX), name=base)
             if effective is None:
                 continue
             _check_finite(base, tensor)
@@ -279,7 +286,9 @@ def state_dict_report(state_dict: Mapping[str, torch.Tensor], *, min_params: int
             if isinstance(threshold, torch.Tensor) and threshold.numel() == 1:
                 r = threshold.item()
                 analytic = analytic_sparsity_value(r)
-            companions = [k for k in (base + THRESHOLD_SUFFIX, base + MASK_SUFFIX) if k in state_dict]
+            companions = [
+                k for k in (base + THRESHOLD_SUFFIX, base + MASK_SUFFIX, base + CENTRED_SUFFIX) if k in state_dict
+            ]
             zeros = _count_zeros(effective)
             layers.append(LayerSparsity(base, "", tuple(tensor.shape), tensor.numel(), zeros, r, analytic))
             used.update((key, *companions))

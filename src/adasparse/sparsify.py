@@ -40,6 +40,7 @@ def sparsify(
     include: Selector | Iterable[Selector] | None = None,
     exclude: Selector | Iterable[Selector] | None = None,
     task_gradient: bool = True,
+    centred: bool = False,
 ) -> nn.Module:
     """Give every prunable layer of ``model`` a learned pruning threshold, in place.
 
@@ -58,6 +59,9 @@ def sparsify(
         exclude: the same, removing layers.
         task_gradient: let the task loss reach each ``r`` through the weights it prunes (the original method).
             ``False`` stops that gradient: the thresholds then move under the sparsity loss alone.
+        centred: kept weights hold ``w - mean(w)`` as in the paper's ``hardshrink(w - mean(w), b)``; the default
+            ``False`` keeps their own values (the zeros are the same), so a pretrained layer is unchanged where
+            nothing is pruned.
 
     Returns:
         ``model``.
@@ -98,7 +102,7 @@ def sparsify(
                 where = f"{layer.name}.{tensor_name}" if layer.name else tensor_name
                 raise ValueError(f"{where} has non-finite values (NaN or inf); cannot compute its threshold")
     for layer in layers:
-        attach(layer.module, layer.tensor_names, {t: r0 for t in layer.tensor_names}, trainable, task_gradient)
+        attach(layer.module, layer.tensor_names, {t: r0 for t in layer.tensor_names}, trainable, task_gradient, centred)
     return model
 
 

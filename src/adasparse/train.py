@@ -112,6 +112,7 @@ class TrainConfig:
     correction: bool = _PRUNER.correction
     ramp: float = _PRUNER.ramp
     task_gradient: bool = _PRUNER.task_gradient
+    centred: bool = _PRUNER.centred
     threshold_update: str = _PRUNER.threshold_update
     threshold_lr: float = _PRUNER.threshold_lr
     threshold_schedule: str = "constant"
@@ -148,6 +149,7 @@ class TrainConfig:
             threshold_lr=self.threshold_lr,
             threshold_lr_scale=self.threshold_lr_scale,
             task_gradient=self.task_gradient,
+            centred=self.centred,
             init_fraction=self.init_fraction,
             budget=self.budget,
         )
