@@ -10,10 +10,17 @@ from torch import nn
 
 from ._checks import check_fraction, check_nonnegative
 from .operator import MAX_THRESHOLD, threshold_for_sparsity
-from .parametrization import attach, detach, is_sparsified, pruned_tensors
+from .parametrization import attach, detach, is_sparsified, pruned_tensors, unfreeze
 from .selection import Selector, select_layers
 
-__all__ = ["INIT_FRACTION", "desparsify", "param_groups", "sparsify", "threshold_parameters"]
+__all__ = [
+    "INIT_FRACTION",
+    "desparsify",
+    "param_groups",
+    "reset_thresholds",
+    "sparsify",
+    "threshold_parameters",
+]
 
 INIT_FRACTION = 0.6
 """Trainable thresholds start at the Gaussian threshold of ``0.6 * target`` (the original recipe)."""
@@ -46,6 +53,9 @@ def sparsify(
     Each selected weight ``w`` (see :mod:`adasparse.selection` for which) is replaced in computation by
     ``hardshrink(w - mean(w), clamp(r, 0, 5) * std(w))`` with one trainable scalar ``r`` per tensor. Modules
     keep their class, ``forward`` and hooks; the raw weight becomes ``<name>_orig`` and ``r`` ``<name>_threshold``.
+
+    On a model built on the meta device the thresholds are created there too; after ``to_empty`` load a
+    sparsified ``state_dict``, or the raw weights followed by :func:`reset_thresholds`.
 
     Args:
         model: any ``nn.Module``; it is modified in place and returned.
@@ -94,6 +104,8 @@ def sparsify(
     for layer in layers:
         for tensor_name in layer.tensor_names:
             tensor = layer.module._parameters[tensor_name]
+            if tensor.is_meta:
+                continue  # no values yet: reset_thresholds checks them once they are loaded
             if not bool(torch.isfinite(tensor).all()):
                 where = f"{layer.name}.{tensor_name}" if layer.name else tensor_name
                 raise ValueError(f"{where} has non-finite values (NaN or inf); cannot compute its threshold")
@@ -126,6 +138,41 @@ def desparsify(model: nn.Module) -> nn.Module:
             raise ValueError(f"{pruned.name} has non-finite values (NaN or inf); training diverged")
     for module in modules:
         detach(module, bake=True)
+    return model
+
+
+def reset_thresholds(
+    model: nn.Module, target: float | None = None, *, init_threshold: float | None = None
+) -> nn.Module:
+    """Set every threshold of a sparsified model to the value :func:`sparsify` gives it, and let it decide again.
+
+    For a model sparsified on the meta device (``with torch.device("meta"): model = Net()``): ``to_empty``
+    allocates every parameter and buffer without values, so the thresholds hold arbitrary numbers. Either load a
+    ``state_dict`` of a sparsified model (it has the thresholds), or load the raw weights (``<name>_orig``) and then
+    call this with the ``target``/``init_threshold`` given to :func:`sparsify`. A threshold that does not require a
+    gradient (``trainable=False``) gets the fixed-threshold value. Fixed masks
+    (:func:`adasparse.parametrization.freeze`) are dropped.
+
+    Raises:
+        ValueError: a plain model, a weight still on the meta device or with non-finite values, bad arguments.
+    """
+    if target is not None:
+        target = check_fraction(target, "target")
+    pruned = pruned_tensors(model)
+    if not pruned:
+        raise ValueError("reset_thresholds needs a sparsified model: call adasparse.sparsify(model, ...) first")
+    for item in pruned:
+        if item.raw.is_meta:
+            raise ValueError(
+                f"{item.name} is on the meta device: call model.to_empty(device=...) and load the weights first"
+            )
+        if not bool(torch.isfinite(item.raw).all()):
+            raise ValueError(f"{item.name} has non-finite values (NaN or inf); cannot compute its threshold")
+    values = [_initial_threshold(target, init_threshold, item.threshold.requires_grad) for item in pruned]
+    with torch.no_grad():
+        for item, value in zip(pruned, values):
+            item.threshold.fill_(value)
+            unfreeze(item.module, item.tensor_name)
     return model
 
 

@@ -4,6 +4,9 @@ Each case failed before it was fixed (docs/reliability.md, "Models")."""
 
 from __future__ import annotations
 
+import copy
+
+import pytest
 import torch
 from torch import nn
 
@@ -14,6 +17,63 @@ def _outputs(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     model.eval()
     with torch.no_grad():
         return model(x)
+
+
+# -- meta device ----------------------------------------------------------------------------------------------------
+
+
+def _mlp() -> nn.Module:
+    return nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 32))
+
+
+def test_sparsify_on_meta_then_to_empty_and_load_a_sparsified_state() -> None:
+    torch.manual_seed(0)
+    reference = adasparse.sparsify(_mlp(), target=0.7)
+    with torch.no_grad():
+        next(adasparse.threshold_parameters(reference)).add_(0.5)
+    with torch.device("meta"):
+        model = _mlp()
+    adasparse.sparsify(model, target=0.7)
+    assert all(t.is_meta for t in adasparse.threshold_parameters(model))
+    model.to_empty(device="cpu")
+    model.load_state_dict(reference.state_dict())
+    x = torch.randn(8, 64)
+    assert torch.equal(_outputs(model, x), _outputs(reference, x))
+    report = adasparse.sparsity_report(model)
+    assert report.pruned_zeros == adasparse.sparsity_report(reference).pruned_zeros
+
+
+def test_sparsify_on_meta_then_real_weights_and_reset_thresholds() -> None:
+    torch.manual_seed(0)
+    plain = _mlp()
+    reference = adasparse.sparsify(copy.deepcopy(plain), target=0.7)
+    with torch.device("meta"):
+        model = _mlp()
+    adasparse.sparsify(model, target=0.7)
+    with pytest.raises(ValueError, match="meta"):
+        adasparse.reset_thresholds(model, target=0.7)
+    model.to_empty(device="cpu")
+    with torch.no_grad():
+        for module, source in zip(model, plain):
+            for name, value in source.named_parameters():
+                key = name + "_orig" if adasparse.is_sparsified(module) and name == "weight" else name
+                module._parameters[key].copy_(value)
+    adasparse.reset_thresholds(model, target=0.7)
+    for mine, theirs in zip(adasparse.threshold_parameters(model), adasparse.threshold_parameters(reference)):
+        assert torch.equal(mine, theirs) and mine.requires_grad
+    x = torch.randn(8, 64)
+    assert torch.equal(_outputs(model, x), _outputs(reference, x))
+
+
+def test_sparsify_inside_the_meta_device_context() -> None:
+    with torch.device("meta"):
+        model = adasparse.sparsify(_mlp(), target=0.7)
+        assert all(t.is_meta for t in adasparse.threshold_parameters(model))
+    reference = adasparse.sparsify(_mlp(), target=0.7)
+    model.to_empty(device="cpu")
+    model.load_state_dict(reference.state_dict())
+    x = torch.randn(8, 64)
+    assert torch.equal(_outputs(model, x), _outputs(reference, x))
 
 
 # -- zero-element weights -------------------------------------------------------------------------------------------
