@@ -133,7 +133,7 @@ def select_layers(
             if id(tensor) in seen:
                 warnings.warn(
                     f"{_label(name)}.{tensor_name} is the same Parameter as {seen[id(tensor)]} (tied weights); "
-                    "it is pruned once, in its first module",
+                    "it is selected once, and sparsify prunes it as one tensor for both modules",
                     stacklevel=3,
                 )
                 continue

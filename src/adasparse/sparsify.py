@@ -10,8 +10,17 @@ from torch import nn
 
 from ._checks import check_fraction, check_nonnegative
 from .operator import MAX_THRESHOLD, threshold_for_sparsity
-from .parametrization import attach, detach, is_sparsified, pruned_tensors, unfreeze
-from .selection import Selector, select_layers
+from .parametrization import (
+    attach,
+    attach_tied,
+    detach,
+    detach_tied,
+    is_sparsified,
+    is_tied_user,
+    pruned_tensors,
+    unfreeze,
+)
+from .selection import LayerSelection, Selector, _as_list, _label, _matches, select_layers
 
 __all__ = [
     "INIT_FRACTION",
@@ -37,6 +46,51 @@ def _initial_threshold(target: float | None, init_threshold: float | None, train
     return threshold_for_sparsity(INIT_FRACTION * target if trainable else target)
 
 
+def _qualified(module_name: str, tensor_name: str) -> str:
+    return f"{module_name}.{tensor_name}" if module_name else tensor_name
+
+
+def _tied_users(
+    model: nn.Module, layers: list[LayerSelection], exclude: Selector | Iterable[Selector] | None
+) -> list[tuple[nn.Module, dict[str, tuple[nn.Module, str]]]]:
+    """The other modules holding a selected ``Parameter`` (tied weights), with the owner of each such tensor.
+
+    Raises:
+        ValueError: a user that ``exclude`` names, or one that also owns pruned tensors (naming both modules).
+    """
+    owners = {
+        id(layer.module._parameters[t]): (layer.name, layer.module, t) for layer in layers for t in layer.tensor_names
+    }
+    selected = {id(layer.module) for layer in layers}
+    excludes = _as_list(exclude, "exclude")
+    users = []
+    for name, module in model.named_modules():
+        tied: dict[str, tuple[nn.Module, str]] = {}
+        for tensor_name, tensor in module._parameters.items():
+            if tensor is None or id(tensor) not in owners:
+                continue
+            owner_name, owner, owner_tensor = owners[id(tensor)]
+            if owner is module and owner_tensor == tensor_name:
+                continue
+            user, owned = _qualified(_label(name), tensor_name), _qualified(_label(owner_name), owner_tensor)
+            if id(module) in selected:
+                raise ValueError(
+                    f"{user} is the same Parameter as {owned} (tied weights) and {_label(name)!r} has pruned tensors "
+                    "of its own: a module cannot both own pruned tensors and share another's; exclude one of "
+                    f"{_label(owner_name)!r} and {_label(name)!r}"
+                )
+            if any(_matches(selector, module, name) for selector in excludes):
+                raise ValueError(
+                    f"{user} is the same Parameter as {owned} (tied weights), but {_label(name)!r} is excluded: a "
+                    f"shared weight is pruned for every module using it; exclude both {_label(owner_name)!r} and "
+                    f"{_label(name)!r}, or neither"
+                )
+            tied[tensor_name] = (owner, owner_tensor)
+        if tied:
+            users.append((module, tied))
+    return users
+
+
 def sparsify(
     model: nn.Module,
     target: float | None = None,
@@ -54,7 +108,8 @@ def sparsify(
     ``hardshrink(w - mean(w), clamp(r, 0, 5) * std(w))`` with one trainable scalar ``r`` per tensor. Modules
     keep their class, ``forward`` and hooks; the raw weight becomes ``<name>_orig`` and ``r`` ``<name>_threshold``.
 
-    On a model built on the meta device the thresholds are created there too; after ``to_empty`` load a
+    A weight shared by several modules (tied embedding and LM head) is one pruned tensor that every module using it
+    sees. On a model built on the meta device the thresholds are created there too; after ``to_empty`` load a
     sparsified ``state_dict``, or the raw weights followed by :func:`reset_thresholds`.
 
     Args:
@@ -74,7 +129,7 @@ def sparsify(
 
     Raises:
         ValueError: bad ``target``/``init_threshold``/``min_params``, an already sparsified model, no prunable
-            layer, non-finite weights.
+            layer, non-finite weights, a shared weight with one of its modules excluded.
         TypeError: a selected weight that is not floating point.
 
     Example::
@@ -109,8 +164,11 @@ def sparsify(
             if not bool(torch.isfinite(tensor).all()):
                 where = f"{layer.name}.{tensor_name}" if layer.name else tensor_name
                 raise ValueError(f"{where} has non-finite values (NaN or inf); cannot compute its threshold")
+    users = _tied_users(model, layers, exclude)
     for layer in layers:
         attach(layer.module, layer.tensor_names, {t: r0 for t in layer.tensor_names}, trainable, task_gradient)
+    for module, owners in users:
+        attach_tied(module, owners)
     return model
 
 
@@ -136,6 +194,9 @@ def desparsify(model: nn.Module) -> nn.Module:
     for pruned in pruned_tensors(model):
         if not bool(torch.isfinite(pruned.raw).all()):
             raise ValueError(f"{pruned.name} has non-finite values (NaN or inf); training diverged")
+    # Tied users first: they take back the owner's raw Parameter, which the owner then bakes exactly once.
+    for module in [module for module in model.modules() if is_tied_user(module)]:
+        detach_tied(module)
     for module in modules:
         detach(module, bake=True)
     return model
