@@ -117,6 +117,13 @@ def _checkpoints(work: Path) -> dict[str, Path]:
     return files
 
 
+def _tied_lm() -> nn.Module:
+    """An embedding and a language-model head sharing one weight."""
+    model = nn.Sequential(nn.Embedding(100, 32), nn.Linear(32, 100, bias=False))
+    model[1].weight = model[0].weight
+    return model
+
+
 def _cases(work: Path) -> list[tuple[str, Callable[[], tuple[str, str]]]]:
     truncated = work / "truncated.pt"
     buffer = io.BytesIO()
@@ -133,6 +140,8 @@ def _cases(work: Path) -> list[tuple[str, Callable[[], tuple[str, str]]]]:
     odd = _checkpoints(work)
     linear = nn.Linear(100, 100)
     sparse = adasparse.sparsify(nn.Linear(100, 100), target=0.5)
+    with torch.device("meta"):
+        meta_sparse = adasparse.sparsify(nn.Sequential(nn.Linear(100, 100)), target=0.5)
     nan_model = nn.Linear(100, 100)
     with torch.no_grad():
         nan_model.weight[0, 0] = float("nan")
@@ -198,6 +207,14 @@ def _cases(work: Path) -> list[tuple[str, Callable[[], tuple[str, str]]]]:
         (
             "`sparsify` of a lazy module before its first forward",
             lambda: _api(lambda: adasparse.sparsify(nn.Sequential(nn.LazyLinear(100)), target=0.5)),
+        ),
+        (
+            "`sparsify(..., exclude=nn.Embedding)` of an embedding tied to its LM head",
+            lambda: _api(lambda: adasparse.sparsify(_tied_lm(), target=0.5, exclude=nn.Embedding)),
+        ),
+        (
+            "`reset_thresholds` of a model still on the meta device",
+            lambda: _api(lambda: adasparse.reset_thresholds(meta_sparse, target=0.5)),
         ),
         ("`SparsityLoss` on a plain model", lambda: _api(lambda: adasparse.SparsityLoss(linear, target=0.9))),
         (

@@ -29,7 +29,7 @@ from .parametrization import PrunedTensor, is_sparsified, original_class, pruned
 from .pruner import Pruner, PrunerConfig, PrunerResult
 from .report import LayerSparsity, SparsityReport, sparsity_report, state_dict_report
 from .selection import select_layers
-from .sparsify import desparsify, param_groups, sparsify, threshold_parameters
+from .sparsify import desparsify, param_groups, reset_thresholds, sparsify, threshold_parameters
 
 __all__ = [
     "CalibrationResult",
@@ -57,6 +57,7 @@ __all__ = [
     "original_class",
     "param_groups",
     "pruned_tensors",
+    "reset_thresholds",
     "save_sparse",
     "schedules",
     "select_layers",

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .parametrization import pruned_tensors
+from .parametrization import pruned_tensors, tied_users
 from .selection import select_layers
 
 __all__ = ["layer_macs"]
@@ -22,6 +22,8 @@ def _macs(
     module: nn.Module, tensor_name: str, numel: int, inputs: list[torch.Tensor], output: Any, batch: int
 ) -> float:
     """Multiply-accumulates one example spends on one weight tensor."""
+    if isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
+        return 0.0  # a lookup (its weight may be tied to a head that does the multiplications)
     if isinstance(module, nn.modules.conv._ConvTransposeNd):
         return float(numel * inputs[0].shape[2:].numel())  # every input position scatters through the kernel
     if isinstance(module, nn.modules.conv._ConvNd):
@@ -78,7 +80,24 @@ def layer_macs(model: nn.Module, example_input: Any, *, min_params: int = 1000) 
         query = args[0] if args else kwargs["query"]
         query_tokens[id(module.out_proj)] = _tokens(query, batch)
 
+    # A shared (tied) tensor costs what every module using it spends on it.
+    owner_names = {(id(p.module), p.tensor_name): p.name for p in pruned}
+    tied = [
+        (user, tensor_name, owner_names[(id(owner), owner_tensor)], next(t[3] for t in targets if t[0] is owner))
+        for _, user, tensor_name, owner, owner_tensor in tied_users(model)
+    ]
+    tied_costs: dict[tuple[int, str], float] = {}
+
+    def tied_recorder(tensor_name: str, name: str, numel: int):
+        def hook(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+            tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
+            out = output if isinstance(output, torch.Tensor) else output[0]
+            tied_costs[(id(module), name)] = _macs(module, tensor_name, numel, tensors, out, batch)
+
+        return hook
+
     handles = [m.register_forward_hook(recorder(t, n, k), with_kwargs=True) for m, t, n, k in targets]
+    handles += [m.register_forward_hook(tied_recorder(t, n, k), with_kwargs=True) for m, t, n, k in tied]
     handles += [
         m.register_forward_hook(attention_hook, with_kwargs=True)
         for m in model.modules()
@@ -96,6 +115,9 @@ def layer_macs(model: nn.Module, example_input: Any, *, min_params: int = 1000) 
     for module, _, name, numel in targets:
         if name not in costs and id(module) in query_tokens:
             costs[name] = float(numel * query_tokens[id(module)])
+    for (_, name), cost in tied_costs.items():
+        if name in costs:
+            costs[name] += cost
     missing = [name for _, _, name, _ in targets if name not in costs]
     if missing:
         raise ValueError(f"these layers did not run in the forward pass: {', '.join(missing)}")

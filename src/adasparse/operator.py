@@ -275,5 +275,6 @@ def threshold_for_sparsity(sparsity: float) -> float:
     """
     if not isinstance(sparsity, (int, float)) or not (0.0 <= float(sparsity) < 1.0):
         raise ValueError(f"sparsity must be a number in [0, 1), got {sparsity!r}")
-    value = math.sqrt(2.0) * torch.erfinv(torch.tensor(float(sparsity), dtype=torch.float64)).item()
+    # On the CPU explicitly: under ``with torch.device("meta")`` a bare tensor would have no value to read.
+    value = math.sqrt(2.0) * torch.erfinv(torch.tensor(float(sparsity), dtype=torch.float64, device="cpu")).item()
     return min(value, MAX_THRESHOLD)

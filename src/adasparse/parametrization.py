@@ -14,6 +14,14 @@ module keeps its class for ``isinstance``, its own ``forward``, its hooks and ev
 - instances pickle (and so ``torch.save(model)`` works): they reduce to a rebuild of the cached subclass;
 - the subclass keeps the name, qualified name and module of the original class (``repr``, ``torch.fx`` leaf
   detection and class-name checks see the original layer).
+
+Shared (tied) weights: a ``Parameter`` used by several modules (an embedding and its language-model head) is one
+pruned tensor. Its owner (the module :func:`adasparse.sparsify` selected) carries the operator as above; every other
+module using it is a *tied user* (:func:`attach_tied`): its class is swapped too, its entry in ``_parameters`` is
+kept as ``None`` (so it has no ``state_dict`` key of its own) and its ``weight`` property returns the owner's
+effective weight, read through a reference to the owner. Every user therefore sees the same pruned weight, with one
+threshold and one mask, and the tie survives ``.to()``, ``to_empty``, ``deepcopy`` and pickling (which replace
+buffers, and with ``to_empty`` parameters, module by module).
 """
 
 from __future__ import annotations
@@ -33,15 +41,19 @@ __all__ = [
     "THRESHOLD_SUFFIX",
     "PrunedTensor",
     "attach",
+    "attach_tied",
     "detach",
+    "detach_tied",
     "effective_from_state",
     "freeze",
     "is_companion_key",
     "unfreeze",
     "is_sparsified",
+    "is_tied_user",
     "original_class",
     "pruned_tensors",
     "sparsified_tensor_names",
+    "tied_users",
 ]
 
 ORIG_SUFFIX = "_orig"
@@ -57,6 +69,11 @@ _CLASS_CACHE: dict[tuple[type, tuple[str, ...]], type] = {}
 def is_sparsified(module: nn.Module) -> bool:
     """Whether ``module`` itself (not its children) carries the pruning operator."""
     return getattr(type(module), "_adasparse_tensors", None) is not None
+
+
+def is_tied_user(module: nn.Module) -> bool:
+    """Whether ``module`` uses a pruned tensor that another module owns (see :func:`attach_tied`)."""
+    return getattr(type(module), "_adasparse_tied", None) is not None
 
 
 def sparsified_tensor_names(module: nn.Module) -> tuple[str, ...]:
@@ -78,6 +95,8 @@ def _rebuild(base: type, tensor_names: tuple[str, ...]) -> nn.Module:
 TASK_GRADIENT_ATTRIBUTE = "_adasparse_task_gradient"
 CENTRED_ATTRIBUTE = "_adasparse_centred"
 """Per tensor name, the value of its ``<name>_centred`` buffer as a Python bool (read every forward, no sync)."""
+TIED_ATTRIBUTE = "_adasparse_tied_to"
+_TIED_CACHE: dict[tuple[type, tuple[str, ...]], type] = {}
 
 
 def _empty_mask(like: torch.Tensor) -> torch.Tensor:
@@ -199,6 +218,63 @@ def _sparse_class(base: type, tensor_names: tuple[str, ...]) -> type:
     return cls
 
 
+def _rebuild_tied(base: type, tensor_names: tuple[str, ...]) -> nn.Module:
+    """Unpickling entry point of a tied user (see :func:`_rebuild`)."""
+    cls = _tied_class(base, tensor_names)
+    return cls.__new__(cls)
+
+
+def _make_tied_property(name: str) -> property:
+    def fget(self: nn.Module) -> torch.Tensor:
+        owner, owner_name = self.__dict__[TIED_ATTRIBUTE][name]
+        return getattr(owner, owner_name)
+
+    def fset(self: nn.Module, value: Any) -> None:
+        raise TypeError(
+            f"cannot assign to {name!r}: it is a pruned weight shared with another module (tied weights); "
+            "assign the owner's weight, or call desparsify first"
+        )
+
+    return property(fget, fset, doc=f"Effective (pruned) {name}, shared with the module that owns it.")
+
+
+def _tied_class(base: type, tensor_names: tuple[str, ...]) -> type:
+    key = (base, tensor_names)
+    cls = _TIED_CACHE.get(key)
+    if cls is not None:
+        return cls
+
+    def __setattr__(self: nn.Module, attr: str, value: Any) -> None:
+        if attr in tensor_names:
+            object.__setattr__(self, attr, value)  # the property's setter (refuses)
+        else:
+            base.__setattr__(self, attr, value)
+
+    def __reduce_ex__(self: nn.Module, protocol: int) -> tuple:
+        return (_rebuild_tied, (base, tensor_names), self.__getstate__())
+
+    def extra_repr(self: nn.Module) -> str:
+        text = base.extra_repr(self)
+        tied = ", ".join(tensor_names)
+        return f"{text}, tied=({tied})" if text else f"tied=({tied})"
+
+    namespace: dict[str, Any] = {
+        "_adasparse_tied": tensor_names,
+        "_adasparse_base": base,
+        "__setattr__": __setattr__,
+        "__reduce_ex__": __reduce_ex__,
+        "extra_repr": extra_repr,
+        "__module__": base.__module__,
+        "__qualname__": base.__qualname__,
+        "__doc__": base.__doc__,
+    }
+    for name in tensor_names:
+        namespace[name] = _make_tied_property(name)
+    cls = type(base.__name__, (base,), namespace)
+    _TIED_CACHE[key] = cls
+    return cls
+
+
 def _replace_parameters(module: nn.Module, mapping: dict[str, dict[str, nn.Parameter]]) -> None:
     """Rebuild ``module._parameters`` in order, replacing each key of ``mapping`` by the parameters it maps to."""
     rebuilt: dict[str, nn.Parameter | None] = {}
@@ -277,6 +353,45 @@ def detach(module: nn.Module, bake: bool = True) -> None:
     module.__dict__.pop(TASK_GRADIENT_ATTRIBUTE, None)
     module.__dict__.pop(CENTRED_ATTRIBUTE, None)
     module.__class__ = original_class(module)
+
+
+def attach_tied(module: nn.Module, owners: dict[str, tuple[nn.Module, str]]) -> None:
+    """Make the named tensors of ``module`` read the pruned tensors of their owners (tied weights), in place.
+
+    Args:
+        module: a plain module whose ``_parameters[name]`` is the very ``Parameter`` its owner prunes.
+        owners: per tensor name, ``(owner module, owner tensor name)``; the owner is sparsified (:func:`attach`).
+    """
+    if is_sparsified(module) or is_tied_user(module):
+        raise ValueError(f"{type(module).__name__} is already sparsified or tied")
+    for name, (owner, owner_name) in owners.items():
+        if module._parameters.get(name) is not owner._parameters.get(owner_name + ORIG_SUFFIX):
+            raise ValueError(f"{type(module).__name__}.{name} is not the Parameter its owner prunes")
+    for name in owners:
+        module._parameters[name] = None  # keeps the key order; no state_dict key while the owner holds the tensor
+    object.__setattr__(module, TIED_ATTRIBUTE, dict(owners))
+    module.__class__ = _tied_class(type(module), tuple(owners))
+
+
+def detach_tied(module: nn.Module) -> None:
+    """Give a tied user back its plain class and the owner's raw ``Parameter`` (whatever the owner holds now)."""
+    owners = module.__dict__.get(TIED_ATTRIBUTE)
+    if not is_tied_user(module) or owners is None:
+        raise ValueError(f"{type(module).__name__} is not a tied user")
+    for name, (owner, owner_name) in owners.items():
+        module._parameters[name] = owner._parameters[owner_name + ORIG_SUFFIX]
+    module.__dict__.pop(TIED_ATTRIBUTE, None)
+    module.__class__ = original_class(module)
+
+
+def tied_users(model: nn.Module) -> list[tuple[str, nn.Module, str, nn.Module, str]]:
+    """Every tied user tensor of ``model``: ``(module name, module, tensor name, owner module, owner tensor name)``."""
+    return [
+        (module_name, module, name, owner, owner_name)
+        for module_name, module in model.named_modules()
+        if is_tied_user(module)
+        for name, (owner, owner_name) in module.__dict__[TIED_ATTRIBUTE].items()
+    ]
 
 
 def _effective(module: nn.Module, name: str) -> torch.Tensor:

@@ -1,6 +1,7 @@
 """Which layers (and which of their tensors) get a pruning threshold.
 
-By default every module of a known prunable kind whose weight has at least ``min_params`` elements:
+By default every module of a known prunable kind whose weight has at least ``min_params`` elements (and at least
+one: a zero-element weight has nothing to prune):
 ``nn.Linear`` and its subclasses, every convolution and transposed convolution (``nn.modules.conv._ConvNd``),
 ``nn.Bilinear`` and ``nn.MultiheadAttention`` (its packed ``in_proj_weight``, or ``q/k/v_proj_weight`` when the
 key/value dimensions differ; its ``out_proj`` is an ``nn.Linear`` child and is selected as one).
@@ -127,12 +128,12 @@ def select_layers(
             if chosen_name is None:
                 continue
             tensor = module._parameters[tensor_name]
-            if tensor.numel() < min_params:
+            if tensor.numel() < min_params or tensor.numel() == 0:  # nothing to prune in a zero-element tensor
                 continue
             if id(tensor) in seen:
                 warnings.warn(
                     f"{_label(name)}.{tensor_name} is the same Parameter as {seen[id(tensor)]} (tied weights); "
-                    "it is pruned once, in its first module",
+                    "it is selected once, and sparsify prunes it as one tensor for both modules",
                     stacklevel=3,
                 )
                 continue

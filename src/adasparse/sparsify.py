@@ -10,10 +10,26 @@ from torch import nn
 
 from ._checks import check_fraction, check_nonnegative
 from .operator import MAX_THRESHOLD, threshold_for_sparsity
-from .parametrization import attach, detach, is_sparsified, pruned_tensors
-from .selection import Selector, select_layers
+from .parametrization import (
+    attach,
+    attach_tied,
+    detach,
+    detach_tied,
+    is_sparsified,
+    is_tied_user,
+    pruned_tensors,
+    unfreeze,
+)
+from .selection import LayerSelection, Selector, _as_list, _label, _matches, select_layers
 
-__all__ = ["INIT_FRACTION", "desparsify", "param_groups", "sparsify", "threshold_parameters"]
+__all__ = [
+    "INIT_FRACTION",
+    "desparsify",
+    "param_groups",
+    "reset_thresholds",
+    "sparsify",
+    "threshold_parameters",
+]
 
 INIT_FRACTION = 0.6
 """Trainable thresholds start at the Gaussian threshold of ``0.6 * target`` (the original recipe)."""
@@ -28,6 +44,51 @@ def _initial_threshold(target: float | None, init_threshold: float | None, train
     if target is None:
         raise ValueError("sparsify needs target (a sparsity in [0, 1)) or init_threshold (an r in [0, 5])")
     return threshold_for_sparsity(INIT_FRACTION * target if trainable else target)
+
+
+def _qualified(module_name: str, tensor_name: str) -> str:
+    return f"{module_name}.{tensor_name}" if module_name else tensor_name
+
+
+def _tied_users(
+    model: nn.Module, layers: list[LayerSelection], exclude: Selector | Iterable[Selector] | None
+) -> list[tuple[nn.Module, dict[str, tuple[nn.Module, str]]]]:
+    """The other modules holding a selected ``Parameter`` (tied weights), with the owner of each such tensor.
+
+    Raises:
+        ValueError: a user that ``exclude`` names, or one that also owns pruned tensors (naming both modules).
+    """
+    owners = {
+        id(layer.module._parameters[t]): (layer.name, layer.module, t) for layer in layers for t in layer.tensor_names
+    }
+    selected = {id(layer.module) for layer in layers}
+    excludes = _as_list(exclude, "exclude")
+    users = []
+    for name, module in model.named_modules():
+        tied: dict[str, tuple[nn.Module, str]] = {}
+        for tensor_name, tensor in module._parameters.items():
+            if tensor is None or id(tensor) not in owners:
+                continue
+            owner_name, owner, owner_tensor = owners[id(tensor)]
+            if owner is module and owner_tensor == tensor_name:
+                continue
+            user, owned = _qualified(_label(name), tensor_name), _qualified(_label(owner_name), owner_tensor)
+            if id(module) in selected:
+                raise ValueError(
+                    f"{user} is the same Parameter as {owned} (tied weights) and {_label(name)!r} has pruned tensors "
+                    "of its own: a module cannot both own pruned tensors and share another's; exclude one of "
+                    f"{_label(owner_name)!r} and {_label(name)!r}"
+                )
+            if any(_matches(selector, module, name) for selector in excludes):
+                raise ValueError(
+                    f"{user} is the same Parameter as {owned} (tied weights), but {_label(name)!r} is excluded: a "
+                    f"shared weight is pruned for every module using it; exclude both {_label(owner_name)!r} and "
+                    f"{_label(name)!r}, or neither"
+                )
+            tied[tensor_name] = (owner, owner_tensor)
+        if tied:
+            users.append((module, tied))
+    return users
 
 
 def sparsify(
@@ -47,6 +108,10 @@ def sparsify(
     Each selected weight ``w`` (see :mod:`adasparse.selection` for which) is replaced in computation by
     ``hardshrink(w - mean(w), clamp(r, 0, 5) * std(w))`` with one trainable scalar ``r`` per tensor. Modules
     keep their class, ``forward`` and hooks; the raw weight becomes ``<name>_orig`` and ``r`` ``<name>_threshold``.
+
+    A weight shared by several modules (tied embedding and LM head) is one pruned tensor that every module using it
+    sees. On a model built on the meta device the thresholds are created there too; after ``to_empty`` load a
+    sparsified ``state_dict``, or the raw weights followed by :func:`reset_thresholds`.
 
     Args:
         model: any ``nn.Module``; it is modified in place and returned.
@@ -68,7 +133,7 @@ def sparsify(
 
     Raises:
         ValueError: bad ``target``/``init_threshold``/``min_params``, an already sparsified model, no prunable
-            layer, non-finite weights.
+            layer, non-finite weights, a shared weight with one of its modules excluded.
         TypeError: a selected weight that is not floating point.
 
     Example::
@@ -98,11 +163,16 @@ def sparsify(
     for layer in layers:
         for tensor_name in layer.tensor_names:
             tensor = layer.module._parameters[tensor_name]
+            if tensor.is_meta:
+                continue  # no values yet: reset_thresholds checks them once they are loaded
             if not bool(torch.isfinite(tensor).all()):
                 where = f"{layer.name}.{tensor_name}" if layer.name else tensor_name
                 raise ValueError(f"{where} has non-finite values (NaN or inf); cannot compute its threshold")
+    users = _tied_users(model, layers, exclude)
     for layer in layers:
         attach(layer.module, layer.tensor_names, {t: r0 for t in layer.tensor_names}, trainable, task_gradient, centred)
+    for module, owners in users:
+        attach_tied(module, owners)
     return model
 
 
@@ -128,8 +198,46 @@ def desparsify(model: nn.Module) -> nn.Module:
     for pruned in pruned_tensors(model):
         if not bool(torch.isfinite(pruned.raw).all()):
             raise ValueError(f"{pruned.name} has non-finite values (NaN or inf); training diverged")
+    # Tied users first: they take back the owner's raw Parameter, which the owner then bakes exactly once.
+    for module in [module for module in model.modules() if is_tied_user(module)]:
+        detach_tied(module)
     for module in modules:
         detach(module, bake=True)
+    return model
+
+
+def reset_thresholds(
+    model: nn.Module, target: float | None = None, *, init_threshold: float | None = None
+) -> nn.Module:
+    """Set every threshold of a sparsified model to the value :func:`sparsify` gives it, and let it decide again.
+
+    For a model sparsified on the meta device (``with torch.device("meta"): model = Net()``): ``to_empty``
+    allocates every parameter and buffer without values, so the thresholds hold arbitrary numbers. Either load a
+    ``state_dict`` of a sparsified model (it has the thresholds), or load the raw weights (``<name>_orig``) and then
+    call this with the ``target``/``init_threshold`` given to :func:`sparsify`. A threshold that does not require a
+    gradient (``trainable=False``) gets the fixed-threshold value. Fixed masks
+    (:func:`adasparse.parametrization.freeze`) are dropped.
+
+    Raises:
+        ValueError: a plain model, a weight still on the meta device or with non-finite values, bad arguments.
+    """
+    if target is not None:
+        target = check_fraction(target, "target")
+    pruned = pruned_tensors(model)
+    if not pruned:
+        raise ValueError("reset_thresholds needs a sparsified model: call adasparse.sparsify(model, ...) first")
+    for item in pruned:
+        if item.raw.is_meta:
+            raise ValueError(
+                f"{item.name} is on the meta device: call model.to_empty(device=...) and load the weights first"
+            )
+        if not bool(torch.isfinite(item.raw).all()):
+            raise ValueError(f"{item.name} has non-finite values (NaN or inf); cannot compute its threshold")
+    values = [_initial_threshold(target, init_threshold, item.threshold.requires_grad) for item in pruned]
+    with torch.no_grad():
+        for item, value in zip(pruned, values):
+            item.threshold.fill_(value)
+            unfreeze(item.module, item.tensor_name)
     return model
 
 
