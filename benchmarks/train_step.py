@@ -59,10 +59,12 @@ STEP_SHARE = {"MLP 784-300-100-10": 1.0, "CNN conv32-conv64-pool-fc": 0.125}
 """Share of ``--steps`` each case runs per repeat: a CNN step is ~40x an MLP step and its ratios vary less."""
 
 
-VARIANTS = ("dense", "adaptive", "projection", "fixed", "torch.nn.utils.prune", "adaptive, copy operator")
+VARIANTS = ("dense", "adaptive", "projection", "Pruner", "fixed", "torch.nn.utils.prune", "adaptive, copy operator")
 """What is timed: the dense model; adasparse with learned thresholds and the adaptive loss (the loop of the
 README quickstart); adasparse's default controller (``mode="projection"``: zero loss term, thresholds projected in
-``criterion.step()``); adasparse with fixed thresholds (``trainable=False``, no loss: the operator alone);
+``criterion.step()``); ``adasparse.Pruner`` with its defaults in the pruning phase (the projection, the thresholds'
+own Adam step, the unreached-layer check; no ramp, so the budget is the full target from the first step);
+adasparse with fixed thresholds (``trainable=False``, no loss: the operator alone);
 ``torch.nn.utils.prune`` L1 masks (a fixed mask multiplied in; nothing learned); and a lower bound that is not a
 usable method: the adaptive setup with the operator replaced by a plain copy of the weight (identity gradient, no
 gradient for the thresholds), i.e. what the loss, the thresholds in the optimizer and one materialised weight
@@ -81,17 +83,25 @@ class _CopyOperator(torch.autograd.Function):
         return grad, None
 
 
+def _copy_operator(weight: torch.Tensor, r: torch.Tensor, centred: bool = False) -> torch.Tensor:
+    return _CopyOperator.apply(weight, r)
+
+
 class _Setup:
     def __init__(
         self,
         model: nn.Module,
-        criterion: adasparse.SparsityLoss | None = None,
-        operator: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        criterion: adasparse.SparsityLoss | adasparse.Pruner | None = None,
+        operator: Callable[..., torch.Tensor] | None = None,
     ) -> None:
         self.model = model
         self.criterion = criterion
         self.operator = operator
-        self.optimizer = torch.optim.SGD(adasparse.param_groups(model, lr=0.01, weight_decay=5e-4), momentum=0.9)
+        if isinstance(criterion, adasparse.Pruner):
+            groups = criterion.param_groups(lr=0.01, weight_decay=5e-4)
+        else:
+            groups = adasparse.param_groups(model, lr=0.01, weight_decay=5e-4)
+        self.optimizer = torch.optim.SGD(groups, momentum=0.9)
 
 
 def _setup(variant: str, make: Callable[[], nn.Module]) -> _Setup:
@@ -106,10 +116,12 @@ def _setup(variant: str, make: Callable[[], nn.Module]) -> _Setup:
         return _Setup(model)
     if variant == "fixed":
         return _Setup(adasparse.sparsify(model, target=0.9, trainable=False))
+    if variant == "Pruner":
+        return _Setup(model, adasparse.Pruner(model, target=0.9, total_steps=10**9, ramp=0.0))
     model = adasparse.sparsify(model, target=0.9)
     if variant.startswith("adaptive"):
         criterion = adasparse.SparsityLoss(model, target=0.9, mode="adaptive", weight=10.0)
-        return _Setup(model, criterion, _CopyOperator.apply if variant.endswith("copy operator") else None)
+        return _Setup(model, criterion, _copy_operator if variant.endswith("copy operator") else None)
     return _Setup(model, adasparse.SparsityLoss(model, target=0.9, mode="projection", correction=True))
 
 
@@ -128,7 +140,9 @@ def measure(case: str, steps: int, warmup: int = 20) -> dict[str, float]:
             start = time.perf_counter()
             setup.optimizer.zero_grad(set_to_none=True)
             loss = F.cross_entropy(setup.model(x), y)
-            if setup.criterion is not None:
+            if isinstance(setup.criterion, adasparse.Pruner):
+                loss = loss + setup.criterion.loss()
+            elif setup.criterion is not None:
                 loss = loss + setup.criterion()
             loss.backward()
             setup.optimizer.step()

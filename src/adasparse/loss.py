@@ -451,7 +451,8 @@ class SparsityLoss:
         Raises:
             ValueError: a threshold or weight is NaN or infinite (the training diverged), naming the layer.
         """
-        self._check_finite()
+        # Thresholds every step; the weights (a pass over all of them) every correction_interval steps.
+        self._check_finite(weights=self._steps % self.correction_interval == 0)
         self.clamp_thresholds()
         if self.mode != "projection":
             return
@@ -470,15 +471,15 @@ class SparsityLoss:
                 r.clamp_(0.0, MAX_THRESHOLD)
 
     @torch.no_grad()
-    def _check_finite(self) -> None:
-        """``ValueError`` naming the first layer whose threshold or weights are NaN or infinite.
+    def _check_finite(self, weights: bool = True) -> None:
+        """``ValueError`` naming the first layer whose threshold (or, with ``weights``, weights) are NaN or infinite.
 
-        A NaN or inf anywhere makes the sum of all weights and thresholds non-finite: one reduction per layer and
-        one host sync per call; the per-layer search runs only then.
+        A NaN or inf anywhere makes the sum non-finite: one reduction per tensor and one host sync per call; the
+        per-layer search runs only then.
         """
         total: torch.Tensor | None = None
         for pruned in self._tensors:
-            part = pruned.raw.sum() + pruned.threshold.sum()
+            part = pruned.raw.sum() + pruned.threshold.sum() if weights else pruned.threshold.sum()
             total = part if total is None else total + part
         if total is None or math.isfinite(float(total)):
             return
@@ -488,7 +489,7 @@ class SparsityLoss:
                     f"training diverged: the threshold of {pruned.name} is {pruned.threshold.item()}; "
                     "a lower learning rate may help"
                 )
-            if not bool(torch.isfinite(pruned.raw).all()):
+            if weights and not bool(torch.isfinite(pruned.raw).all()):
                 raise ValueError(
                     f"training diverged: {pruned.name} has non-finite values (NaN or inf); a lower learning rate "
                     "may help"
