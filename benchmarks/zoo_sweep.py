@@ -68,6 +68,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=os.cpu_count())
     parser.add_argument("--out", default="runs/bench")
     parser.add_argument("--records", default="zoo.jsonl")
+    parser.add_argument("--only", nargs="+", default=None, metavar="LABEL", help="run only these variant labels")
+    parser.add_argument("--seeds", nargs="+", type=int, default=None, help="run only these seeds")
     parser.add_argument("--table", default=None, help="write the markdown table of --records here and stop")
     args = parser.parse_args()
     if args.table:
@@ -75,6 +77,10 @@ def main() -> None:
         return
     cost = {"transformer": 0, "resnet1d": 1}  # slowest first, so no long run starts last
     todo = sorted(jobs(SUITES[args.suite]), key=lambda job: cost.get(job.model, 2))
+    if args.only:
+        todo = [job for job in todo if job.variant.label in args.only]
+    if args.seeds:
+        todo = [job for job in todo if job.seed in args.seeds]
     root = str(Path(args.out) / "runs")
     started = time.perf_counter()
     with ProcessPoolExecutor(max_workers=args.jobs) as pool, open(args.records, "a") as records:
