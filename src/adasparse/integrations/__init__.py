@@ -10,15 +10,9 @@ from __future__ import annotations
 from dataclasses import fields, replace
 from typing import Any
 
-import torch
-from torch import nn
-
-from ..calibrate import calibrate
-from ..parametrization import pruned_tensors
 from ..pruner import PrunerConfig
-from ..sparsify import desparsify
 
-__all__ = ["finish_pruning", "pruner_config"]
+__all__ = ["pruner_config"]
 
 
 def pruner_config(config: PrunerConfig | None, options: dict[str, Any], *, owner: str) -> PrunerConfig:
@@ -35,14 +29,3 @@ def pruner_config(config: PrunerConfig | None, options: dict[str, Any], *, owner
             f"{owner}: unknown pruning option(s) {', '.join(unknown)} (PrunerConfig has: {', '.join(sorted(known))})"
         )
     return replace(config, **options).validated()
-
-
-def finish_pruning(model: nn.Module, target: float, *, calibrate_at_end: bool, desparsify_at_end: bool) -> None:
-    """End of training in a framework: the exact target, then a plain model (each step optional)."""
-    if not pruned_tensors(model):
-        return
-    with torch.no_grad():
-        if calibrate_at_end:
-            calibrate(model, target)
-        if desparsify_at_end:
-            desparsify(model)
