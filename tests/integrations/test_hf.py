@@ -70,6 +70,7 @@ def test_trainer_prunes_to_the_exact_target_with_the_pruners_defaults(tmp_path: 
     trainer = SparsityTrainer(model=model, args=args, train_dataset=_data(), sparsity_target=0.8)
     pruner = trainer.pruner
     assert pruner.config == PrunerConfig()  # the CLI's defaults, from one place
+    assert trainer.sparsity_loss is pruner.criterion
     thresholds = list(adasparse.threshold_parameters(model))
     trainer.train()
     assert not {id(p) for p in thresholds} & _optimized(trainer)  # the pruner moves them, not the optimizer

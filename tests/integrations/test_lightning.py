@@ -84,6 +84,7 @@ def test_options_are_pruner_config_fields_and_older_names_still_work() -> None:
     assert callback.config == PrunerConfig(
         mode="adaptive", weight=5.0, ramp=0.0, finetune=0.1, min_params=10, calibrate=False
     )
+    assert callback.criterion is None and callback.pruner is None  # built in setup
     with pytest.raises(TypeError, match="unknown pruning option"):
         SparsityCallback(target=0.8, threshold_lr_sclae=0.1)
     with pytest.raises(ValueError, match=r"ramp must be a fraction of the steps in \[0, 1\), got 1.5"):

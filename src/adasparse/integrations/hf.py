@@ -150,6 +150,11 @@ class SparsityTrainer(Trainer):
         """What the final calibration measured (set by ``pruner.finish()`` at the end of training)."""
         return self.pruner.result
 
+    @property
+    def sparsity_loss(self) -> Any:
+        """The pruner's :class:`adasparse.SparsityLoss` (kept for older code)."""
+        return self.pruner.criterion
+
     def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any):  # noqa: ANN201
         """``transformers.Trainer.train``; a resumed run also restores the pruner from the checkpoint."""
         path = resume_from_checkpoint

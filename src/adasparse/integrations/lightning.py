@@ -102,6 +102,11 @@ class SparsityCallback(pl.Callback):
         """What the final calibration measured (set by ``pruner.finish()`` at the end of the fit)."""
         return None if self.pruner is None else self.pruner.result
 
+    @property
+    def criterion(self) -> Any:
+        """The pruner's :class:`adasparse.SparsityLoss` (``None`` before ``setup``; kept for older code)."""
+        return None if self.pruner is None else self.pruner.criterion
+
     def param_groups(self, lr: float, weight_decay: float = 0.0) -> list[dict[str, Any]]:
         """The optimizer groups of the pruner (:meth:`adasparse.Pruner.param_groups`); available from ``setup``."""
         if self.pruner is None:
