@@ -374,3 +374,37 @@ def test_the_centring_is_kept_in_the_state_dict_and_by_exports() -> None:
     adasparse.sparsify(model, target=0.5, min_params=500)
     model.load_state_dict(old)
     assert bool(model.state_dict()["2.weight_centred"]) is True
+
+
+def test_total_steps_can_be_set_after_construction_before_the_first_step() -> None:
+    def run(late: bool) -> dict[str, torch.Tensor]:
+        model = _model()
+        pruner = Pruner(model, target=0.9, total_steps=None if late else 20, min_params=500)
+        optimizer = torch.optim.SGD(pruner.param_groups(lr=0.05), momentum=0.9)
+        if late:
+            assert pruner.total_steps is None and pruner.freeze_step is None
+            assert "step 0/?" in repr(pruner)
+            pruner.total_steps = 20
+        _train(model, pruner, optimizer, range(20))
+        return pruner.finish().state_dict()
+
+    expected, late = run(late=False), run(late=True)
+    assert all(torch.equal(expected[key], late[key]) for key in expected)
+
+
+def test_total_steps_unset_or_changed_mid_run_is_refused() -> None:
+    model = _model()
+    pruner = Pruner(model, target=0.9, min_params=500)
+    optimizer = torch.optim.SGD(pruner.param_groups(lr=0.05))
+    with pytest.raises(ValueError, match="total_steps must be an integer >= 1"):
+        pruner.total_steps = 0
+    with pytest.raises(ValueError, match="set pruner.total_steps before loading"):
+        pruner.load_state_dict(Pruner(_model(), target=0.9, total_steps=10, min_params=500).state_dict())
+    with pytest.raises(RuntimeError, match="built without total_steps"):
+        _train(model, pruner, optimizer, range(1))
+    pruner.total_steps = 5
+    pruner.total_steps = 10  # still before the first step
+    _train(model, pruner, optimizer, range(1, 2))
+    pruner.total_steps = 10  # the same value is accepted
+    with pytest.raises(RuntimeError, match="cannot change after the first step"):
+        pruner.total_steps = 20

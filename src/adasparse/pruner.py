@@ -179,7 +179,9 @@ class Pruner:
             :meth:`param_groups`).
         target: overall sparsity of the prunable layers at the end, in ``[0, 1)``.
         total_steps: optimizer steps the training will take (``>= 1``); the ramp and the fine-tuning phase are
-            fractions of it. More calls of :meth:`step` keep the final target (with a warning).
+            fractions of it. More calls of :meth:`step` keep the final target (with a warning). ``None`` when the
+            step count is known only once training starts (a framework's trainer): set :attr:`total_steps` before
+            the first :meth:`step` (the model is sparsified now either way, so the optimizer can be built).
         config: a :class:`PrunerConfig`; keyword ``options`` override its fields (``mode="adaptive"``, ...).
         include, exclude: layer selection, as for :func:`adasparse.sparsify`.
         example_input: an input batch, needed with ``budget="flops"`` to measure each layer's cost.
@@ -194,7 +196,7 @@ class Pruner:
         self,
         model: nn.Module,
         target: float,
-        total_steps: int,
+        total_steps: int | None = None,
         config: PrunerConfig | None = None,
         *,
         include: Selector | Iterable[Selector] | None = None,
@@ -216,7 +218,7 @@ class Pruner:
             )
         self.config = replace(config, **options).validated()
         self.target = check_fraction(target, "target")
-        self.total_steps = _check_int(total_steps, "total_steps", 1)
+        self._total_steps = None if total_steps is None else _check_int(total_steps, "total_steps", 1)
         if pruned_tensors(model):
             raise ValueError("model is already sparsified: build the Pruner on a plain model (desparsify it first)")
         config = self.config
@@ -260,6 +262,32 @@ class Pruner:
         self._warned: set[str] = set()
 
     # -- schedule ---------------------------------------------------------------------------------------------
+    @property
+    def total_steps(self) -> int | None:
+        """The optimizer steps of the whole training (``None`` until set, when the Pruner was built without).
+
+        Settable before the first :meth:`step` (``ValueError`` unless an integer ``>= 1``); afterwards only to the
+        same value (``RuntimeError``): the ramp and the freeze are fractions of it."""
+        return self._total_steps
+
+    @total_steps.setter
+    def total_steps(self, value: int) -> None:
+        value = _check_int(value, "total_steps", 1)
+        if self.steps > 0 and value != self._total_steps:
+            raise RuntimeError(
+                f"Pruner.total_steps cannot change after the first step (it is {self._total_steps}, got {value}): "
+                "the ramp and the freeze are fractions of it"
+            )
+        self._total_steps = value
+
+    def _planned_steps(self) -> int:
+        if self._total_steps is None:
+            raise RuntimeError(
+                "the Pruner was built without total_steps: set pruner.total_steps (the optimizer steps of the whole "
+                "training) before the first pruner.step()"
+            )
+        return self._total_steps
+
     def _initial_sparsity(self) -> float:
         if self.config.ramp > 0.0:
             return cubic_ramp(0.0, self.target, end=self.config.ramp)
@@ -268,14 +296,16 @@ class Pruner:
     def _target_at(self, step: int) -> float:
         if self.config.ramp <= 0.0:
             return self.target
-        return cubic_ramp(min(step / self.total_steps, 1.0), self.target, end=self.config.ramp)
+        progress = 0.0 if step == 0 else min(step / self._planned_steps(), 1.0)
+        return cubic_ramp(progress, self.target, end=self.config.ramp)
 
     @property
     def freeze_step(self) -> int | None:
-        """The step after which the zeros are fixed (``None`` without fine-tuning)."""
-        if self.config.finetune <= 0.0:
+        """The step after which the zeros are fixed (``None`` without fine-tuning or while :attr:`total_steps` is
+        unknown)."""
+        if self.config.finetune <= 0.0 or self._total_steps is None:
             return None
-        return max(1, round((1.0 - self.config.finetune) * self.total_steps))
+        return max(1, round((1.0 - self.config.finetune) * self._total_steps))
 
     @property
     def current_target(self) -> float:
@@ -335,9 +365,11 @@ class Pruner:
 
         A call with no optimizer step since the last one (none at all yet, or one ``torch.amp.GradScaler``
         skipped) does not advance the pruner. Raises ``RuntimeError`` after :meth:`finish` or when the model's
-        pruned layers were replaced, and ``ValueError`` when a threshold or weight is no longer finite.
+        pruned layers were replaced or :attr:`total_steps` was never set, and ``ValueError`` when a threshold or
+        weight is no longer finite.
         """
         self._check_open("step")
+        total_steps = self._planned_steps()
         versions = self._parameter_versions()
         if versions == self._versions:
             self._warn_once(
@@ -346,10 +378,10 @@ class Pruner:
                 "yet, or a GradScaler skipped it): the pruner does not advance for this call",
             )
             return
-        if self.steps >= self.total_steps:
+        if self.steps >= total_steps:
             self._warn_once(
                 "overrun",
-                f"Pruner.step() called more than total_steps={self.total_steps} times: the final target "
+                f"Pruner.step() called more than total_steps={total_steps} times: the final target "
                 f"{self.target} is kept",
             )
         if self.frozen:
@@ -390,7 +422,7 @@ class Pruner:
     def _update_thresholds(self) -> None:
         """One Adam step on every threshold from its gradient: invariant to the gradient's scale, so a layer whose
         loss is very sensitive to its threshold (a convolution before a normalisation) moves as fast as any."""
-        step_size = self.config.threshold_lr / self.total_steps
+        step_size = self.config.threshold_lr / self._planned_steps()
         if step_size <= 0.0:
             return
         beta1, beta2 = self._BETAS
@@ -506,6 +538,10 @@ class Pruner:
         """Restore :meth:`state_dict` (``ValueError`` when it was written for other settings or another model)."""
         if not isinstance(state, Mapping) or "steps" not in state or "criterion" not in state:
             raise ValueError("not a Pruner state_dict (it has no 'steps' and 'criterion')")
+        if self._total_steps is None:
+            raise ValueError(
+                f"set pruner.total_steps before loading a Pruner state (the state's is {state.get('total_steps')!r})"
+            )
         differing = [
             key
             for key, value in (
@@ -537,7 +573,7 @@ class Pruner:
     def __repr__(self) -> str:
         phase = "finished" if self.finished else "fine-tuning" if self.frozen else "pruning"
         return (
-            f"Pruner(target={self.target}, step {self.steps}/{self.total_steps}, {phase}, "
+            f"Pruner(target={self.target}, step {self.steps}/{self._total_steps or '?'}, {phase}, "
             f"mode={self.config.mode!r}, layers={len(self._tensors)})"
         )
 

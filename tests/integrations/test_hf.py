@@ -1,4 +1,4 @@
-"""The Hugging Face Trainer subclass: a tiny real run on digits ends desparsified at the exact target."""
+"""The Hugging Face Trainer subclass: a thin adapter over the Pruner (its defaults, fine-tuning, checkpoints)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import adasparse
+from adasparse import PrunerConfig
 from adasparse.data import load_dataset
 from adasparse.models import create_model
 
@@ -18,7 +19,7 @@ transformers = pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
 pytest.importorskip("sklearn")
 
-from adasparse.integrations.hf import SparsityTrainer  # noqa: E402
+from adasparse.integrations.hf import PRUNER_STATE_NAME, SparsityTrainer  # noqa: E402
 
 
 class Classifier(nn.Module):
@@ -34,61 +35,109 @@ class Classifier(nn.Module):
         return output
 
 
-def _arguments(tmp_path: Path, **options: Any) -> transformers.TrainingArguments:
-    """A short CPU run on batches of 64 at lr 0.05, nothing saved or reported."""
-    return transformers.TrainingArguments(
-        output_dir=str(tmp_path),
-        per_device_train_batch_size=64,
-        learning_rate=0.05,
-        report_to=[],
-        use_cpu=True,
-        save_strategy="no",
-        disable_tqdm=True,
-        seed=0,
-        **options,
-    )
-
-
-def test_trainer_prunes_to_the_exact_target(tmp_path: Path) -> None:
-    torch.manual_seed(0)
+def _data() -> list[dict[str, torch.Tensor]]:
     data = load_dataset("digits", seed=0)
-    train = [{"pixels": x, "labels": y} for x, y in zip(data.x_train, data.y_train)]
-    args = _arguments(
-        tmp_path, num_train_epochs=3, weight_decay=5e-4, optim="sgd", optim_args="momentum=0.9", logging_steps=10
-    )
+    return [{"pixels": x, "labels": y} for x, y in zip(data.x_train, data.y_train)]
+
+
+def _arguments(tmp_path: Path, **options: Any) -> transformers.TrainingArguments:
+    """A short CPU run on batches of 64 at lr 0.05 with SGD, nothing reported."""
+    settings: dict[str, Any] = {
+        "output_dir": str(tmp_path),
+        "per_device_train_batch_size": 64,
+        "learning_rate": 0.05,
+        "optim": "sgd",
+        "optim_args": "momentum=0.9",
+        "lr_scheduler_type": "constant",
+        "report_to": [],
+        "use_cpu": True,
+        "save_strategy": "no",
+        "disable_tqdm": True,
+        "seed": 0,
+    }
+    settings.update(options)
+    return transformers.TrainingArguments(**settings)
+
+
+def _optimized(trainer: SparsityTrainer) -> set[int]:
+    return {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
+
+
+def test_trainer_prunes_to_the_exact_target_with_the_pruners_defaults(tmp_path: Path) -> None:
+    torch.manual_seed(0)
     model = Classifier()
-    trainer = SparsityTrainer(
-        model=model, args=args, train_dataset=train, sparsity_target=0.8, threshold_lr_scale=0.2
-    )  # a short run: the thresholds need a faster rate than the recipe's lr/100
-    groups = trainer.create_optimizer().param_groups
-    assert groups[-1]["lr"] == pytest.approx(0.05 * 0.2) and groups[-1]["weight_decay"] == 0.0
+    args = _arguments(tmp_path, num_train_epochs=3, weight_decay=5e-4, logging_steps=10)
+    trainer = SparsityTrainer(model=model, args=args, train_dataset=_data(), sparsity_target=0.8)
+    pruner = trainer.pruner
+    assert pruner.config == PrunerConfig()  # the CLI's defaults, from one place
+    assert trainer.sparsity_loss is pruner.criterion
+    thresholds = list(adasparse.threshold_parameters(model))
     trainer.train()
+    assert not {id(p) for p in thresholds} & _optimized(trainer)  # the pruner moves them, not the optimizer
+    assert pruner.total_steps == trainer.state.max_steps == trainer.state.global_step == pruner.steps == 3 * 23
+    assert pruner.freeze_result is not None and pruner.freeze_result.reached  # fixed-mask fine-tuning ran
+    assert trainer.sparsity_result is not None and trainer.sparsity_result.reached
     assert not adasparse.pruned_tensors(model)
     report = adasparse.sparsity_report(model)
     assert abs(report.pruned_zeros - 0.8 * report.pruned_params) <= 1
-    assert any("sparsity" in entry for entry in trainer.state.log_history)
+    logged = [entry for entry in trainer.state.log_history if "sparsity" in entry]
+    assert logged and "sparsity_analytic" in logged[0]
+    data = load_dataset("digits", seed=0)
     with torch.no_grad():
         accuracy = (model(data.x_test)["logits"].argmax(1) == data.y_test).float().mean().item()
     assert accuracy > 0.8
 
 
-def test_trainer_tracks_the_target_without_calibration(tmp_path: Path) -> None:
+def test_older_argument_names_and_the_optimizer_threshold_update(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    data = load_dataset("digits", seed=0)
-    train = [{"pixels": x, "labels": y} for x, y in zip(data.x_train, data.y_train)]
-    args = _arguments(tmp_path, num_train_epochs=2)
     model = Classifier()
     trainer = SparsityTrainer(
         model=model,
-        args=args,
-        train_dataset=train,
+        args=_arguments(tmp_path, num_train_epochs=2),
+        train_dataset=_data(),
         sparsity_target=0.8,
         sparsity_ramp=0.5,
         calibrate_at_end=False,
         desparsify_at_end=False,
+        threshold_update="optimizer",
+        threshold_lr_scale=0.2,
     )
+    assert trainer.pruner.config == PrunerConfig(
+        ramp=0.5, calibrate=False, threshold_update="optimizer", threshold_lr_scale=0.2
+    )
+    groups = trainer.create_optimizer().param_groups
+    assert groups[-1]["lr"] == pytest.approx(0.05 * 0.2) and groups[-1]["weight_decay"] == 0.0
+    assert [id(p) for p in groups[-1]["params"]] == [id(p) for p in adasparse.threshold_parameters(model)]
     trainer.train()
-    assert trainer.sparsity_loss.target == pytest.approx(0.8)
+    assert trainer.pruner.frozen and not trainer.pruner.finished
     assert adasparse.sparsity_report(model).overall == pytest.approx(0.8, abs=0.005)  # projected at every step
-    with pytest.raises(ValueError, match=r"sparsity_ramp must be a fraction of training in \[0, 1\]"):
-        SparsityTrainer(model=Classifier(), args=args, train_dataset=train, sparsity_target=0.8, sparsity_ramp=-1)
+    with pytest.raises(ValueError, match="ramp must be >= 0, got -1"):
+        SparsityTrainer(
+            model=Classifier(), args=trainer.args, train_dataset=_data(), sparsity_target=0.8, sparsity_ramp=-1
+        )
+
+
+def test_gradient_accumulation_advances_the_pruner_once_per_optimizer_step(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    args = _arguments(tmp_path, num_train_epochs=2, gradient_accumulation_steps=4)
+    trainer = SparsityTrainer(model=Classifier(), args=args, train_dataset=_data(), sparsity_target=0.8)
+    trainer.train()
+    assert trainer.pruner.total_steps == trainer.state.global_step == trainer.pruner.steps == 2 * 6
+    assert trainer.sparsity_result is not None and trainer.sparsity_result.reached
+
+
+def test_resumed_training_restores_the_pruner(tmp_path: Path) -> None:
+    def run(**options: Any) -> tuple[SparsityTrainer, dict[str, torch.Tensor]]:
+        torch.manual_seed(0)
+        model = Classifier()
+        args = _arguments(tmp_path, num_train_epochs=3, save_strategy="steps", save_steps=46)
+        trainer = SparsityTrainer(model=model, args=args, train_dataset=_data(), sparsity_target=0.8)
+        trainer.train(**options)
+        return trainer, model.state_dict()
+
+    full, expected = run()
+    saved = torch.load(tmp_path / "checkpoint-46" / PRUNER_STATE_NAME, weights_only=True)
+    assert saved["steps"] == 46 and saved["frozen"] is False
+    resumed, weights = run(resume_from_checkpoint=str(tmp_path / "checkpoint-46"))
+    assert resumed.pruner.steps == 69 and resumed.sparsity_result is not None and resumed.sparsity_result.reached
+    assert all(torch.equal(expected[key], weights[key]) for key in expected)
