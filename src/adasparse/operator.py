@@ -138,8 +138,10 @@ def _shrink(
             # 1 where |w_c| > b, else 0, by vectorised passes only (boolean masks are several times slower on CPU);
             # times w it is w exactly on kept weights.
             torch.ops.aten.hardshrink.out(shifted.abs_(), bound, out=shifted)
-            effective = shifted.sign_().mul_(weight).add_(0.0)  # + 0.0: pruned weights are +0.0, never -0.0
-            residual = weight - effective if keep_residual else None
+            kept = shifted.sign_()
+            zero = torch.zeros((), dtype=weight.dtype)
+            effective = torch.addcmul(zero, kept, weight)  # 0 + kept * w: w exactly where kept, +0.0 (not -0.0) else
+            residual = torch.addcmul(weight, kept, weight, value=-1.0, out=kept) if keep_residual else None
             return effective, residual, mean, -std / bound
         if keep_residual:
             effective = torch.ops.aten.hardshrink(shifted, bound)
