@@ -28,6 +28,7 @@ from .methods import METHODS
 from .pruner import BUDGETS, THRESHOLD_UPDATES, PrunerConfig
 from .report import state_dict_report
 from .train import (
+    OPTIMIZERS,
     RECIPES,
     THRESHOLD_SCHEDULES,
     RunResult,
@@ -106,7 +107,10 @@ _MAX_BYTES_HELP = (
 
 def _recipe_help() -> str:
     return "; ".join(
-        f"{name}: {recipe.epochs} epochs, lr {recipe.lr}, batch {recipe.batch_size}" for name, recipe in RECIPES.items()
+        f"{name}: {recipe.epochs} epochs, lr {recipe.lr}"
+        + (f" (AdamW {recipe.adamw_lr:g})" if recipe.adamw_lr is not None else "")
+        + f", batch {recipe.batch_size}"
+        for name, recipe in RECIPES.items()
     )
 
 
@@ -175,9 +179,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --threshold-update optimizer: thresholds keep their learning rate (constant) or anneal it with "
         "the weights' (cosine, the original)",
     )
-    optim = train.add_argument_group("optimisation (SGD momentum 0.9, weight decay 5e-4, cosine with one warm restart)")
+    optim = train.add_argument_group("optimisation (weight decay 5e-4, cosine with one warm restart)")
+    optim.add_argument(
+        "--optimizer",
+        choices=OPTIMIZERS,
+        default=_DEFAULTS.optimizer,
+        help="sgd: momentum 0.9 (the paper's recipe); adamw: torch.optim.AdamW with default betas, its own "
+        "per-data-set learning rate (3e-3 on mnist1d and digits; give --lr for CIFAR)",
+    )
     optim.add_argument("--epochs", type=int, default=None, help="training epochs (default: the data set's recipe)")
-    optim.add_argument("--lr", type=float, default=None, help="learning rate; thresholds train at lr/100")
+    optim.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="learning rate of the weights (default: the data set's recipe for the optimizer)",
+    )
     optim.add_argument("--batch-size", type=int, default=None, help="examples per batch")
     optim.add_argument(
         "--seed", type=int, default=_DEFAULTS.seed, help="seeds data generation/split, initialisation and order"
@@ -200,6 +216,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="also train the same model dense (in RUN_DIR/dense) and print both accuracies "
         "(default: on for mnist1d and digits, off for CIFAR)",
+    )
+    model.add_argument(
+        "--init-from",
+        default=None,
+        metavar="RUN_DIR",
+        help="start from the final weights (model_sparse.pt) of a finished run of the same data set and model, "
+        "e.g. a dense run, instead of a fresh initialisation; --epochs then fine-tune it (one cosine decay, no "
+        "warm restart)",
     )
     output.add_argument("--quiet", action="store_true", help="no progress bars, only log lines")
     output.add_argument("--tensorboard", action="store_true", help="log scalars for TensorBoard (if installed)")
