@@ -271,7 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
         "(OUT/results.md, or DIR/results.md with --docs DIR). "
         "Suites: methods (ours against dense, one-shot, one-shot + fine-tuning, GMP global and per layer, at "
         "0.5-0.98), ablation (each of our options alone and combined, at 0.9-0.98), flops (parameter vs compute "
-        "budget), quick (a minute, for CI).",
+        "budget), zoo (normalization, residual blocks, attention), pretrained (dense pre-training, then pruning "
+        "during a short AdamW fine-tuning), threshold-lr (sensitivity to the thresholds' step size), quick (a "
+        "minute, for CI).",
     )
     bench.add_argument(
         "--suite", choices=(*SUITES, "all"), default="all", help="which suite ('all': methods, ablation and flops)"
