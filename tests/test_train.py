@@ -203,7 +203,7 @@ def test_finetune_with_fixed_masks_is_exact_and_resumes_bit_for_bit(tmp_path: Pa
 
 def test_adamw_takes_the_recipe_lr_and_resumes_bit_for_bit(tmp_path: Path) -> None:
     assert _config(optimizer="adamw", lr=None).resolved().lr == 3e-3  # the data set's AdamW learning rate
-    assert _config(optimizer="adamw", lr=None, dataset="mnist1d").resolved().lr == 3e-3
+    assert _config(optimizer="adamw", lr=None, dataset="mnist1d").resolved().lr == 1e-2
     assert _config(lr=None).resolved().lr == 0.05  # SGD keeps the paper's
     config = _config(optimizer="adamw", lr=None)
     straight = run_training(config, tmp_path / "straight", progress=False, log=_quiet)
