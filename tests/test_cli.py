@@ -180,6 +180,8 @@ def test_module_entry_point_help() -> None:
         "--calibrate",
         "--workers",
         "--quiet",
+        "--optimizer",
+        "--init-from",
     ):
         assert option in completed.stdout, option
 
@@ -278,3 +280,35 @@ def test_bench_writes_its_page_under_out_and_the_docs_only_when_asked(
     assert main(argv) == 0  # finished runs are reused: only the page is written
     assert "adasparse bench --quick --docs" in (docs / "results.md").read_text() and (docs / "results.json").is_file()
     _one_line_error(capsys, ["bench", "--jobs", "0"], "--jobs must be >= 1")
+
+
+def test_optimizer_and_init_from_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    common = ["--dataset", "digits", "--model", "mlp", "--epochs", "2", "--quiet", "--no-dense-baseline"]
+    dense = tmp_path / "dense"
+    assert main(["train", *common, "-s", "none", "--out", str(dense)]) == 0
+    out = tmp_path / "ft"
+    assert main(["train", *common, "--optimizer", "adamw", "--init-from", str(dense), "--out", str(out)]) == 0
+    assert "sparsity: target 0.9000" in capsys.readouterr().out
+    config = json.loads((out / "config.json").read_text())["config"]
+    assert (config["optimizer"], config["lr"], config["init_from"]) == ("adamw", 3e-3, str(dense))
+    assert main(["train", "--resume", str(out), "--quiet", "--no-dense-baseline"]) == 0
+    assert "already complete" in capsys.readouterr().out
+
+    _one_line_error(capsys, ["train", "--optimizer", "adam"], "argument --optimizer: invalid choice: 'adam'")
+    _one_line_error(
+        capsys,
+        ["train", "--optimizer", "adamw", "--dataset", "cifar10", "--out", str(tmp_path / "c")],
+        "optimizer adamw has no default lr for cifar10",
+    )
+    (tmp_path / "notes").mkdir()
+    _one_line_error(
+        capsys,
+        ["train", *common, "--init-from", str(tmp_path / "notes"), "--out", str(tmp_path / "x")],
+        "init_from: " + str(tmp_path / "notes") + " is not an adasparse run directory",
+    )
+    _one_line_error(
+        capsys,
+        ["train", "--dataset", "digits", "--model", "cnn2d", "--init-from", str(dense), "--out", str(tmp_path / "y")],
+        "is a digits/mlp run, this run is digits/cnn2d",
+    )
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()

@@ -155,6 +155,10 @@ def test_resume_of_a_foreign_directory(tmp_path: Path) -> None:
         ({"pthres": -5}, "pthres must be an integer >= 0"),
         ({"device": "tpu"}, "device must be auto, cpu, cuda or cuda:N"),
         ({"model": "resnet-50"}, "unknown model"),
+        ({"optimizer": "adam"}, "optimizer must be one of 'sgd', 'adamw', got 'adam'"),
+        ({"optimizer": "adamw", "lr": -1.0}, "lr must be > 0"),
+        ({"optimizer": "adamw", "lr": None, "dataset": "cifar10", "model": None}, "optimizer adamw has no default lr"),
+        ({"init_from": ""}, "init_from must be a run directory"),
     ],
 )
 def test_bad_configuration(overrides: dict, message: str) -> None:
@@ -195,3 +199,114 @@ def test_finetune_with_fixed_masks_is_exact_and_resumes_bit_for_bit(tmp_path: Pa
     resumed = torch.load(tmp_path / "broken" / "model_sparse.pt", weights_only=True)
     for key in final:
         assert torch.equal(final[key], resumed[key]), key
+
+
+def test_adamw_takes_the_recipe_lr_and_resumes_bit_for_bit(tmp_path: Path) -> None:
+    assert _config(optimizer="adamw", lr=None).resolved().lr == 3e-3  # the data set's AdamW learning rate
+    assert _config(optimizer="adamw", lr=None, dataset="mnist1d").resolved().lr == 1e-2
+    assert _config(lr=None).resolved().lr == 0.05  # SGD keeps the paper's
+    config = _config(optimizer="adamw", lr=None)
+    straight = run_training(config, tmp_path / "straight", progress=False, log=_quiet)
+    assert straight.test_accuracy > 0.5
+    state = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=True)["optimizer"]
+    assert any("exp_avg" in entry for entry in state["state"].values())  # AdamW's moments, not a momentum buffer
+    assert json.loads((tmp_path / "straight" / "config.json").read_text())["config"]["optimizer"] == "adamw"
+    with pytest.raises(_Stop):
+        run_training(config, tmp_path / "broken", progress=False, log=_stop_after(2))
+    run_training(TrainConfig(), tmp_path / "broken", resume=True, progress=False, log=_quiet)
+    a = torch.load(tmp_path / "straight" / "model_sparse.pt", weights_only=True)
+    b = torch.load(tmp_path / "broken" / "model_sparse.pt", weights_only=True)
+    assert all(torch.equal(a[key], b[key]) for key in a)
+
+
+def _pretrain(tmp_path: Path) -> tuple[Path, float]:
+    dense = tmp_path / "dense"
+    result = run_training(_config(sparsity="none"), dense, progress=False, log=_quiet)
+    return dense, result.test_accuracy
+
+
+def test_init_from_starts_from_the_given_weights(tmp_path: Path) -> None:
+    dense, dense_accuracy = _pretrain(tmp_path)
+    assert dense_accuracy > 0.8
+    # a learning rate too small to learn anything in one epoch: only the start can make the accuracy
+    slow = dict(optimizer="adamw", lr=1e-4, epochs=2)
+    scratch = run_training(_config(**slow), tmp_path / "scratch", progress=False, log=_quiet)
+    pretrained = run_training(_config(**slow, init_from=str(dense)), tmp_path / "ft", progress=False, log=_quiet)
+    assert scratch.metrics[0]["test_accuracy"] < 0.4  # chance is 0.1
+    assert pretrained.metrics[0]["test_accuracy"] > 0.8 and pretrained.sparsity == pytest.approx(0.9, abs=1e-4)
+    assert json.loads((tmp_path / "ft" / "config.json").read_text())["config"]["init_from"] == str(dense)
+    # dense and barely moved: the final weights are the pre-trained ones
+    still = run_training(
+        _config(sparsity="none", lr=1e-9, epochs=1, init_from=str(dense)),
+        tmp_path / "still",
+        progress=False,
+        log=_quiet,
+    )
+    assert still.test_accuracy == dense_accuracy
+    before = torch.load(dense / "model_sparse.pt", weights_only=True)
+    after = torch.load(tmp_path / "still" / "model_sparse.pt", weights_only=True)
+    assert all(torch.allclose(before[key], after[key], atol=1e-6) for key in before)
+    # one-shot + fine-tuning prunes the pretrained model before the first step and fine-tunes the whole run
+    oneshot = run_training(
+        _config(method="oneshot-ft", epochs=2, init_from=str(dense)), tmp_path / "oneshot", progress=False, log=_quiet
+    )
+    assert oneshot.metrics[0]["actual_sparsity"] == pytest.approx(0.9, abs=1e-4)
+    lrs = [
+        row["lr"]
+        for row in run_training(
+            _config(sparsity="none", epochs=4, init_from=str(dense)), tmp_path / "decay", progress=False, log=_quiet
+        ).metrics
+    ]
+    assert lrs == sorted(lrs, reverse=True)  # one cosine decay, no warm restart, when fine-tuning
+
+
+def test_init_from_refuses_what_is_not_a_finished_run_of_this_model(tmp_path: Path) -> None:
+    dense, _ = _pretrain(tmp_path)
+    (tmp_path / "notes").mkdir()
+    cases = [
+        (str(tmp_path / "notes"), {}, "init_from: .* is not an adasparse run directory"),
+        (str(tmp_path / "missing"), {}, "init_from: .* is not an adasparse run directory"),
+        (str(dense), {"model": "cnn2d"}, "init_from: .* is a digits/mlp run, this run is digits/cnn2d"),
+    ]
+    unfinished = tmp_path / "unfinished"
+    with pytest.raises(_Stop):
+        run_training(_config(sparsity="none"), unfinished, progress=False, log=_stop_after(1))
+    cases.append((str(unfinished), {}, "init_from: .* has no model_sparse.pt"))
+    for index, (source, overrides, message) in enumerate(cases):
+        out = tmp_path / f"run{index}"
+        with pytest.raises(ValueError, match=message):
+            run_training(_config(init_from=source, **overrides), out, progress=False, log=_quiet)
+        assert not out.exists()  # refused before the run directory is made
+
+
+def test_resume_of_a_pretrained_start_is_bit_for_bit_without_reloading(tmp_path: Path, monkeypatch) -> None:
+    dense, _ = _pretrain(tmp_path)
+    config = _config(optimizer="adamw", lr=None, init_from=str(dense))
+    straight = run_training(config, tmp_path / "straight", progress=False, log=_quiet)
+    with pytest.raises(_Stop):
+        run_training(config, tmp_path / "broken", progress=False, log=_stop_after(2))
+
+    def no_reload(_: TrainConfig) -> None:
+        raise AssertionError("a resumed run read init_from again")
+
+    monkeypatch.setattr("adasparse.train.load_init_weights", no_reload)
+    resumed = run_training(TrainConfig(), tmp_path / "broken", resume=True, progress=False, log=_quiet)
+    a = torch.load(tmp_path / "straight" / "model_sparse.pt", weights_only=True)
+    b = torch.load(tmp_path / "broken" / "model_sparse.pt", weights_only=True)
+    assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
+    assert resumed.test_accuracy == straight.test_accuracy
+
+
+def test_checkpoint_written_before_the_optimizer_option_resumes(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    with pytest.raises(_Stop):
+        run_training(_config(), run, progress=False, log=_stop_after(2))
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    for key in ("optimizer", "init_from"):
+        del state["config"][key]
+    torch.save(state, run / "checkpoint.pt")
+    saved = json.loads((run / "config.json").read_text())
+    for key in ("optimizer", "init_from"):
+        del saved["config"][key]
+    (run / "config.json").write_text(json.dumps(saved))
+    assert run_training(TrainConfig(), run, resume=True, progress=False, log=_quiet).epochs_run == 4

@@ -36,16 +36,22 @@ import torch
 from ._io import atomic_write_json, atomic_write_text
 from ._version import __version__
 
-__all__ = ["Variant", "Suite", "SUITES", "Job", "run_suite", "write_results", "measure_overhead"]
+__all__ = ["Variant", "Suite", "SUITES", "Job", "phases", "run_suite", "write_results", "measure_overhead"]
 
 
 @dataclass(frozen=True)
 class Variant:
-    """One column of the results: a label and the :class:`~adasparse.train.TrainConfig` options it sets."""
+    """One column of the results: a label and the :class:`~adasparse.train.TrainConfig` options it sets (they
+    override the suite's, ``epochs`` included).
+
+    ``init_from`` is the label of another variant of the suite: each run then starts from the final weights of
+    that variant's run with the same data set, model and seed (its target too, unless it is dense), which runs
+    first (:func:`phases`)."""
 
     label: str
     options: dict[str, Any]
     ours: bool = False
+    init_from: str | None = None
 
 
 @dataclass(frozen=True)
@@ -103,6 +109,41 @@ ZOO = (("mnist1d", "cnn1d"), ("mnist1d", "resnet1d"), ("mnist1d", "transformer")
 THRESHOLDS_IN_OPTIMIZER = Variant(
     "default, thresholds in the optimizer (lr/100)", {"threshold_update": "optimizer"}, ours=True
 )
+DENSE = Variant("dense", {"sparsity": "none"})
+
+PRETRAIN_EPOCHS, FINETUNE_EPOCHS = 30, 7
+"""The pretrained suite: dense pre-training (the zoo's dense runs, SGD), then pruning during a fine-tuning run of
+under a quarter of its steps with AdamW."""
+_FINETUNE = {"epochs": FINETUNE_EPOCHS, "optimizer": "adamw"}
+PRETRAINED = (
+    DENSE,
+    Variant("pretrained + adasparse (default)", dict(_FINETUNE), ours=True, init_from="dense"),
+    Variant("pretrained + GMP global", {**_FINETUNE, "method": "gmp"}, init_from="dense"),
+    Variant("pretrained + one-shot + FT", {**_FINETUNE, "method": "oneshot-ft"}, init_from="dense"),
+)
+
+THRESHOLD_LRS = (0.2, 0.6, 2.0, 6.0, 20.0)
+"""Two decades around the default threshold_lr (2.0)."""
+THRESHOLD_LR_SCALES = (0.01, 0.1, 1.0)
+"""The previous mode (thresholds an optimizer group at lr * threshold_lr_scale), for comparison."""
+THRESHOLD_LR = tuple(
+    variant
+    for optimizer, name in (("sgd", "SGD"), ("adamw", "AdamW"))
+    for variant in (
+        *(
+            Variant(f"threshold_lr {lr:g}, {name}", {"threshold_lr": lr, "optimizer": optimizer}, ours=True)
+            for lr in THRESHOLD_LRS
+        ),
+        *(
+            Variant(
+                f"thresholds in the optimizer x{scale:g}, {name}",
+                {"threshold_update": "optimizer", "threshold_lr_scale": scale, "optimizer": optimizer},
+                ours=True,
+            )
+            for scale in THRESHOLD_LR_SCALES
+        ),
+    )
+)
 
 SUITES: dict[str, Suite] = {
     "methods": Suite(
@@ -121,7 +162,7 @@ SUITES: dict[str, Suite] = {
     "zoo": Suite(
         "zoo",
         (
-            Variant("dense", {"sparsity": "none"}),
+            DENSE,
             BASELINES[1],
             BASELINES[2],
             ORIGINAL[0],
@@ -131,6 +172,10 @@ SUITES: dict[str, Suite] = {
         ZOO,
         (0.9, 0.98),
         epochs=30,
+    ),
+    "pretrained": Suite("pretrained", PRETRAINED, ZOO, (0.9, 0.98), epochs=PRETRAIN_EPOCHS),
+    "threshold-lr": Suite(
+        "threshold-lr", THRESHOLD_LR, (("mnist1d", "resnet1d"), ("mnist1d", "transformer")), (0.98,), epochs=30
     ),
     "quick": Suite(
         "quick",
@@ -152,23 +197,51 @@ class Job:
     target: float
     seed: int
     epochs: int | None
+    init_from: str | None = None
+    """The key of the run whose final weights this one starts from (run before it), or ``None``."""
 
     @property
     def key(self) -> str:
-        slug = "".join(c if c.isalnum() else "-" for c in self.variant.label.lower()).strip("-")
-        return f"{self.dataset}-{self.model}/{slug}/t{self.target:g}/s{self.seed}"
+        return _key(self.variant, self.dataset, self.model, self.target, self.seed)
+
+
+def _key(variant: Variant, dataset: str, model: str, target: float, seed: int) -> str:
+    slug = "".join(c if c.isalnum() else "-" for c in variant.label.lower()).strip("-")
+    return f"{dataset}-{model}/{slug}/t{target:g}/s{seed}"
+
+
+def _dense(variant: Variant) -> bool:
+    return variant.options.get("sparsity") == "none"
 
 
 def jobs(suite: Suite) -> list[Job]:
     """Every run of ``suite``; dense variants run once per seed (their target is irrelevant)."""
+    by_label = {variant.label: variant for variant in suite.variants}
     out = []
     for dataset, model in suite.datasets:
         for variant in suite.variants:
-            targets = suite.targets[:1] if variant.options.get("sparsity") == "none" else suite.targets
+            parent = None
+            if variant.init_from is not None:
+                parent = by_label.get(variant.init_from)
+                if parent is None or parent.init_from is not None:
+                    raise ValueError(
+                        f"suite {suite.name}: variant {variant.label!r} starts from {variant.init_from!r}, which "
+                        "must be a variant of the suite that starts from scratch"
+                    )
+            targets = suite.targets[:1] if _dense(variant) else suite.targets
             for target in targets:
                 for seed in suite.seeds:
-                    out.append(Job(suite.name, variant, dataset, model, target, seed, suite.epochs))
+                    init_from = None
+                    if parent is not None:
+                        init_from = _key(parent, dataset, model, suite.targets[0] if _dense(parent) else target, seed)
+                    out.append(Job(suite.name, variant, dataset, model, target, seed, suite.epochs, init_from))
     return out
+
+
+def phases(todo: list[Job]) -> list[list[Job]]:
+    """``todo`` in the order it can run: the runs that start from scratch, then those starting from their weights
+    (the second list is empty for a suite without ``init_from``)."""
+    return [[job for job in todo if job.init_from is None], [job for job in todo if job.init_from is not None]]
 
 
 def _same_config(run_dir: Path, config: Any) -> bool:
@@ -199,6 +272,15 @@ _LEARNED_THRESHOLD_OPTIONS = (
 )
 
 
+def _newer_than_start(summary_path: Path, config: Any) -> bool:
+    """Whether a finished run is newer than the weights it started from (a pre-training run redone since, e.g.
+    after a change of defaults, makes the runs started from it stale)."""
+    if config.init_from is None:
+        return True
+    start = Path(config.init_from) / "model_sparse.pt"
+    return start.exists() and summary_path.stat().st_mtime >= start.stat().st_mtime
+
+
 def _relevant(config: dict[str, Any]) -> dict[str, Any]:
     """The settings that can change a run: a baseline or dense run ignores our loss's options."""
     if config["method"] == "adasparse" and config["sparsity"] != "none":
@@ -213,16 +295,13 @@ def _run_job(job: Job, root: str) -> dict[str, Any]:
     torch.set_num_threads(1)
     run_dir = Path(root) / job.key
     summary_path = run_dir / "summary.json"
+    options: dict[str, Any] = {"epochs": job.epochs, **job.variant.options}
+    if job.init_from is not None:
+        options["init_from"] = str(Path(root) / job.init_from)
     config = TrainConfig(
-        dataset=job.dataset,
-        model=job.model,
-        target=job.target,
-        seed=job.seed,
-        device="cpu",
-        epochs=job.epochs,
-        **job.variant.options,
+        dataset=job.dataset, model=job.model, target=job.target, seed=job.seed, device="cpu", **options
     )
-    if not (summary_path.exists() and _same_config(run_dir, config)):
+    if not (summary_path.exists() and _same_config(run_dir, config) and _newer_than_start(summary_path, config)):
         if run_dir.exists():  # an interrupted run, or one made with other settings (e.g. older defaults)
             shutil.rmtree(run_dir)
         run_training(config, run_dir, progress=False, log=lambda message: None)
@@ -248,23 +327,29 @@ def _run_job(job: Job, root: str) -> dict[str, Any]:
 def run_suite(
     suite: Suite, out: Path, *, workers: int | None = None, log: Callable[[str], None] = print
 ) -> list[dict[str, Any]]:
-    """Run (or reuse) every job of ``suite`` under ``out/runs``; return their records."""
+    """Run (or reuse) every job of ``suite`` under ``out/runs``; return their records. The runs that start from
+    another's weights run after all the others (:func:`phases`)."""
     todo = jobs(suite)
     workers = workers or os.cpu_count() or 1
     root = str(out / "runs")
     records = []
     started = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        futures = [pool.submit(_run_job, job, root) for job in todo]
-        for index, future in enumerate(futures, 1):
-            record = future.result()
-            records.append(record)
-            s = record["summary"]
-            log(
-                f"[{index}/{len(todo)}] {record['key']}: accuracy {s['test_accuracy']:.4f}"
-                + (f", sparsity {s['sparsity']:.4f}" if s.get("sparsity") is not None else "")
-                + f" ({time.perf_counter() - started:.0f}s)"
-            )
+    index = 0
+    for phase in phases(todo):
+        if not phase:
+            continue
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            futures = [pool.submit(_run_job, job, root) for job in phase]
+            for future in futures:
+                index += 1
+                record = future.result()
+                records.append(record)
+                s = record["summary"]
+                log(
+                    f"[{index}/{len(todo)}] {record['key']}: accuracy {s['test_accuracy']:.4f}"
+                    + (f", sparsity {s['sparsity']:.4f}" if s.get("sparsity") is not None else "")
+                    + f" ({time.perf_counter() - started:.0f}s)"
+                )
     return records
 
 
@@ -515,6 +600,15 @@ def write_results(
             f"Targets {', '.join(f'{t:g}' for t in suite.targets)}; seeds {', '.join(map(str, suite.seeds))}; "
             f"epochs {'recipe' if suite.epochs is None else suite.epochs}."
         )
+        notes = [
+            f"- `{variant.label}`: "
+            + (f"starts from the final weights of `{variant.init_from}`; " if variant.init_from else "")
+            + ", ".join(f"{key}={value}" for key, value in variant.options.items())
+            for variant in suite.variants
+            if variant.init_from is not None or "epochs" in variant.options
+        ]
+        if notes:
+            parts += ["", *notes]
         for dataset, model in suite.datasets:
             prefix = f"{suite.name}-{dataset}-{model}"
             parts += [

@@ -9,6 +9,7 @@ each step (prune, ramp a target), report the sparsity reached, save its state wi
   uniform per layer, pruning every few steps between 10% and 70% of training;
 - ``oneshot``: train dense, prune the smallest weights globally at the end (no fine-tuning);
 - ``oneshot-ft``: train dense for the first half (one cosine cycle), prune globally, fine-tune the second half;
+  from a pretrained model (``init_from``), prune before the first step and fine-tune the whole run;
 - ``dense``: no pruning.
 """
 
@@ -182,6 +183,10 @@ class Magnitude(Method):
         self.sparse = True
         self.pruner = MagnitudePruner(model, scope=scope, min_params=config.pthres)
 
+    def begin_step(self, step: int, total_steps: int) -> None:
+        if self.schedule == "oneshot-ft" and step == 0 and self._prune_step(total_steps) == 0:
+            self.pruner.prune_to(self.config.target)
+
     def end_step(self, step: int, total_steps: int) -> None:
         if self.schedule == "gradual":
             start, end = round(GMP_START * total_steps), round(GMP_END * total_steps)
@@ -192,6 +197,10 @@ class Magnitude(Method):
             self.pruner.prune_to(self.config.target)
 
     def _prune_step(self, total_steps: int) -> int:
+        """The step after which one-shot + fine-tuning prunes: half time, or 0 (before the first step) for a
+        pretrained start."""
+        if self.config.init_from is not None:
+            return 0
         epochs = self.config.epochs
         return (epochs // 2) * (total_steps // epochs)
 
