@@ -25,6 +25,9 @@ integrations is stated there once):
 
 ``mode="adaptive", ramp=0, finetune=0, threshold_update="optimizer"`` is the original method of the paper with
 the same object.
+
+Length: about 600 lines, over the ~400 the project aims at: the configuration, its validation and the one life cycle
+(ramp, threshold updates, projection, fine-tuning, calibration, checkpoint state) it drives read best side by side.
 """
 
 from __future__ import annotations
