@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _docs import write_section  # noqa: E402
 
 import adasparse  # noqa: E402
-from adasparse.cli import main  # noqa: E402
+from adasparse.app.cli import main  # noqa: E402
 
 
 def _cli(argv: list[str]) -> tuple[str, str]:

@@ -5,7 +5,7 @@ table cell are called in turn (in a shuffled order), round after round, and each
 Run at one thread and at torch's default thread count.
 
     python benchmarks/sparse_inference.py                  # speed + storage tables into docs/benchmarks.md
-    python benchmarks/sparse_inference.py --break-even     # the break-even table shipped in adasparse.inference
+    python benchmarks/sparse_inference.py --break-even     # the break-even table shipped in adasparse.export.inference
     python benchmarks/sparse_inference.py --quick --no-write
 
 Variants for one Linear layer: dense ``F.linear``; torch CSR int32 as ``torch.mm(W_csr, x.T).T + b``; scipy CSR
@@ -37,9 +37,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _docs import write_section
 
 import adasparse
+from adasparse.app.models import create_model
 from adasparse.export import dense_size, save_sparse
-from adasparse.inference import SparseLinear
-from adasparse.models import create_model
+from adasparse.export.inference import SparseLinear
 
 try:
     import scipy.sparse as scipy_sparse
@@ -195,7 +195,7 @@ def model_table(threads: int, names: tuple[str, ...], sparsity: float, seconds: 
 
 def _onnx_size(model: nn.Module, example: torch.Tensor, path: Path) -> int | None:
     try:
-        from adasparse.onnx_export import export_onnx
+        from adasparse.export.onnx_export import export_onnx
 
         return export_onnx(model, example, path).stat().st_size
     except ImportError:
@@ -259,7 +259,7 @@ def break_even_cell(side: int, batch: int, seconds: float) -> tuple[float | None
 
 
 def break_even_table(seconds: float) -> tuple[str, str]:
-    """The markdown table and the Python literal of ``adasparse.inference.BREAK_EVEN`` at the current threads."""
+    """The markdown table and the Python literal of ``adasparse.export.inference.BREAK_EVEN`` at the current threads."""
     literal = ["BREAK_EVEN: dict[int, dict[int, Optional[float]]] = {"]
     markdown = [
         "| square side | " + " | ".join(f"batch {b}" for b in BREAK_EVEN_BATCHES) + " |",

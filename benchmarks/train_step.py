@@ -31,7 +31,7 @@ from _docs import write_section
 
 import adasparse
 from adasparse import parametrization
-from adasparse.operator import effective_weight
+from adasparse.core.operator import effective_weight
 
 
 def mlp() -> nn.Module:

@@ -19,8 +19,8 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
-from adasparse._io import atomic_write_text
-from adasparse.bench import SUITES, _run_job, jobs, phases
+from adasparse.app.bench import SUITES, _run_job, jobs, phases
+from adasparse.core._io import atomic_write_text
 
 
 def _suite_of(rows: list[dict]) -> str:

@@ -74,7 +74,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--target", type=float, default=0.9, help="overall sparsity in [0, 1) (default 0.9)")
     parser.add_argument("--epochs", type=int, default=30, help="training epochs (default 30)")
-    parser.add_argument("--mode", choices=adasparse.loss.MODES, default="projection", help="how the budget is held")
+    parser.add_argument(
+        "--mode", choices=adasparse.control.loss.MODES, default="projection", help="how the budget is held"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     start = time.perf_counter()

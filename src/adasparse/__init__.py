@@ -14,22 +14,30 @@ One trainable threshold per layer, learned with the adaptive sparsity loss (Rets
     adasparse.desparsify(model)                # plain modules, zeros baked in
     adasparse.save_sparse(model, "pruned.safetensors")   # compressed checkpoint (pip install "adasparse[export]")
     adasparse.to_sparse_inference(model)       # sparse Linear layers where they beat dense ones on CPU
+
+The package is layered (``core`` < ``control`` < ``export`` | ``baselines`` < ``integrations`` < ``app``, see the
+README's Layout); this module and :mod:`adasparse.compat` sit above every layer and only re-export. The module paths
+of the flat layout before it (``adasparse.loss``, ``adasparse.train``, ...) stay importable: :mod:`adasparse._paths`.
 """
 
-from . import compat, magnitude, schedules
+from . import _paths, compat
 from ._version import __version__
-from .calibrate import CalibrationResult, calibrate
+from .baselines import magnitude
 from .compat import adaptive_loss, iter_desparsify, iter_sparsify, sparsity
-from .export import load_sparse, save_sparse
-from .inference import SparseLinear, to_sparse_inference
-from .loss import SparsityLoss
-from .onnx_export import export_onnx
-from .operator import analytic_sparsity, effective_weight, threshold_for_sparsity
-from .parametrization import PrunedTensor, is_sparsified, original_class, pruned_tensors
-from .pruner import Pruner, PrunerConfig, PrunerResult
-from .report import LayerSparsity, SparsityReport, sparsity_report, state_dict_report
-from .selection import select_layers
-from .sparsify import desparsify, param_groups, reset_thresholds, sparsify, threshold_parameters
+from .control.loss import SparsityLoss
+from .control.pruner import Pruner, PrunerConfig, PrunerResult
+from .core import schedules
+from .core.calibrate import CalibrationResult, calibrate
+from .core.operator import analytic_sparsity, effective_weight, threshold_for_sparsity
+from .core.parametrization import PrunedTensor, is_sparsified, original_class, pruned_tensors
+from .core.report import LayerSparsity, SparsityReport, sparsity_report, state_dict_report
+from .core.selection import select_layers
+from .core.sparsify import desparsify, param_groups, reset_thresholds, sparsify, threshold_parameters
+from .export.inference import SparseLinear, to_sparse_inference
+from .export.onnx_export import export_onnx
+from .export.sparse import load_sparse, save_sparse
+
+_paths.install()
 
 __all__ = [
     "CalibrationResult",

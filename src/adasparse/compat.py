@@ -10,9 +10,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .loss import SparsityLoss
-from .report import sparsity_report
-from .sparsify import desparsify, sparsify
+from .control.loss import SparsityLoss
+from .core.report import sparsity_report
+from .core.sparsify import desparsify, sparsify
 
 __all__ = ["adaptive_loss", "iter_desparsify", "iter_sparsify", "sparsity"]
 

@@ -17,9 +17,9 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 import adasparse
-from adasparse.data import load_dataset
-from adasparse.data.loader import BatchLoader
-from adasparse.models import create_model
+from adasparse.app.data import load_dataset
+from adasparse.app.data.loader import BatchLoader
+from adasparse.app.models import create_model
 
 pytest.importorskip("sklearn")
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs gloo")

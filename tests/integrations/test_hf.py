@@ -12,8 +12,8 @@ from torch import nn
 
 import adasparse
 from adasparse import PrunerConfig
-from adasparse.data import load_dataset
-from adasparse.models import create_model
+from adasparse.app.data import load_dataset
+from adasparse.app.models import create_model
 
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("accelerate")

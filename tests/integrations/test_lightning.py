@@ -10,8 +10,8 @@ import torch.nn.functional as F
 
 import adasparse
 from adasparse import PrunerConfig
-from adasparse.data import load_dataset
-from adasparse.models import create_model
+from adasparse.app.data import load_dataset
+from adasparse.app.models import create_model
 
 pl = pytest.importorskip("lightning.pytorch")
 pytest.importorskip("sklearn")

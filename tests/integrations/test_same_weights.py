@@ -12,10 +12,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from adasparse import Pruner
-from adasparse.data import load_dataset
-from adasparse.data.loader import BatchLoader
-from adasparse.models import create_model
-from adasparse.train import TrainConfig, run_training
+from adasparse.app.data import load_dataset
+from adasparse.app.data.loader import BatchLoader
+from adasparse.app.models import create_model
+from adasparse.app.train import TrainConfig, run_training
 
 pl = pytest.importorskip("lightning.pytorch")
 pytest.importorskip("sklearn")

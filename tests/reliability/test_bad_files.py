@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from adasparse.cli import main
-from adasparse.export import RUN_FILES
-from adasparse.train import TrainConfig, run_training
+from adasparse.app.cli import main
+from adasparse.app.runs import RUN_FILES
+from adasparse.app.train import TrainConfig, run_training
 
 pytest.importorskip("sklearn")
 

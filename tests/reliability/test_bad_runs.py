@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 import adasparse
-from adasparse.cli import main
-from adasparse.train import TrainConfig, run_training
+from adasparse.app.cli import main
+from adasparse.app.train import TrainConfig, run_training
 
 pytest.importorskip("sklearn", reason="the digits data set ships with scikit-learn")
 
@@ -198,7 +198,7 @@ def test_a_run_with_one_optimizer_step_still_fixes_the_exact_target(tmp_path) ->
 
 
 def test_a_run_whose_calibration_cannot_reach_the_target_says_so(tmp_path, capsys, monkeypatch) -> None:
-    from adasparse.pruner import Pruner
+    from adasparse.control.pruner import Pruner
 
     def no_calibration(self):  # a target the thresholds cannot reach: calibration leaves them where they are
         return adasparse.sparsity_report(self.model), None

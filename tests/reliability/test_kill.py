@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from adasparse.train import TrainConfig, run_training
+from adasparse.app.train import TrainConfig, run_training
 
 pytest.importorskip("sklearn")
 
@@ -24,8 +24,8 @@ DRIVER = textwrap.dedent(
     """
     import os, sys, time
     import torch
-    import adasparse._io as io_module
-    from adasparse.train import TrainConfig, run_training
+    import adasparse.core._io as io_module
+    from adasparse.app.train import TrainConfig, run_training
 
     real_fdopen = io_module.os.fdopen
     writes = {"checkpoint": 0}

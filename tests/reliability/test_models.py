@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import adasparse
-from adasparse.parametrization import freeze
+from adasparse.core.parametrization import freeze
 
 
 class TiedLM(nn.Module):

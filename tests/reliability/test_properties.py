@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import adasparse
-from adasparse.operator import EPSILON, analytic_sparsity, effective_weight
+from adasparse.core.operator import EPSILON, analytic_sparsity, effective_weight
 
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import given, settings  # noqa: E402

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import fields, replace
 from typing import Any
 
-from ..pruner import PrunerConfig
+from ..control.pruner import PrunerConfig
 
 __all__ = ["pruner_config"]
 

@@ -30,11 +30,11 @@ except ImportError as error:  # pragma: no cover - exercised only without the ex
 
 import torch
 
-from .._checks import check_fraction
-from ..pruner import Pruner, PrunerConfig, PrunerResult
-from ..report import sparsity_report
-from ..selection import Selector
-from ..sparsify import threshold_parameters
+from ..control.pruner import Pruner, PrunerConfig, PrunerResult
+from ..core._checks import check_fraction
+from ..core.report import sparsity_report
+from ..core.selection import Selector
+from ..core.sparsify import threshold_parameters
 from . import pruner_config
 
 __all__ = ["PRUNER_STATE_NAME", "SparsityCallback", "SparsityTrainer"]

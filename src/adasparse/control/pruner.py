@@ -1,0 +1,606 @@
+"""One object for any training loop: :class:`Pruner` runs adasparse's whole pruning life cycle.
+
+    pruner = adasparse.Pruner(model, target=0.9, total_steps=len(loader) * epochs)   # sparsifies in place
+    optimizer = torch.optim.AdamW(pruner.param_groups(lr=3e-4, weight_decay=0.01))   # or SGD, ...
+    for x, y in loader:
+        loss = task_loss(model(x), y) + pruner.loss()   # zero for the default; the penalty for the original modes
+        optimizer.zero_grad(); loss.backward(); optimizer.step()
+        pruner.step()                                   # thresholds, ramp, projection, freeze at 80%, ...
+    model = pruner.finish()                             # plain model, exactly `target` of the pruned weights zero
+
+The life cycle, as :class:`PrunerConfig`'s defaults set it (every default of the library, the CLI and the
+integrations is stated there once):
+
+1. :func:`adasparse.sparsify` gives every prunable layer a threshold ``r``, starting where the sparsity schedule
+   starts (0 with a ramp, so a pretrained model is untouched at step 0);
+2. after every optimizer step, :meth:`Pruner.step` moves the thresholds by their own scale-free update (an Adam
+   step on ``r`` alone, so neither the optimizer of the weights, its learning-rate schedule nor the scale of the
+   task gradient decides how fast a threshold moves), keeps every ``r`` inside ``[0, 5]``, raises the target along
+   a cubic ramp and projects the thresholds onto the exact budget (:class:`adasparse.SparsityLoss`, mode
+   ``"projection"``);
+3. at ``1 - finetune`` of the steps the zeros are calibrated to exactly the target and fixed (a mask inside the
+   parametrization: no parameter or ``state_dict`` key changes), and the remaining steps fine-tune the surviving
+   weights;
+4. :meth:`Pruner.finish` bakes the zeros into a plain model.
+
+``mode="adaptive", ramp=0, finetune=0, threshold_update="optimizer"`` is the original method of the paper with
+the same object.
+
+Length: about 600 lines, over the ~400 the project aims at: the configuration, its validation and the one life cycle
+(ramp, threshold updates, projection, fine-tuning, calibration, checkpoint state) it drives read best side by side.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..core._checks import check_choice, check_fraction, check_nonnegative, check_positive
+from ..core.calibrate import CalibrationResult, _unit_costs, calibrate
+from ..core.flops import layer_macs
+from ..core.operator import threshold_for_sparsity
+from ..core.parametrization import PrunedTensor, freeze, pruned_tensors
+from ..core.report import SparsityReport, sparsity_report
+from ..core.schedules import cubic_ramp
+from ..core.selection import Selector
+from ..core.sparsify import desparsify, param_groups, sparsify
+from ..core.state_keys import ORIG_SUFFIX
+from .loss import DEFAULT_CORRECTION_INTERVAL, DEFAULT_DUAL_STEP, MODES, SparsityLoss
+
+__all__ = ["BUDGETS", "THRESHOLD_UPDATES", "Pruner", "PrunerConfig", "PrunerResult"]
+
+THRESHOLD_UPDATES = ("adam", "optimizer")
+BUDGETS = ("params", "flops")
+
+
+def _option(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class PrunerConfig:
+    """Every setting of the pruning life cycle, with the library's defaults (the CLI, ``TrainConfig`` and the
+    integrations take theirs from here). Field metadata ``"help"`` is the option's one-line description."""
+
+    mode: str = _option(
+        "projection",
+        "how the budget is enforced: projection (held exactly after every step), constraint (augmented "
+        "Lagrangian), or the paper's penalties adaptive, fixed, upper",
+    )
+    weight: float = _option(10.0, "loss weight lv of the penalty modes (>= 0)")
+    correction: bool = _option(True, "steer on the measured zero fractions instead of the Gaussian estimate")
+    correction_interval: int = _option(
+        DEFAULT_CORRECTION_INTERVAL, "optimizer steps between two measurements of the weight distributions (>= 1)"
+    )
+    ramp: float = _option(
+        0.3, "raise the target along a cubic over this fraction of the steps (0: full target at once)"
+    )
+    finetune: float = _option(
+        0.2, "final fraction of the steps trained with the zeros fixed after an exact calibration (0: none)"
+    )
+    calibrate: bool = _option(True, "calibrate the thresholds to exactly the target before fixing the zeros")
+    threshold_update: str = _option(
+        "adam",
+        "adam: the pruner moves each threshold by its own scale-free step after every optimizer step; "
+        "optimizer: the thresholds are an optimizer group at lr * threshold_lr_scale (the paper's recipe)",
+    )
+    threshold_lr: float = _option(
+        2.0,
+        "with threshold_update=adam: how far (in standard deviations) a threshold can move over the whole "
+        "training; each step moves it by at most about threshold_lr / total_steps",
+    )
+    threshold_lr_scale: float = _option(
+        0.01, "with threshold_update=optimizer: the thresholds' learning rate over the weights' (>= 0)"
+    )
+    task_gradient: bool = _option(True, "let the task loss move the thresholds through the weights they prune")
+    centred: bool = _option(
+        False,
+        "kept weights hold w - mean(w) as in the paper's hardshrink(w - mean(w), b) (True), or keep their own "
+        "values (False: a pretrained layer is unchanged where nothing is pruned)",
+    )
+    dual_step: float = _option(DEFAULT_DUAL_STEP, "dual-ascent step of the constraint mode (> 0)")
+    init_fraction: float = _option(
+        0.6, "without a ramp: thresholds start at the Gaussian threshold of init_fraction * target (the paper: 0.6)"
+    )
+    budget: str = _option("params", "params: the target counts weights; flops: multiply-accumulates per example")
+    min_params: int = _option(1000, "tensors with fewer elements stay dense (the paper's pthres)")
+
+    def validated(self) -> PrunerConfig:
+        """Check every value (``ValueError``/``TypeError`` naming the option); returns ``self``."""
+        check_choice(self.mode, "mode", MODES)
+        check_choice(self.threshold_update, "threshold_update", THRESHOLD_UPDATES)
+        check_choice(self.budget, "budget", BUDGETS)
+        check_nonnegative(self.weight, "weight")
+        _check_int(self.correction_interval, "correction_interval", 1)
+        _check_int(self.min_params, "min_params", 0)
+        for name in ("ramp", "finetune"):
+            value = getattr(self, name)
+            if not 0.0 <= check_nonnegative(value, name) < 1.0:
+                raise ValueError(f"{name} must be a fraction of the steps in [0, 1), got {value!r}")
+        if self.ramp + self.finetune >= 1.0:
+            raise ValueError(
+                f"ramp + finetune must be < 1 (the target must be reached before the zeros are fixed), "
+                f"got ramp={self.ramp!r}, finetune={self.finetune!r}"
+            )
+        check_nonnegative(self.threshold_lr, "threshold_lr")
+        check_nonnegative(self.threshold_lr_scale, "threshold_lr_scale")
+        check_positive(self.dual_step, "dual_step")
+        if not 0.0 <= check_nonnegative(self.init_fraction, "init_fraction") <= 1.0:
+            raise ValueError(f"init_fraction must be in [0, 1], got {self.init_fraction!r}")
+        for name in ("correction", "calibrate", "task_gradient", "centred"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _check_int(value: Any, argument: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{argument} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class PrunerResult:
+    """What :meth:`Pruner.finish` (or the freeze before fine-tuning) measured.
+
+    Attributes:
+        target: the requested sparsity.
+        sparsity_before: the actual overall sparsity before the final calibration.
+        sparsity: the final actual overall sparsity.
+        analytic: the Gaussian estimate before the calibration.
+        reached: whether the final sparsity is the target to within one weight (of the budget's cost).
+        report: the per-layer report of the final pruned model (thresholds included while they were known).
+        message: what the calibration did (empty when none ran).
+    """
+
+    target: float
+    sparsity_before: float
+    sparsity: float
+    analytic: float | None
+    reached: bool
+    report: SparsityReport
+    message: str = ""
+
+    def __str__(self) -> str:
+        text = f"sparsity: target {self.target:.4f}, reached {self.sparsity_before:.4f}, final {self.sparsity:.4f}"
+        return text if self.reached else text + " (target NOT reached)"
+
+
+class Pruner:
+    """Prune ``model`` to ``target`` while it trains in your own loop (see the module docstring).
+
+    Args:
+        model: a plain ``nn.Module``; sparsified in place now (so build the optimizer afterwards, from
+            :meth:`param_groups`).
+        target: overall sparsity of the prunable layers at the end, in ``[0, 1)``.
+        total_steps: optimizer steps the training will take (``>= 1``); the ramp and the fine-tuning phase are
+            fractions of it. More calls of :meth:`step` keep the final target (with a warning). ``None`` when the
+            step count is known only once training starts (a framework's trainer): set :attr:`total_steps` before
+            the first :meth:`step` (the model is sparsified now either way, so the optimizer can be built).
+        config: a :class:`PrunerConfig`; keyword ``options`` override its fields (``mode="adaptive"``, ...).
+        include, exclude: layer selection, as for :func:`adasparse.sparsify`.
+        example_input: an input batch, needed with ``budget="flops"`` to measure each layer's cost.
+
+    Example::
+
+        >>> pruner = Pruner(model, target=0.9, total_steps=1000)
+        >>> optimizer = torch.optim.SGD(pruner.param_groups(lr=0.1, weight_decay=5e-4), momentum=0.9)
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        target: float,
+        total_steps: int | None = None,
+        config: PrunerConfig | None = None,
+        *,
+        include: Selector | Iterable[Selector] | None = None,
+        exclude: Selector | Iterable[Selector] | None = None,
+        example_input: torch.Tensor | None = None,
+        **options: Any,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+        if config is None:
+            config = PrunerConfig()
+        elif not isinstance(config, PrunerConfig):
+            raise TypeError(f"config must be a PrunerConfig, got {type(config).__name__}")
+        known = {f.name for f in fields(PrunerConfig)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise TypeError(
+                f"unknown Pruner option(s): {', '.join(unknown)} (PrunerConfig has: {', '.join(sorted(known))})"
+            )
+        self.config = replace(config, **options).validated()
+        self.target = check_fraction(target, "target")
+        self._total_steps = None if total_steps is None else _check_int(total_steps, "total_steps", 1)
+        if pruned_tensors(model):
+            raise ValueError("model is already sparsified: build the Pruner on a plain model (desparsify it first)")
+        config = self.config
+        costs: dict[str, float] | None = None
+        if config.budget == "flops":
+            if example_input is None:
+                raise ValueError("budget='flops' needs example_input (an input batch) to measure each layer's cost")
+        sparsify(
+            model,
+            init_threshold=threshold_for_sparsity(self._initial_sparsity()),
+            min_params=config.min_params,
+            include=include,
+            exclude=exclude,
+            task_gradient=config.task_gradient,
+            centred=config.centred,
+        )
+        if example_input is not None and config.budget == "flops":
+            costs = layer_macs(model, example_input, min_params=0)
+        self.model = model
+        self.costs = costs
+        self.criterion = SparsityLoss(
+            model,
+            target=self._target_at(0),
+            mode=config.mode,
+            weight=config.weight,
+            dual_step=config.dual_step,
+            correction=config.correction,
+            correction_interval=config.correction_interval,
+            budget=costs if costs is not None else "params",
+        )
+        self._tensors: list[PrunedTensor] = pruned_tensors(model)
+        self._identity = self._signature()
+        self._versions = self._parameter_versions()
+        self._moments = [[0.0, 0.0] for _ in self._tensors]
+        self._reached = [False] * len(self._tensors)  # whether the loss has ever reached the layer's weights
+        self.steps = 0
+        self.frozen = False
+        self.finished = False
+        self.freeze_result: PrunerResult | None = None
+        self.result: PrunerResult | None = None
+        self._warned: set[str] = set()
+
+    # -- schedule ---------------------------------------------------------------------------------------------
+    @property
+    def total_steps(self) -> int | None:
+        """The optimizer steps of the whole training (``None`` until set, when the Pruner was built without).
+
+        Settable before the first :meth:`step` (``ValueError`` unless an integer ``>= 1``); afterwards only to the
+        same value (``RuntimeError``): the ramp and the freeze are fractions of it."""
+        return self._total_steps
+
+    @total_steps.setter
+    def total_steps(self, value: int) -> None:
+        value = _check_int(value, "total_steps", 1)
+        if self.steps > 0 and value != self._total_steps:
+            raise RuntimeError(
+                f"Pruner.total_steps cannot change after the first step (it is {self._total_steps}, got {value}): "
+                "the ramp and the freeze are fractions of it"
+            )
+        self._total_steps = value
+
+    def _planned_steps(self) -> int:
+        if self._total_steps is None:
+            raise RuntimeError(
+                "the Pruner was built without total_steps: set pruner.total_steps (the optimizer steps of the whole "
+                "training) before the first pruner.step()"
+            )
+        return self._total_steps
+
+    def _initial_sparsity(self) -> float:
+        if self.config.ramp > 0.0:
+            return cubic_ramp(0.0, self.target, end=self.config.ramp)
+        return self.config.init_fraction * self.target
+
+    def _target_at(self, step: int) -> float:
+        if self.config.ramp <= 0.0:
+            return self.target
+        progress = 0.0 if step == 0 else min(step / self._planned_steps(), 1.0)
+        return cubic_ramp(progress, self.target, end=self.config.ramp)
+
+    @property
+    def freeze_step(self) -> int | None:
+        """The step after which the zeros are fixed (``None`` without fine-tuning or while :attr:`total_steps` is
+        unknown)."""
+        if self.config.finetune <= 0.0 or self._total_steps is None:
+            return None
+        return max(1, round((1.0 - self.config.finetune) * self._total_steps))
+
+    @property
+    def current_target(self) -> float:
+        """The target of the ramp at the current step."""
+        return self.criterion.target
+
+    # -- the optimizer's view -----------------------------------------------------------------------------------
+    def param_groups(self, lr: float, weight_decay: float = 0.0) -> list[dict[str, Any]]:
+        """Optimizer parameter groups: every parameter of the model at ``lr`` and ``weight_decay``; with
+        ``threshold_update="optimizer"`` the thresholds form a second group at ``lr * threshold_lr_scale`` without
+        decay, otherwise they are left out (the pruner moves them itself).
+
+        Example::
+
+            >>> optimizer = torch.optim.AdamW(pruner.param_groups(lr=3e-4, weight_decay=0.01))
+        """
+        groups = param_groups(self.model, lr, weight_decay, self.config.threshold_lr_scale)
+        if self.config.threshold_update == "optimizer":
+            return groups
+        return [group for group in groups if group["name"] != "thresholds"]
+
+    def loss(self) -> torch.Tensor:
+        """The sparsity term to add to the task loss: the penalty of the ``adaptive``/``fixed``/``upper``/
+        ``constraint`` modes, a zero tensor in the projection mode and once the zeros are fixed."""
+        if self.finished:
+            raise RuntimeError("Pruner.loss() after finish(): the model is already a plain pruned model")
+        if self.frozen:
+            return torch.zeros((), dtype=self._tensors[0].threshold.dtype, device=self._tensors[0].threshold.device)
+        return self.criterion()
+
+    # -- the step -----------------------------------------------------------------------------------------------
+    def _signature(self) -> tuple[int, ...]:
+        """The raw weights' identities (a replaced or desparsified layer has another, or none)."""
+        return tuple(id(t.module._parameters.get(t.tensor_name + ORIG_SUFFIX)) for t in self._tensors)
+
+    def _parameter_versions(self) -> tuple[int, ...]:
+        return tuple(t.raw._version for t in self._tensors)
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(message, UserWarning, stacklevel=3)
+
+    def _check_open(self, method: str) -> None:
+        if self.finished:
+            raise RuntimeError(f"Pruner.{method}() after finish(): the model is already a plain pruned model")
+        if self._signature() != self._identity:
+            raise RuntimeError(
+                "the model changed after the Pruner was built (a pruned layer was replaced, desparsified or "
+                "re-sparsified): build a new Pruner for the new model"
+            )
+
+    @torch.no_grad()
+    def step(self) -> None:
+        """Advance the life cycle by one optimizer step; call it right after ``optimizer.step()`` (and before
+        ``optimizer.zero_grad()`` when that comes after the step).
+
+        A call with no optimizer step since the last one (none at all yet, or one ``torch.amp.GradScaler``
+        skipped) does not advance the pruner. Raises ``RuntimeError`` after :meth:`finish` or when the model's
+        pruned layers were replaced or :attr:`total_steps` was never set, and ``ValueError`` when a threshold or
+        weight is no longer finite.
+        """
+        self._check_open("step")
+        total_steps = self._planned_steps()
+        versions = self._parameter_versions()
+        if versions == self._versions:
+            self._warn_once(
+                "no-step",
+                "Pruner.step() was called but no pruned weight changed since the last call (no optimizer.step() "
+                "yet, or a GradScaler skipped it): the pruner does not advance for this call",
+            )
+            return
+        if self.steps >= total_steps:
+            self._warn_once(
+                "overrun",
+                f"Pruner.step() called more than total_steps={total_steps} times: the final target "
+                f"{self.target} is kept",
+            )
+        if self.frozen:
+            self.criterion.clamp_thresholds()  # an optimizer's momentum may still move them
+        else:
+            if self.config.threshold_update == "adam":
+                self._update_thresholds()
+            if self.config.mode == "projection" and self.steps % self.config.correction_interval == 0:
+                self._release_unreached()
+            self.criterion.step()  # divergence check, thresholds back into [0, 5], then the projection
+        self.steps += 1
+        if not self.frozen and self.steps == self.freeze_step:
+            self.freeze()
+        if not self.frozen:
+            self.criterion.target = self._target_at(self.steps)
+        self._versions = self._parameter_versions()
+
+    def _release_unreached(self) -> None:
+        """Mark the layers the loss never reaches (trainable weights that got no gradient at any check so far, e.g.
+        an unused pooler): the projection prunes them first (see :attr:`SparsityLoss.idle`), so the budget goes to
+        the layers that matter. A layer the loss reaches later rejoins the others."""
+        has_gradient = [pruned.raw.grad is not None and bool(pruned.raw.grad.any()) for pruned in self._tensors]
+        if not any(has_gradient):  # the gradients were cleared before this call: nothing can be concluded
+            self._warn_once(
+                "cleared",
+                "no pruned weight has a gradient at Pruner.step(): call it after optimizer.step() and before "
+                "optimizer.zero_grad()",
+            )
+            return
+        idle = self.criterion.idle
+        for index, pruned in enumerate(self._tensors):
+            self._reached[index] = self._reached[index] or has_gradient[index]
+            idle[index] = not self._reached[index] and pruned.raw.requires_grad
+
+    _BETAS = (0.9, 0.999)
+    _EPS = 1e-12
+
+    def _update_thresholds(self) -> None:
+        """One Adam step on every threshold from its gradient: invariant to the gradient's scale, so a layer whose
+        loss is very sensitive to its threshold (a convolution before a normalisation) moves as fast as any."""
+        step_size = self.config.threshold_lr / self._planned_steps()
+        if step_size <= 0.0:
+            return
+        beta1, beta2 = self._BETAS
+        count = self.steps + 1
+        correction1, correction2 = 1.0 - beta1**count, 1.0 - beta2**count
+        any_gradient = False
+        for pruned, moments in zip(self._tensors, self._moments):
+            r = pruned.threshold
+            if r.grad is None:
+                continue
+            gradient = float(r.grad)
+            if not math.isfinite(gradient):
+                continue
+            any_gradient = True
+            moments[0] = beta1 * moments[0] + (1.0 - beta1) * gradient
+            moments[1] = beta2 * moments[1] + (1.0 - beta2) * gradient * gradient
+            denominator = math.sqrt(moments[1] / correction2) + self._EPS
+            r.sub_(step_size * (moments[0] / correction1) / denominator)
+            r.grad = None  # consumed: no optimizer zeroes it
+        if not any_gradient and (self.config.task_gradient or self.config.mode not in ("projection",)):
+            self._warn_once(
+                "no-gradient",
+                "no threshold has a gradient at Pruner.step(): call it after optimizer.step() and before "
+                "optimizer.zero_grad(), and add pruner.loss() to the loss you back-propagate",
+            )
+
+    # -- fixing the zeros and finishing -------------------------------------------------------------------------
+    def _result(self, before: SparsityReport, calibration: CalibrationResult | None) -> PrunerResult:
+        after = calibration.after if calibration is not None else sparsity_report(self.model)
+        units = _unit_costs(self._tensors, self.costs)  # after.layers are the pruned tensors, in the same order
+        total = sum(u * layer.numel for u, layer in zip(units, after.layers))
+        achieved = sum(u * layer.zeros for u, layer in zip(units, after.layers))
+        unit = max(units)
+        reached = abs(achieved - self.target * total) <= unit + 1e-9 * total
+        return PrunerResult(
+            target=self.target,
+            sparsity_before=before.overall,
+            sparsity=after.overall,
+            analytic=before.analytic,
+            reached=reached,
+            report=after,
+            message=str(calibration) if calibration is not None else "",
+        )
+
+    def _calibrated(self) -> tuple[SparsityReport, CalibrationResult | None]:
+        if self.criterion.mode == "projection" and self.criterion.correction:
+            self.criterion.target = self.target
+            self.criterion.measure_distributions()  # fresh distributions: the budget is exact before calibrating
+            self.criterion.project()
+        before = sparsity_report(self.model)
+        result = calibrate(self.model, self.target, budget=self.costs) if self.config.calibrate else None
+        return before, result
+
+    @torch.no_grad()
+    def freeze(self) -> PrunerResult:
+        """Calibrate to the exact target (``calibrate=True``) and fix the zeros; the remaining steps fine-tune the
+        surviving weights. Called by :meth:`step` at the fine-tuning step; returns what it measured."""
+        self._check_open("freeze")
+        if self.frozen:
+            raise RuntimeError("Pruner.freeze(): the zeros are already fixed")
+        before, calibration = self._calibrated()
+        for pruned in self._tensors:
+            freeze(pruned.module, pruned.tensor_name)
+        self.frozen = True
+        self.freeze_result = self._result(before, calibration)
+        return self.freeze_result
+
+    @torch.no_grad()
+    def finish(self) -> nn.Module:
+        """End pruning: calibrate (if the zeros are not fixed yet), bake the zeros into a plain model and return
+        it. :attr:`result` then holds the final figures. A second call raises ``RuntimeError``."""
+        if self.finished:
+            raise RuntimeError("Pruner.finish() was already called")
+        self._check_open("finish")
+        if self.frozen:
+            assert self.freeze_result is not None
+            final = sparsity_report(self.model)
+            frozen = self.freeze_result
+            self.result = replace(frozen, sparsity=final.overall, report=frozen.report)
+        else:
+            before, calibration = self._calibrated()
+            self.result = self._result(before, calibration)
+        desparsify(self.model)
+        self.finished = True
+        return self.model
+
+    def report(self) -> SparsityReport:
+        """The per-layer sparsity of the model now (:func:`adasparse.sparsity_report`)."""
+        return sparsity_report(self.model)
+
+    # -- checkpoints --------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """The pruner's state (its settings, step, phase, the loss's state and the thresholds' update state);
+        ``torch.save``-able and ``weights_only`` safe. The masks and thresholds live in the model's own
+        ``state_dict``, so the two can be saved and restored in any order."""
+        state: dict[str, Any] = {
+            "config": self.config.to_dict(),
+            "target": self.target,
+            "total_steps": self.total_steps,
+            "steps": self.steps,
+            "frozen": self.frozen,
+            "finished": self.finished,
+            "moments": [list(m) for m in self._moments],
+            "reached": list(self._reached),
+            "criterion": self.criterion.state_dict(),
+            "warned": sorted(self._warned),
+        }
+        if self.freeze_result is not None:
+            state["freeze_result"] = _result_to_dict(self.freeze_result)
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict` (``ValueError`` when it was written for other settings or another model)."""
+        if not isinstance(state, Mapping) or "steps" not in state or "criterion" not in state:
+            raise ValueError("not a Pruner state_dict (it has no 'steps' and 'criterion')")
+        if self._total_steps is None:
+            raise ValueError(
+                f"set pruner.total_steps before loading a Pruner state (the state's is {state.get('total_steps')!r})"
+            )
+        differing = [
+            key
+            for key, value in (
+                ("config", self.config.to_dict()),
+                ("target", self.target),
+                ("total_steps", self.total_steps),
+            )
+            if state.get(key) != value
+        ]
+        if differing:
+            raise ValueError(
+                f"the Pruner state was written with other settings ({', '.join(differing)} differ): "
+                "build the Pruner with the settings of the run you resume"
+            )
+        moments = state.get("moments", [])
+        if len(moments) != len(self._tensors):
+            raise ValueError(f"the Pruner state has {len(moments)} thresholds, the model {len(self._tensors)}")
+        self.criterion.load_state_dict(state["criterion"])
+        self._moments = [[float(a), float(b)] for a, b in moments]
+        self._reached = [bool(flag) for flag in state.get("reached", [True] * len(self._tensors))]
+        self.steps = int(state["steps"])
+        self.frozen = bool(state["frozen"])
+        self.finished = bool(state.get("finished", False))
+        self._warned = set(state.get("warned", []))
+        frozen_result = state.get("freeze_result")
+        self.freeze_result = _result_from_dict(frozen_result) if frozen_result is not None else None
+        self._versions = self._parameter_versions()
+
+    def __repr__(self) -> str:
+        phase = "finished" if self.finished else "fine-tuning" if self.frozen else "pruning"
+        return (
+            f"Pruner(target={self.target}, step {self.steps}/{self._total_steps or '?'}, {phase}, "
+            f"mode={self.config.mode!r}, layers={len(self._tensors)})"
+        )
+
+
+def _result_to_dict(result: PrunerResult) -> dict[str, Any]:
+    return {
+        "target": result.target,
+        "sparsity_before": result.sparsity_before,
+        "sparsity": result.sparsity,
+        "analytic": result.analytic,
+        "reached": result.reached,
+        "report": result.report.to_dict(),
+        "message": result.message,
+    }
+
+
+def _result_from_dict(data: Mapping[str, Any]) -> PrunerResult:
+    return PrunerResult(
+        target=float(data["target"]),
+        sparsity_before=float(data["sparsity_before"]),
+        sparsity=float(data["sparsity"]),
+        analytic=None if data["analytic"] is None else float(data["analytic"]),
+        reached=bool(data["reached"]),
+        report=SparsityReport.from_dict(data["report"]),
+        message=str(data.get("message", "")),
+    )

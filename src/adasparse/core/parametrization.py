@@ -1,0 +1,480 @@
+"""Attach the pruning operator to a module's weight tensors, and take it off again.
+
+The mechanism follows ``torch.nn.utils.parametrize``: the module's class is swapped for a subclass whose
+``weight`` (or other tensor) is a property computing the effective weight from two parameters registered in its
+place, ``<name>_orig`` (the raw, trainable weight: the very ``Parameter`` object the module had) and
+``<name>_threshold`` (the scalar ``r``), plus a boolean buffer ``<name>_mask``: empty while the threshold decides
+which weights are zero, the weight's shape once the zeros are fixed (:func:`freeze`). Freezing changes no
+parameter and no ``state_dict`` key, so optimizers, data-parallel wrappers and compiled models stay valid. The
+module keeps its class for ``isinstance``, its own ``forward``, its hooks and every other attribute. Unlike
+``parametrize``:
+
+- the generated subclass is cached per (class, tensor names) and is never mutated, so a model and its
+  ``copy.deepcopy`` can be sparsified and desparsified independently;
+- instances pickle (and so ``torch.save(model)`` works): they reduce to a rebuild of the cached subclass;
+- the subclass keeps the name, qualified name and module of the original class (``repr``, ``torch.fx`` leaf
+  detection and class-name checks see the original layer).
+
+Shared (tied) weights: a ``Parameter`` used by several modules (an embedding and its language-model head) is one
+pruned tensor. Its owner (the module :func:`adasparse.sparsify` selected) carries the operator as above; every other
+module using it is a *tied user* (:func:`attach_tied`): its class is swapped too, its entry in ``_parameters`` is
+kept as ``None`` (so it has no ``state_dict`` key of its own) and its ``weight`` property returns the owner's
+effective weight, read through a reference to the owner. Every user therefore sees the same pruned weight, with one
+threshold and one mask, and the tie survives ``.to()``, ``to_empty``, ``deepcopy`` and pickling (which replace
+buffers, and with ``to_empty`` parameters, module by module).
+
+Length: about 480 lines, over the ~400 the project aims at, because the owner classes, the tied-user classes and
+freezing are one mechanism whose generated classes, pickling and ``state_dict`` keys must agree; the key codec itself
+already lives in :mod:`~adasparse.core.state_keys`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .operator import effective_weight, masked_weight
+from .state_keys import (
+    CENTRED_SUFFIX,
+    MASK_SUFFIX,
+    ORIG_SUFFIX,
+    THRESHOLD_SUFFIX,
+    effective_from_state,
+    is_companion_key,
+)
+
+__all__ = [
+    "CENTRED_SUFFIX",
+    "MASK_SUFFIX",
+    "ORIG_SUFFIX",
+    "THRESHOLD_SUFFIX",
+    "PrunedTensor",
+    "attach",
+    "attach_tied",
+    "detach",
+    "detach_tied",
+    "effective_from_state",
+    "freeze",
+    "is_companion_key",
+    "unfreeze",
+    "is_sparsified",
+    "is_tied_user",
+    "original_class",
+    "pruned_tensors",
+    "sparsified_tensor_names",
+    "tied_users",
+]
+
+_CLASS_CACHE: dict[tuple[type, tuple[str, ...]], type] = {}
+
+
+def is_sparsified(module: nn.Module) -> bool:
+    """Whether ``module`` itself (not its children) carries the pruning operator."""
+    return getattr(type(module), "_adasparse_tensors", None) is not None
+
+
+def is_tied_user(module: nn.Module) -> bool:
+    """Whether ``module`` uses a pruned tensor that another module owns (see :func:`attach_tied`)."""
+    return getattr(type(module), "_adasparse_tied", None) is not None
+
+
+def sparsified_tensor_names(module: nn.Module) -> tuple[str, ...]:
+    """Names of the tensors of ``module`` that are pruned (empty for a plain module)."""
+    return getattr(type(module), "_adasparse_tensors", None) or ()
+
+
+def original_class(module: nn.Module) -> type:
+    """The class the module had before it was sparsified (its own class for a plain module)."""
+    return getattr(type(module), "_adasparse_base", type(module))
+
+
+def _rebuild(base: type, tensor_names: tuple[str, ...]) -> nn.Module:
+    """Unpickling entry point: an empty instance of the cached sparse subclass (state is set afterwards)."""
+    cls = _sparse_class(base, tensor_names)
+    return cls.__new__(cls)
+
+
+TASK_GRADIENT_ATTRIBUTE = "_adasparse_task_gradient"
+CENTRED_ATTRIBUTE = "_adasparse_centred"
+"""Per tensor name, the value of its ``<name>_centred`` buffer as a Python bool (read every forward, no sync)."""
+TIED_ATTRIBUTE = "_adasparse_tied_to"
+_TIED_CACHE: dict[tuple[type, tuple[str, ...]], type] = {}
+
+
+def _empty_mask(like: torch.Tensor) -> torch.Tensor:
+    return torch.zeros(0, dtype=torch.bool, device=like.device)
+
+
+def _make_property(name: str) -> property:
+    orig_key, threshold_key, mask_key = name + ORIG_SUFFIX, name + THRESHOLD_SUFFIX, name + MASK_SUFFIX
+
+    def fget(self: nn.Module) -> torch.Tensor:
+        params = self._parameters
+        r = params[threshold_key]
+        if not self.__dict__[TASK_GRADIENT_ATTRIBUTE]:
+            r = r.detach()  # the threshold then learns from the sparsity loss alone
+        mask = self._buffers[mask_key]
+        if mask.numel():
+            return masked_weight(params[orig_key], mask, r)
+        return effective_weight(params[orig_key], r, centred=self.__dict__[CENTRED_ATTRIBUTE][name])
+
+    def fset(self: nn.Module, value: Any) -> None:
+        if not isinstance(value, nn.Parameter):
+            raise TypeError(
+                f"cannot assign {type(value).__name__} to the sparsified tensor {name!r}: "
+                f"assign an nn.Parameter (it becomes the raw weight {orig_key!r}) or call desparsify first"
+            )
+        current = self._parameters[orig_key]
+        if value.shape != current.shape:
+            raise ValueError(f"{name!r} must keep its shape {tuple(current.shape)}, got {tuple(value.shape)}")
+        self._parameters[orig_key] = value
+
+    return property(fget, fset, doc=f"Effective (pruned) {name}, computed from {orig_key} and {threshold_key}.")
+
+
+def _sparse_class(base: type, tensor_names: tuple[str, ...]) -> type:
+    key = (base, tensor_names)
+    cls = _CLASS_CACHE.get(key)
+    if cls is not None:
+        return cls
+
+    def __setattr__(self: nn.Module, attr: str, value: Any) -> None:
+        if attr in tensor_names:
+            object.__setattr__(self, attr, value)  # the property's setter
+        else:
+            base.__setattr__(self, attr, value)
+
+    def __reduce_ex__(self: nn.Module, protocol: int) -> tuple:
+        return (_rebuild, (base, tensor_names), self.__getstate__())
+
+    def _load_from_state_dict(
+        self: nn.Module,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        # A mask is empty (thresholds decide) or the weight's shape (fixed zeros): take whichever the state holds;
+        # a state without masks (written before masks existed) means thresholds decide.
+        absent = []
+        for name in tensor_names:
+            key = prefix + name + MASK_SUFFIX
+            mask = self._buffers[name + MASK_SUFFIX]
+            value = state_dict.get(key)
+            if value is None:
+                mask.resize_(0)
+                absent.append(key)
+            elif isinstance(value, torch.Tensor) and (
+                value.numel() == 0 or value.shape == self._parameters[name + ORIG_SUFFIX].shape
+            ):
+                mask.resize_(value.shape)
+            else:
+                shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+                error_msgs.append(
+                    f"{key}: a mask must be empty or of the weight's shape "
+                    f"{tuple(self._parameters[name + ORIG_SUFFIX].shape)}, got {shape}"
+                )
+        centred = self.__dict__[CENTRED_ATTRIBUTE]
+        for name in tensor_names:
+            key = prefix + name + CENTRED_SUFFIX
+            value = state_dict.get(key)
+            if value is None:
+                self._buffers[name + CENTRED_SUFFIX].fill_(True)
+                absent.append(key)
+            elif isinstance(value, torch.Tensor) and value.numel() == 1:
+                self._buffers[name + CENTRED_SUFFIX].fill_(bool(value.reshape(())))
+            else:
+                error_msgs.append(f"{key}: must be a one-element tensor (True or False), got {value!r}")
+                continue
+            centred[name] = bool(self._buffers[name + CENTRED_SUFFIX])
+        base._load_from_state_dict(
+            self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+        for key in absent:
+            if key in missing_keys:
+                missing_keys.remove(key)
+
+    def extra_repr(self: nn.Module) -> str:
+        text = base.extra_repr(self)
+        pruned = ", ".join(tensor_names)
+        return f"{text}, sparsified=({pruned})" if text else f"sparsified=({pruned})"
+
+    namespace: dict[str, Any] = {
+        "_adasparse_tensors": tensor_names,
+        "_adasparse_base": base,
+        "__setattr__": __setattr__,
+        "__reduce_ex__": __reduce_ex__,
+        "_load_from_state_dict": _load_from_state_dict,
+        "extra_repr": extra_repr,
+        "__module__": base.__module__,
+        "__qualname__": base.__qualname__,
+        "__doc__": base.__doc__,
+    }
+    for name in tensor_names:
+        namespace[name] = _make_property(name)
+    cls = type(base.__name__, (base,), namespace)
+    _CLASS_CACHE[key] = cls
+    return cls
+
+
+def _rebuild_tied(base: type, tensor_names: tuple[str, ...]) -> nn.Module:
+    """Unpickling entry point of a tied user (see :func:`_rebuild`)."""
+    cls = _tied_class(base, tensor_names)
+    return cls.__new__(cls)
+
+
+def _make_tied_property(name: str) -> property:
+    def fget(self: nn.Module) -> torch.Tensor:
+        owner, owner_name = self.__dict__[TIED_ATTRIBUTE][name]
+        return getattr(owner, owner_name)
+
+    def fset(self: nn.Module, value: Any) -> None:
+        raise TypeError(
+            f"cannot assign to {name!r}: it is a pruned weight shared with another module (tied weights); "
+            "assign the owner's weight, or call desparsify first"
+        )
+
+    return property(fget, fset, doc=f"Effective (pruned) {name}, shared with the module that owns it.")
+
+
+def _tied_class(base: type, tensor_names: tuple[str, ...]) -> type:
+    key = (base, tensor_names)
+    cls = _TIED_CACHE.get(key)
+    if cls is not None:
+        return cls
+
+    def __setattr__(self: nn.Module, attr: str, value: Any) -> None:
+        if attr in tensor_names:
+            object.__setattr__(self, attr, value)  # the property's setter (refuses)
+        else:
+            base.__setattr__(self, attr, value)
+
+    def __reduce_ex__(self: nn.Module, protocol: int) -> tuple:
+        return (_rebuild_tied, (base, tensor_names), self.__getstate__())
+
+    def extra_repr(self: nn.Module) -> str:
+        text = base.extra_repr(self)
+        tied = ", ".join(tensor_names)
+        return f"{text}, tied=({tied})" if text else f"tied=({tied})"
+
+    namespace: dict[str, Any] = {
+        "_adasparse_tied": tensor_names,
+        "_adasparse_base": base,
+        "__setattr__": __setattr__,
+        "__reduce_ex__": __reduce_ex__,
+        "extra_repr": extra_repr,
+        "__module__": base.__module__,
+        "__qualname__": base.__qualname__,
+        "__doc__": base.__doc__,
+    }
+    for name in tensor_names:
+        namespace[name] = _make_tied_property(name)
+    cls = type(base.__name__, (base,), namespace)
+    _TIED_CACHE[key] = cls
+    return cls
+
+
+def _replace_parameters(module: nn.Module, mapping: dict[str, dict[str, nn.Parameter]]) -> None:
+    """Rebuild ``module._parameters`` in order, replacing each key of ``mapping`` by the parameters it maps to."""
+    rebuilt: dict[str, nn.Parameter | None] = {}
+    for key, value in module._parameters.items():
+        if key in mapping:
+            rebuilt.update(mapping[key])
+        else:
+            rebuilt[key] = value
+    module._parameters.clear()
+    module._parameters.update(rebuilt)
+
+
+def attach(
+    module: nn.Module,
+    tensor_names: tuple[str, ...],
+    thresholds: dict[str, float],
+    trainable: bool,
+    task_gradient: bool = True,
+    centred: bool = True,
+) -> None:
+    """Sparsify the named tensors of one module in place.
+
+    Args:
+        module: a plain (not yet sparsified) module owning each named tensor as a floating ``nn.Parameter``.
+        tensor_names: e.g. ``("weight",)``.
+        thresholds: initial ``r`` per tensor name.
+        trainable: whether the thresholds receive gradients.
+        task_gradient: whether the gradient of the loss computed from the module's output reaches the thresholds
+            (through the weights they prune); without it only the sparsity loss moves them.
+        centred: kept weights hold ``w - mean(w)`` (the paper) or their own value ``w``.
+    """
+    if is_sparsified(module):
+        raise ValueError(
+            f"{type(module).__name__} is already sparsified ({', '.join(sparsified_tensor_names(module))})"
+        )
+    mapping: dict[str, dict[str, nn.Parameter]] = {}
+    for name in tensor_names:
+        weight = module._parameters[name]
+        assert weight is not None
+        r = torch.tensor(float(thresholds[name]), dtype=weight.dtype, device=weight.device)
+        mapping[name] = {
+            name + ORIG_SUFFIX: weight,
+            name + THRESHOLD_SUFFIX: nn.Parameter(r, requires_grad=trainable),
+        }
+    _replace_parameters(module, mapping)
+    for name in tensor_names:
+        raw = module._parameters[name + ORIG_SUFFIX]
+        module._buffers[name + MASK_SUFFIX] = _empty_mask(raw)
+        module._buffers[name + CENTRED_SUFFIX] = torch.tensor(bool(centred), device=raw.device)
+    object.__setattr__(module, TASK_GRADIENT_ATTRIBUTE, bool(task_gradient))
+    object.__setattr__(module, CENTRED_ATTRIBUTE, dict.fromkeys(tensor_names, bool(centred)))
+    module.__class__ = _sparse_class(type(module), tuple(tensor_names))
+
+
+def detach(module: nn.Module, bake: bool = True) -> None:
+    """Remove the operator from one module, restoring its class and its original parameter names.
+
+    With ``bake`` the effective weight is written into the original ``Parameter`` object (zeros baked in);
+    otherwise the raw weight is restored unchanged.
+    """
+    tensor_names = sparsified_tensor_names(module)
+    if not tensor_names:
+        raise ValueError(f"{type(module).__name__} is not sparsified")
+    mapping: dict[str, dict[str, nn.Parameter]] = {}
+    for name in tensor_names:
+        raw = module._parameters[name + ORIG_SUFFIX]
+        assert raw is not None
+        if bake:
+            with torch.no_grad():
+                raw.copy_(_effective(module, name))
+        mapping[name + ORIG_SUFFIX] = {name: raw}
+        mapping[name + THRESHOLD_SUFFIX] = {}
+        module._buffers.pop(name + MASK_SUFFIX, None)
+        module._buffers.pop(name + CENTRED_SUFFIX, None)
+    _replace_parameters(module, mapping)
+    module.__dict__.pop(TASK_GRADIENT_ATTRIBUTE, None)
+    module.__dict__.pop(CENTRED_ATTRIBUTE, None)
+    module.__class__ = original_class(module)
+
+
+def attach_tied(module: nn.Module, owners: dict[str, tuple[nn.Module, str]]) -> None:
+    """Make the named tensors of ``module`` read the pruned tensors of their owners (tied weights), in place.
+
+    Args:
+        module: a plain module whose ``_parameters[name]`` is the very ``Parameter`` its owner prunes.
+        owners: per tensor name, ``(owner module, owner tensor name)``; the owner is sparsified (:func:`attach`).
+    """
+    if is_sparsified(module) or is_tied_user(module):
+        raise ValueError(f"{type(module).__name__} is already sparsified or tied")
+    for name, (owner, owner_name) in owners.items():
+        if module._parameters.get(name) is not owner._parameters.get(owner_name + ORIG_SUFFIX):
+            raise ValueError(f"{type(module).__name__}.{name} is not the Parameter its owner prunes")
+    for name in owners:
+        module._parameters[name] = None  # keeps the key order; no state_dict key while the owner holds the tensor
+    object.__setattr__(module, TIED_ATTRIBUTE, dict(owners))
+    module.__class__ = _tied_class(type(module), tuple(owners))
+
+
+def detach_tied(module: nn.Module) -> None:
+    """Give a tied user back its plain class and the owner's raw ``Parameter`` (whatever the owner holds now)."""
+    owners = module.__dict__.get(TIED_ATTRIBUTE)
+    if not is_tied_user(module) or owners is None:
+        raise ValueError(f"{type(module).__name__} is not a tied user")
+    for name, (owner, owner_name) in owners.items():
+        module._parameters[name] = owner._parameters[owner_name + ORIG_SUFFIX]
+    module.__dict__.pop(TIED_ATTRIBUTE, None)
+    module.__class__ = original_class(module)
+
+
+def tied_users(model: nn.Module) -> list[tuple[str, nn.Module, str, nn.Module, str]]:
+    """Every tied user tensor of ``model``: ``(module name, module, tensor name, owner module, owner tensor name)``."""
+    return [
+        (module_name, module, name, owner, owner_name)
+        for module_name, module in model.named_modules()
+        if is_tied_user(module)
+        for name, (owner, owner_name) in module.__dict__[TIED_ATTRIBUTE].items()
+    ]
+
+
+def _effective(module: nn.Module, name: str) -> torch.Tensor:
+    """The effective tensor ``name`` of a sparsified module, computed without autograd."""
+    raw = module._parameters[name + ORIG_SUFFIX]
+    r = module._parameters[name + THRESHOLD_SUFFIX]
+    mask = module._buffers[name + MASK_SUFFIX]
+    with torch.no_grad():
+        if mask.numel():
+            return masked_weight(raw, mask, r)
+        return effective_weight(raw, r, centred=module.__dict__[CENTRED_ATTRIBUTE][name])
+
+
+@torch.no_grad()
+def freeze(module: nn.Module, name: str) -> None:
+    """Fix the zeros of one pruned tensor: bake the effective weight into the raw one and keep its non-zero
+    pattern as the mask. From then on the tensor is ``raw * mask``: pruned weights stay zero and get no gradient,
+    the others train freely, and the threshold no longer acts."""
+    raw = module._parameters[name + ORIG_SUFFIX]
+    effective = _effective(module, name)
+    raw.copy_(effective)
+    mask = module._buffers[name + MASK_SUFFIX]
+    mask.resize_(raw.shape).copy_(effective != 0)
+
+
+def unfreeze(module: nn.Module, name: str) -> None:
+    """Let the threshold decide the zeros of one pruned tensor again (the raw weight keeps its values)."""
+    module._buffers[name + MASK_SUFFIX].resize_(0)
+
+
+@dataclass(frozen=True)
+class PrunedTensor:
+    """One pruned tensor of a model: the module that owns it and the tensor's name on that module."""
+
+    module_name: str
+    module: nn.Module
+    tensor_name: str
+
+    @property
+    def name(self) -> str:
+        """Qualified name of the effective tensor, e.g. ``"features.0.weight"``."""
+        return f"{self.module_name}.{self.tensor_name}" if self.module_name else self.tensor_name
+
+    def _parameter(self, suffix: str) -> nn.Parameter:
+        parameter = self.module._parameters.get(self.tensor_name + suffix)
+        if parameter is None:
+            raise ValueError(f"{self.name} is no longer sparsified (the model was desparsified)")
+        return parameter
+
+    @property
+    def raw(self) -> nn.Parameter:
+        """The raw trainable weight (``<name>_orig``)."""
+        return self._parameter(ORIG_SUFFIX)
+
+    @property
+    def threshold(self) -> nn.Parameter:
+        """The scalar threshold ``r`` (``<name>_threshold``), in units of the weight's standard deviation."""
+        return self._parameter(THRESHOLD_SUFFIX)
+
+    @property
+    def numel(self) -> int:
+        return self.raw.numel()
+
+    @property
+    def frozen(self) -> bool:
+        """Whether the zeros are fixed by a mask (see :func:`freeze`) rather than decided by the threshold."""
+        return bool(self.module._buffers[self.tensor_name + MASK_SUFFIX].numel())
+
+    def effective(self) -> torch.Tensor:
+        """The effective (pruned) weight, computed without autograd."""
+        self._parameter(ORIG_SUFFIX)
+        return _effective(self.module, self.tensor_name)
+
+
+def pruned_tensors(model: nn.Module) -> list[PrunedTensor]:
+    """Every pruned tensor of ``model``, in module order (empty for a plain model)."""
+    return [
+        PrunedTensor(module_name, module, tensor_name)
+        for module_name, module in model.named_modules()
+        for tensor_name in sparsified_tensor_names(module)
+    ]

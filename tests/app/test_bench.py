@@ -1,0 +1,162 @@
+"""adasparse bench: the quick suite runs end to end and writes its results page (a pipeline check, not timed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from adasparse.app.bench import SUITES, jobs, measure_overhead, run_suite, write_results
+
+pytest.importorskip("sklearn")
+
+
+def test_jobs_cover_the_grid() -> None:
+    suite = SUITES["methods"]
+    grid = jobs(suite)
+    sparse_variants = [v for v in suite.variants if v.options.get("sparsity") != "none"]
+    expected = len(suite.datasets) * len(suite.seeds) * (len(sparse_variants) * len(suite.targets) + 1)
+    assert len(grid) == expected
+    assert len({job.key for job in grid}) == len(grid)
+
+
+def test_quick_suite_writes_tables_and_reuses_finished_runs(tmp_path: Path) -> None:
+    suite = SUITES["quick"]
+    messages: list[str] = []
+    records = run_suite(suite, tmp_path, workers=1, log=messages.append)
+    assert len(records) == len(jobs(suite)) and len(messages) == len(records)
+    summaries = {r["variant"]: r["summary"] for r in records}
+    assert summaries["dense"]["sparsity"] is None
+    assert summaries["adasparse (default)"]["sparsity"] == pytest.approx(0.9, abs=1e-4)
+    page = tmp_path / "docs" / "results.md"
+    write_results(
+        [(suite, records)], page, command="adasparse bench --quick", overhead={"digits / mlp": {"dense": 1.0}}
+    )
+    text = page.read_text()
+    assert "| method | 0.9 |" in text and "| GMP global |" in text and "achieved minus target" in text
+    assert "adasparse bench --quick" in text and "| dense | 1.00× |" in text
+    assert json.loads(page.with_suffix(".json").read_text())["command"] == "adasparse bench --quick"
+    again = run_suite(suite, tmp_path, workers=1, log=lambda m: None)
+    assert [r["summary"] for r in again] == [r["summary"] for r in records]  # finished runs are reused
+
+
+def test_cached_runs_are_reused_only_with_the_same_settings(tmp_path: Path) -> None:
+    from adasparse.app.bench import _same_config
+    from adasparse.app.train import TrainConfig, run_training
+
+    def config(**options: object) -> TrainConfig:
+        return TrainConfig(dataset="digits", model="mlp", epochs=1, device="cpu", **options)  # type: ignore[arg-type]
+
+    ours, baseline = tmp_path / "ours", tmp_path / "gmp"
+    run_training(config(), ours, progress=False, log=lambda m: None)
+    run_training(config(method="gmp"), baseline, progress=False, log=lambda m: None)
+    assert _same_config(ours, config())
+    assert not _same_config(ours, config(sparsity="constraint"))  # e.g. a changed default: run it again
+    assert not _same_config(ours, config(seed=1))
+    assert _same_config(baseline, config(method="gmp", sparsity="constraint", ramp=0.0))  # not its options
+    assert not _same_config(baseline, config(method="gmp", target=0.8))
+    assert not _same_config(tmp_path / "missing", config())
+
+
+def test_measure_overhead_reports_ratios() -> None:
+    ratios = measure_overhead("digits", "mlp", steps=5, methods=["dense", "adasparse", "gmp"])
+    assert set(ratios) == {"dense", "adasparse", "gmp"} and ratios["dense"] == 1.0
+    assert all(r > 0 for r in ratios.values())
+
+
+def _tiny(suite, monkeypatch: pytest.MonkeyPatch):
+    """``suite`` shrunk to a smoke run: digits/mlp, one epoch, one seed, its first target (the machinery, not the
+    numbers)."""
+    import dataclasses
+
+    from adasparse import bench
+
+    variants = tuple(
+        dataclasses.replace(v, options={**v.options, "epochs": 1}) if "epochs" in v.options else v
+        for v in suite.variants
+    )
+    tiny = dataclasses.replace(
+        suite, variants=variants, datasets=(("digits", "mlp"),), targets=suite.targets[:1], seeds=(0,), epochs=1
+    )
+    monkeypatch.setitem(bench.SUITES, suite.name, tiny)
+    return tiny
+
+
+@pytest.mark.slow
+def test_pretrained_suite_prunes_during_fine_tuning_after_its_dense_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from adasparse.bench import phases
+
+    suite = SUITES["pretrained"]
+    grid = jobs(suite)
+    first, second = phases(grid)
+    keys = {job.key for job in first}
+    assert {job.variant.label for job in first} == {"dense"} and len(first) == len(suite.datasets) * 3
+    assert second and all(job.init_from in keys for job in second)  # every start is a phase-1 run
+    for job in second:
+        assert job.init_from.startswith(f"{job.dataset}-{job.model}/dense/") and job.init_from.endswith(f"/s{job.seed}")
+        assert job.variant.options["optimizer"] == "adamw"
+        assert job.variant.options["epochs"] <= 0.25 * suite.epochs  # at most a quarter of the pre-training steps
+    assert {job.target for job in second} == {0.9, 0.98}
+
+    tiny = _tiny(suite, monkeypatch)
+    records = run_suite(tiny, tmp_path, workers=1, log=lambda m: None)
+    assert [r["variant"] for r in records][0] == "dense" and len(records) == len(jobs(tiny))
+    dense_dir = str(tmp_path / "runs" / records[0]["key"])
+    for record in records[1:]:
+        assert record["summary"]["config"]["init_from"] == dense_dir
+        assert record["summary"]["config"]["optimizer"] == "adamw"
+        assert record["summary"]["sparsity"] == pytest.approx(0.9, abs=1e-4)
+    page = tmp_path / "results.md"
+    write_results([(tiny, records)], page, command="adasparse bench --suite pretrained")
+    text = page.read_text()
+    assert "| pretrained + GMP global |" in text and "starts from the final weights of `dense`" in text
+    # a redone pre-training run makes the runs started from it stale: they run again
+    import os
+    import time
+
+    dense_weights = tmp_path / "runs" / records[0]["key"] / "model_sparse.pt"
+    later = time.time() + 3600  # redone after the runs started from it
+    os.utime(dense_weights, (later, later))
+    again = run_suite(tiny, tmp_path, workers=1, log=lambda m: None)
+    assert again[0]["summary"] == records[0]["summary"]
+    assert all(a["summary"]["wall_seconds"] != b["summary"]["wall_seconds"] for a, b in zip(again[1:], records[1:]))
+
+
+@pytest.mark.slow
+def test_threshold_lr_suite_and_the_sweep_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+    import sys
+
+    suite = SUITES["threshold-lr"]
+    values = {
+        (v.options.get("threshold_lr"), v.options.get("threshold_lr_scale"), v.options["optimizer"])
+        for v in suite.variants
+    }
+    assert {lr for lr, _, _ in values} == {None, 0.2, 0.6, 2.0, 6.0, 20.0}
+    assert {scale for _, scale, _ in values} == {None, 0.01, 0.1, 1.0}
+    assert {optimizer for _, _, optimizer in values} == {"sgd", "adamw"} and len(values) == 16
+    assert suite.targets == (0.98,) and suite.epochs == 30
+
+    _tiny(suite, monkeypatch)
+    spec = importlib.util.spec_from_file_location(
+        "zoo_sweep", Path(__file__).parents[1] / "benchmarks" / "zoo_sweep.py"
+    )
+    sweep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sweep)
+    records = tmp_path / "threshold-lr.jsonl"
+    argv = ["zoo_sweep.py", "--suite", "threshold-lr", "--jobs", "1", "--out", str(tmp_path), "--records", str(records)]
+    monkeypatch.setattr(sys, "argv", argv)
+    sweep.main()
+    rows = [json.loads(line) for line in records.read_text().splitlines()]
+    assert len(rows) == 16 and all(row["suite"] == "threshold-lr" and row["ours"] for row in rows)
+    page = tmp_path / "threshold-lr.md"
+    monkeypatch.setattr(sys, "argv", ["zoo_sweep.py", "--records", str(records), "--table", str(page)])
+    sweep.main()
+    text = page.read_text()
+    assert text.startswith("# Sensitivity of the default to the thresholds' step size")
+    header = next(line for line in text.splitlines() if line.startswith("| model |"))
+    assert header.split(" | ")[2:4] == ["dense", "threshold_lr 0.2, SGD"]  # the suite's order
+    assert "thresholds in the optimizer x1, AdamW |" in header and "| mlp (digits) | 0.98 |" in text

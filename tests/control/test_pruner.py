@@ -1,0 +1,410 @@
+"""The Pruner: the default life cycle in a user's own loop."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import adasparse
+from adasparse import Pruner, PrunerConfig
+from adasparse.core.operator import MAX_THRESHOLD
+
+
+def _model(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(20, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+
+
+def _data(seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(256, 20, generator=generator)
+    return x, (x[:, :10].argmax(1) + (x[:, 10] > 0).long()) % 10
+
+
+def _train(model: nn.Module, pruner: Pruner, optimizer: torch.optim.Optimizer, steps: range) -> None:
+    x, y = _data()
+    for step in steps:
+        batch = slice((step * 32) % 256, (step * 32) % 256 + 32)
+        loss = F.cross_entropy(model(x[batch]), y[batch]) + pruner.loss()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        pruner.step()
+
+
+@pytest.mark.parametrize("optimizer_name", ["sgd", "adamw"])
+def test_plain_loop_ends_with_exactly_the_target(optimizer_name: str) -> None:
+    model = _model()
+    pruner = Pruner(model, target=0.9, total_steps=60, min_params=500)
+    groups = pruner.param_groups(lr=0.05 if optimizer_name == "sgd" else 3e-3, weight_decay=1e-4)
+    optimizer = torch.optim.SGD(groups, momentum=0.9) if optimizer_name == "sgd" else torch.optim.AdamW(groups)
+    _train(model, pruner, optimizer, range(60))
+    result_model = pruner.finish()
+    assert result_model is model
+    assert not adasparse.pruned_tensors(model)
+    assert type(model[0]) is nn.Linear
+    report = adasparse.sparsity_report(model, min_params=500)
+    assert report.pruned_params == 64 * 20 + 64 * 64 + 10 * 64
+    assert abs(report.pruned_zeros - 0.9 * report.pruned_params) <= 1
+    assert pruner.result is not None and pruner.result.reached
+
+
+def test_thresholds_start_at_the_ramps_first_target_so_step_zero_prunes_nothing() -> None:
+    model = _model()
+    Pruner(model, target=0.9, total_steps=100, min_params=500)
+    assert adasparse.sparsity_report(model).overall < 0.001
+    assert all(float(t.threshold) == 0.0 for t in adasparse.pruned_tensors(model))
+
+
+def test_without_ramp_thresholds_start_at_the_papers_fraction() -> None:
+    model = _model()
+    pruner = Pruner(model, target=0.9, total_steps=100, min_params=500, ramp=0.0)
+    expected = adasparse.threshold_for_sparsity(0.6 * 0.9)
+    assert all(abs(float(t.threshold) - expected) < 1e-6 for t in adasparse.pruned_tensors(model))
+    assert pruner.current_target == 0.9
+
+
+def test_freeze_keeps_parameters_and_state_dict_keys() -> None:
+    model = _model()
+    pruner = Pruner(model, target=0.8, total_steps=10, min_params=500, finetune=0.5, ramp=0.2)
+    parameters = [id(p) for p in model.parameters()]
+    keys = list(model.state_dict())
+    optimizer = torch.optim.SGD(pruner.param_groups(lr=0.05), momentum=0.9)
+    _train(model, pruner, optimizer, range(5))
+    assert pruner.frozen and pruner.freeze_result is not None and pruner.freeze_result.reached
+    assert [id(p) for p in model.parameters()] == parameters
+    assert list(model.state_dict()) == keys
+    zeros = [t.effective() == 0 for t in adasparse.pruned_tensors(model)]
+    _train(model, pruner, optimizer, range(5, 10))
+    assert all(torch.equal(t.effective() == 0, z) for t, z in zip(adasparse.pruned_tensors(model), zeros))
+
+
+def test_resumed_loop_ends_bit_for_bit_like_an_uninterrupted_one() -> None:
+    def build() -> tuple[nn.Module, Pruner, torch.optim.Optimizer]:
+        model = _model()
+        pruner = Pruner(model, target=0.9, total_steps=40, min_params=500, correction_interval=3)
+        return model, pruner, torch.optim.SGD(pruner.param_groups(lr=0.05), momentum=0.9)
+
+    model, pruner, optimizer = build()
+    _train(model, pruner, optimizer, range(40))
+    expected = pruner.finish().state_dict()
+
+    model, pruner, optimizer = build()
+    _train(model, pruner, optimizer, range(35))  # past the freeze at step 32
+    saved = copy.deepcopy(
+        {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "pruner": pruner.state_dict()}
+    )
+    model, pruner, optimizer = build()
+    pruner.load_state_dict(saved["pruner"])  # any order: masks live in the model's own state
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    _train(model, pruner, optimizer, range(35, 40))
+    resumed = pruner.finish().state_dict()
+    assert all(torch.equal(expected[key], resumed[key]) for key in expected)
+
+
+def test_step_without_an_optimizer_step_does_not_advance() -> None:
+    model = _model()
+    pruner = Pruner(model, target=0.9, total_steps=10, min_params=500)
+    with pytest.warns(UserWarning, match="no pruned weight changed"):
+        pruner.step()
+    assert pruner.steps == 0
+    optimizer = torch.optim.SGD(pruner.param_groups(lr=0.05))
+    _train(model, pruner, optimizer, range(1))
+    assert pruner.steps == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pruner.step()  # a skipped step (GradScaler): silent after the first warning
+    assert pruner.steps == 1
+
+
+def test_gradient_accumulation_advances_once_per_optimizer_step() -> None:
+    model = _model()
+    pruner = Pruner(model, target=0.9, total_steps=10, min_params=500)
+    optimizer = torch.optim.SGD(pruner.param_groups(lr=0.05))
+    x, y = _data()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for micro in range(8):
+            F.cross_entropy(model(x[micro * 32 : micro * 32 + 32]), y[micro * 32 : micro * 32 + 32]).backward()
+            if micro % 4 == 3:
+                optimizer.step()
+                pruner.step()
+                optimizer.zero_grad()
+            else:
+                pruner.step()
+    assert pruner.steps == 2
+
+
+def test_more_steps_than_planned_warn_once_and_keep_the_final_target() -> None:
+    model = _model()
+    pruner = Pruner(model, target=0.5, total_steps=4, min_params=500, finetune=0.0)
+    optimizer = torch.optim.SGD(pruner.param_groups(lr=0.05))
+    with pytest.warns(UserWarning, match="more than total_steps=4"):
+        _train(model, pruner, optimizer, range(6))
+    assert pruner.current_target == 0.5
+    assert abs(adasparse.sparsity_report(model).overall - 0.5) < 0.01
+
+
+def test_bad_use_gets_clear_errors() -> None:
+    with pytest.raises(ValueError, match="target must be in"):
+        Pruner(_model(), target=1.5, total_steps=10)
+    with pytest.raises(ValueError, match="total_steps must be an integer >= 1"):
+        Pruner(_model(), target=0.5, total_steps=0)
+    with pytest.raises(TypeError, match="unknown Pruner option"):
+        Pruner(_model(), target=0.5, total_steps=10, ramps=0.1)
+    with pytest.raises(ValueError, match="ramp \\+ finetune must be < 1"):
+        Pruner(_model(), target=0.5, total_steps=10, ramp=0.6, finetune=0.5)
+    model = _model()
+    pruner = Pruner(model, target=0.5, total_steps=10, min_params=500)
+    with pytest.raises(ValueError, match="already sparsified"):
+        Pruner(model, target=0.5, total_steps=10)
+    adasparse.desparsify(model)
+    with pytest.raises(RuntimeError, match="model changed after the Pruner was built"):
+        pruner.step()
+    model = _model()
+    pruner = Pruner(model, target=0.5, total_steps=10, min_params=500)
+    pruner.finish()
+    with pytest.raises(RuntimeError, match="already called"):
+        pruner.finish()
+    with pytest.raises(RuntimeError, match="after finish"):
+        pruner.step()
+
+
+def test_original_method_with_the_same_object() -> None:
+    model = _model()
+    pruner = Pruner(
+        model,
+        target=0.9,
+        total_steps=30,
+        min_params=500,
+        mode="adaptive",
+        ramp=0.0,
+        finetune=0.0,
+        correction=False,
+        threshold_update="optimizer",
+    )
+    groups = pruner.param_groups(lr=0.1, weight_decay=5e-4)
+    assert [g["name"] for g in groups] == ["weights", "thresholds"]
+    assert groups[1]["lr"] == pytest.approx(0.001) and groups[1]["weight_decay"] == 0.0
+    assert float(pruner.loss()) > 0.0
+    optimizer = torch.optim.SGD(groups, momentum=0.9)
+    _train(model, pruner, optimizer, range(30))
+    pruner.finish()
+    assert pruner.result is not None and pruner.result.reached  # calibrated at the end
+
+
+def test_adam_threshold_update_keeps_thresholds_out_of_the_optimizer() -> None:
+    model = _model()
+    pruner = Pruner(model, target=0.9, total_steps=30, min_params=500)
+    thresholds = {id(p) for p in adasparse.threshold_parameters(model)}
+    assert not any(id(p) in thresholds for g in pruner.param_groups(lr=0.1) for p in g["params"])
+
+
+class _BatchNormNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv1d(1, 32, 5, padding=2)
+        self.bn1 = nn.BatchNorm1d(32)
+        self.conv2 = nn.Conv1d(32, 32, 5, padding=2)
+        self.bn2 = nn.BatchNorm1d(32)
+        self.head = nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = x + F.relu(self.bn2(self.conv2(x)))
+        return self.head(x.mean(-1))
+
+
+@pytest.mark.parametrize("threshold_update", ["adam", "optimizer"])
+def test_a_threshold_gradient_spike_cannot_push_a_threshold_out_of_range(threshold_update: str) -> None:
+    torch.manual_seed(0)
+    model = _BatchNormNet()
+    steps = 60
+    pruner = Pruner(model, target=0.98, total_steps=steps, min_params=0, threshold_update=threshold_update)
+    optimizer = torch.optim.SGD(pruner.param_groups(lr=0.05), momentum=0.9)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 1, 40, generator=generator)
+    y = torch.randint(0, 10, (64,), generator=generator)
+    conv2 = next(t for t in adasparse.pruned_tensors(model) if t.name == "conv2.weight")
+    for step in range(steps):
+        loss = F.cross_entropy(model(x), y) + pruner.loss()
+        optimizer.zero_grad()
+        loss.backward()
+        if step == 20:  # right after the ramp: a BatchNorm-amplified gradient of 1e5 on one threshold
+            conv2.threshold.grad = torch.tensor(-1e5)
+        optimizer.step()
+        pruner.step()
+        for pruned in adasparse.pruned_tensors(model):
+            assert 0.0 <= float(pruned.threshold) <= MAX_THRESHOLD
+    report = pruner.freeze_result.report
+    assert all(layer.actual < 0.999 for layer in report.layers), [layer.actual for layer in report.layers]
+
+
+def test_projection_moves_a_threshold_at_the_range_limit() -> None:
+    from adasparse.control.loss import _projected_thresholds
+    from adasparse.core.operator import analytic_sparsity_value
+
+    shares = [0.5, 0.5]
+    projected = _projected_thresholds([MAX_THRESHOLD, MAX_THRESHOLD], shares, 0.9, [analytic_sparsity_value] * 2)
+    assert all(value < MAX_THRESHOLD - 0.5 for value in projected)
+    overall = sum(p * analytic_sparsity_value(r) for p, r in zip(shares, projected))
+    assert overall == pytest.approx(0.9, abs=1e-6)
+
+
+def test_magnitude_pruner_on_a_sparsified_model_says_desparsify_first() -> None:
+    model = _model()
+    adasparse.sparsify(model, target=0.5, min_params=500)
+    with pytest.raises(ValueError, match="desparsify"):
+        adasparse.magnitude.MagnitudePruner(model, min_params=500)
+
+
+def test_readme_names_are_reachable_after_import() -> None:
+    assert callable(adasparse.schedules.cubic_ramp)
+    assert adasparse.magnitude.MagnitudePruner is not None
+    assert adasparse.Pruner is Pruner and adasparse.PrunerConfig is PrunerConfig
+
+
+def test_config_fields_carry_help_for_the_cli() -> None:
+    from dataclasses import fields
+
+    assert all(f.metadata.get("help") for f in fields(PrunerConfig))
+
+
+def test_a_diverged_threshold_is_named_at_the_next_step() -> None:
+    model = _model()
+    pruner = Pruner(model, target=0.9, total_steps=10, min_params=500)
+    optimizer = torch.optim.SGD(pruner.param_groups(lr=0.05))
+    _train(model, pruner, optimizer, range(1))
+    with torch.no_grad():
+        model[2].weight_threshold.fill_(float("nan"))
+        model[2].weight_orig.add_(1.0)  # an optimizer step happened
+    with pytest.raises(ValueError, match="training diverged: the threshold of 2.weight"):
+        pruner.step()
+
+
+class _WithUnusedLayer(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = nn.Sequential(nn.Linear(20, 64), nn.ReLU(), nn.Linear(64, 10))
+        self.pooler = nn.Linear(64, 64)  # never called: the loss does not reach it
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+@pytest.mark.parametrize("target", [0.5, 0.9])
+def test_a_layer_the_loss_never_reaches_gives_up_its_weights_first(target: float) -> None:
+    model = _WithUnusedLayer()
+    pruner = Pruner(model, target=target, total_steps=40, min_params=500)
+    optimizer = torch.optim.SGD(pruner.param_groups(lr=0.05), momentum=0.9)
+    x, y = _data()
+    for step in range(40):
+        batch = slice(step % 8 * 32, step % 8 * 32 + 32)
+        loss = F.cross_entropy(model(x[batch]), y[batch])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        pruner.step()
+    result = pruner.freeze_result
+    assert result.reached
+    layers = {layer.name: layer for layer in result.report.layers}
+    budget = round(target * result.report.pruned_params)
+    unused = layers["pooler.weight"]
+    used_zeros = layers["body.0.weight"].zeros + layers["body.2.weight"].zeros
+    if budget <= unused.numel:  # the unused layer alone carries the whole budget
+        assert unused.zeros == pytest.approx(budget, abs=2) and used_zeros <= 2
+    else:  # fully pruned, the used layers share only the rest
+        assert unused.actual > 0.999 and used_zeros == pytest.approx(budget - unused.zeros, abs=2)
+
+
+def test_gradients_cleared_before_step_do_not_mark_layers_unreached() -> None:
+    model = _model()
+    pruner = Pruner(model, target=0.5, total_steps=20, min_params=500, finetune=0.0)
+    optimizer = torch.optim.SGD(pruner.param_groups(lr=0.05))
+    x, y = _data()
+    with pytest.warns(UserWarning, match="before optimizer.zero_grad"):
+        for _ in range(3):
+            F.cross_entropy(model(x[:32]), y[:32]).backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            pruner.step()
+    assert not any(pruner.criterion.idle)
+
+
+def test_a_pretrained_model_is_unchanged_at_step_zero() -> None:
+    model = _model()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.05)  # weights with a mean, as trained layers have
+    reference = copy.deepcopy(model)
+    Pruner(model, target=0.9, total_steps=100, min_params=500)
+    x, _ = _data()
+    with torch.no_grad():
+        assert torch.equal(model(x), reference(x))
+
+
+def test_the_centring_is_kept_in_the_state_dict_and_by_exports() -> None:
+    from adasparse.export import plain_state_dict
+
+    for centred in (True, False):
+        model = _model()
+        with torch.no_grad():
+            model[2].weight.add_(0.1)
+        adasparse.sparsify(model, target=0.5, min_params=500, centred=centred)
+        adasparse.calibrate(model, 0.5)
+        state = model.state_dict()
+        assert bool(state["2.weight_centred"]) is centred
+        fresh = _model()
+        adasparse.sparsify(fresh, target=0.5, min_params=500, centred=not centred)
+        fresh.load_state_dict(state)  # the state's operator wins
+        expected = adasparse.desparsify(copy.deepcopy(model)).state_dict()
+        assert all(torch.equal(fresh.state_dict()[k], v) for k, v in state.items())
+        assert all(torch.equal(plain_state_dict(state)[k], v) for k, v in expected.items())
+        baked = adasparse.desparsify(fresh).state_dict()
+        assert all(torch.equal(baked[k], v) for k, v in expected.items())
+    old = {k: v for k, v in state.items() if not k.endswith("_centred")}  # written before the key existed
+    model = _model()
+    adasparse.sparsify(model, target=0.5, min_params=500)
+    model.load_state_dict(old)
+    assert bool(model.state_dict()["2.weight_centred"]) is True
+
+
+def test_total_steps_can_be_set_after_construction_before_the_first_step() -> None:
+    def run(late: bool) -> dict[str, torch.Tensor]:
+        model = _model()
+        pruner = Pruner(model, target=0.9, total_steps=None if late else 20, min_params=500)
+        optimizer = torch.optim.SGD(pruner.param_groups(lr=0.05), momentum=0.9)
+        if late:
+            assert pruner.total_steps is None and pruner.freeze_step is None
+            assert "step 0/?" in repr(pruner)
+            pruner.total_steps = 20
+        _train(model, pruner, optimizer, range(20))
+        return pruner.finish().state_dict()
+
+    expected, late = run(late=False), run(late=True)
+    assert all(torch.equal(expected[key], late[key]) for key in expected)
+
+
+def test_total_steps_unset_or_changed_mid_run_is_refused() -> None:
+    model = _model()
+    pruner = Pruner(model, target=0.9, min_params=500)
+    optimizer = torch.optim.SGD(pruner.param_groups(lr=0.05))
+    with pytest.raises(ValueError, match="total_steps must be an integer >= 1"):
+        pruner.total_steps = 0
+    with pytest.raises(ValueError, match="set pruner.total_steps before loading"):
+        pruner.load_state_dict(Pruner(_model(), target=0.9, total_steps=10, min_params=500).state_dict())
+    with pytest.raises(RuntimeError, match="built without total_steps"):
+        _train(model, pruner, optimizer, range(1))
+    pruner.total_steps = 5
+    pruner.total_steps = 10  # still before the first step
+    _train(model, pruner, optimizer, range(1, 2))
+    pruner.total_steps = 10  # the same value is accepted
+    with pytest.raises(RuntimeError, match="cannot change after the first step"):
+        pruner.total_steps = 20

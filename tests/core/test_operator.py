@@ -1,0 +1,214 @@
+"""The pruning operator: values, straight-through gradients, analytic sparsity, both code paths."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from adasparse.core import operator
+from adasparse.core.operator import (
+    EPSILON,
+    analytic_sparsity,
+    analytic_sparsity_value,
+    effective_weight,
+    threshold_for_sparsity,
+)
+
+
+@pytest.fixture(params=["float_path", "tensor_path"])
+def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test on the CPU float path and on the tensor path used on GPUs and under torch.compile."""
+    if request.param == "tensor_path":
+        monkeypatch.setattr(operator, "_use_float_path", lambda weight: False)
+    return request.param
+
+
+def reference(weight: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """The operator written out with plain autograd, as in method.md: l * STE_hardshrink(w_c / l, 1)."""
+    centred = weight - weight.mean().detach()
+    std = centred.detach().std()
+    bound = r.clamp(0, 5) * std + EPSILON
+    x = centred / bound
+    ste = x + (F.hardshrink(x, 1.0) - x).detach()
+    return bound * ste
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("r_value", [0.0, 0.3, 1.2, 2.5, 4.9])
+def test_values_and_gradients_match_the_reference(path: str, dtype: torch.dtype, r_value: float) -> None:
+    weight = (torch.randn(64, 50, dtype=dtype) * 0.2 + 0.05).requires_grad_()
+    r = torch.tensor(r_value, dtype=dtype, requires_grad=True)
+    upstream = torch.randn(64, 50, dtype=dtype)
+
+    out = effective_weight(weight, r)
+    grad_w, grad_r = torch.autograd.grad(out, (weight, r), upstream)
+
+    weight_ref = weight.detach().clone().requires_grad_()
+    r_ref = r.detach().clone().requires_grad_()
+    expected = reference(weight_ref, r_ref)
+    _, ref_r = torch.autograd.grad(expected, (weight_ref, r_ref), upstream)
+
+    tolerance = 1e-5 if dtype == torch.float32 else 1e-10
+    assert torch.equal(out == 0, expected == 0)
+    torch.testing.assert_close(out, expected.detach(), rtol=tolerance, atol=tolerance)
+    assert torch.equal(grad_w, upstream), "d w_eff / d w must be the identity (straight-through)"
+    if r_value == 0.0:
+        # Nothing is pruned, so the exact gradient is 0; the autograd reference cancels two sums of size 1/eps.
+        assert grad_r == 0
+    else:
+        torch.testing.assert_close(grad_r, ref_r, rtol=1e-4, atol=1e-6)
+        assert grad_r.abs() > 0
+
+
+def test_zeros_exactly_where_centred_weight_within_bound(path: str) -> None:
+    weight = torch.randn(3000) * 3 + 1
+    r = torch.tensor(1.1)
+    out = effective_weight(weight, r)
+    centred = weight - weight.mean()
+    bound = 1.1 * centred.std() + EPSILON
+    assert torch.equal(out == 0, centred.abs() <= bound)
+    kept = out != 0
+    assert torch.equal(out[kept], centred[kept])
+
+
+def test_float_and_tensor_paths_agree(monkeypatch: pytest.MonkeyPatch) -> None:
+    weight = torch.randn(200, 300)
+    r = torch.tensor(1.5)
+    fast = effective_weight(weight, r)
+    monkeypatch.setattr(operator, "_use_float_path", lambda w: False)
+    slow = effective_weight(weight, r)
+    assert (fast != slow).sum() <= 2  # the two paths may round a weight sitting on the bound differently
+    torch.testing.assert_close(fast, slow, atol=1e-4, rtol=0)
+
+
+def test_cpu_threshold_gradient_is_the_exact_pruned_residual() -> None:
+    """The CPU path makes the residual in the forward; the gradient is bitwise the one rebuilt from the weight."""
+    weight = (torch.randn(300, 200) * 0.1 + 0.02).requires_grad_()
+    r = torch.tensor(1.3, requires_grad=True)
+    upstream = torch.randn(300, 200)
+    out = effective_weight(weight, r)
+    (grad_r,) = torch.autograd.grad(out, r, upstream)
+
+    mean, std = operator.pruning_statistics(weight.detach())
+    centred = operator.centre(weight.detach(), mean)
+    bound = 1.3 * std + EPSILON
+    assert torch.equal(out, F.hardshrink(centred, bound)), "the output must not be touched by the residual"
+    residual = centred - out.detach()
+    expected = float(torch.dot(upstream.reshape(-1), residual.reshape(-1))) * (-std / bound)
+    assert grad_r.item() == torch.tensor(expected, dtype=torch.float32).item()
+
+
+def test_clamp_range_with_straight_through_gradient(path: str) -> None:
+    weight = torch.randn(5000, requires_grad=True)
+    upstream = torch.randn(5000)
+    below = torch.tensor(-0.5, requires_grad=True)
+    out = effective_weight(weight, below)
+    assert int((out == 0).sum()) == 0  # clamped to 0: nothing pruned
+    (grad,) = torch.autograd.grad((out * upstream).sum(), below)
+    assert grad == 0  # no pruned weight, so no task gradient ...
+    assert torch.autograd.grad(analytic_sparsity(below), below)[0] > 0  # ... but the sparsity loss can lift it
+
+    above = torch.tensor(7.0, requires_grad=True)
+    at_five = effective_weight(weight, torch.tensor(5.0))
+    torch.testing.assert_close(effective_weight(weight, above), at_five)
+    five = torch.tensor(5.0, requires_grad=True)
+    (grad_above,) = torch.autograd.grad((effective_weight(weight, above) * upstream).sum(), above)
+    (grad_five,) = torch.autograd.grad((effective_weight(weight, five) * upstream).sum(), five)
+    torch.testing.assert_close(grad_above, grad_five)  # the gradient at the clamped value passes straight through
+
+
+def test_constant_weight_gives_no_nan(path: str) -> None:
+    weight = torch.full((40, 40), 0.3, requires_grad=True)
+    r = torch.tensor(1.0, requires_grad=True)
+    out = effective_weight(weight, r)
+    assert torch.equal(out, torch.zeros_like(out))
+    grad_w, grad_r = torch.autograd.grad(out.sum(), (weight, r))
+    assert torch.isfinite(grad_r) and torch.isfinite(grad_w).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_low_precision_weights(path: str, dtype: torch.dtype) -> None:
+    weight = torch.randn(100, 100).to(dtype).requires_grad_()
+    r = torch.tensor(1.0, dtype=dtype, requires_grad=True)
+    out = effective_weight(weight, r)
+    assert out.dtype == dtype
+    _, grad_r = torch.autograd.grad(out.float().sum(), (weight, r))
+    assert grad_r.dtype == dtype and torch.isfinite(grad_r)
+    assert 0.6 < float((out == 0).float().mean()) < 0.75
+
+
+def test_no_grad_builds_no_graph() -> None:
+    weight = torch.randn(50, 50, requires_grad=True)
+    r = torch.tensor(1.0, requires_grad=True)
+    with torch.no_grad():
+        out = effective_weight(weight, r)
+    assert out.grad_fn is None and not out.requires_grad
+    torch.testing.assert_close(out, effective_weight(weight, r).detach())
+
+
+def test_frozen_threshold_still_passes_weight_gradient() -> None:
+    weight = torch.randn(50, 50, requires_grad=True)
+    r = torch.tensor(1.0)
+    out = effective_weight(weight, r)
+    (grad,) = torch.autograd.grad(out.sum(), weight)
+    assert torch.equal(grad, torch.ones_like(grad))
+
+
+@pytest.mark.parametrize("sparsity", [0.1, 0.5, 0.8, 0.9, 0.95, 0.98])
+def test_analytic_sparsity_matches_gaussian_weights(sparsity: float) -> None:
+    weight = torch.randn(20_000) * 0.05 + 0.3
+    r = torch.tensor(threshold_for_sparsity(sparsity))
+    actual = float((effective_weight(weight, r) == 0).float().mean())
+    assert analytic_sparsity(r).item() == pytest.approx(sparsity, abs=1e-6)
+    assert actual == pytest.approx(sparsity, abs=0.01)
+
+
+def test_analytic_sparsity_gradient_and_float_form() -> None:
+    r = torch.tensor([0.5, 1.0, 6.0, -1.0], requires_grad=True)
+    s = analytic_sparsity(r)
+    (grad,) = torch.autograd.grad(s.sum(), r)
+    expected = math.sqrt(2 / math.pi) * torch.exp(-(r.detach() ** 2) / 2)
+    torch.testing.assert_close(grad[:2], expected[:2])
+    clamped = math.sqrt(2 / math.pi) * torch.exp(-(torch.tensor([5.0, 0.0]) ** 2) / 2)
+    torch.testing.assert_close(grad[2:], clamped)  # straight-through clamp: the density at the clamped value
+    assert [analytic_sparsity_value(v) for v in (0.5, 1.0, 6.0, -1.0)] == pytest.approx(s.tolist(), abs=1e-6)
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5, float("nan"), "0.9"])
+def test_threshold_for_sparsity_rejects_bad_values(bad: object) -> None:
+    with pytest.raises(ValueError, match="sparsity must be a number in \\[0, 1\\)"):
+        threshold_for_sparsity(bad)  # type: ignore[arg-type]
+
+
+def test_uncentred_operator_keeps_values_and_prunes_the_same_weights() -> None:
+    torch.manual_seed(0)
+    weight = torch.randn(64, 48) + 0.3  # a clear mean
+    r = torch.tensor(1.2)
+    centred = effective_weight(weight, r, centred=True)
+    kept = effective_weight(weight, r, centred=False)
+    assert torch.equal(centred == 0, kept == 0)
+    assert torch.equal(kept[kept != 0], weight[kept != 0])  # bit for bit
+    assert not torch.signbit(kept[kept == 0]).any()  # +0.0, so compressed formats round-trip bitwise
+    nothing = effective_weight(weight, torch.tensor(0.0), centred=False)
+    assert torch.equal(nothing, weight)
+
+
+@pytest.mark.parametrize("centred", [True, False])
+def test_threshold_gradient_is_minus_std_over_bound_times_the_removed_part(centred: bool) -> None:
+    torch.manual_seed(1)
+    weight = (torch.randn(40, 30, dtype=torch.float64) + 0.2).requires_grad_()
+    r = torch.tensor(1.0, dtype=torch.float64, requires_grad=True)
+    grad = torch.randn(40, 30, dtype=torch.float64)
+    effective = effective_weight(weight, r, centred=centred)
+    effective.backward(grad)
+    with torch.no_grad():
+        mean, std = weight.mean(), weight.std()
+        bound = 1.0 * std + 1e-6
+        pruned = (weight - mean).abs() <= bound
+        removed = torch.where(pruned, weight - mean if centred else weight, torch.zeros(()))
+        expected = -(std / bound) * (grad * removed).sum()
+    assert r.grad.item() == pytest.approx(expected.item(), rel=1e-9)
+    assert torch.equal(weight.grad, grad)
