@@ -142,7 +142,7 @@ def test_threshold_lr_suite_and_the_sweep_table(tmp_path: Path, monkeypatch: pyt
 
     _tiny(suite, monkeypatch)
     spec = importlib.util.spec_from_file_location(
-        "zoo_sweep", Path(__file__).parents[1] / "benchmarks" / "zoo_sweep.py"
+        "zoo_sweep", Path(__file__).parents[2] / "benchmarks" / "zoo_sweep.py"
     )
     sweep = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(sweep)
