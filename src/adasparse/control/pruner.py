@@ -148,6 +148,21 @@ def _check_int(value: Any, argument: str, minimum: int) -> int:
     return value
 
 
+def configured(config: PrunerConfig | None, options: dict[str, Any], unknown: str) -> PrunerConfig:
+    """``config`` (default :class:`PrunerConfig`) with the keyword ``options`` applied and every value checked,
+    before any model is touched: ``TypeError`` starting with ``unknown`` for an option that is no field,
+    ``ValueError``/``TypeError`` naming a bad value."""
+    if config is None:
+        config = PrunerConfig()
+    elif not isinstance(config, PrunerConfig):
+        raise TypeError(f"config must be a PrunerConfig, got {type(config).__name__}")
+    known = {f.name for f in fields(PrunerConfig)}
+    names = sorted(set(options) - known)
+    if names:
+        raise TypeError(f"{unknown}(s): {', '.join(names)} (PrunerConfig has: {', '.join(sorted(known))})")
+    return replace(config, **options).validated()
+
+
 @dataclass(frozen=True)
 class PrunerResult:
     """What :meth:`Pruner.finish` (or the freeze before fine-tuning) measured.
@@ -210,17 +225,7 @@ class Pruner:
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-        if config is None:
-            config = PrunerConfig()
-        elif not isinstance(config, PrunerConfig):
-            raise TypeError(f"config must be a PrunerConfig, got {type(config).__name__}")
-        known = {f.name for f in fields(PrunerConfig)}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise TypeError(
-                f"unknown Pruner option(s): {', '.join(unknown)} (PrunerConfig has: {', '.join(sorted(known))})"
-            )
-        self.config = replace(config, **options).validated()
+        self.config = configured(config, options, "unknown Pruner option")
         self.target = check_fraction(target, "target")
         self._total_steps = None if total_steps is None else _check_int(total_steps, "total_steps", 1)
         if pruned_tensors(model):
