@@ -29,7 +29,7 @@ from ..core.schedules import cubic_ramp
 from ..core.sparsify import param_groups
 
 if TYPE_CHECKING:
-    from .train import TrainConfig
+    from .config import TrainConfig
 
 __all__ = ["METHODS", "Method", "Finish", "create_method", "GMP_START", "GMP_END", "GMP_EVENTS"]
 

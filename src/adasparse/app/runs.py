@@ -121,7 +121,7 @@ def load_run_weights(path: str | Path, *, max_bytes: int | None = DEFAULT_MAX_BY
         >>> weights = load_run_weights("runs/20261128-233501")
         >>> model = weights.build_model()
     """
-    from .train import RUN_FORMAT
+    from .config import RUN_FORMAT
 
     state, path = read_weights_file(path, max_bytes=max_bytes)
     run_config = None
@@ -153,7 +153,7 @@ def read_weights_file(
         ValueError: a missing path, an empty, unreadable or hostile file, one that holds no ``state_dict`` (a
             mapping of string keys to tensors with data), or one larger than ``max_bytes``.
     """
-    from .train import CHECKPOINT_FORMAT
+    from .config import CHECKPOINT_FORMAT
 
     _check_max_bytes(max_bytes)
     path = Path(path)

@@ -22,7 +22,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,227 +31,55 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._version import __version__
-from ..control.loss import MODES
-from ..control.pruner import PrunerConfig
-from ..core import _checks
 from ..core._io import atomic_torch_save, atomic_write_json, atomic_write_text
 from ..core.flops import layer_macs
 from ..core.report import SparsityReport, sparsity_report
 from . import distributed
-from .data import DATASETS, Dataset, load_dataset
+from .checkpoints import (
+    check_checkpoint,
+    load_checkpoint,
+    load_init_weights,
+    load_run_config,
+    restore,
+    rng_state,
+)
+from .config import (
+    BUDGETS,
+    CHECKPOINT_FORMAT,
+    FORMAT_VERSION,
+    OPTIMIZERS,
+    RECIPES,
+    RUN_FORMAT,
+    SPARSITY_CHOICES,
+    THRESHOLD_SCHEDULES,
+    Recipe,
+    TrainConfig,
+    resolve_device,
+)
+from .data import Dataset, load_dataset
 from .data.loader import BatchLoader
-from .methods import METHODS, Method, create_method
-from .models import check_model_name, create_model, default_model
+from .methods import Method, create_method
+from .models import create_model
 
+# The configuration and the checkpoint handling live in .config and .checkpoints; their public names are
+# re-exported here, where earlier versions defined them.
 __all__ = [
     "BUDGETS",
     "RECIPES",
     "OPTIMIZERS",
     "SPARSITY_CHOICES",
     "THRESHOLD_SCHEDULES",
+    "CHECKPOINT_FORMAT",
+    "FORMAT_VERSION",
+    "RUN_FORMAT",
     "Recipe",
     "RunResult",
     "TrainConfig",
     "load_run_config",
+    "load_init_weights",
+    "resolve_device",
     "run_training",
 ]
-
-SPARSITY_CHOICES = (*MODES, "none")
-THRESHOLD_SCHEDULES = ("cosine", "constant")
-BUDGETS = ("params", "flops")
-OPTIMIZERS = ("sgd", "adamw")
-RUN_FORMAT = "adasparse.run"
-CHECKPOINT_FORMAT = "adasparse.checkpoint"
-FORMAT_VERSION = 1
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """Per-dataset defaults for the options left unset."""
-
-    epochs: int
-    lr: float
-    batch_size: int
-    adamw_lr: float | None = None
-    """The learning rate with ``optimizer="adamw"`` (``None``: none measured, ``lr`` must be given)."""
-
-
-RECIPES: dict[str, Recipe] = {
-    # AdamW lr: the best for dense training (30 epochs, seed 0) of 1e-3, 3e-3, 1e-2 on cnn1d, resnet1d and
-    # transformer (mnist1d), and of 3e-3, 1e-2 on cnn2d and resnet2d (digits)
-    "mnist1d": Recipe(epochs=60, lr=0.05, batch_size=100, adamw_lr=1e-2),
-    "digits": Recipe(epochs=30, lr=0.05, batch_size=64, adamw_lr=3e-3),
-    "cifar10": Recipe(epochs=60, lr=0.1, batch_size=128),  # the original example's recipe
-    "cifar100": Recipe(epochs=60, lr=0.1, batch_size=128),
-}
-
-
-_PRUNER = PrunerConfig()
-
-
-@dataclass
-class TrainConfig:
-    """Everything that determines a run. ``None`` fields take the dataset's :data:`RECIPES` default.
-
-    ``method`` is ours (``"adasparse"``) or a baseline (see :mod:`adasparse.methods`); ``sparsity`` is our loss
-    mode (see :data:`adasparse.loss.MODES`) or ``"none"`` for dense training; ``target``/``lv``/``pthres`` are the
-    original flags (target sparsity, loss weight, minimum layer size). ``dual_step`` is the constraint mode's
-    multiplier step, ``correction`` steers on measured zeros, ``ramp`` raises the target along a cubic over that
-    fraction of training (0: the full target from the first step), ``task_gradient`` lets the task loss move the
-    thresholds, ``threshold_schedule`` anneals the thresholds' learning rate with the weights' (``"cosine"``) or
-    keeps it (``"constant"``), ``budget`` counts weights (``"params"``) or multiply-accumulates (``"flops"``), and
-    ``finetune`` is the final fraction of training spent fine-tuning with the masks fixed after an exact calibration
-    (0: thresholds learn until the end, then calibrate), and ``init_fraction`` starts every threshold at the
-    Gaussian threshold of ``init_fraction * target`` when there is no ramp (the original recipe: 0.6).
-    ``threshold_update`` is ``"adam"`` (the pruner moves the thresholds, ``threshold_lr`` standard deviations over
-    the whole training at most) or ``"optimizer"`` (an SGD group at ``lr * threshold_lr_scale``, the original).
-    The pruning defaults are :class:`adasparse.PrunerConfig`'s.
-
-    ``optimizer`` is ``"sgd"`` (momentum ``momentum``, the paper's recipe) or ``"adamw"`` (default betas; its
-    learning rate is the data set's ``Recipe.adamw_lr`` unless ``lr`` is given); both apply ``weight_decay`` to the
-    weights and none to the thresholds. ``init_from`` names a finished run directory of the same data set and
-    model: this run starts from its ``model_sparse.pt`` instead of a fresh initialisation and trains ``epochs``
-    as a fine-tuning run (one cosine decay of the learning rate instead of the recipe's warm restart; the
-    one-shot + fine-tuning baseline prunes before the first step). A resumed run continues from its checkpoint and
-    does not read ``init_from`` again.
-    """
-
-    dataset: str = "mnist1d"
-    model: str | None = None
-    method: str = "adasparse"
-    sparsity: str = _PRUNER.mode
-    target: float = 0.9
-    lv: float = _PRUNER.weight
-    pthres: int = _PRUNER.min_params
-    dual_step: float = _PRUNER.dual_step
-    correction: bool = _PRUNER.correction
-    ramp: float = _PRUNER.ramp
-    task_gradient: bool = _PRUNER.task_gradient
-    centred: bool = _PRUNER.centred
-    threshold_update: str = _PRUNER.threshold_update
-    threshold_lr: float = _PRUNER.threshold_lr
-    threshold_schedule: str = "constant"
-    budget: str = _PRUNER.budget
-    finetune: float = _PRUNER.finetune
-    init_fraction: float = _PRUNER.init_fraction
-    epochs: int | None = None
-    lr: float | None = None
-    batch_size: int | None = None
-    optimizer: str = "sgd"
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    init_from: str | None = None
-    threshold_lr_scale: float = _PRUNER.threshold_lr_scale
-    seed: int = 0
-    device: str = "auto"
-    data_dir: str = "data"
-    download: bool = False
-    calibrate: bool = _PRUNER.calibrate
-    workers: int = 0
-    tensorboard: bool = False
-
-    def pruner_config(self) -> PrunerConfig:
-        """The :class:`adasparse.PrunerConfig` of this run (the pruning fields under the original flag names:
-        ``sparsity`` is the mode, ``lv`` the weight, ``pthres`` the minimum layer size)."""
-        return PrunerConfig(
-            mode=self.sparsity,
-            weight=self.lv,
-            min_params=self.pthres,
-            dual_step=self.dual_step,
-            correction=self.correction,
-            ramp=self.ramp,
-            finetune=self.finetune,
-            calibrate=self.calibrate,
-            threshold_update=self.threshold_update,
-            threshold_lr=self.threshold_lr,
-            threshold_lr_scale=self.threshold_lr_scale,
-            task_gradient=self.task_gradient,
-            centred=self.centred,
-            init_fraction=self.init_fraction,
-            budget=self.budget,
-        )
-
-    def resolved(self) -> TrainConfig:
-        """A copy with every default filled in and every value checked (``ValueError`` naming the option)."""
-        _checks.check_choice(self.dataset, "dataset", DATASETS)
-        _checks.check_choice(self.method, "method", METHODS)
-        _checks.check_choice(self.sparsity, "sparsity", SPARSITY_CHOICES)
-        _checks.check_choice(self.threshold_schedule, "threshold_schedule", THRESHOLD_SCHEDULES)
-        _checks.check_choice(self.budget, "budget", BUDGETS)
-        _checks.check_choice(self.optimizer, "optimizer", OPTIMIZERS)
-        if self.init_from is not None and (not isinstance(self.init_from, str) or not self.init_from):
-            raise ValueError(f"init_from must be a run directory, got {self.init_from!r}")
-        recipe = RECIPES[self.dataset]
-        lr = self.lr
-        if lr is None:
-            lr = recipe.adamw_lr if self.optimizer == "adamw" else recipe.lr
-            if lr is None:
-                raise ValueError(f"optimizer adamw has no default lr for {self.dataset}: give lr (--lr) explicitly")
-        config = replace(
-            self,
-            model=self.model or default_model(self.dataset),
-            epochs=recipe.epochs if self.epochs is None else self.epochs,
-            lr=lr,
-            batch_size=recipe.batch_size if self.batch_size is None else self.batch_size,
-        )
-        check_model_name(config.model)  # type: ignore[arg-type]
-        _checks.check_fraction(config.target, "target")
-        _checks.check_nonnegative(config.lv, "lv")
-        _check_int(config.pthres, "pthres", 0)
-        _checks.check_positive(config.dual_step, "dual_step")
-        if not 0.0 <= _checks.check_nonnegative(config.init_fraction, "init_fraction") <= 1.0:
-            raise ValueError(f"init_fraction must be in [0, 1], got {config.init_fraction!r}")
-        for name in ("ramp", "finetune"):
-            value = getattr(config, name)
-            if not 0.0 <= _checks.check_nonnegative(value, name) < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {value!r}")
-        _check_int(config.epochs, "epochs", 1)
-        _checks.check_positive(config.lr, "lr")
-        _check_int(config.batch_size, "batch_size", 1)
-        _checks.check_nonnegative(config.momentum, "momentum")
-        _checks.check_nonnegative(config.weight_decay, "weight_decay")
-        _checks.check_nonnegative(config.threshold_lr_scale, "threshold_lr_scale")
-        _check_int(config.seed, "seed", 0)
-        _check_int(config.workers, "workers", 0)
-        resolve_device(config.device)
-        if config.method == "adasparse" and config.sparsity != "none":
-            config.pruner_config().validated()  # the options only the pruner knows (same names)
-        return config
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown configuration keys: {', '.join(unknown)}")
-        return cls(**data)
-
-
-def _check_int(value: Any, argument: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{argument} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; an unavailable GPU is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as error:
-        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {name!r}") from error
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {name!r} requested but CUDA is not available on this machine")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"device {name!r} does not exist: this machine has {torch.cuda.device_count()} GPU(s)")
-    elif device.type != "cpu":
-        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {name!r}")
-    return device
 
 
 @dataclass
@@ -300,127 +128,6 @@ METRIC_FIELDS = (
 
 
 LAYER_FIELDS = ("epoch", "layer", "numel", "actual", "analytic", "threshold")
-
-
-def load_run_config(run_dir: str | Path) -> TrainConfig:
-    """The configuration of an existing run directory (``ValueError`` for a directory adasparse did not write)."""
-    run_dir = Path(run_dir)
-    path = run_dir / "config.json"
-    if not path.is_file():
-        raise ValueError(f"{run_dir} is not an adasparse run directory (no config.json)")
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path} is not readable JSON: {error}") from error
-    if not isinstance(data, dict) or data.get("format") != RUN_FORMAT or "config" not in data:
-        raise ValueError(f"{run_dir} is not an adasparse run directory (config.json was not written by adasparse)")
-    return TrainConfig.from_dict(data["config"])
-
-
-def _load_checkpoint(run_dir: Path) -> dict[str, Any] | None:
-    path = run_dir / "checkpoint.pt"
-    if not path.exists():
-        return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ValueError(f"{path} is not a readable checkpoint: {reason}") from error
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not an adasparse checkpoint")
-    return state
-
-
-CHECKPOINT_KEYS = ("epoch", "config", "model", "optimizer", "scheduler", "method", "rng", "metrics")
-
-RESUMABLE_ELSEWHERE = ("device", "data_dir", "download", "workers", "tensorboard")
-"""Configuration fields that may change between a checkpoint and its resume: where and how the run executes."""
-
-ADDED_FIELDS = {"optimizer": "sgd", "init_from": None}
-"""Configuration fields newer than format version 1, with the value a checkpoint written without them ran with."""
-
-
-def _check_checkpoint(state: dict[str, Any], config: TrainConfig, path: Path) -> None:
-    """Refuse a checkpoint that is not this run's: missing keys, another configuration, an impossible epoch."""
-    missing = [key for key in CHECKPOINT_KEYS if key not in state]
-    if missing:
-        raise ValueError(f"{path} has no {', '.join(map(repr, missing))}: it is incomplete or not this run's")
-    saved = state["config"]
-    if not isinstance(saved, dict):
-        raise ValueError(f"{path} has no readable configuration (config is a {type(saved).__name__})")
-    saved = {**ADDED_FIELDS, **saved}
-    current = config.to_dict()
-
-    def shown(values: dict[str, Any], name: str) -> str:
-        return repr(values[name]) if name in values else "missing"
-
-    absent = object()
-    differences = [
-        f"{name} (checkpoint {shown(saved, name)}, run {shown(current, name)})"
-        for name in [*current, *(name for name in saved if name not in current)]
-        if name not in RESUMABLE_ELSEWHERE and saved.get(name, absent) != current.get(name, absent)
-    ]
-    if differences:
-        raise ValueError(
-            f"{path} is not this run's checkpoint: its configuration differs from config.json in "
-            f"{', '.join(differences)}; resume the run it came from, or delete it to start this run over"
-        )
-    epoch, metrics = state["epoch"], state["metrics"]
-    if isinstance(epoch, bool) or not isinstance(epoch, int) or not 1 <= epoch <= config.epochs:  # type: ignore[operator]
-        raise ValueError(f"{path}: epoch must be an integer in [1, {config.epochs}] (the run's epochs), got {epoch!r}")
-    if not isinstance(metrics, list) or len(metrics) != epoch:
-        rows = len(metrics) if isinstance(metrics, list) else type(metrics).__name__
-        raise ValueError(f"{path} is inconsistent: {rows} rows of metrics for epoch {epoch}")
-
-
-def _restore(
-    state: dict[str, Any],
-    path: Path,
-    model: nn.Module,
-    method: Method,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    generator: torch.Generator,
-    device: torch.device,
-) -> None:
-    """Load a checked checkpoint into the freshly built run; a state that does not fit is a one-line ``ValueError``."""
-    try:
-        method.load_state_dict(state["method"])
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        _set_rng_state(state["rng"], generator, device)
-    except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError) as error:
-        lines = str(error).strip().splitlines()
-        reason = f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
-        raise ValueError(f"{path} does not fit this run's model and optimizer ({reason})") from error
-
-
-def load_init_weights(config: TrainConfig) -> dict[str, torch.Tensor]:
-    """The weights ``config.init_from`` names: the ``model_sparse.pt`` of a finished run of the same data set and
-    model (``ValueError`` naming ``init_from`` for anything else)."""
-    source = Path(config.init_from)  # type: ignore[arg-type]
-    try:
-        trained = load_run_config(source)
-    except ValueError as error:
-        raise ValueError(f"init_from: {error}") from error
-    trained_model = trained.model or default_model(trained.dataset)
-    if (trained.dataset, trained_model) != (config.dataset, config.model):
-        raise ValueError(
-            f"init_from: {source} is a {trained.dataset}/{trained_model} run, this run is "
-            f"{config.dataset}/{config.model}: another architecture"
-        )
-    path = source / "model_sparse.pt"
-    if not path.is_file():
-        raise ValueError(f"init_from: {source} has no model_sparse.pt (the run has not finished)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ValueError(f"init_from: {path} is not readable: {reason}") from error
-    if not isinstance(state, dict) or not all(isinstance(value, torch.Tensor) for value in state.values()):
-        raise ValueError(f"init_from: {path} is not a state_dict")
-    return state
 
 
 def _build(
@@ -494,20 +201,6 @@ def evaluate(model: nn.Module, loader: BatchLoader) -> tuple[float, float]:
     return float(total_loss) / max(count, 1), int(correct) / max(count, 1)
 
 
-def _rng_state(generator: torch.Generator, device: torch.device) -> dict[str, torch.Tensor]:
-    state = {"torch": torch.get_rng_state(), "loader": generator.get_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def _set_rng_state(state: dict[str, torch.Tensor], generator: torch.Generator, device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    generator.set_state(state["loader"])
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
-
-
 def _write_csv(path: Path, rows: list[dict[str, Any]], fields: tuple[str, ...]) -> None:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
@@ -571,7 +264,7 @@ def run_training(
     checkpoint = None
     if resume:
         config = load_run_config(run_dir)
-        checkpoint = _load_checkpoint(run_dir)
+        checkpoint = load_checkpoint(run_dir)
         for stray in run_dir.glob(".*.tmp"):  # a write interrupted by a kill: the file it replaced is intact
             stray.unlink()
         summary_path = run_dir / "summary.json"
@@ -580,7 +273,7 @@ def run_training(
             return RunResult(**json.loads(summary_path.read_text()))
     config = config.resolved()
     if checkpoint is not None:
-        _check_checkpoint(checkpoint, config, run_dir / "checkpoint.pt")
+        check_checkpoint(checkpoint, config, run_dir / "checkpoint.pt")
     device = resolve_device(config.device)
     ctx = distributed.context(device)
     if ctx.distributed and device.type == "cuda":
@@ -619,7 +312,7 @@ def run_training(
     start_epoch = 0
     elapsed_before = 0.0
     if checkpoint is not None:
-        _restore(checkpoint, run_dir / "checkpoint.pt", model, method, optimizer, scheduler, generator, device)
+        restore(checkpoint, run_dir / "checkpoint.pt", model, method, optimizer, scheduler, generator, device)
         metrics = list(checkpoint["metrics"])
         layer_rows = list(checkpoint.get("layers", []))
         start_epoch = int(checkpoint["epoch"])
@@ -657,7 +350,7 @@ def run_training(
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "method": method.state_dict(),
-                "rng": _rng_state(generator, device),
+                "rng": rng_state(generator, device),
                 "metrics": metrics,
                 "layers": layer_rows,
                 "elapsed_seconds": elapsed,

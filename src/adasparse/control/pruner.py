@@ -41,7 +41,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..core._checks import check_choice, check_fraction, check_nonnegative, check_positive
+from ..core._checks import check_choice, check_fraction, check_int, check_nonnegative, check_positive
 from ..core.calibrate import CalibrationResult, _unit_costs, calibrate
 from ..core.flops import layer_macs
 from ..core.operator import threshold_for_sparsity
@@ -117,8 +117,8 @@ class PrunerConfig:
         check_choice(self.threshold_update, "threshold_update", THRESHOLD_UPDATES)
         check_choice(self.budget, "budget", BUDGETS)
         check_nonnegative(self.weight, "weight")
-        _check_int(self.correction_interval, "correction_interval", 1)
-        _check_int(self.min_params, "min_params", 0)
+        check_int(self.correction_interval, "correction_interval", 1)
+        check_int(self.min_params, "min_params", 0)
         for name in ("ramp", "finetune"):
             value = getattr(self, name)
             if not 0.0 <= check_nonnegative(value, name) < 1.0:
@@ -140,12 +140,6 @@ class PrunerConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def _check_int(value: Any, argument: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{argument} must be an integer >= {minimum}, got {value!r}")
-    return value
 
 
 def configured(config: PrunerConfig | None, options: dict[str, Any], unknown: str) -> PrunerConfig:
@@ -227,7 +221,7 @@ class Pruner:
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
         self.config = configured(config, options, "unknown Pruner option")
         self.target = check_fraction(target, "target")
-        self._total_steps = None if total_steps is None else _check_int(total_steps, "total_steps", 1)
+        self._total_steps = None if total_steps is None else check_int(total_steps, "total_steps", 1)
         if pruned_tensors(model):
             raise ValueError("model is already sparsified: build the Pruner on a plain model (desparsify it first)")
         config = self.config
@@ -281,7 +275,7 @@ class Pruner:
 
     @total_steps.setter
     def total_steps(self, value: int) -> None:
-        value = _check_int(value, "total_steps", 1)
+        value = check_int(value, "total_steps", 1)
         if self.steps > 0 and value != self._total_steps:
             raise RuntimeError(
                 f"Pruner.total_steps cannot change after the first step (it is {self._total_steps}, got {value}): "

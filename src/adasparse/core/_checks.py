@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["check_choice", "check_fraction", "check_nonnegative", "check_positive"]
+__all__ = ["check_choice", "check_fraction", "check_int", "check_nonnegative", "check_positive"]
 
 
 def _number(value: Any, argument: str) -> float:
@@ -51,4 +51,11 @@ def check_choice(value: Any, argument: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         allowed = ", ".join(repr(c) for c in choices)
         raise ValueError(f"{argument} must be one of {allowed}, got {value!r}")
+    return value
+
+
+def check_int(value: Any, argument: str, minimum: int) -> int:
+    """An integer (not a bool) ``>= minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{argument} must be an integer >= {minimum}, got {value!r}")
     return value

@@ -36,8 +36,8 @@ except ImportError as error:  # pragma: no cover - exercised only without the ex
 
 import torch
 
-from ..control.pruner import Pruner, PrunerConfig, PrunerResult, _check_int
-from ..core._checks import check_fraction
+from ..control.pruner import Pruner, PrunerConfig, PrunerResult
+from ..core._checks import check_fraction, check_int
 from ..core.report import sparsity_report
 from ..core.selection import Selector
 from ..core.sparsify import threshold_parameters
@@ -90,7 +90,7 @@ class SparsityCallback(pl.Callback):
         self.config = pruner_config(config, pruner_options, owner="SparsityCallback")
         self.selection = {"include": include, "exclude": exclude}
         self.desparsify_at_end = desparsify_at_end
-        self.total_steps = None if total_steps is None else _check_int(total_steps, "total_steps", 1)
+        self.total_steps = None if total_steps is None else check_int(total_steps, "total_steps", 1)
         self.example_input = example_input
         self.pruner: Pruner | None = None
         self._pending_state: dict[str, Any] | None = None

@@ -1,0 +1,224 @@
+"""What determines a run of ``adasparse train``: :class:`TrainConfig`, the per-dataset :data:`RECIPES`, the device.
+
+The pruning fields take their defaults from :class:`adasparse.PrunerConfig`, so the library, the CLI and the
+integrations share one set of defaults.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+import torch
+
+from ..control.loss import MODES
+from ..control.pruner import PrunerConfig
+from ..core import _checks
+from .data import DATASETS
+from .methods import METHODS
+from .models import check_model_name, default_model
+
+__all__ = [
+    "BUDGETS",
+    "CHECKPOINT_FORMAT",
+    "FORMAT_VERSION",
+    "OPTIMIZERS",
+    "RECIPES",
+    "RUN_FORMAT",
+    "SPARSITY_CHOICES",
+    "THRESHOLD_SCHEDULES",
+    "Recipe",
+    "TrainConfig",
+    "resolve_device",
+]
+
+SPARSITY_CHOICES = (*MODES, "none")
+THRESHOLD_SCHEDULES = ("cosine", "constant")
+BUDGETS = ("params", "flops")
+OPTIMIZERS = ("sgd", "adamw")
+RUN_FORMAT = "adasparse.run"
+CHECKPOINT_FORMAT = "adasparse.checkpoint"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Per-dataset defaults for the options left unset."""
+
+    epochs: int
+    lr: float
+    batch_size: int
+    adamw_lr: float | None = None
+    """The learning rate with ``optimizer="adamw"`` (``None``: none measured, ``lr`` must be given)."""
+
+
+RECIPES: dict[str, Recipe] = {
+    # AdamW lr: the best for dense training (30 epochs, seed 0) of 1e-3, 3e-3, 1e-2 on cnn1d, resnet1d and
+    # transformer (mnist1d), and of 3e-3, 1e-2 on cnn2d and resnet2d (digits)
+    "mnist1d": Recipe(epochs=60, lr=0.05, batch_size=100, adamw_lr=1e-2),
+    "digits": Recipe(epochs=30, lr=0.05, batch_size=64, adamw_lr=3e-3),
+    "cifar10": Recipe(epochs=60, lr=0.1, batch_size=128),  # the original example's recipe
+    "cifar100": Recipe(epochs=60, lr=0.1, batch_size=128),
+}
+
+
+_PRUNER = PrunerConfig()
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines a run. ``None`` fields take the dataset's :data:`RECIPES` default.
+
+    ``method`` is ours (``"adasparse"``) or a baseline (see :mod:`adasparse.methods`); ``sparsity`` is our loss
+    mode (see :data:`adasparse.loss.MODES`) or ``"none"`` for dense training; ``target``/``lv``/``pthres`` are the
+    original flags (target sparsity, loss weight, minimum layer size). ``dual_step`` is the constraint mode's
+    multiplier step, ``correction`` steers on measured zeros, ``ramp`` raises the target along a cubic over that
+    fraction of training (0: the full target from the first step), ``task_gradient`` lets the task loss move the
+    thresholds, ``threshold_schedule`` anneals the thresholds' learning rate with the weights' (``"cosine"``) or
+    keeps it (``"constant"``), ``budget`` counts weights (``"params"``) or multiply-accumulates (``"flops"``), and
+    ``finetune`` is the final fraction of training spent fine-tuning with the masks fixed after an exact calibration
+    (0: thresholds learn until the end, then calibrate), and ``init_fraction`` starts every threshold at the
+    Gaussian threshold of ``init_fraction * target`` when there is no ramp (the original recipe: 0.6).
+    ``threshold_update`` is ``"adam"`` (the pruner moves the thresholds, ``threshold_lr`` standard deviations over
+    the whole training at most) or ``"optimizer"`` (an SGD group at ``lr * threshold_lr_scale``, the original).
+    The pruning defaults are :class:`adasparse.PrunerConfig`'s.
+
+    ``optimizer`` is ``"sgd"`` (momentum ``momentum``, the paper's recipe) or ``"adamw"`` (default betas; its
+    learning rate is the data set's ``Recipe.adamw_lr`` unless ``lr`` is given); both apply ``weight_decay`` to the
+    weights and none to the thresholds. ``init_from`` names a finished run directory of the same data set and
+    model: this run starts from its ``model_sparse.pt`` instead of a fresh initialisation and trains ``epochs``
+    as a fine-tuning run (one cosine decay of the learning rate instead of the recipe's warm restart; the
+    one-shot + fine-tuning baseline prunes before the first step). A resumed run continues from its checkpoint and
+    does not read ``init_from`` again.
+    """
+
+    dataset: str = "mnist1d"
+    model: str | None = None
+    method: str = "adasparse"
+    sparsity: str = _PRUNER.mode
+    target: float = 0.9
+    lv: float = _PRUNER.weight
+    pthres: int = _PRUNER.min_params
+    dual_step: float = _PRUNER.dual_step
+    correction: bool = _PRUNER.correction
+    ramp: float = _PRUNER.ramp
+    task_gradient: bool = _PRUNER.task_gradient
+    centred: bool = _PRUNER.centred
+    threshold_update: str = _PRUNER.threshold_update
+    threshold_lr: float = _PRUNER.threshold_lr
+    threshold_schedule: str = "constant"
+    budget: str = _PRUNER.budget
+    finetune: float = _PRUNER.finetune
+    init_fraction: float = _PRUNER.init_fraction
+    epochs: int | None = None
+    lr: float | None = None
+    batch_size: int | None = None
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    init_from: str | None = None
+    threshold_lr_scale: float = _PRUNER.threshold_lr_scale
+    seed: int = 0
+    device: str = "auto"
+    data_dir: str = "data"
+    download: bool = False
+    calibrate: bool = _PRUNER.calibrate
+    workers: int = 0
+    tensorboard: bool = False
+
+    def pruner_config(self) -> PrunerConfig:
+        """The :class:`adasparse.PrunerConfig` of this run (the pruning fields under the original flag names:
+        ``sparsity`` is the mode, ``lv`` the weight, ``pthres`` the minimum layer size)."""
+        return PrunerConfig(
+            mode=self.sparsity,
+            weight=self.lv,
+            min_params=self.pthres,
+            dual_step=self.dual_step,
+            correction=self.correction,
+            ramp=self.ramp,
+            finetune=self.finetune,
+            calibrate=self.calibrate,
+            threshold_update=self.threshold_update,
+            threshold_lr=self.threshold_lr,
+            threshold_lr_scale=self.threshold_lr_scale,
+            task_gradient=self.task_gradient,
+            centred=self.centred,
+            init_fraction=self.init_fraction,
+            budget=self.budget,
+        )
+
+    def resolved(self) -> TrainConfig:
+        """A copy with every default filled in and every value checked (``ValueError`` naming the option)."""
+        _checks.check_choice(self.dataset, "dataset", DATASETS)
+        _checks.check_choice(self.method, "method", METHODS)
+        _checks.check_choice(self.sparsity, "sparsity", SPARSITY_CHOICES)
+        _checks.check_choice(self.threshold_schedule, "threshold_schedule", THRESHOLD_SCHEDULES)
+        _checks.check_choice(self.budget, "budget", BUDGETS)
+        _checks.check_choice(self.optimizer, "optimizer", OPTIMIZERS)
+        if self.init_from is not None and (not isinstance(self.init_from, str) or not self.init_from):
+            raise ValueError(f"init_from must be a run directory, got {self.init_from!r}")
+        recipe = RECIPES[self.dataset]
+        lr = self.lr
+        if lr is None:
+            lr = recipe.adamw_lr if self.optimizer == "adamw" else recipe.lr
+            if lr is None:
+                raise ValueError(f"optimizer adamw has no default lr for {self.dataset}: give lr (--lr) explicitly")
+        config = replace(
+            self,
+            model=self.model or default_model(self.dataset),
+            epochs=recipe.epochs if self.epochs is None else self.epochs,
+            lr=lr,
+            batch_size=recipe.batch_size if self.batch_size is None else self.batch_size,
+        )
+        check_model_name(config.model)  # type: ignore[arg-type]
+        _checks.check_fraction(config.target, "target")
+        _checks.check_nonnegative(config.lv, "lv")
+        _checks.check_int(config.pthres, "pthres", 0)
+        _checks.check_positive(config.dual_step, "dual_step")
+        if not 0.0 <= _checks.check_nonnegative(config.init_fraction, "init_fraction") <= 1.0:
+            raise ValueError(f"init_fraction must be in [0, 1], got {config.init_fraction!r}")
+        for name in ("ramp", "finetune"):
+            value = getattr(config, name)
+            if not 0.0 <= _checks.check_nonnegative(value, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+        _checks.check_int(config.epochs, "epochs", 1)
+        _checks.check_positive(config.lr, "lr")
+        _checks.check_int(config.batch_size, "batch_size", 1)
+        _checks.check_nonnegative(config.momentum, "momentum")
+        _checks.check_nonnegative(config.weight_decay, "weight_decay")
+        _checks.check_nonnegative(config.threshold_lr_scale, "threshold_lr_scale")
+        _checks.check_int(config.seed, "seed", 0)
+        _checks.check_int(config.workers, "workers", 0)
+        resolve_device(config.device)
+        if config.method == "adasparse" and config.sparsity != "none":
+            config.pruner_config().validated()  # the options only the pruner knows (same names)
+        return config
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown configuration keys: {', '.join(unknown)}")
+        return cls(**data)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; an unavailable GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {name!r}") from error
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r} requested but CUDA is not available on this machine")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device {name!r} does not exist: this machine has {torch.cuda.device_count()} GPU(s)")
+    elif device.type != "cpu":
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {name!r}")
+    return device
