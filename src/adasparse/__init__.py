@@ -32,6 +32,7 @@ from .core.operator import analytic_sparsity, effective_weight, threshold_for_sp
 from .core.parametrization import PrunedTensor, is_sparsified, original_class, pruned_tensors
 from .core.report import LayerSparsity, SparsityReport, sparsity_report, state_dict_report
 from .core.selection import select_layers
+from .core.shrink import shrink
 from .core.sparsify import desparsify, param_groups, reset_thresholds, sparsify, threshold_parameters
 from .export.inference import SparseLinear, to_sparse_inference
 from .export.onnx_export import export_onnx
@@ -69,6 +70,7 @@ __all__ = [
     "save_sparse",
     "schedules",
     "select_layers",
+    "shrink",
     "sparsify",
     "sparsity",
     "sparsity_report",

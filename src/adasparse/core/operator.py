@@ -39,6 +39,7 @@ __all__ = [
     "clamp_threshold",
     "centre",
     "effective_weight",
+    "grouped_weight",
     "masked_weight",
     "pruning_bound",
     "pruning_statistics",
@@ -284,3 +285,38 @@ def threshold_for_sparsity(sparsity: float) -> float:
     # On the CPU explicitly: under ``with torch.device("meta")`` a bare tensor would have no value to read.
     value = math.sqrt(2.0) * torch.erfinv(torch.tensor(float(sparsity), dtype=torch.float64, device="cpu")).item()
     return min(value, MAX_THRESHOLD)
+
+
+class _GroupMaskSTE(torch.autograd.Function):
+    """``weight`` where ``keep``, else 0, with the operator's straight-through gradients (:func:`grouped_weight`)."""
+
+    @staticmethod
+    def forward(ctx, weight: torch.Tensor, r: torch.Tensor, keep: torch.Tensor, slope: float) -> torch.Tensor:  # type: ignore[override]
+        zero = torch.zeros((), dtype=weight.dtype, device=weight.device)
+        if ctx.needs_input_grad[1]:
+            ctx.save_for_backward(weight, keep)
+            ctx.slope = slope
+            ctx.r_dtype = r.dtype
+        return torch.where(keep, weight, zero)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None]:  # type: ignore[override]
+        grad_r = None
+        if ctx.needs_input_grad[1]:
+            weight, keep = ctx.saved_tensors
+            residual = torch.where(keep, torch.zeros((), dtype=weight.dtype, device=weight.device), weight)
+            grad_r = torch.as_tensor(_dot(grad, residual) * ctx.slope).to(ctx.r_dtype).reshape(())
+        return (grad if ctx.needs_input_grad[0] else None), grad_r, None, None
+
+
+def grouped_weight(weight: torch.Tensor, r: torch.Tensor, keep: torch.Tensor, slope: float) -> torch.Tensor:
+    """The effective weight of a structured granularity: ``weight`` where ``keep`` (a boolean mask broadcastable to
+    the weight, one flag per group), exact zeros elsewhere.
+
+    The gradient is the element operator's: the identity for ``weight`` (pruned groups keep learning and can come
+    back) and ``slope * <grad, pruned residual>`` for ``r``, with ``slope = -rms / b`` from
+    :mod:`~adasparse.core.granularity`.
+    """
+    if torch.is_grad_enabled() and (weight.requires_grad or r.requires_grad):
+        return _GroupMaskSTE.apply(weight, r, keep, slope)
+    return torch.where(keep, weight.detach(), torch.zeros((), dtype=weight.dtype, device=weight.device))

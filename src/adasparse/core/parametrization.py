@@ -36,9 +36,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from .operator import effective_weight, masked_weight
+from .granularity import BlockLayout, ChannelSet
+from .operator import effective_weight, grouped_weight, masked_weight
 from .state_keys import (
     CENTRED_SUFFIX,
+    LAYOUT_SUFFIX,
     MASK_SUFFIX,
     ORIG_SUFFIX,
     THRESHOLD_SUFFIX,
@@ -100,6 +102,8 @@ def _rebuild(base: type, tensor_names: tuple[str, ...]) -> nn.Module:
 TASK_GRADIENT_ATTRIBUTE = "_adasparse_task_gradient"
 CENTRED_ATTRIBUTE = "_adasparse_centred"
 """Per tensor name, the value of its ``<name>_centred`` buffer as a Python bool (read every forward, no sync)."""
+LAYOUT_ATTRIBUTE = "_adasparse_layouts"
+"""Per tensor name, its :class:`~adasparse.core.granularity.BlockLayout` or ``ChannelSet`` (absent: single weights)."""
 TIED_ATTRIBUTE = "_adasparse_tied_to"
 _TIED_CACHE: dict[tuple[type, tuple[str, ...]], type] = {}
 
@@ -119,6 +123,11 @@ def _make_property(name: str) -> property:
         mask = self._buffers[mask_key]
         if mask.numel():
             return masked_weight(params[orig_key], mask, r)
+        layout = self.__dict__[LAYOUT_ATTRIBUTE].get(name)
+        if isinstance(layout, ChannelSet):
+            return params[orig_key]  # pruned channels are zeroed where they are read (ChannelSet's pre-hooks)
+        if layout is not None:
+            return _grouped(self, name, layout, r)
         return effective_weight(params[orig_key], r, centred=self.__dict__[CENTRED_ATTRIBUTE][name])
 
     def fset(self: nn.Module, value: Any) -> None:
@@ -133,6 +142,18 @@ def _make_property(name: str) -> property:
         self._parameters[orig_key] = value
 
     return property(fget, fset, doc=f"Effective (pruned) {name}, computed from {orig_key} and {threshold_key}.")
+
+
+def _grouped(module: nn.Module, name: str, layout: BlockLayout | ChannelSet, r: torch.Tensor) -> torch.Tensor:
+    """The effective tensor of a structured granularity (one flag per group, see :mod:`~adasparse.core.granularity`):
+    for a channel set, the producer's weight with the pruned rows zero (what :func:`freeze` and ``desparsify`` bake;
+    during training nothing reads those rows)."""
+    raw = module._parameters[name + ORIG_SUFFIX]
+    if isinstance(layout, ChannelSet):
+        keep, slope = layout.keep_and_slope()
+        return grouped_weight(raw, r, layout.member_mask(module, keep), slope)
+    keep, slope = layout.keep_and_slope(raw, float(r.detach()))
+    return grouped_weight(raw, r, keep.to(raw.device), slope)
 
 
 def _sparse_class(base: type, tensor_names: tuple[str, ...]) -> type:
@@ -299,6 +320,8 @@ def attach(
     trainable: bool,
     task_gradient: bool = True,
     centred: bool = True,
+    layouts: dict[str, BlockLayout | ChannelSet] | None = None,
+    shared_thresholds: dict[str, nn.Parameter] | None = None,
 ) -> None:
     """Sparsify the named tensors of one module in place.
 
@@ -310,7 +333,13 @@ def attach(
         task_gradient: whether the gradient of the loss computed from the module's output reaches the thresholds
             (through the weights they prune); without it only the sparsity loss moves them.
         centred: kept weights hold ``w - mean(w)`` (the paper) or their own value ``w``.
+        layouts: per tensor name, a structured granularity (see :mod:`~adasparse.core.granularity`); absent names
+            are pruned weight by weight.
+        shared_thresholds: per tensor name, an existing threshold ``Parameter`` to use instead of a new one (the
+            members of a ``ChannelSet`` share one).
     """
+    layouts = dict(layouts or {})
+    shared_thresholds = shared_thresholds or {}
     if is_sparsified(module):
         raise ValueError(
             f"{type(module).__name__} is already sparsified ({', '.join(sparsified_tensor_names(module))})"
@@ -319,17 +348,20 @@ def attach(
     for name in tensor_names:
         weight = module._parameters[name]
         assert weight is not None
-        r = torch.tensor(float(thresholds[name]), dtype=weight.dtype, device=weight.device)
-        mapping[name] = {
-            name + ORIG_SUFFIX: weight,
-            name + THRESHOLD_SUFFIX: nn.Parameter(r, requires_grad=trainable),
-        }
+        threshold = shared_thresholds.get(name)
+        if threshold is None:
+            r = torch.tensor(float(thresholds[name]), dtype=weight.dtype, device=weight.device)
+            threshold = nn.Parameter(r, requires_grad=trainable)
+        mapping[name] = {name + ORIG_SUFFIX: weight, name + THRESHOLD_SUFFIX: threshold}
     _replace_parameters(module, mapping)
     for name in tensor_names:
         raw = module._parameters[name + ORIG_SUFFIX]
         module._buffers[name + MASK_SUFFIX] = _empty_mask(raw)
         module._buffers[name + CENTRED_SUFFIX] = torch.tensor(bool(centred), device=raw.device)
+        if name in layouts:
+            module._buffers[name + LAYOUT_SUFFIX] = layout_code(layouts[name]).to(raw.device)
     object.__setattr__(module, TASK_GRADIENT_ATTRIBUTE, bool(task_gradient))
+    object.__setattr__(module, LAYOUT_ATTRIBUTE, layouts)
     object.__setattr__(module, CENTRED_ATTRIBUTE, dict.fromkeys(tensor_names, bool(centred)))
     module.__class__ = _sparse_class(type(module), tuple(tensor_names))
 
@@ -354,8 +386,10 @@ def detach(module: nn.Module, bake: bool = True) -> None:
         mapping[name + THRESHOLD_SUFFIX] = {}
         module._buffers.pop(name + MASK_SUFFIX, None)
         module._buffers.pop(name + CENTRED_SUFFIX, None)
+        module._buffers.pop(name + LAYOUT_SUFFIX, None)
     _replace_parameters(module, mapping)
     module.__dict__.pop(TASK_GRADIENT_ATTRIBUTE, None)
+    module.__dict__.pop(LAYOUT_ATTRIBUTE, None)
     module.__dict__.pop(CENTRED_ATTRIBUTE, None)
     module.__class__ = original_class(module)
 
@@ -407,6 +441,9 @@ def _effective(module: nn.Module, name: str) -> torch.Tensor:
     with torch.no_grad():
         if mask.numel():
             return masked_weight(raw, mask, r)
+        layout = module.__dict__[LAYOUT_ATTRIBUTE].get(name)
+        if layout is not None:
+            return _grouped(module, name, layout, r)
         return effective_weight(raw, r, centred=module.__dict__[CENTRED_ATTRIBUTE][name])
 
 
@@ -415,6 +452,10 @@ def freeze(module: nn.Module, name: str) -> None:
     """Fix the zeros of one pruned tensor: bake the effective weight into the raw one and keep its non-zero
     pattern as the mask. From then on the tensor is ``raw * mask``: pruned weights stay zero and get no gradient,
     the others train freely, and the threshold no longer acts."""
+    layout = module.__dict__[LAYOUT_ATTRIBUTE].get(name)
+    if isinstance(layout, ChannelSet):
+        layout.freeze()  # every channel set of the model in one decision (their scores overlap)
+        return
     raw = module._parameters[name + ORIG_SUFFIX]
     effective = _effective(module, name)
     raw.copy_(effective)
@@ -423,7 +464,12 @@ def freeze(module: nn.Module, name: str) -> None:
 
 
 def unfreeze(module: nn.Module, name: str) -> None:
-    """Let the threshold decide the zeros of one pruned tensor again (the raw weight keeps its values)."""
+    """Let the threshold decide the zeros of one pruned tensor again (the raw weight keeps its values); for a channel
+    set, of every member of the set."""
+    layout = module.__dict__.get(LAYOUT_ATTRIBUTE, {}).get(name)
+    if isinstance(layout, ChannelSet):
+        layout.unfreeze()
+        return
     module._buffers[name + MASK_SUFFIX].resize_(0)
 
 
@@ -461,6 +507,11 @@ class PrunedTensor:
         return self.raw.numel()
 
     @property
+    def layout(self) -> BlockLayout | ChannelSet | None:
+        """The tensor's structured granularity, or ``None`` when single weights are pruned."""
+        return self.module.__dict__.get(LAYOUT_ATTRIBUTE, {}).get(self.tensor_name)
+
+    @property
     def frozen(self) -> bool:
         """Whether the zeros are fixed by a mask (see :func:`freeze`) rather than decided by the threshold."""
         return bool(self.module._buffers[self.tensor_name + MASK_SUFFIX].numel())
@@ -469,6 +520,13 @@ class PrunedTensor:
         """The effective (pruned) weight, computed without autograd."""
         self._parameter(ORIG_SUFFIX)
         return _effective(self.module, self.tensor_name)
+
+
+def layout_code(layout: BlockLayout | ChannelSet) -> torch.Tensor:
+    """The ``<name>_layout`` buffer of a structured tensor: ``[1, 0, 0]`` channels, ``[2, R, C]`` blocks."""
+    if isinstance(layout, ChannelSet):
+        return torch.tensor([1, 0, 0], dtype=torch.int64)
+    return torch.tensor([2, *layout.block], dtype=torch.int64)
 
 
 def pruned_tensors(model: nn.Module) -> list[PrunedTensor]:

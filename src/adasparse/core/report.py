@@ -12,7 +12,14 @@ from torch import nn
 from .operator import analytic_sparsity_value
 from .parametrization import pruned_tensors
 from .selection import select_layers
-from .state_keys import CENTRED_SUFFIX, MASK_SUFFIX, ORIG_SUFFIX, THRESHOLD_SUFFIX, effective_from_state
+from .state_keys import (
+    CENTRED_SUFFIX,
+    LAYOUT_SUFFIX,
+    MASK_SUFFIX,
+    ORIG_SUFFIX,
+    THRESHOLD_SUFFIX,
+    effective_from_state,
+)
 
 __all__ = [
     "LayerSparsity",
@@ -271,7 +278,14 @@ def state_dict_report(state_dict: Mapping[str, torch.Tensor], *, min_params: int
             base = key[: -len(ORIG_SUFFIX)]
             threshold = state_dict.get(base + THRESHOLD_SUFFIX)
             mask = state_dict.get(base + MASK_SUFFIX)
-            effective = effective_from_state(tensor, threshold, mask, state_dict.get(base + CENTRED_SUFFIX), name=base)
+            effective = effective_from_state(
+                tensor,
+                threshold,
+                mask,
+                state_dict.get(base + CENTRED_SUFFIX),
+                name=base,
+                layout=state_dict.get(base + LAYOUT_SUFFIX),
+            )
             if effective is None:
                 continue
             _check_finite(base, tensor)
@@ -281,7 +295,9 @@ def state_dict_report(state_dict: Mapping[str, torch.Tensor], *, min_params: int
                 r = threshold.item()
                 analytic = analytic_sparsity_value(r)
             companions = [
-                k for k in (base + THRESHOLD_SUFFIX, base + MASK_SUFFIX, base + CENTRED_SUFFIX) if k in state_dict
+                k
+                for k in (base + THRESHOLD_SUFFIX, base + MASK_SUFFIX, base + CENTRED_SUFFIX, base + LAYOUT_SUFFIX)
+                if k in state_dict
             ]
             zeros = _count_zeros(effective)
             layers.append(LayerSparsity(base, "", tuple(tensor.shape), tensor.numel(), zeros, r, analytic))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -9,6 +10,8 @@ import torch
 from torch import nn
 
 from ._checks import check_fraction, check_nonnegative
+from .coupling import plan_channel_sets
+from .granularity import BlockLayout, ChannelSet, Granularity, parse_granularity
 from .operator import MAX_THRESHOLD, threshold_for_sparsity
 from .parametrization import (
     attach,
@@ -102,6 +105,8 @@ def sparsify(
     exclude: Selector | Iterable[Selector] | None = None,
     task_gradient: bool = True,
     centred: bool = False,
+    granularity: str | Granularity = "element",
+    example_input: Any = None,
 ) -> nn.Module:
     """Give every prunable layer of ``model`` a learned pruning threshold, in place.
 
@@ -127,13 +132,19 @@ def sparsify(
         centred: kept weights hold ``w - mean(w)`` as in the paper's ``hardshrink(w - mean(w), b)``; the default
             ``False`` keeps their own values (the zeros are the same), so a pretrained layer is unchanged where
             nothing is pruned.
+        granularity: what one threshold zeroes at once: ``"element"`` (single weights, the default),
+            ``"channel"`` (whole output channels, tied channels together; needs ``example_input`` and
+            torch-pruning) or ``"block:RxC"`` (blocks of the weight read as a matrix); see
+            :mod:`adasparse.core.granularity`.
+        example_input: with ``granularity="channel"``, a batch the model accepts (traced once, not trained on).
 
     Returns:
         ``model``.
 
     Raises:
-        ValueError: bad ``target``/``init_threshold``/``min_params``, an already sparsified model, no prunable
-            layer, non-finite weights, a shared weight with one of its modules excluded.
+        ValueError: bad ``target``/``init_threshold``/``min_params``/``granularity``, an already sparsified model, no
+            prunable layer, non-finite weights, a shared weight with one of its modules excluded, a layer whose
+            weight ``R x C`` blocks do not tile, a layer named by ``include`` whose channels cannot be removed.
         TypeError: a selected weight that is not floating point.
 
     Example::
@@ -168,12 +179,76 @@ def sparsify(
             if not bool(torch.isfinite(tensor).all()):
                 where = f"{layer.name}.{tensor_name}" if layer.name else tensor_name
                 raise ValueError(f"{where} has non-finite values (NaN or inf); cannot compute its threshold")
+    granularity = parse_granularity(granularity)
+    if granularity.kind == "channel":
+        _attach_channel_sets(model, layers, r0, trainable, task_gradient, min_params, include, exclude, example_input)
+        return model
     users = _tied_users(model, layers, exclude)
     for layer in layers:
-        attach(layer.module, layer.tensor_names, {t: r0 for t in layer.tensor_names}, trainable, task_gradient, centred)
+        layouts = {}
+        if granularity.block is not None:
+            layouts = {
+                t: BlockLayout(layer.module._parameters[t].shape, granularity.block, _qualified(_label(layer.name), t))
+                for t in layer.tensor_names
+            }
+        thresholds = {t: r0 for t in layer.tensor_names}
+        attach(layer.module, layer.tensor_names, thresholds, trainable, task_gradient, centred, layouts=layouts)
     for module, owners in users:
         attach_tied(module, owners)
     return model
+
+
+def _attach_channel_sets(
+    model: nn.Module,
+    layers: list[LayerSelection],
+    r0: float,
+    trainable: bool,
+    task_gradient: bool,
+    min_params: int,
+    include: Selector | Iterable[Selector] | None,
+    exclude: Selector | Iterable[Selector] | None,
+    example_input: Any,
+) -> None:
+    """Sparsify by output channels: one threshold per set of tied layers (see :mod:`adasparse.core.coupling`)."""
+    if _tied_users(model, layers, exclude):
+        raise ValueError("granularity='channel' does not prune weights shared between modules (tied weights)")
+    candidates = [(_label(layer.name), layer.module, t) for layer in layers for t in layer.tensor_names]
+    allowed = {id(layer.module) for layer in select_layers(model, min_params=0, include=include, exclude=exclude)}
+    plan = plan_channel_sets(model, candidates, allowed, example_input)
+    includes = _as_list(include, "include")
+    refused = [
+        f"{_label(layer.name)} ({plan.skipped[_label(layer.name)]})"
+        for layer in layers
+        if _label(layer.name) in plan.skipped and any(_matches(s, layer.module, layer.name) for s in includes)
+    ]
+    if refused:
+        raise ValueError(f"cannot prune the output channels of {'; '.join(refused)}; remove it from include=")
+    if not plan.sets:
+        reasons = "; ".join(f"{name}: {reason}" for name, reason in plan.skipped.items())
+        raise ValueError(f"no layer's output channels can be removed ({reasons})")
+    if plan.skipped:
+        warnings.warn(
+            "granularity='channel' leaves dense: "
+            + "; ".join(f"{name} ({reason})" for name, reason in plan.skipped.items()),
+            UserWarning,
+            stacklevel=3,
+        )
+    for channel_set in plan.sets:
+        channel_set.peers = plan.sets
+        shared: nn.Parameter | None = None
+        for _, module, tensor in channel_set.members:
+            attach(
+                module,
+                (tensor,),
+                {tensor: r0},
+                trainable,
+                task_gradient,
+                centred=False,
+                layouts={tensor: channel_set},
+                shared_thresholds={tensor: shared} if shared is not None else None,
+            )
+            shared = module._parameters[tensor + "_threshold"]
+        channel_set.install_hooks()
 
 
 def desparsify(model: nn.Module) -> nn.Module:
@@ -198,6 +273,12 @@ def desparsify(model: nn.Module) -> nn.Module:
     for pruned in pruned_tensors(model):
         if not bool(torch.isfinite(pruned.raw).all()):
             raise ValueError(f"{pruned.name} has non-finite values (NaN or inf); training diverged")
+    channel_sets = {id(p.layout): p.layout for p in pruned_tensors(model) if isinstance(p.layout, ChannelSet)}
+    for channel_set in channel_sets.values():
+        channel_set.freeze()  # every set in one decision, before any of them writes zeros elsewhere
+    for channel_set in channel_sets.values():
+        channel_set.bake()
+        channel_set.remove_hooks()
     # Tied users first: they take back the owner's raw Parameter, which the owner then bakes exactly once.
     for module in [module for module in model.modules() if is_tied_user(module)]:
         detach_tied(module)

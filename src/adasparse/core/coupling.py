@@ -1,0 +1,162 @@
+"""Which output channels must be pruned together, found with torch-pruning's dependency graph.
+
+Removing an output channel of a convolution also removes the matching input channel of every layer that reads
+it, the channel of the BatchNorm after it, and — through a residual addition — the same channel of every other
+layer whose output is added to it. ``torch_pruning.DependencyGraph`` traces the model once on an example input
+and lists those dependencies; this module turns them into :class:`~adasparse.core.granularity.ChannelSet` objects
+(the layers whose outputs share channels, plus the norms acting on them) and names every layer whose channels
+cannot be removed without changing what the model computes:
+
+- its outputs are the model's outputs (a classifier);
+- a norm that mixes channels acts on them (``LayerNorm``, ``GroupNorm``), or attention's embedding dimension
+  does (its heads are not channels of one layer);
+- the channels are re-indexed on the way (a producer reached with other indices).
+
+torch-pruning is an optional dependency: ``pip install "adasparse[structured]"``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .granularity import ChannelSet, Consumer, channel_dim
+
+__all__ = ["ChannelPlan", "dependency_graph", "plan_channel_sets"]
+
+_PRODUCER_TYPES = (nn.Linear, nn.modules.conv._ConvNd)
+_COMPANION_TYPES = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)
+_MIXING_TYPES = (nn.LayerNorm, nn.GroupNorm, nn.MultiheadAttention, nn.Embedding, nn.RNNBase)
+
+
+def _torch_pruning() -> Any:
+    try:
+        import torch_pruning
+    except ImportError as error:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "granularity='channel' needs torch-pruning to find which channels are tied together: "
+            'pip install "adasparse[structured]" (or pip install torch-pruning)'
+        ) from error
+    return torch_pruning
+
+
+def dependency_graph(model: nn.Module, example_input: Any) -> Any:
+    """``torch_pruning.DependencyGraph`` of ``model`` traced on ``example_input`` (a tensor or a tuple of them).
+
+    Raises:
+        ValueError: the model cannot be traced on that input (the message carries torch-pruning's reason).
+    """
+    torch_pruning = _torch_pruning()
+    if example_input is None:
+        raise ValueError("granularity='channel' needs example_input: a batch the model accepts, to trace its graph")
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.enable_grad(), warnings.catch_warnings():  # the graph is read from autograd
+            warnings.simplefilter("ignore")  # about parameters it would prune itself: it prunes nothing here
+            return torch_pruning.DependencyGraph().build_dependency(model, example_inputs=example_input)
+    except Exception as error:
+        raise ValueError(f"cannot trace the model to find tied channels: {type(error).__name__}: {error}") from error
+    finally:
+        model.train(was_training)
+
+
+@dataclass
+class ChannelPlan:
+    """The channel sets of a model and the selected layers left dense, each with the reason."""
+
+    sets: list[ChannelSet]
+    skipped: dict[str, str]
+
+
+def plan_channel_sets(
+    model: nn.Module,
+    candidates: list[tuple[str, nn.Module, str]],
+    allowed: set[int],
+    example_input: Any,
+) -> ChannelPlan:
+    """Group the candidate layers' output channels into channel sets.
+
+    Args:
+        model: the plain model.
+        candidates: ``(qualified name, module, tensor name)`` of each selected layer.
+        allowed: ``id`` of every module the selection allows to be pruned (a tied layer outside it keeps its set
+            dense: it cannot lose channels the others lose).
+        example_input: an input batch for tracing.
+    """
+    graph = dependency_graph(model, example_input)
+    names = {id(module): name for name, module in model.named_modules()}
+    assigned: set[int] = set()
+    sets: list[ChannelSet] = []
+    skipped: dict[str, str] = {}
+    for name, module, tensor in candidates:
+        if id(module) in assigned:
+            continue
+        if tensor != "weight" or not isinstance(module, _PRODUCER_TYPES):
+            skipped[name] = f"{type(module).__name__}.{tensor} has no output channels to remove"
+            continue
+        if isinstance(module, nn.modules.conv._ConvTransposeNd) and module.groups != 1:
+            skipped[name] = "a grouped transposed convolution (its output channels are interleaved by group)"
+            continue
+        channels = int(module.weight.shape[channel_dim(module)])
+        pruner = graph.get_pruner_of_module(module)
+        if pruner is None or module not in graph.module2node:
+            skipped[name] = "not reached by the example input"
+            continue
+        group = graph.get_pruning_group(module, pruner.prune_out_channels, idxs=list(range(channels)))
+        members: list[tuple[str, nn.Module, str]] = []
+        companions: list[tuple[str, nn.Module]] = []
+        consumers: list[Consumer] = []
+        reason = None
+        for item in group.items:
+            dep, idxs = item.dep, item.idxs
+            target = dep.target.module
+            target_name = names.get(id(target), type(target).__name__)
+            out = graph.is_out_channel_pruning_fn(dep.handler)
+            if isinstance(target, _MIXING_TYPES):
+                reason = f"tied to {target_name} ({type(target).__name__} mixes these channels)"
+                break
+            if out and isinstance(target, _PRODUCER_TYPES):
+                if sorted(int(i) for i in idxs) != list(range(channels)):
+                    reason = f"tied to {target_name} through re-indexed channels"
+                    break
+                if id(target) not in allowed:
+                    reason = f"tied to {target_name}, which is not pruned (exclude= or not a weight layer)"
+                    break
+                if all(member is not target for _, member, _ in members):
+                    members.append((target_name, target, "weight"))
+            elif out and isinstance(target, _COMPANION_TYPES):
+                companions.append((target_name, target))
+            elif not out and names.get(id(target)) is not None:
+                if not isinstance(target, _PRODUCER_TYPES):
+                    reason = f"read by {target_name} ({type(target).__name__}), whose input cannot be masked"
+                    break
+                roots = getattr(item, "root_idxs", None)
+                if roots is None or len(roots) != len(idxs):
+                    reason = f"read by {target_name} through channels torch-pruning does not map back"
+                    break
+                consumers.append(
+                    Consumer(
+                        target_name,
+                        target,
+                        torch.tensor([int(i) for i in idxs], dtype=torch.long),
+                        torch.tensor([int(i) for i in roots], dtype=torch.long),
+                    )
+                )
+        if reason is None and not consumers:
+            reason = "its outputs are the model's outputs"
+        if reason is not None:
+            for member_name, member, _ in members or [(name, module, tensor)]:
+                skipped.setdefault(member_name, reason)
+                assigned.add(id(member))
+            skipped.setdefault(name, reason)
+            assigned.add(id(module))
+            continue
+        members.sort(key=lambda item: 0 if item[1] is module else 1)
+        sets.append(ChannelSet(members, consumers, companions))
+        assigned.update(id(member) for _, member, _ in members)
+    return ChannelPlan(sets, skipped)

@@ -1,0 +1,402 @@
+"""What one threshold decides at once: single weights, whole output channels, or RxC blocks.
+
+``granularity="element"`` (the default) prunes single weights: ``|w - mean(w)|`` is compared with
+``clamp(r, 0, 5) * std(w)`` (:mod:`~adasparse.core.operator`). The structured granularities prune groups:
+
+- ``"channel"``: every output channel (a row of a ``Linear``, a filter of a convolution, a column of a transposed
+  convolution) is one group. Channels tied together (two convolutions whose outputs are added by a residual
+  connection) form one :class:`ChannelSet` with one threshold and one mask, so the zeroed channels can be removed
+  from the model (:func:`adasparse.shrink`) without changing what it computes;
+- ``"block:RxC"``: the weight read as a matrix ``(out, in * kernel)`` is cut into ``R x C`` blocks (the layout of
+  block-sparse kernels); ``R`` must divide the rows and ``C`` the columns.
+
+A group's score is its L2 norm; a layer normalises its scores by their root mean square, as single weights are
+normalised by their standard deviation, so one ``r`` means the same for every layer and granularity: a group is
+zero iff ``score <= clamp(r, 0, 5) * rms(scores) + 1e-6``. If the scores were the magnitudes of a zero-mean
+Gaussian the pruned fraction would be ``erf(r / sqrt(2))``; they are not (group norms concentrate), so the
+projection and calibration steer on the measured scores, as they do for single weights. Kept weights keep their
+own values (no centring) and the straight-through gradient is the operator's: the identity for the weights, and
+``-(rms / b) * <grad, pruned residual>`` for ``r``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .operator import EPSILON, MAX_THRESHOLD, grouped_weight
+from .state_keys import MASK_SUFFIX, ORIG_SUFFIX, THRESHOLD_SUFFIX
+
+__all__ = ["BlockLayout", "ChannelSet", "Consumer", "Granularity", "GRANULARITY_FORMS", "parse_granularity"]
+
+GRANULARITY_FORMS = ("element", "channel", "block:RxC")
+"""The accepted spellings (``R`` and ``C`` positive integers, e.g. ``"block:4x4"``)."""
+
+_BLOCK = re.compile(r"^block:(\d+)x(\d+)$")
+
+
+@dataclass(frozen=True)
+class Granularity:
+    """A parsed granularity: ``kind`` is ``"element"``, ``"channel"`` or ``"block"``; ``block`` is ``(R, C)``."""
+
+    kind: str
+    block: tuple[int, int] | None = None
+
+    def __str__(self) -> str:
+        return f"block:{self.block[0]}x{self.block[1]}" if self.block else self.kind
+
+    @property
+    def structured(self) -> bool:
+        return self.kind != "element"
+
+
+def parse_granularity(value: str | Granularity) -> Granularity:
+    """Parse ``"element"``, ``"channel"`` or ``"block:RxC"``.
+
+    Raises:
+        ValueError: any other value, naming the argument and the accepted forms.
+    """
+    if isinstance(value, Granularity):
+        return value
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("element", "channel"):
+            return Granularity(text)
+        match = _BLOCK.match(text)
+        if match and int(match.group(1)) > 0 and int(match.group(2)) > 0:
+            return Granularity("block", (int(match.group(1)), int(match.group(2))))
+    raise ValueError(
+        f"granularity must be one of {', '.join(repr(form) for form in GRANULARITY_FORMS)} "
+        f"(R and C positive integers), got {value!r}"
+    )
+
+
+def _rms(scores: torch.Tensor) -> float:
+    return math.sqrt(float(scores.double().pow(2).mean())) if scores.numel() else 0.0
+
+
+def _keep_and_slope(scores: torch.Tensor, r: float) -> tuple[torch.Tensor, float]:
+    """Which groups stay (``score > bound``) and ``d w_eff / d r`` per unit of pruned residual (``-rms / bound``)."""
+    scale = _rms(scores)
+    bound = min(max(r, 0.0), MAX_THRESHOLD) * scale + EPSILON
+    return scores > bound, -scale / bound
+
+
+class BlockLayout:
+    """``R x C`` blocks of one weight read as a matrix ``(out, in * kernel)``.
+
+    Args:
+        shape: the weight's shape (at least 2-D).
+        block: ``(R, C)``.
+        name: the tensor's qualified name, for errors.
+
+    Raises:
+        ValueError: a 1-D weight, or ``R``/``C`` not dividing the rows/columns (naming the layer and shape).
+    """
+
+    kind = "block"
+
+    def __init__(self, shape: torch.Size | tuple[int, ...], block: tuple[int, int], name: str) -> None:
+        if len(shape) < 2:
+            raise ValueError(
+                f"granularity block:{block[0]}x{block[1]} needs a weight of 2 or more dimensions; "
+                f"{name} has shape {tuple(shape)}"
+            )
+        rows = int(shape[0])
+        columns = int(math.prod(shape[1:]))
+        if rows % block[0] or columns % block[1]:
+            raise ValueError(
+                f"granularity block:{block[0]}x{block[1]} does not tile {name}: its weight read as a matrix is "
+                f"{rows}x{columns} (shape {tuple(shape)}); R must divide {rows} and C {columns}, or exclude the layer"
+            )
+        self.block = block
+        self.shape = tuple(int(size) for size in shape)
+        self._grid = (rows // block[0], block[0], columns // block[1], block[1])
+
+    @property
+    def group_size(self) -> int:
+        return self.block[0] * self.block[1]
+
+    @property
+    def groups(self) -> int:
+        return self._grid[0] * self._grid[2]
+
+    def scores(self, weight: torch.Tensor) -> torch.Tensor:
+        """Each block's L2 norm, a 1-D float tensor in row-major block order."""
+        blocks = weight.detach().reshape(self._grid).float()
+        return blocks.pow(2).sum(dim=(1, 3)).sqrt().reshape(-1)
+
+    def expand(self, keep: torch.Tensor) -> torch.Tensor:
+        """A boolean mask of the weight's shape from one flag per block."""
+        grid = keep.reshape(self._grid[0], 1, self._grid[2], 1).expand(self._grid)
+        return grid.reshape(self.shape)
+
+    def keep_and_slope(self, weight: torch.Tensor, r: float) -> tuple[torch.Tensor, float]:
+        keep, slope = _keep_and_slope(self.scores(weight), r)
+        return self.expand(keep), slope
+
+    def __repr__(self) -> str:
+        return f"BlockLayout(block={self.block[0]}x{self.block[1]}, shape={self.shape})"
+
+
+def channel_dim(module: nn.Module) -> int:
+    """The weight dimension holding a module's output channels (1 for transposed convolutions, else 0)."""
+    return 1 if isinstance(module, nn.modules.conv._ConvTransposeNd) else 0
+
+
+def input_feature_dim(module: nn.Module) -> int:
+    """The dimension of a module's *input* that holds features: -1 for ``Linear``, 1 for convolutions."""
+    return -1 if isinstance(module, nn.Linear) else 1
+
+
+def _input_column_squares(module: nn.Module, weight: torch.Tensor) -> torch.Tensor | None:
+    """Each input feature's sum of squared weights, for a ``Linear`` or an ungrouped convolution (else ``None``)."""
+    squares = weight.detach().float().pow(2)
+    if isinstance(module, nn.Linear):
+        return squares.sum(dim=0)
+    if isinstance(module, nn.modules.conv._ConvNd) and module.groups == 1:
+        dim = 0 if isinstance(module, nn.modules.conv._ConvTransposeNd) else 1
+        return squares.sum(dim=[d for d in range(weight.dim()) if d != dim])
+    return None
+
+
+@dataclass
+class Consumer:
+    """A layer reading the set's channels: input feature ``index[k]`` carries channel ``root[k]``."""
+
+    name: str
+    module: nn.Module
+    index: torch.Tensor
+    root: torch.Tensor
+
+
+class _InputMask:
+    """Forward pre-hook zeroing the pruned channels where a consumer reads them (see :class:`ChannelSet`)."""
+
+    def __init__(self, channel_set: ChannelSet, consumer: Consumer) -> None:
+        self.channel_set = channel_set
+        self.consumer = consumer
+
+    def __call__(self, module: nn.Module, args: tuple) -> tuple | None:
+        if not args or not isinstance(args[0], torch.Tensor):
+            raise TypeError(
+                f"{self.consumer.name} must receive its input as the first positional tensor to have its pruned "
+                "channels masked (granularity='channel')"
+            )
+        return (self.channel_set.mask_input(self.consumer, args[0]), *args[1:])
+
+
+class ChannelSet:
+    """Output channels shared by one or more layers (several when a residual addition ties them), pruned as one.
+
+    A pruned channel is zeroed where it is *read*: a forward pre-hook on every consumer (the layers taking the
+    channel as input) multiplies the channel by zero. The producers compute every channel as before, so a pruned
+    channel's activation stays what it would be, and the straight-through gradient is informative: the identity
+    for the activation (pruned channels keep learning and can come back) and, for the shared threshold ``r``,
+    ``-(rms / b) * <grad, pruned activations>`` (the first-order change of the loss if they came back). Since
+    nothing reads a pruned channel, zeroing the producers' rows, the norms' entries and the consumers' columns
+    (:meth:`bake`) and then removing them changes no output.
+
+    A channel's score is the L2 norm of everything that carries it: the producers' rows, the consumers' columns
+    and the affine scale of the norms in between.
+
+    Args:
+        members: ``(qualified name, module, tensor name)`` of each producer; the first holds the threshold.
+        consumers: every layer reading the channels.
+        companions: ``(qualified name, module)`` of each norm acting on the channels.
+    """
+
+    kind = "channel"
+
+    def __init__(
+        self,
+        members: list[tuple[str, nn.Module, str]],
+        consumers: list[Consumer],
+        companions: list[tuple[str, nn.Module]],
+    ) -> None:
+        self.members = members
+        self.consumers = consumers
+        self.companions = companions
+        self._cache_key: tuple | None = None
+        self._cache: tuple[torch.Tensor, float] | None = None
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self.peers: list[ChannelSet] = [self]
+        """Every channel set of the model (one list, shared): their scores overlap, so they are frozen together."""
+        sizes = {int(_raw(module, tensor).shape[channel_dim(module)]) for _, module, tensor in members}
+        if len(sizes) != 1:
+            names = ", ".join(name for name, _, _ in members)
+            raise ValueError(f"tied layers {names} have different channel counts {sorted(sizes)}")
+        self.channels = sizes.pop()
+
+    @property
+    def names(self) -> list[str]:
+        return [name for name, _, _ in self.members]
+
+    @property
+    def numel(self) -> int:
+        """Weights of the producers (what the parameter budget counts for this set)."""
+        return sum(_raw(module, tensor).numel() for _, module, tensor in self.members)
+
+    @property
+    def group_size(self) -> int:
+        return self.numel // self.channels
+
+    def scores(self) -> torch.Tensor:
+        """Each channel's L2 norm over producers' rows, consumers' columns and norms' scales (1-D, float)."""
+        total = torch.zeros(self.channels, dtype=torch.float32)
+        for _, module, tensor in self.members:
+            raw = _raw(module, tensor)
+            dim = channel_dim(module)
+            reduce = [d for d in range(raw.dim()) if d != dim]
+            squares = raw.detach().float().pow(2)
+            total += (squares.sum(dim=reduce) if reduce else squares).cpu()
+        for consumer in self.consumers:
+            columns = _input_column_squares(consumer.module, _raw(consumer.module, "weight"))
+            if columns is not None:
+                total.index_add_(0, consumer.root, columns.cpu()[consumer.index])
+        for _, module in self.companions:
+            scale = getattr(module, "weight", None)
+            if isinstance(scale, torch.Tensor) and scale.numel() == self.channels:
+                total += scale.detach().float().pow(2).cpu()
+        return total.sqrt()
+
+    def threshold(self) -> torch.Tensor:
+        """The set's threshold ``r`` (a parameter of the first member)."""
+        _, module, tensor = self.members[0]
+        return module._parameters[tensor + THRESHOLD_SUFFIX]
+
+    @property
+    def frozen(self) -> bool:
+        _, module, tensor = self.members[0]
+        return bool(module._buffers[tensor + MASK_SUFFIX].numel())
+
+    @torch.no_grad()
+    def freeze(self) -> None:
+        """Fix the kept channels of this set and of every peer in one decision: each set's scores read weights that
+        freezing another set changes, so all keeps are taken before any weight is written."""
+        keeps = [(peer, peer.keep_and_slope()[0]) for peer in self.peers if not peer.frozen]
+        for peer, keep in keeps:
+            for _, module, tensor in peer.members:
+                raw = _raw(module, tensor)
+                effective = torch.where(peer.member_mask(module, keep), raw, torch.zeros((), dtype=raw.dtype))
+                raw.copy_(effective)
+                module._buffers[tensor + MASK_SUFFIX].resize_(raw.shape).copy_(effective != 0)
+
+    def unfreeze(self) -> None:
+        """Let the threshold decide this set's channels again."""
+        for _, module, tensor in self.members:
+            module._buffers[tensor + MASK_SUFFIX].resize_(0)
+
+    def _frozen_keep(self) -> torch.Tensor | None:
+        _, module, tensor = self.members[0]
+        mask = module._buffers[tensor + MASK_SUFFIX]
+        if not mask.numel():
+            return None
+        dim = channel_dim(module)
+        reduce = [d for d in range(mask.dim()) if d != dim]
+        return (mask.any(dim=reduce) if reduce else mask.clone()).cpu()
+
+    def _versions(self) -> tuple:
+        tensors = [_raw(module, tensor) for _, module, tensor in self.members]
+        tensors += [_raw(consumer.module, "weight") for consumer in self.consumers]
+        tensors += [module.weight for _, module in self.companions if isinstance(module.weight, torch.Tensor)]
+        return tuple((t._version, t.data_ptr()) for t in tensors)
+
+    def keep_and_slope(self) -> tuple[torch.Tensor, float]:
+        """Which channels the threshold keeps (a CPU boolean per channel) and its slope ``-rms / b``; computed once
+        per change of the weights or the threshold, however many consumers ask."""
+        r = self.threshold()
+        key = (r._version, float(r.detach()), self._versions())
+        if self._cache is None or key != self._cache_key or torch.compiler.is_compiling():
+            self._cache = _keep_and_slope(self.scores(), float(r.detach()))
+            self._cache_key = key
+        return self._cache
+
+    def current_keep(self) -> torch.Tensor:
+        """The channels kept now: from the fixed masks once frozen, else from the threshold."""
+        frozen = self._frozen_keep()
+        return frozen if frozen is not None else self.keep_and_slope()[0]
+
+    def member_mask(self, module: nn.Module, keep: torch.Tensor) -> torch.Tensor:
+        """``keep`` shaped to broadcast over a producer's weight (its output channels)."""
+        raw = _raw(module, _tensor_of(self, module))
+        shape = [1] * raw.dim()
+        shape[channel_dim(module)] = keep.numel()
+        return keep.to(raw.device).reshape(shape)
+
+    def _input_keep(self, consumer: Consumer, keep: torch.Tensor, features: int) -> torch.Tensor:
+        flags = torch.ones(features, dtype=torch.bool)
+        flags[consumer.index] = keep[consumer.root]
+        return flags
+
+    def mask_input(self, consumer: Consumer, value: torch.Tensor) -> torch.Tensor:
+        """A consumer's input with the pruned channels zeroed (straight-through while the threshold decides)."""
+        dim = input_feature_dim(consumer.module) % value.dim()
+        frozen = self._frozen_keep()
+        keep, slope = (frozen, 0.0) if frozen is not None else self.keep_and_slope()
+        shape = [1] * value.dim()
+        shape[dim] = value.shape[dim]
+        flags = self._input_keep(consumer, keep, value.shape[dim]).to(value.device).reshape(shape)
+        r = self.threshold()
+        _, leader, _ = self.members[0]
+        if frozen is None and not leader.__dict__.get("_adasparse_task_gradient", True):
+            r = r.detach()
+        if frozen is None:
+            return grouped_weight(value, r, flags, slope)
+        return value * flags
+
+    def install_hooks(self) -> None:
+        """Register the pre-hooks that zero the pruned channels at every consumer."""
+        self.remove_hooks()
+        for consumer in self.consumers:
+            self._handles.append(consumer.module.register_forward_pre_hook(_InputMask(self, consumer)))
+
+    def remove_hooks(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    @torch.no_grad()
+    def bake(self) -> None:
+        """Write the pruned channels' zeros everywhere they live: producers' biases, norms' affine entries and
+        consumers' columns (the producers' rows are baked by their parametrization)."""
+        keep = self.current_keep()
+        vectors = [getattr(module, "bias", None) for _, module, _ in self.members]
+        for _, module in self.companions:
+            vectors += [getattr(module, "weight", None), getattr(module, "bias", None)]
+        for vector in vectors:
+            if isinstance(vector, torch.Tensor) and vector.dim() == 1 and vector.numel() == keep.numel():
+                vector.mul_(keep.to(device=vector.device, dtype=vector.dtype))
+        for consumer in self.consumers:
+            if isinstance(consumer.module, nn.modules.conv._ConvNd) and consumer.module.groups != 1:
+                continue  # a grouped convolution reading these channels is a producer of them too
+            weight = _raw(consumer.module, "weight")
+            dim = 0 if isinstance(consumer.module, nn.modules.conv._ConvTransposeNd) else 1
+            flags = self._input_keep(consumer, keep, weight.shape[dim])
+            shape = [1] * weight.dim()
+            shape[dim] = flags.numel()
+            weight.mul_(flags.to(device=weight.device, dtype=weight.dtype).reshape(shape))
+
+    def __repr__(self) -> str:
+        consumers = [consumer.name for consumer in self.consumers]
+        companions = [name for name, _ in self.companions]
+        return (
+            f"ChannelSet(members={self.names}, consumers={consumers}, companions={companions}, "
+            f"channels={self.channels})"
+        )
+
+
+def _raw(module: nn.Module, tensor: str) -> torch.Tensor:
+    parameter = module._parameters.get(tensor + ORIG_SUFFIX)
+    return parameter if parameter is not None else module._parameters[tensor]
+
+
+def _tensor_of(channel_set: ChannelSet, module: nn.Module) -> str:
+    for _, member, tensor in channel_set.members:
+        if member is module:
+            return tensor
+    raise ValueError(f"{type(module).__name__} is not a member of {channel_set!r}")

@@ -1,0 +1,100 @@
+"""Remove zeroed channels physically: a smaller plain model that computes what the pruned one computes."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch import nn
+
+from .coupling import _COMPANION_TYPES, _MIXING_TYPES, _PRODUCER_TYPES, dependency_graph
+from .granularity import _input_column_squares, channel_dim
+from .parametrization import pruned_tensors
+from .sparsify import desparsify
+
+__all__ = ["shrink"]
+
+
+def _unread_channels(graph: Any, module: nn.Module, names: dict[int, str]) -> list[int]:
+    """Output channels of ``module`` that no layer reads (every reading column is zero), if all of the channel's
+    readers are plain layers; else none."""
+    channels = int(module.weight.shape[channel_dim(module)])
+    pruner = graph.get_pruner_of_module(module)
+    if pruner is None or module not in graph.module2node:
+        return []
+    group = graph.get_pruning_group(module, pruner.prune_out_channels, idxs=list(range(channels)))
+    read = torch.zeros(channels, dtype=torch.bool)
+    consumers = 0
+    for item in group.items:
+        target = item.dep.target.module
+        out = graph.is_out_channel_pruning_fn(item.dep.handler)
+        if isinstance(target, _MIXING_TYPES):
+            return []
+        if out or names.get(id(target)) is None or isinstance(target, _COMPANION_TYPES):
+            continue
+        if not isinstance(target, _PRODUCER_TYPES):
+            return []
+        columns = _input_column_squares(target, target.weight)
+        roots = getattr(item, "root_idxs", None)
+        if columns is None or roots is None or len(roots) != len(item.idxs):
+            return []
+        consumers += 1
+        index = torch.tensor([int(i) for i in item.idxs], dtype=torch.long)
+        root = torch.tensor([int(i) for i in roots], dtype=torch.long)
+        read.index_put_((root,), columns.cpu()[index] != 0, accumulate=True)
+    if consumers == 0:
+        return []  # the model's outputs
+    return [channel for channel in range(channels) if not bool(read[channel])]
+
+
+@torch.no_grad()
+def shrink(model: nn.Module, example_input: Any, *, atol: float = 1e-5, rtol: float = 1e-4) -> nn.Module:
+    """A copy of ``model`` without the channels nothing reads any more, computing the same outputs.
+
+    An output channel is removed when every layer reading it does so through zero weights (after training with
+    ``granularity="channel"``, the pruned channels; any model with such channels works). Through torch-pruning's
+    dependency graph the channel leaves every layer that carries it: the producers' rows and biases, the norms
+    after them, the readers' columns, and the other layers tied to it by residual additions. A sparsified model is
+    desparsified first (on the copy). The copy is checked against ``model`` on ``example_input`` in eval mode.
+
+    Args:
+        model: a trained model (sparsified or plain); it is not modified.
+        example_input: a batch the model accepts (a tensor or a tuple of them), used to trace and to check.
+        atol, rtol: tolerance of the output check.
+
+    Returns:
+        The smaller plain model (its layers' ``out_channels``/``in_features``... updated), in eval mode.
+
+    Raises:
+        ValueError: the model cannot be traced on ``example_input``.
+        RuntimeError: the smaller model's outputs differ from the original's beyond the tolerance.
+    """
+    inputs = example_input if isinstance(example_input, tuple) else (example_input,)
+    reference = copy.deepcopy(model).eval()
+    if pruned_tensors(reference):
+        desparsify(reference)
+    expected = reference(*inputs)
+    smaller = copy.deepcopy(reference)
+    graph = dependency_graph(smaller, example_input)
+    names = {id(module): name for name, module in smaller.named_modules()}
+    for module in list(smaller.modules()):
+        if not isinstance(module, _PRODUCER_TYPES) or id(module) not in names:
+            continue
+        if isinstance(module, nn.modules.conv._ConvTransposeNd) and module.groups != 1:
+            continue
+        unread = _unread_channels(graph, module, names)
+        if len(unread) == int(module.weight.shape[channel_dim(module)]):
+            unread = unread[1:]  # a layer keeps one channel (of zeros), so every shape stays valid
+        if unread:
+            pruner = graph.get_pruner_of_module(module)
+            graph.get_pruning_group(module, pruner.prune_out_channels, idxs=unread).prune()
+    smaller.eval()
+    actual = smaller(*inputs)
+    if not torch.allclose(actual, expected, atol=atol, rtol=rtol):
+        gap = float((actual - expected).abs().max())
+        raise RuntimeError(
+            f"the shrunk model's outputs differ from the original's by up to {gap:.3g} (atol={atol}, rtol={rtol}); "
+            "a layer reading the removed channels was not traced as one (please report the model)"
+        )
+    return smaller
