@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -226,6 +227,8 @@ class ChannelSet:
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self.peers: list[ChannelSet] = [self]
         """Every channel set of the model (one list, shared): their scores overlap, so they are frozen together."""
+        self.cost: Any = None
+        """The model's :class:`~adasparse.core.channel_cost.ChannelCost` (shared by the peers), set by ``sparsify``."""
         sizes = {int(_raw(module, tensor).shape[channel_dim(module)]) for _, module, tensor in members}
         if len(sizes) != 1:
             names = ", ".join(name for name, _, _ in members)

@@ -10,7 +10,9 @@ import torch
 from torch import nn
 
 from ._checks import check_fraction, check_nonnegative
+from .channel_cost import ChannelCost
 from .coupling import plan_channel_sets
+from .flops import layer_macs
 from .granularity import BlockLayout, ChannelSet, Granularity, parse_granularity
 from .operator import MAX_THRESHOLD, threshold_for_sparsity
 from .parametrization import (
@@ -233,8 +235,15 @@ def _attach_channel_sets(
             UserWarning,
             stacklevel=3,
         )
+    params = {
+        _qualified(layer.name, t): float(layer.module._parameters[t].numel())
+        for layer in select_layers(model, min_params=0)
+        for t in layer.tensor_names
+    }
+    cost = ChannelCost(plan.sets, params, layer_macs(model, example_input, min_params=0))
     for channel_set in plan.sets:
         channel_set.peers = plan.sets
+        channel_set.cost = cost
         shared: nn.Parameter | None = None
         for _, module, tensor in channel_set.members:
             attach(
