@@ -70,6 +70,8 @@ class ChannelCost:
             for key in params
         ]
         self.sets = len(sets)
+        self.channel_sets = list(sets)
+        """The sets, in the order every ``fractions`` argument follows."""
 
     def _costs(self, budget: str) -> list[float]:
         budget = check_choice(budget, "budget", ("params", "flops"))

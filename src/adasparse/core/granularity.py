@@ -283,11 +283,20 @@ class ChannelSet:
         freezing another set changes, so all keeps are taken before any weight is written."""
         keeps = [(peer, peer.keep_and_slope()[0]) for peer in self.peers if not peer.frozen]
         for peer, keep in keeps:
-            for _, module, tensor in peer.members:
-                raw = _raw(module, tensor)
-                effective = torch.where(peer.member_mask(module, keep), raw, torch.zeros((), dtype=raw.dtype))
-                raw.copy_(effective)
-                module._buffers[tensor + MASK_SUFFIX].resize_(raw.shape).copy_(effective != 0)
+            peer.fix(keep)
+
+    @torch.no_grad()
+    def fix(self, keep: torch.Tensor) -> None:
+        """Fix this set's kept channels to ``keep`` (a boolean per channel): the pruned rows of every member are
+        zeroed and masked, and from now on the threshold no longer decides."""
+        keep = torch.as_tensor(keep, dtype=torch.bool).cpu()
+        if keep.shape != (self.channels,):
+            raise ValueError(f"keep must hold one flag per channel ({self.channels}), got shape {tuple(keep.shape)}")
+        for _, module, tensor in self.members:
+            raw = _raw(module, tensor)
+            mask = self.member_mask(module, keep).expand(raw.shape)
+            raw.mul_(mask)
+            module._buffers[tensor + MASK_SUFFIX].resize_(raw.shape).copy_(mask)
 
     def unfreeze(self) -> None:
         """Let the threshold decide this set's channels again."""

@@ -1,0 +1,126 @@
+"""Channel pruning by magnitude, the structured baseline: rank channels by L1 norm, keep the largest.
+
+The ranking is torch-pruning's ``MagnitudeImportance(p=1)`` over each channel's whole dependency group (the
+producers' rows, the norms' entries and the readers' columns, normalised by the group's mean), the reference
+implementation of L1-norm channel pruning. The budget is met on the same cost model as the learned thresholds
+(:class:`~adasparse.core.channel_cost.ChannelCost`), in one of two allocations:
+
+- ``"global"``: one ranking across every channel set;
+- ``"uniform"``: every set prunes the same fraction of its channels.
+
+The model is sparsified by channels and the chosen channels are fixed by masks, so fine-tuning, reports,
+``desparsify`` and :func:`adasparse.shrink` work as after learned pruning.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..core._checks import check_choice, check_fraction
+from ..core.coupling import _torch_pruning, dependency_graph
+from ..core.granularity import ChannelSet
+from ..core.parametrization import pruned_tensors
+from ..core.sparsify import sparsify
+
+__all__ = ["ALLOCATIONS", "magnitude_channel_prune"]
+
+ALLOCATIONS = ("global", "uniform")
+
+
+def _importances(graph: Any, sets: list[ChannelSet]) -> list[torch.Tensor]:
+    importance = _torch_pruning().importance.MagnitudeImportance(p=1)
+    scores = []
+    for channel_set in sets:
+        _, leader, _ = channel_set.members[0]
+        pruner = graph.get_pruner_of_module(leader)
+        group = graph.get_pruning_group(leader, pruner.prune_out_channels, idxs=list(range(channel_set.channels)))
+        scores.append(importance(group).detach().float().cpu())
+    return scores
+
+
+def _closest(candidates: int, sparsity_at: Any, target: float) -> int:
+    """The count in ``[0, candidates]`` whose (non-decreasing) sparsity is closest to ``target``, by bisection."""
+    low, high = 0, candidates
+    while low < high:
+        middle = (low + high) // 2
+        if sparsity_at(middle) < target:
+            low = middle + 1
+        else:
+            high = middle
+    if low > 0 and abs(sparsity_at(low - 1) - target) <= abs(sparsity_at(low) - target):
+        return low - 1
+    return low
+
+
+def magnitude_channel_prune(
+    model: nn.Module,
+    example_input: Any,
+    target: float,
+    *,
+    budget: str = "flops",
+    allocation: str = "global",
+    min_params: int = 1000,
+) -> float:
+    """Sparsify ``model`` by output channels and fix the smallest-L1 channels as pruned, in place.
+
+    Args:
+        model: a plain (usually trained) model.
+        example_input: a batch the model accepts, to trace its dependencies and count its cost.
+        target: the fraction of the model's cost to remove, in ``[0, 1)``.
+        budget: ``"flops"`` (multiply-accumulates per example) or ``"params"`` (weights).
+        allocation: ``"global"`` (one ranking) or ``"uniform"`` (the same fraction in every set).
+        min_params: as in :func:`adasparse.sparsify`.
+
+    Returns:
+        The cost sparsity reached (within one channel of ``target``).
+    """
+    target = check_fraction(target, "target")
+    budget = check_choice(budget, "budget", ("flops", "params"))
+    allocation = check_choice(allocation, "allocation", ALLOCATIONS)
+    graph = dependency_graph(model, example_input)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the layers left dense are the learned method's too
+        sparsify(
+            model,
+            init_threshold=0.0,
+            trainable=False,
+            min_params=min_params,
+            granularity="channel",
+            example_input=example_input,
+        )
+    cost = pruned_tensors(model)[0].layout.cost
+    sets = cost.channel_sets
+    scores = _importances(graph, sets)
+    sizes = [s.channels for s in sets]
+    if allocation == "uniform":
+        steps = max(sizes)
+
+        def counts_at(step: int) -> list[int]:
+            return [min(round(step / steps * size), size - 1) for size in sizes]
+    else:
+        ranking = sorted(
+            (float(score), index, channel)
+            for index, set_scores in enumerate(scores)
+            for channel, score in enumerate(set_scores.tolist())
+        )
+        steps = len(ranking)
+
+        def counts_at(step: int) -> list[int]:
+            counts = [0] * len(sets)
+            for _, index, _ in ranking[:step]:
+                counts[index] += 1
+            return [min(count, size - 1) for count, size in zip(counts, sizes)]
+
+    def sparsity_at(step: int) -> float:
+        return cost.sparsity([count / size for count, size in zip(counts_at(step), sizes)], budget)
+
+    counts = counts_at(_closest(steps, sparsity_at, target))
+    for channel_set, set_scores, count in zip(sets, scores, counts):
+        keep = torch.ones(channel_set.channels, dtype=torch.bool)
+        keep[torch.argsort(set_scores, stable=True)[:count]] = False
+        channel_set.fix(keep)
+    return cost.sparsity([count / size for count, size in zip(counts, sizes)], budget)

@@ -1,0 +1,55 @@
+"""L1-norm channel pruning: torch-pruning's ranking, the budget met on the shared cost model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import adasparse
+from adasparse.app.models import create_model
+from adasparse.baselines.channels import magnitude_channel_prune
+from adasparse.core.coupling import dependency_graph
+from adasparse.core.flops import layer_macs
+
+torch_pruning = pytest.importorskip("torch_pruning")
+
+
+@pytest.mark.parametrize("allocation", ["global", "uniform"])
+@pytest.mark.parametrize(("name", "shape"), [("cnn2d", (1, 8, 8)), ("resnet2d", (1, 8, 8))])
+def test_the_budget_is_met_within_a_channel(allocation: str, name: str, shape: tuple[int, ...]) -> None:
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=10, input_shape=shape)
+    x = torch.randn(2, *shape)
+    dense = sum(layer_macs(model, x, min_params=0).values())
+    reached = magnitude_channel_prune(model, x, 0.5, allocation=allocation, min_params=100)
+    smaller = adasparse.shrink(model, x)
+    assert 1.0 - sum(layer_macs(smaller, x, min_params=0).values()) / dense == pytest.approx(reached, abs=1e-9)
+    assert reached == pytest.approx(0.5, abs=0.03)
+
+
+def test_uniform_prunes_the_same_fraction_and_the_smallest_l1_channels() -> None:
+    torch.manual_seed(0)
+    model = create_model("cnn2d", num_classes=10, input_shape=(1, 8, 8))
+    x = torch.randn(2, 1, 8, 8)
+    graph = dependency_graph(model, x)
+    first = model.features[0]
+    group = graph.get_pruning_group(first, torch_pruning.prune_conv_out_channels, idxs=list(range(first.out_channels)))
+    expected = torch_pruning.importance.MagnitudeImportance(p=1)(group)
+    magnitude_channel_prune(model, x, 0.4, allocation="uniform", min_params=100)
+    channel_set = next(p.layout for p in adasparse.pruned_tensors(model) if p.name == "features.0.weight")
+    pruned = (~channel_set.current_keep()).nonzero().flatten()
+    count = len(pruned)
+    assert set(pruned.tolist()) == set(torch.argsort(expected, stable=True)[:count].tolist())
+    fractions = [1 - float(s.current_keep().float().mean()) for s in channel_set.cost.channel_sets]
+    assert max(fractions) - min(fractions) < 0.05
+
+
+def test_bad_arguments_name_themselves() -> None:
+    model = create_model("cnn2d", num_classes=10, input_shape=(1, 8, 8))
+    x = torch.randn(2, 1, 8, 8)
+    with pytest.raises(ValueError, match="allocation"):
+        magnitude_channel_prune(model, x, 0.5, allocation="random")
+    with pytest.raises(ValueError, match="budget"):
+        magnitude_channel_prune(model, x, 0.5, budget="latency")
+    with pytest.raises(ValueError, match="target"):
+        magnitude_channel_prune(model, x, 1.5)
