@@ -52,11 +52,16 @@ class ChannelCost:
     """
 
     def __init__(self, sets: Sequence[ChannelSet], params: dict[str, float], macs: dict[str, float]) -> None:
-        produced = {_weight_key(name): index for index, s in enumerate(sets) for name, _, _ in s.members}
+        produced = {
+            _key(name, tensor): index
+            for index, s in enumerate(sets)
+            for name, _, tensor in s.members
+            if _key(name, tensor) in params  # a bias carries the channels but costs no multiply-accumulates
+        }
         read: dict[str, list[tuple[int, float]]] = {}
         for index, channel_set in enumerate(sets):
             for consumer in channel_set.consumers:
-                key = _weight_key(consumer.name)
+                key = _key(consumer.name, "weight")
                 if produced.get(key) == index:
                     continue  # a grouped convolution carrying the set's own channels: counted once, as a producer
                 read.setdefault(key, []).append((index, len(consumer.index) / _in_features(consumer.module)))
@@ -106,5 +111,5 @@ def _kept(layer: ChannelCostLayer, fractions: Sequence[float]) -> float:
     return kept_out * kept_in
 
 
-def _weight_key(module_name: str) -> str:
-    return f"{module_name}.weight" if module_name else "weight"
+def _key(module_name: str, tensor: str) -> str:
+    return f"{module_name}.{tensor}" if module_name else tensor

@@ -4,12 +4,13 @@ Removing an output channel of a convolution also removes the matching input chan
 it, the channel of the BatchNorm after it, and — through a residual addition — the same channel of every other
 layer whose output is added to it. ``torch_pruning.DependencyGraph`` traces the model once on an example input
 and lists those dependencies; this module turns them into :class:`~adasparse.core.granularity.ChannelSet` objects
-(the layers whose outputs share channels, plus the norms acting on them) and names every layer whose channels
-cannot be removed without changing what the model computes:
+(the layers whose outputs share channels, plus the norms acting on them and the layers reading them), makes the
+heads of every ``nn.MultiheadAttention`` a :class:`~adasparse.core.granularity.HeadSet`, and names every layer whose
+channels cannot be removed without changing what the model computes:
 
 - its outputs are the model's outputs (a classifier);
 - a norm that mixes channels acts on them (``LayerNorm``, ``GroupNorm``), or attention's embedding dimension
-  does (its heads are not channels of one layer);
+  does (the residual stream of a transformer);
 - the channels are re-indexed on the way (a producer reached with other indices).
 
 torch-pruning is an optional dependency: ``pip install "adasparse[structured]"``.
@@ -24,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .granularity import ChannelSet, Consumer, channel_dim
+from .granularity import ChannelSet, Consumer, HeadSet, channel_dim
 
 __all__ = ["ChannelPlan", "dependency_graph", "plan_channel_sets"]
 
@@ -73,6 +74,17 @@ class ChannelPlan:
     skipped: dict[str, str]
 
 
+def _head_reason(attention: nn.MultiheadAttention) -> str | None:
+    """Why the heads of an attention layer cannot be pruned, or ``None``."""
+    if not attention._qkv_same_embed_dim:
+        return "attention with separate key/value widths (kdim/vdim): its heads are not supported yet"
+    if attention.bias_k is not None:
+        return "attention with add_bias_kv: its heads are not supported yet"
+    if attention.num_heads < 2:
+        return "attention with a single head"
+    return None
+
+
 def plan_channel_sets(
     model: nn.Module,
     candidates: list[tuple[str, nn.Module, str]],
@@ -95,6 +107,14 @@ def plan_channel_sets(
     skipped: dict[str, str] = {}
     for name, module, tensor in candidates:
         if id(module) in assigned:
+            continue
+        if isinstance(module, nn.MultiheadAttention):
+            reason = _head_reason(module)
+            if reason is not None:
+                skipped[name] = reason
+            else:
+                sets.append(HeadSet(name, module))
+                assigned.update((id(module), id(module.out_proj)))
             continue
         if tensor != "weight" or not isinstance(module, _PRODUCER_TYPES):
             skipped[name] = f"{type(module).__name__}.{tensor} has no output channels to remove"

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from .parametrization import pruned_tensors, tied_users
+from .pruned_attention import PrunedMultiheadAttention
 from .selection import select_layers
 
 __all__ = ["layer_macs"]
@@ -28,7 +29,7 @@ def _macs(
         return float(numel * inputs[0].shape[2:].numel())  # every input position scatters through the kernel
     if isinstance(module, nn.modules.conv._ConvNd):
         return float(numel * output.shape[2:].numel())  # one kernel application per output position
-    if isinstance(module, nn.MultiheadAttention):
+    if isinstance(module, (nn.MultiheadAttention, PrunedMultiheadAttention)):
         query, key, value = inputs[0], inputs[1], inputs[2]
         if tensor_name == "in_proj_weight":  # q from the query, k and v from the key/value sequences
             third = numel // 3

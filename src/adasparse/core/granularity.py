@@ -32,7 +32,7 @@ from torch import nn
 from .operator import EPSILON, MAX_THRESHOLD, grouped_weight
 from .state_keys import MASK_SUFFIX, ORIG_SUFFIX, THRESHOLD_SUFFIX
 
-__all__ = ["BlockLayout", "ChannelSet", "Consumer", "Granularity", "GRANULARITY_FORMS", "parse_granularity"]
+__all__ = ["BlockLayout", "ChannelSet", "Consumer", "HeadSet", "Granularity", "GRANULARITY_FORMS", "parse_granularity"]
 
 GRANULARITY_FORMS = ("element", "channel", "block:RxC")
 """The accepted spellings (``R`` and ``C`` positive integers, e.g. ``"block:4x4"``)."""
@@ -229,7 +229,7 @@ class ChannelSet:
         """Every channel set of the model (one list, shared): their scores overlap, so they are frozen together."""
         self.cost: Any = None
         """The model's :class:`~adasparse.core.channel_cost.ChannelCost` (shared by the peers), set by ``sparsify``."""
-        sizes = {int(_raw(module, tensor).shape[channel_dim(module)]) for _, module, tensor in members}
+        sizes = {self._view(module, tensor)[0][self._view(module, tensor)[1]] for _, module, tensor in members}
         if len(sizes) != 1:
             names = ", ".join(name for name, _, _ in members)
             raise ValueError(f"tied layers {names} have different channel counts {sorted(sizes)}")
@@ -238,6 +238,22 @@ class ChannelSet:
     @property
     def names(self) -> list[str]:
         return [name for name, _, _ in self.members]
+
+    def _view(self, module: nn.Module, tensor: str) -> tuple[tuple[int, ...], int]:
+        """How a member tensor holds the channels: the shape to read it in, and the dimension of the channels."""
+        raw = _raw(module, tensor)
+        return tuple(raw.shape), channel_dim(module)
+
+    def _group_squares(self, module: nn.Module, tensor: str) -> torch.Tensor:
+        shape, dim = self._view(module, tensor)
+        squares = _raw(module, tensor).detach().float().pow(2).reshape(shape)
+        reduce = [d for d in range(len(shape)) if d != dim]
+        return squares.sum(dim=reduce) if reduce else squares
+
+    def forward_tensor(self, module: nn.Module, tensor: str, r: torch.Tensor) -> torch.Tensor:
+        """What a member computes with while the threshold decides: its raw tensor (pruned channels are zeroed where
+        they are read, by the consumers' pre-hooks)."""
+        return _raw(module, tensor)
 
     @property
     def numel(self) -> int:
@@ -252,11 +268,7 @@ class ChannelSet:
         """Each channel's L2 norm over producers' rows, consumers' columns and norms' scales (1-D, float)."""
         total = torch.zeros(self.channels, dtype=torch.float32)
         for _, module, tensor in self.members:
-            raw = _raw(module, tensor)
-            dim = channel_dim(module)
-            reduce = [d for d in range(raw.dim()) if d != dim]
-            squares = raw.detach().float().pow(2)
-            total += (squares.sum(dim=reduce) if reduce else squares).cpu()
+            total += self._group_squares(module, tensor).cpu()
         for consumer in self.consumers:
             columns = _input_column_squares(consumer.module, _raw(consumer.module, "weight"))
             if columns is not None:
@@ -294,7 +306,7 @@ class ChannelSet:
             raise ValueError(f"keep must hold one flag per channel ({self.channels}), got shape {tuple(keep.shape)}")
         for _, module, tensor in self.members:
             raw = _raw(module, tensor)
-            mask = self.member_mask(module, keep).expand(raw.shape)
+            mask = self.member_mask(module, tensor, keep)
             raw.mul_(mask)
             module._buffers[tensor + MASK_SUFFIX].resize_(raw.shape).copy_(mask)
 
@@ -308,9 +320,10 @@ class ChannelSet:
         mask = module._buffers[tensor + MASK_SUFFIX]
         if not mask.numel():
             return None
-        dim = channel_dim(module)
-        reduce = [d for d in range(mask.dim()) if d != dim]
-        return (mask.any(dim=reduce) if reduce else mask.clone()).cpu()
+        shape, dim = self._view(module, tensor)
+        reduce = [d for d in range(len(shape)) if d != dim]
+        view = mask.reshape(shape)
+        return (view.any(dim=reduce) if reduce else view.clone()).cpu()
 
     def _versions(self) -> tuple:
         tensors = [_raw(module, tensor) for _, module, tensor in self.members]
@@ -333,12 +346,13 @@ class ChannelSet:
         frozen = self._frozen_keep()
         return frozen if frozen is not None else self.keep_and_slope()[0]
 
-    def member_mask(self, module: nn.Module, keep: torch.Tensor) -> torch.Tensor:
-        """``keep`` shaped to broadcast over a producer's weight (its output channels)."""
-        raw = _raw(module, _tensor_of(self, module))
-        shape = [1] * raw.dim()
-        shape[channel_dim(module)] = keep.numel()
-        return keep.to(raw.device).reshape(shape)
+    def member_mask(self, module: nn.Module, tensor: str, keep: torch.Tensor) -> torch.Tensor:
+        """``keep`` as a boolean mask of a member tensor's shape (its pruned channels ``False``)."""
+        raw = _raw(module, tensor)
+        shape, dim = self._view(module, tensor)
+        broadcast = [1] * len(shape)
+        broadcast[dim] = keep.numel()
+        return keep.to(raw.device).reshape(broadcast).expand(shape).reshape(raw.shape)
 
     def _input_keep(self, consumer: Consumer, keep: torch.Tensor, features: int) -> torch.Tensor:
         flags = torch.ones(features, dtype=torch.bool)
@@ -407,8 +421,48 @@ def _raw(module: nn.Module, tensor: str) -> torch.Tensor:
     return parameter if parameter is not None else module._parameters[tensor]
 
 
-def _tensor_of(channel_set: ChannelSet, module: nn.Module) -> str:
-    for _, member, tensor in channel_set.members:
-        if member is module:
-            return tensor
-    raise ValueError(f"{type(module).__name__} is not a member of {channel_set!r}")
+class HeadSet(ChannelSet):
+    """The heads of an ``nn.MultiheadAttention`` (packed projections), pruned as channels.
+
+    A head's "channel" is its rows of the query, key and value projections (``in_proj_weight`` and
+    ``in_proj_bias``) and its columns of ``out_proj``. While the threshold decides, only the pruned heads' *value*
+    rows and biases are zeroed: such a head outputs exact zeros whatever it attends to, so ``out_proj`` reads nothing
+    from it, while its attention pattern stays the real one and the straight-through gradient of its values is the
+    first-order effect of bringing it back. Its query and key rows are unused and are zeroed when the zeros are
+    fixed or baked. :func:`adasparse.shrink` then rebuilds the layer with fewer heads.
+    """
+
+    kind = "head"
+
+    def __init__(self, name: str, attention: nn.MultiheadAttention) -> None:
+        heads, width = attention.num_heads, attention.head_dim
+        members = [(name, attention, "in_proj_weight")]
+        if attention.in_proj_bias is not None:
+            members.append((name, attention, "in_proj_bias"))
+        columns = torch.arange(attention.embed_dim)
+        consumer = Consumer(f"{name}.out_proj" if name else "out_proj", attention.out_proj, columns, columns // width)
+        self.heads, self.width = heads, width
+        super().__init__(members, [consumer], [])
+
+    def _view(self, module: nn.Module, tensor: str) -> tuple[tuple[int, ...], int]:
+        raw = _raw(module, tensor)
+        return (3, self.heads, self.width, *raw.shape[1:]), 1
+
+    def forward_tensor(self, module: nn.Module, tensor: str, r: torch.Tensor) -> torch.Tensor:
+        raw = _raw(module, tensor)
+        frozen = self._frozen_keep()
+        if frozen is not None:
+            return raw
+        keep, slope = self.keep_and_slope()
+        shape, _ = self._view(module, tensor)
+        flags = torch.ones(3, self.heads, dtype=torch.bool)
+        flags[2] = keep
+        broadcast = [3, self.heads] + [1] * (len(shape) - 2)
+        mask = flags.to(raw.device).reshape(broadcast).expand(shape).reshape(raw.shape)
+        return grouped_weight(raw, r, mask, slope)
+
+    def install_hooks(self) -> None:
+        """Nothing to hook: ``out_proj`` reads zeros from a pruned head by construction."""
+
+    def __repr__(self) -> str:
+        return f"HeadSet(layer={self.names[0]}, heads={self.heads}, head_dim={self.width})"

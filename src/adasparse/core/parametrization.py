@@ -125,7 +125,7 @@ def _make_property(name: str) -> property:
             return masked_weight(params[orig_key], mask, r)
         layout = self.__dict__[LAYOUT_ATTRIBUTE].get(name)
         if isinstance(layout, ChannelSet):
-            return params[orig_key]  # pruned channels are zeroed where they are read (ChannelSet's pre-hooks)
+            return layout.forward_tensor(self, name, r)  # pruned channels are zeroed where they are read
         if layout is not None:
             return _grouped(self, name, layout, r)
         return effective_weight(params[orig_key], r, centred=self.__dict__[CENTRED_ATTRIBUTE][name])
@@ -151,7 +151,7 @@ def _grouped(module: nn.Module, name: str, layout: BlockLayout | ChannelSet, r: 
     raw = module._parameters[name + ORIG_SUFFIX]
     if isinstance(layout, ChannelSet):
         keep, slope = layout.keep_and_slope()
-        return grouped_weight(raw, r, layout.member_mask(module, keep), slope)
+        return grouped_weight(raw, r, layout.member_mask(module, name, keep), slope)
     keep, slope = layout.keep_and_slope(raw, float(r.detach()))
     return grouped_weight(raw, r, keep.to(raw.device), slope)
 

@@ -3,8 +3,9 @@
 By default every module of a known prunable kind whose weight has at least ``min_params`` elements (and at least
 one: a zero-element weight has nothing to prune):
 ``nn.Linear`` and its subclasses, every convolution and transposed convolution (``nn.modules.conv._ConvNd``),
-``nn.Bilinear`` and ``nn.MultiheadAttention`` (its packed ``in_proj_weight``, or ``q/k/v_proj_weight`` when the
-key/value dimensions differ; its ``out_proj`` is an ``nn.Linear`` child and is selected as one).
+``nn.Bilinear``, ``nn.MultiheadAttention`` and the smaller attention :func:`adasparse.shrink` leaves (their packed
+``in_proj_weight``, or ``q/k/v_proj_weight`` when the key/value dimensions differ; ``out_proj`` is an ``nn.Linear``
+child and is selected as one).
 
 ``include`` adds modules and ``exclude`` removes them. Each takes one selector or a list of them:
 
@@ -25,6 +26,8 @@ from typing import Union
 
 from torch import nn
 
+from .pruned_attention import PrunedMultiheadAttention
+
 __all__ = ["PRUNABLE_TYPES", "LayerSelection", "Selector", "default_tensor_names", "select_layers"]
 
 Selector = Union[str, type, Callable[[nn.Module, str], bool]]
@@ -35,6 +38,7 @@ PRUNABLE_TYPES: tuple[type, ...] = (
     nn.modules.conv._ConvNd,
     nn.Bilinear,
     nn.MultiheadAttention,
+    PrunedMultiheadAttention,
 )
 
 
@@ -49,6 +53,8 @@ class LayerSelection:
 
 def default_tensor_names(module: nn.Module) -> tuple[str, ...]:
     """The tensors pruned on a module of a known kind (``("weight",)`` for any other module)."""
+    if isinstance(module, PrunedMultiheadAttention):
+        return ("in_proj_weight",)
     if isinstance(module, nn.MultiheadAttention):
         if module._qkv_same_embed_dim:
             return ("in_proj_weight",)

@@ -11,6 +11,7 @@ from torch import nn
 from .coupling import _COMPANION_TYPES, _MIXING_TYPES, _PRODUCER_TYPES, dependency_graph
 from .granularity import _input_column_squares, channel_dim
 from .parametrization import pruned_tensors
+from .pruned_attention import PrunedMultiheadAttention, removable_heads
 from .sparsify import desparsify
 
 __all__ = ["shrink"]
@@ -48,15 +49,34 @@ def _unread_channels(graph: Any, module: nn.Module, names: dict[int, str]) -> li
     return [channel for channel in range(channels) if not bool(read[channel])]
 
 
+def _remove_heads(model: nn.Module) -> None:
+    """Replace every attention layer with heads nothing reads by a :class:`PrunedMultiheadAttention` without them."""
+    for name, module in list(model.named_modules()):
+        if not isinstance(module, nn.MultiheadAttention):
+            continue
+        removable = removable_heads(module)
+        if not removable:
+            continue
+        if len(removable) == module.num_heads:
+            removable = removable[1:]  # one head (of zeros) stays, so every shape stays valid
+        kept = [head for head in range(module.num_heads) if head not in removable]
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, PrunedMultiheadAttention(module, kept))
+
+
 @torch.no_grad()
 def shrink(model: nn.Module, example_input: Any, *, atol: float = 1e-5, rtol: float = 1e-4) -> nn.Module:
     """A copy of ``model`` without the channels nothing reads any more, computing the same outputs.
 
     An output channel is removed when every layer reading it does so through zero weights (after training with
-    ``granularity="channel"``, the pruned channels; any model with such channels works). Through torch-pruning's
-    dependency graph the channel leaves every layer that carries it: the producers' rows and biases, the norms
-    after them, the readers' columns, and the other layers tied to it by residual additions. A sparsified model is
-    desparsified first (on the copy). The copy is checked against ``model`` on ``example_input`` in eval mode.
+    ``granularity="channel"``, the pruned channels and heads; any model with such channels works). Through
+    torch-pruning's dependency graph the channel leaves every layer that carries it: the producers' rows and
+    biases, the norms after them, the readers' columns, and the other layers tied to it by residual additions.
+    An ``nn.MultiheadAttention`` whose pruned heads output nothing becomes a
+    :class:`~adasparse.core.pruned_attention.PrunedMultiheadAttention` with the kept heads (same call, same
+    outputs). A sparsified model is desparsified first (on the copy). The copy is checked against ``model`` on
+    ``example_input`` in eval mode.
 
     Args:
         model: a trained model (sparsified or plain); it is not modified.
@@ -89,6 +109,7 @@ def shrink(model: nn.Module, example_input: Any, *, atol: float = 1e-5, rtol: fl
         if unread:
             pruner = graph.get_pruner_of_module(module)
             graph.get_pruning_group(module, pruner.prune_out_channels, idxs=unread).prune()
+    _remove_heads(smaller)
     smaller.eval()
     actual = smaller(*inputs)
     if not torch.allclose(actual, expected, atol=atol, rtol=rtol):

@@ -244,19 +244,23 @@ def _attach_channel_sets(
     for channel_set in plan.sets:
         channel_set.peers = plan.sets
         channel_set.cost = cost
-        shared: nn.Parameter | None = None
+        _, leader, first = channel_set.members[0]
+        like = leader._parameters[first]
+        threshold = nn.Parameter(torch.tensor(r0, dtype=like.dtype, device=like.device), requires_grad=trainable)
+        modules: dict[int, tuple[nn.Module, list[str]]] = {}
         for _, module, tensor in channel_set.members:
+            modules.setdefault(id(module), (module, []))[1].append(tensor)
+        for module, tensors in modules.values():
             attach(
                 module,
-                (tensor,),
-                {tensor: r0},
+                tuple(tensors),
+                dict.fromkeys(tensors, r0),
                 trainable,
                 task_gradient,
                 centred=False,
-                layouts={tensor: channel_set},
-                shared_thresholds={tensor: shared} if shared is not None else None,
+                layouts=dict.fromkeys(tensors, channel_set),
+                shared_thresholds=dict.fromkeys(tensors, threshold),
             )
-            shared = module._parameters[tensor + "_threshold"]
         channel_set.install_hooks()
 
 
