@@ -12,12 +12,12 @@ import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import numpy
 import torch
 from torch import nn
 
 from ..core._checks import check_choice, check_fraction, check_nonnegative, check_positive
-from ..core.operator import EPSILON, MAX_THRESHOLD, analytic_sparsity, analytic_sparsity_value, sorted_magnitudes
+from ..core.distribution import MagnitudeDistribution, budget_costs
+from ..core.operator import MAX_THRESHOLD, analytic_sparsity, analytic_sparsity_value
 from ..core.parametrization import PrunedTensor, pruned_tensors
 
 __all__ = ["MODES", "SparsityLoss", "DEFAULT_DUAL_STEP", "DEFAULT_CORRECTION_INTERVAL"]
@@ -35,6 +35,9 @@ DEFAULT_CORRECTION_INTERVAL = 20
 
 _SQRT_HALF = math.sqrt(0.5)
 _DENSITY_SCALE = math.sqrt(2.0 / math.pi)
+
+MAX_SAMPLE = 1 << 16
+"""The projection records at most this many weights of a tensor (a fixed random sample of a larger one)."""
 
 SLOPE_FLOOR = _DENSITY_SCALE * math.exp(-0.5 * 3.0**2)
 """Smallest slope ``ds/dr`` the projection moves a threshold with: the Gaussian slope at ``r = 3`` (0.0089). At
@@ -141,48 +144,6 @@ def _projected_thresholds(
     return [r + best[1] * d for r, d in zip(r_values, directions)]
 
 
-class _MeasuredSparsity:
-    """A layer's measured zero fraction as a function of ``r``: the empirical distribution of ``|w_c| / std``.
-
-    ``fraction(r)`` is what the operator would prune at threshold ``r`` for the weights as they were when
-    measured (exact for up to ``MAX_SAMPLE`` weights, a fixed random sample beyond that), so steering on it needs
-    no Gaussian assumption and stays valid for thresholds away from the current one.
-    """
-
-    MAX_SAMPLE = 1 << 16
-
-    def __init__(self, pruned: PrunedTensor) -> None:
-        self._pruned = pruned
-        self._sample: torch.Tensor | None = None
-        numel = pruned.numel
-        if numel > self.MAX_SAMPLE:
-            generator = torch.Generator().manual_seed(numel)
-            self._sample = torch.randperm(numel, generator=generator)[: self.MAX_SAMPLE]
-        self._sorted = numpy.empty(0)
-        self._std = 0.0
-
-    def measure(self) -> None:
-        magnitudes, std = sorted_magnitudes(self._pruned.raw.detach(), self._sample)
-        self._std = float(std)
-        self._sorted = magnitudes.double().cpu().numpy()
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"std": self._std, "sorted": torch.from_numpy(self._sorted.copy())}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._std = float(state["std"])
-        self._sorted = state["sorted"].double().numpy()
-
-    @property
-    def size(self) -> int:
-        """How many weights the recorded distribution holds."""
-        return max(len(self._sorted), 1)
-
-    def fraction(self, r: float) -> float:
-        bound = min(max(r, 0.0), MAX_THRESHOLD) * self._std + EPSILON
-        return float(self._sorted.searchsorted(bound, side="right")) / max(len(self._sorted), 1)
-
-
 def _use_fused(threshold: torch.Tensor) -> bool:
     """Python-float evaluation on CPU in eager mode; tensor operations elsewhere (no host sync on GPUs)."""
     return threshold.device.type == "cpu" and not torch.compiler.is_compiling()
@@ -284,7 +245,7 @@ class SparsityLoss:
         self._tensors: list[PrunedTensor] = pruned_tensors(model)
         if not self._tensors:
             raise ValueError("SparsityLoss needs a sparsified model: call adasparse.sparsify(model, ...) first")
-        costs = self._costs(budget)
+        costs = budget_costs(self._tensors, budget)
         total = sum(costs)
         self._share_list = [cost / total for cost in costs]
         self._offsets = [0.0] * len(self._tensors)
@@ -293,26 +254,12 @@ class SparsityLoss:
         self._steps = 0
         self._warned_no_step = False
         self._warned_unreachable = False
-        self._measured: list[_MeasuredSparsity] | None = None
+        self._measured: list[MagnitudeDistribution] | None = None
         self.idle = [False] * len(self._tensors)
         """Per pruned tensor: the loss does not reach it (set by :class:`adasparse.Pruner`), so the projection
         prunes it first: the idle tensors alone carry the target while they can, the others only the rest."""
         self._last_overall: float | None = None
         self._cache: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
-
-    def _costs(self, budget: str | Mapping[str, float]) -> list[float]:
-        if isinstance(budget, str):
-            check_choice(budget, "budget", ("params",))
-            return [float(t.numel) for t in self._tensors]
-        if not isinstance(budget, Mapping):
-            raise TypeError(f"budget must be 'params' or a mapping of layer name to cost, got {type(budget).__name__}")
-        missing = [t.name for t in self._tensors if t.name not in budget]
-        if missing:
-            raise ValueError(f"budget has no cost for {', '.join(missing)}")
-        costs = [float(budget[t.name]) for t in self._tensors]
-        if any(not math.isfinite(c) or c < 0 for c in costs) or sum(costs) <= 0:
-            raise ValueError("budget costs must be finite, >= 0, and not all 0")
-        return costs
 
     @property
     def target(self) -> float:
@@ -504,7 +451,7 @@ class SparsityLoss:
     def measure_distributions(self) -> None:
         """Record every layer's distribution of ``|w_c| / std`` for the corrected projection."""
         if self._measured is None:
-            self._measured = [_MeasuredSparsity(t) for t in self._tensors]
+            self._measured = [MagnitudeDistribution(t, MAX_SAMPLE) for t in self._tensors]
         for measured in self._measured:
             measured.measure()
 
@@ -524,10 +471,10 @@ class SparsityLoss:
         if self.correction:
             if self._measured is None:
                 self.measure_distributions()
-            measured: list[_MeasuredSparsity] = self._measured  # type: ignore[assignment]
-            sparsity_of = [m.fraction for m in measured]
+            measured: list[MagnitudeDistribution] = self._measured  # type: ignore[assignment]
+            sparsity_of = [m.zero_fraction for m in measured]
             # Counts move in steps of one weight: aim within half of the coarsest step, not closer.
-            tolerance = 0.5 * max(p / m.size for p, m in zip(self._share_list, measured))
+            tolerance = 0.5 * max(p / max(len(m), 1) for p, m in zip(self._share_list, measured))
         else:
             sparsity_of = [analytic_sparsity_value] * len(thresholds)
             tolerance = 1e-7
@@ -611,7 +558,7 @@ class SparsityLoss:
                 raise ValueError(
                     f"state has {len(measured)} measured layers, the model has {len(self._tensors)} pruned tensors"
                 )
-            self._measured = [_MeasuredSparsity(t) for t in self._tensors]
+            self._measured = [MagnitudeDistribution(t, MAX_SAMPLE) for t in self._tensors]
             for layer, layer_state in zip(self._measured, measured):
                 layer.load_state_dict(layer_state)
 

@@ -42,7 +42,8 @@ import torch
 from torch import nn
 
 from ..core._checks import check_choice, check_fraction, check_int, check_nonnegative, check_positive
-from ..core.calibrate import CalibrationResult, _unit_costs, calibrate
+from ..core.calibrate import CalibrationResult, calibrate
+from ..core.distribution import unit_costs
 from ..core.flops import layer_macs
 from ..core.operator import threshold_for_sparsity
 from ..core.parametrization import PrunedTensor, freeze, pruned_tensors
@@ -455,7 +456,7 @@ class Pruner:
     # -- fixing the zeros and finishing -------------------------------------------------------------------------
     def _result(self, before: SparsityReport, calibration: CalibrationResult | None) -> PrunerResult:
         after = calibration.after if calibration is not None else sparsity_report(self.model)
-        units = _unit_costs(self._tensors, self.costs)  # after.layers are the pruned tensors, in the same order
+        units = unit_costs(self._tensors, self.costs)  # after.layers are the pruned tensors, in the same order
         total = sum(u * layer.numel for u, layer in zip(units, after.layers))
         achieved = sum(u * layer.zeros for u, layer in zip(units, after.layers))
         unit = max(units)
