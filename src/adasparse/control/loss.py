@@ -15,10 +15,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..core._checks import check_choice, check_fraction, check_nonnegative, check_positive
+from ..core._checks import check_choice, check_fraction, check_nonnegative
 from ..core.distribution import MagnitudeDistribution, budget_costs
 from ..core.operator import MAX_THRESHOLD, analytic_sparsity, analytic_sparsity_value
 from ..core.parametrization import PrunedTensor, pruned_tensors
+from .penalties import PENALTIES, ConstraintPenalty, Penalty
 
 __all__ = ["MODES", "SparsityLoss", "DEFAULT_DUAL_STEP", "DEFAULT_CORRECTION_INTERVAL"]
 
@@ -42,41 +43,6 @@ MAX_SAMPLE = 1 << 16
 SLOPE_FLOOR = _DENSITY_SCALE * math.exp(-0.5 * 3.0**2)
 """Smallest slope ``ds/dr`` the projection moves a threshold with: the Gaussian slope at ``r = 3`` (0.0089). At
 the clamp (``r = 5``) the Gaussian slope is 1e-6, which left a layer pushed there fully pruned for good."""
-
-
-def _loss_and_gradient(
-    mode: str,
-    r_values: list[float],
-    shares: list[float],
-    offsets: list[float],
-    target: float,
-    weight: float,
-    multiplier: float,
-) -> tuple[float, float, list[float]]:
-    """Loss, overall (corrected) sparsity and the loss's gradient in every ``r``, on Python floats.
-
-    The CPU eager path: one autograd node instead of a dozen tiny tensor operations.
-    """
-    sparsities, slopes = [], []
-    for r, offset in zip(r_values, offsets):
-        a = min(max(r, 0.0), MAX_THRESHOLD)
-        sparsities.append(math.erf(a * _SQRT_HALF) + offset)
-        slopes.append(_DENSITY_SCALE * math.exp(-0.5 * a * a))  # straight-through clamp, as in the operator
-    overall = sum(p * s for p, s in zip(shares, sparsities))
-    if mode == "fixed":
-        count = len(r_values)
-        loss = weight * sum((s - target) ** 2 for s in sparsities) / count
-        return loss, overall, [2.0 * weight * (s - target) / count * d for s, d in zip(sparsities, slopes)]
-    if mode == "adaptive":
-        factor = 2.0 * weight * (overall - target)
-        loss = weight * (overall - target) ** 2
-    elif mode == "upper":
-        factor = -weight if target > overall else 0.0
-        loss = weight * max(target - overall, 0.0)
-    else:
-        factor = 2.0 * weight * (overall - target) - multiplier
-        loss = weight * (overall - target) ** 2 + multiplier * (target - overall)
-    return loss, overall, [factor * p * d for p, d in zip(shares, slopes)]
 
 
 def _projected_thresholds(
@@ -234,10 +200,12 @@ class SparsityLoss:
         correction_interval: int = DEFAULT_CORRECTION_INTERVAL,
         budget: str | Mapping[str, float] = "params",
     ) -> None:
-        self.mode = check_choice(mode, "mode", MODES)
+        check_choice(mode, "mode", MODES)
         self.target = target
         self.weight = weight
-        self.dual_step = check_positive(dual_step, "dual_step")
+        self._constraint = ConstraintPenalty(dual_step)
+        self._penalty: Penalty | None = None
+        self.mode = mode
         if isinstance(correction_interval, bool) or not isinstance(correction_interval, int) or correction_interval < 1:
             raise ValueError(f"correction_interval must be an integer >= 1, got {correction_interval!r}")
         self.correction = bool(correction)
@@ -249,7 +217,6 @@ class SparsityLoss:
         total = sum(costs)
         self._share_list = [cost / total for cost in costs]
         self._offsets = [0.0] * len(self._tensors)
-        self.multiplier = 0.0
         self._calls = 0
         self._steps = 0
         self._warned_no_step = False
@@ -260,6 +227,37 @@ class SparsityLoss:
         prunes it first: the idle tensors alone carry the target while they can, the others only the rest."""
         self._last_overall: float | None = None
         self._cache: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
+
+    @property
+    def mode(self) -> str:
+        """One of :data:`MODES`."""
+        return self._mode
+
+    @mode.setter
+    def mode(self, value: str) -> None:
+        self._mode = check_choice(value, "mode", MODES)
+        if value == "projection":
+            self._penalty = None
+        else:
+            self._penalty = self._constraint if value == ConstraintPenalty.name else PENALTIES[value]()
+
+    @property
+    def dual_step(self) -> float:
+        """The multiplier's step of the ``"constraint"`` mode, ``> 0``."""
+        return self._constraint.dual_step
+
+    @dual_step.setter
+    def dual_step(self, value: float) -> None:
+        self._constraint.dual_step = value
+
+    @property
+    def multiplier(self) -> float:
+        """The ``"constraint"`` mode's Lagrange multiplier (0 until that mode takes a dual step)."""
+        return self._constraint.multiplier
+
+    @multiplier.setter
+    def multiplier(self, value: float) -> None:
+        self._constraint.multiplier = value
 
     @property
     def target(self) -> float:
@@ -338,22 +336,16 @@ class SparsityLoss:
 
     def _evaluate_floats(self, r_values: list[float]) -> tuple[float, float, list[float]]:
         offsets = self._offsets if self.correction else [0.0] * len(r_values)
-        return _loss_and_gradient(
-            self.mode, r_values, self._share_list, offsets, self.target, self.weight, self.multiplier
-        )
+        return self._active_penalty().loss_and_gradient(r_values, self._share_list, offsets, self.target, self.weight)
+
+    def _active_penalty(self) -> Penalty:
+        assert self._penalty is not None, "the projection mode has no penalty"
+        return self._penalty
 
     def _tensor_loss(self) -> tuple[torch.Tensor, torch.Tensor]:
         sparsities = self.layer_sparsities()
         overall = torch.dot(sparsities, self._shares_like(sparsities))
-        if self.mode == "fixed":
-            loss = self.weight * torch.mean((sparsities - self.target) ** 2)
-        elif self.mode == "adaptive":
-            loss = self.weight * (overall - self.target) ** 2
-        elif self.mode == "upper":
-            loss = self.weight * torch.relu(self.target - overall)
-        else:
-            loss = self.weight * (overall - self.target) ** 2 + self.multiplier * (self.target - overall)
-        return loss, overall
+        return self._active_penalty().loss(sparsities, overall, self.target, self.weight), overall
 
     def __call__(self) -> torch.Tensor:
         """The loss, a scalar tensor on the thresholds' device.
@@ -388,8 +380,7 @@ class SparsityLoss:
             overall = overall_tensor.detach()
         if training:
             self._calls += 1
-            if self.mode == "constraint":
-                self._dual_step(overall)
+            self._active_penalty().after_training_call(overall, self.target)
         return loss
 
     @torch.no_grad()
@@ -505,11 +496,6 @@ class SparsityLoss:
             )
         return overall
 
-    def _dual_step(self, overall: float | torch.Tensor) -> None:
-        if isinstance(overall, torch.Tensor):
-            overall = overall.item()
-        self.multiplier += self.dual_step * (self.target - float(overall))
-
     def state_dict(self) -> dict[str, Any]:
         """The loss's settings and state, for checkpoints: JSON-safe, except that the projection mode with
         ``correction`` adds its measured weight distributions as tensors (``torch.save`` / ``weights_only`` safe),
@@ -533,10 +519,10 @@ class SparsityLoss:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict` (keys missing from older checkpoints keep their current values)."""
-        self.mode = check_choice(state["mode"], "mode", MODES)
+        self.mode = state["mode"]
         self.target = state["target"]
         self.weight = state["weight"]
-        self.dual_step = check_positive(state.get("dual_step", self.dual_step), "dual_step")
+        self.dual_step = state.get("dual_step", self.dual_step)
         self.multiplier = float(state.get("multiplier", self.multiplier))
         self.correction = bool(state.get("correction", self.correction))
         self.correction_interval = int(state.get("correction_interval", self.correction_interval))
