@@ -1,25 +1,26 @@
 """The sparsity loss: the analytic (Gaussian) sparsity of every pruned layer, driven toward a target.
 
-Length: about 620 lines, over the ~400 the project aims at: the modes share one budget, one cache of sorted
-magnitudes and one projection, and are kept in one class until they are split into strategy objects (a change that
-must leave every result bit-identical, not part of the package layout).
+:class:`SparsityLoss` holds the budget (each pruned tensor's share), the measured offsets of ``correction`` and the
+training-call counters, and composes the mode's penalty (:mod:`adasparse.control.penalties`) or the projection
+(:mod:`adasparse.control.projection`).
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
 from ..core._checks import check_choice, check_fraction, check_nonnegative
-from ..core.distribution import MagnitudeDistribution, budget_costs
-from ..core.operator import MAX_THRESHOLD, analytic_sparsity, analytic_sparsity_value
+from ..core.distribution import budget_costs
+from ..core.operator import MAX_THRESHOLD, analytic_sparsity
 from ..core.parametrization import PrunedTensor, pruned_tensors
 from .penalties import PENALTIES, ConstraintPenalty, Penalty
+from .projection import Projection
 
 __all__ = ["MODES", "SparsityLoss", "DEFAULT_DUAL_STEP", "DEFAULT_CORRECTION_INTERVAL"]
 
@@ -28,86 +29,8 @@ MODES = ("adaptive", "fixed", "upper", "constraint", "projection")
 DEFAULT_DUAL_STEP = 0.5
 """Dual ascent step of the ``"constraint"`` mode (per optimizer step, in units of the sparsity gap)."""
 
-UNREACHABLE_GAP = 0.005
-"""The projection warns (once) when it ends farther than this from the target: the target is out of reach."""
-
 DEFAULT_CORRECTION_INTERVAL = 20
 """With ``correction=True``, the measured-minus-analytic offsets are refreshed every this many training calls."""
-
-_SQRT_HALF = math.sqrt(0.5)
-_DENSITY_SCALE = math.sqrt(2.0 / math.pi)
-
-MAX_SAMPLE = 1 << 16
-"""The projection records at most this many weights of a tensor (a fixed random sample of a larger one)."""
-
-SLOPE_FLOOR = _DENSITY_SCALE * math.exp(-0.5 * 3.0**2)
-"""Smallest slope ``ds/dr`` the projection moves a threshold with: the Gaussian slope at ``r = 3`` (0.0089). At
-the clamp (``r = 5``) the Gaussian slope is 1e-6, which left a layer pushed there fully pruned for good."""
-
-
-def _projected_thresholds(
-    r_values: list[float],
-    shares: list[float],
-    target: float,
-    sparsity_of: list[Callable[[float], float]],
-    tolerance: float = 1e-7,
-    fixed: list[bool] | None = None,
-) -> list[float]:
-    """The thresholds moved along the constraint's gradient so that the overall sparsity equals ``target``.
-
-    ``r_i + delta * d_i`` with ``d_i = p_i * s_i'(r_i)`` (the Gaussian slope: the direction the constraint's
-    multiplier pushes, so the step is the linearised Euclidean projection onto ``sum p_i s_i = target``), the
-    slope bounded below by :data:`SLOPE_FLOOR` so that a threshold at a range limit can still be moved. The
-    scalar ``delta`` solves ``sum p_i sparsity_of[i](r_i + delta d_i) = target`` by safeguarded secant steps (the
-    Gaussian slope for the first, bisection whenever a step leaves the bracket), stopping within ``tolerance`` of
-    the target or when the bracket is a point: thresholds are projected every training step and are already close,
-    so this takes a few evaluations. A target out of reach leaves the thresholds at the closest end. Layers marked
-    ``fixed`` keep their threshold (their sparsity still counts).
-    """
-    slopes = [
-        max(_DENSITY_SCALE * math.exp(-0.5 * min(max(r, 0.0), MAX_THRESHOLD) ** 2), SLOPE_FLOOR) for r in r_values
-    ]
-    directions = [0.0 if fixed and fixed[i] else p * slope for i, (p, slope) in enumerate(zip(shares, slopes))]
-    largest = max(directions)
-    if largest <= 0.0:
-        return list(r_values)
-    directions = [d / largest for d in directions]
-    moving = [(r, d) for r, d in zip(r_values, directions) if d > 0.0]
-    low = min(min((0.0 - r) / d for r, d in moving), 0.0)
-    high = max(max((MAX_THRESHOLD - r) / d for r, d in moving), 0.0)
-
-    def overall(delta: float) -> float:
-        return sum(p * f(r + delta * d) for r, d, p, f in zip(r_values, directions, shares, sparsity_of))
-
-    def gaussian_slope(delta: float) -> float:
-        total = 0.0
-        for r, d, p in zip(r_values, directions, shares):
-            a = r + delta * d
-            if 0.0 < a < MAX_THRESHOLD:
-                total += p * d * _DENSITY_SCALE * math.exp(-0.5 * a * a)
-        return total
-
-    delta, best = 0.0, (math.inf, 0.0)
-    previous: tuple[float, float] | None = None
-    for _ in range(100):
-        gap = overall(delta) - target
-        best = min(best, (abs(gap), delta))
-        if abs(gap) <= tolerance or high - low <= 1e-10:
-            break
-        if gap < 0.0:
-            low = delta
-        else:
-            high = delta
-        if previous is not None and previous[1] != gap:  # secant on the measured function
-            slope = (previous[1] - gap) / (previous[0] - delta)
-        else:  # first step, or a flat stretch of the step function: the Gaussian slope
-            slope = gaussian_slope(delta)
-        previous = (delta, gap)
-        step = delta - gap / slope if slope > 0.0 else math.nan
-        delta = step if low < step < high else 0.5 * (low + high)
-    if abs(overall(high) - target) < best[0]:
-        best = (abs(overall(high) - target), high)
-    return [r + best[1] * d for r, d in zip(r_values, directions)]
 
 
 def _use_fused(threshold: torch.Tensor) -> bool:
@@ -220,11 +143,7 @@ class SparsityLoss:
         self._calls = 0
         self._steps = 0
         self._warned_no_step = False
-        self._warned_unreachable = False
-        self._measured: list[MagnitudeDistribution] | None = None
-        self.idle = [False] * len(self._tensors)
-        """Per pruned tensor: the loss does not reach it (set by :class:`adasparse.Pruner`), so the projection
-        prunes it first: the idle tensors alone carry the target while they can, the others only the rest."""
+        self._projection = Projection(self._tensors, self._share_list)
         self._last_overall: float | None = None
         self._cache: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
 
@@ -258,6 +177,16 @@ class SparsityLoss:
     @multiplier.setter
     def multiplier(self, value: float) -> None:
         self._constraint.multiplier = value
+
+    @property
+    def idle(self) -> list[bool]:
+        """Per pruned tensor: the loss does not reach it (set by :class:`adasparse.Pruner`), so the projection
+        prunes it first: the idle tensors alone carry the target while they can, the others only the rest."""
+        return self._projection.idle
+
+    @idle.setter
+    def idle(self, value: list[bool]) -> None:
+        self._projection.idle = value
 
     @property
     def target(self) -> float:
@@ -402,7 +331,7 @@ class SparsityLoss:
         if self.correction and self._steps % self.correction_interval == 0:
             self.measure_distributions()
         self._steps += 1
-        self._project()  # checked for divergence above
+        self._projection.project(self.target, self.correction)  # checked for divergence above
 
     @torch.no_grad()
     def clamp_thresholds(self) -> None:
@@ -441,10 +370,7 @@ class SparsityLoss:
     @torch.no_grad()
     def measure_distributions(self) -> None:
         """Record every layer's distribution of ``|w_c| / std`` for the corrected projection."""
-        if self._measured is None:
-            self._measured = [MagnitudeDistribution(t, MAX_SAMPLE) for t in self._tensors]
-        for measured in self._measured:
-            measured.measure()
+        self._projection.measure()
 
     @torch.no_grad()
     def project(self) -> float:
@@ -455,46 +381,7 @@ class SparsityLoss:
         training diverged), naming the layer.
         """
         self._check_finite()
-        return self._project()
-
-    def _project(self) -> float:
-        thresholds = self._thresholds()
-        if self.correction:
-            if self._measured is None:
-                self.measure_distributions()
-            measured: list[MagnitudeDistribution] = self._measured  # type: ignore[assignment]
-            sparsity_of = [m.zero_fraction for m in measured]
-            # Counts move in steps of one weight: aim within half of the coarsest step, not closer.
-            tolerance = 0.5 * max(p / max(len(m), 1) for p, m in zip(self._share_list, measured))
-        else:
-            sparsity_of = [analytic_sparsity_value] * len(thresholds)
-            tolerance = 1e-7
-        values = [r.item() for r in thresholds]  # exact in a Python float for every floating dtype
-        fixed = None
-        if any(self.idle):
-            # Idle tensors first: fully pruned if the target needs more, else they alone carry it.
-            idle_at_limit = [MAX_THRESHOLD if idle else 0.0 for idle in self.idle]
-            idle_only = sum(p * f(r) for p, f, r in zip(self._share_list, sparsity_of, idle_at_limit))
-            if idle_only >= self.target:
-                values = [value if idle else 0.0 for value, idle in zip(values, self.idle)]
-                fixed = [not idle for idle in self.idle]
-            else:
-                values = [MAX_THRESHOLD if idle else value for value, idle in zip(values, self.idle)]
-                fixed = list(self.idle)
-        projected = _projected_thresholds(values, self._share_list, self.target, sparsity_of, tolerance, fixed)
-        for r, value in zip(thresholds, projected):
-            r.fill_(min(max(value, 0.0), MAX_THRESHOLD))  # the same sparsity: the forward clamps r there anyway
-        overall = sum(p * f(r) for p, f, r in zip(self._share_list, sparsity_of, projected))
-        if abs(overall - self.target) > UNREACHABLE_GAP and not self._warned_unreachable:
-            self._warned_unreachable = True
-            warnings.warn(
-                f"the projection cannot reach the target {self.target:.4f}: the overall sparsity stays at "
-                f"{overall:.4f} with every threshold at its limit (e.g. a layer of constant weights is always "
-                "fully pruned); warning once",
-                UserWarning,
-                stacklevel=2,
-            )
-        return overall
+        return self._projection.project(self.target, self.correction)
 
     def state_dict(self) -> dict[str, Any]:
         """The loss's settings and state, for checkpoints: JSON-safe, except that the projection mode with
@@ -513,8 +400,9 @@ class SparsityLoss:
             "steps": self._steps,
             "idle": list(self.idle),
         }
-        if self._measured is not None:
-            state["measured"] = [m.state_dict() for m in self._measured]
+        measured = self._projection.measured_state()
+        if measured is not None:
+            state["measured"] = measured
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -540,13 +428,7 @@ class SparsityLoss:
         self.idle = [bool(flag) for flag in idle]
         measured = state.get("measured")
         if measured is not None:
-            if len(measured) != len(self._tensors):
-                raise ValueError(
-                    f"state has {len(measured)} measured layers, the model has {len(self._tensors)} pruned tensors"
-                )
-            self._measured = [MagnitudeDistribution(t, MAX_SAMPLE) for t in self._tensors]
-            for layer, layer_state in zip(self._measured, measured):
-                layer.load_state_dict(layer_state)
+            self._projection.load_measured_state(measured)
 
     def __repr__(self) -> str:
         return (
