@@ -17,6 +17,7 @@ from adasparse.control.penalties import (
     FixedPenalty,
     Penalty,
     UpperPenalty,
+    closed_form_loss,
     sparsities_and_slopes,
 )
 from adasparse.core.operator import analytic_sparsity
@@ -152,3 +153,12 @@ def test_sparsity_loss_loads_checkpoints_of_earlier_versions() -> None:
     oldest = _criterion(dual_step=0.3)
     oldest.load_state_dict({"mode": "fixed", "target": 0.4, "weight": 1.0})  # the first format: settings only
     assert (oldest.mode, oldest.dual_step, oldest.multiplier) == ("fixed", 0.3, 0.0)
+
+
+def test_closed_form_loss_carries_the_given_value_and_gradient() -> None:
+    thresholds = [torch.tensor(0.5, requires_grad=True), torch.tensor(1.0, dtype=torch.float64, requires_grad=True)]
+    loss = closed_form_loss(0.25, [2.0, -3.0], thresholds)
+    assert loss.dtype == torch.float32 and loss.item() == 0.25
+    (4.0 * loss).backward()
+    assert thresholds[0].grad.item() == 8.0 and thresholds[0].grad.dtype == torch.float32
+    assert thresholds[1].grad.item() == -12.0 and thresholds[1].grad.dtype == torch.float64

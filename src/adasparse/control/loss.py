@@ -7,7 +7,6 @@ training-call counters, and composes the mode's penalty (:mod:`adasparse.control
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -17,10 +16,13 @@ from torch import nn
 
 from ..core._checks import check_choice, check_fraction, check_nonnegative
 from ..core.distribution import budget_costs
-from ..core.operator import MAX_THRESHOLD, analytic_sparsity
+from ..core.operator import analytic_sparsity
 from ..core.parametrization import PrunedTensor, pruned_tensors
-from .penalties import PENALTIES, ConstraintPenalty, Penalty
+from .penalties import PENALTIES, ConstraintPenalty, Penalty, closed_form_loss
+from .projection import SLOPE_FLOOR as SLOPE_FLOOR  # re-exported: defined here before
+from .projection import UNREACHABLE_GAP as UNREACHABLE_GAP
 from .projection import Projection
+from .thresholds import check_finite, clamp_thresholds
 
 __all__ = ["MODES", "SparsityLoss", "DEFAULT_DUAL_STEP", "DEFAULT_CORRECTION_INTERVAL"]
 
@@ -36,23 +38,6 @@ DEFAULT_CORRECTION_INTERVAL = 20
 def _use_fused(threshold: torch.Tensor) -> bool:
     """Python-float evaluation on CPU in eager mode; tensor operations elsewhere (no host sync on GPUs)."""
     return threshold.device.type == "cpu" and not torch.compiler.is_compiling()
-
-
-class _FusedLoss(torch.autograd.Function):
-    """The whole loss as one autograd node, forward and backward in closed form (CPU)."""
-
-    @staticmethod
-    def forward(ctx, criterion: SparsityLoss, *thresholds: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        loss, overall, gradient = criterion._evaluate_floats([r.item() for r in thresholds])
-        ctx.gradient = gradient
-        ctx.dtypes = [r.dtype for r in thresholds]
-        criterion._last_overall = overall
-        return torch.tensor(loss, dtype=thresholds[0].dtype)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
-        scale = grad.item()
-        return (None, *(torch.tensor(scale * g, dtype=dtype) for g, dtype in zip(ctx.gradient, ctx.dtypes)))
 
 
 class SparsityLoss:
@@ -144,7 +129,6 @@ class SparsityLoss:
         self._steps = 0
         self._warned_no_step = False
         self._projection = Projection(self._tensors, self._share_list)
-        self._last_overall: float | None = None
         self._cache: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
 
     @property
@@ -298,11 +282,10 @@ class SparsityLoss:
         if training and self.correction and self._calls % self.correction_interval == 0:
             self.update_correction()
         if _use_fused(thresholds[0]):
+            value, overall, gradient = self._evaluate_floats([r.item() for r in thresholds])
             if training and any(r.requires_grad for r in thresholds):
-                loss = _FusedLoss.apply(self, *thresholds)
-                overall = self._last_overall
+                loss = closed_form_loss(value, gradient, thresholds)
             else:
-                value, overall, _ = self._evaluate_floats([r.item() for r in thresholds])
                 loss = torch.tensor(value, dtype=thresholds[0].dtype)
         else:
             loss, overall_tensor = self._tensor_loss()
@@ -324,7 +307,7 @@ class SparsityLoss:
             ValueError: a threshold or weight is NaN or infinite (the training diverged), naming the layer.
         """
         # Thresholds every step; the weights (a pass over all of them) every correction_interval steps.
-        self._check_finite(weights=self._steps % self.correction_interval == 0)
+        check_finite(self._tensors, weights=self._steps % self.correction_interval == 0)
         self.clamp_thresholds()
         if self.mode != "projection":
             return
@@ -333,39 +316,10 @@ class SparsityLoss:
         self._steps += 1
         self._projection.project(self.target, self.correction)  # checked for divergence above
 
-    @torch.no_grad()
     def clamp_thresholds(self) -> None:
         """Put every threshold parameter back into ``[0, 5]``: its forward value is clamped anyway, but a
         parameter pushed far outside by one large gradient (or an optimizer's momentum) would stay there."""
-        for r in self._thresholds():
-            value = r.item()
-            if not 0.0 <= value <= MAX_THRESHOLD:
-                r.clamp_(0.0, MAX_THRESHOLD)
-
-    @torch.no_grad()
-    def _check_finite(self, weights: bool = True) -> None:
-        """``ValueError`` naming the first layer whose threshold (or, with ``weights``, weights) are NaN or infinite.
-
-        A NaN or inf anywhere makes the sum non-finite: one reduction per tensor and one host sync per call; the
-        per-layer search runs only then.
-        """
-        total: torch.Tensor | None = None
-        for pruned in self._tensors:
-            part = pruned.raw.sum() + pruned.threshold.sum() if weights else pruned.threshold.sum()
-            total = part if total is None else total + part
-        if total is None or math.isfinite(float(total)):
-            return
-        for pruned in self._tensors:
-            if not bool(torch.isfinite(pruned.threshold).all()):
-                raise ValueError(
-                    f"training diverged: the threshold of {pruned.name} is {pruned.threshold.item()}; "
-                    "a lower learning rate may help"
-                )
-            if weights and not bool(torch.isfinite(pruned.raw).all()):
-                raise ValueError(
-                    f"training diverged: {pruned.name} has non-finite values (NaN or inf); a lower learning rate "
-                    "may help"
-                )
+        clamp_thresholds(self._tensors)
 
     @torch.no_grad()
     def measure_distributions(self) -> None:
@@ -380,7 +334,7 @@ class SparsityLoss:
         taken), otherwise the Gaussian estimate. A NaN or infinite threshold or weight raises ``ValueError`` (the
         training diverged), naming the layer.
         """
-        self._check_finite()
+        check_finite(self._tensors)
         return self._projection.project(self.target, self.correction)
 
     def state_dict(self) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """The penalty modes of the sparsity loss as small strategy objects: adaptive, fixed, upper and constraint.
 
 Each penalty has two numerically matching paths: :meth:`Penalty.loss_and_gradient` on Python floats (the CPU eager
-path, the loss and its gradient in closed form) and :meth:`Penalty.loss` on tensors (GPUs, ``torch.compile``).
+path: the loss and its gradient in closed form, made a tensor by :func:`closed_form_loss`) and :meth:`Penalty.loss`
+on tensors (GPUs, ``torch.compile``).
 :data:`PENALTIES` maps a mode name to its class; the projection mode is no penalty (see
 :mod:`adasparse.control.projection`).
 """
@@ -23,6 +24,7 @@ __all__ = [
     "PENALTIES",
     "Penalty",
     "UpperPenalty",
+    "closed_form_loss",
     "sparsities_and_slopes",
 ]
 
@@ -39,6 +41,27 @@ def sparsities_and_slopes(r_values: list[float], offsets: list[float]) -> tuple[
         sparsities.append(math.erf(a * _SQRT_HALF) + offset)
         slopes.append(_DENSITY_SCALE * math.exp(-0.5 * a * a))  # straight-through clamp, as in the operator
     return sparsities, slopes
+
+
+class _ClosedForm(torch.autograd.Function):
+    """A scalar loss of known value and known gradient in each threshold, as one autograd node."""
+
+    @staticmethod
+    def forward(ctx, value: float, gradient: list[float], *thresholds: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.gradient = gradient
+        ctx.dtypes = [r.dtype for r in thresholds]
+        return torch.tensor(value, dtype=thresholds[0].dtype)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        scale = grad.item()
+        return (None, None, *(torch.tensor(scale * g, dtype=dtype) for g, dtype in zip(ctx.gradient, ctx.dtypes)))
+
+
+def closed_form_loss(value: float, gradient: list[float], thresholds: list[torch.Tensor]) -> torch.Tensor:
+    """The float path's loss as a tensor: ``value``, with ``gradient[i]`` as its derivative in ``thresholds[i]``
+    (one autograd node instead of a dozen tiny tensor operations)."""
+    return _ClosedForm.apply(value, gradient, *thresholds)
 
 
 class Penalty:

@@ -32,7 +32,6 @@ Length: about 600 lines, over the ~400 the project aims at: the configuration, i
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -53,6 +52,7 @@ from ..core.selection import Selector
 from ..core.sparsify import desparsify, param_groups, sparsify
 from ..core.state_keys import ORIG_SUFFIX
 from .loss import DEFAULT_CORRECTION_INTERVAL, DEFAULT_DUAL_STEP, MODES, SparsityLoss
+from .thresholds import adam_step
 
 __all__ = ["BUDGETS", "THRESHOLD_UPDATES", "Pruner", "PrunerConfig", "PrunerResult"]
 
@@ -420,32 +420,12 @@ class Pruner:
             self._reached[index] = self._reached[index] or has_gradient[index]
             idle[index] = not self._reached[index] and pruned.raw.requires_grad
 
-    _BETAS = (0.9, 0.999)
-    _EPS = 1e-12
-
     def _update_thresholds(self) -> None:
-        """One Adam step on every threshold from its gradient: invariant to the gradient's scale, so a layer whose
-        loss is very sensitive to its threshold (a convolution before a normalisation) moves as fast as any."""
+        """One scale-free (Adam) step on every threshold from its gradient (see :func:`.thresholds.adam_step`)."""
         step_size = self.config.threshold_lr / self._planned_steps()
         if step_size <= 0.0:
             return
-        beta1, beta2 = self._BETAS
-        count = self.steps + 1
-        correction1, correction2 = 1.0 - beta1**count, 1.0 - beta2**count
-        any_gradient = False
-        for pruned, moments in zip(self._tensors, self._moments):
-            r = pruned.threshold
-            if r.grad is None:
-                continue
-            gradient = float(r.grad)
-            if not math.isfinite(gradient):
-                continue
-            any_gradient = True
-            moments[0] = beta1 * moments[0] + (1.0 - beta1) * gradient
-            moments[1] = beta2 * moments[1] + (1.0 - beta2) * gradient * gradient
-            denominator = math.sqrt(moments[1] / correction2) + self._EPS
-            r.sub_(step_size * (moments[0] / correction1) / denominator)
-            r.grad = None  # consumed: no optimizer zeroes it
+        any_gradient = adam_step(self._tensors, self._moments, step_size, self.steps + 1)
         if not any_gradient and (self.config.task_gradient or self.config.mode not in ("projection",)):
             self._warn_once(
                 "no-gradient",
