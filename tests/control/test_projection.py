@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import adasparse
-from adasparse.control.projection import SLOPE_FLOOR, Projection, _projected_thresholds
+from adasparse.control.projection import SLOPE_FLOOR, Projection, _projected_thresholds, update_idle
 from adasparse.core.operator import MAX_THRESHOLD, analytic_sparsity_value
 
 
@@ -143,3 +143,20 @@ def test_out_of_reach_warns_once() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         projection.project(0.4, correction=True)
+
+
+def test_update_idle_marks_the_tensors_the_loss_never_reaches() -> None:
+    model = _model()
+    tensors = adasparse.pruned_tensors(model)
+    reached, idle = [False] * 3, [False] * 3
+    assert not update_idle(tensors, reached, idle)  # no gradient anywhere (cleared): nothing concluded
+    assert reached == [False] * 3 and idle == [False] * 3
+    model[0](torch.randn(4, 200)).sum().backward()  # only the first layer is used
+    assert update_idle(tensors, reached, idle)
+    assert reached == [True, False, False] and idle == [False, True, True]
+    tensors[2].raw.requires_grad_(False)  # a frozen weight is never idle
+    for pruned in tensors:
+        pruned.raw.grad = None
+    model[1](torch.randn(4, 100)).sum().backward()
+    assert update_idle(tensors, reached, idle)
+    assert reached == [True, True, False] and idle == [False, False, False]  # reached once: reached for good

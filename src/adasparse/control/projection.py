@@ -2,7 +2,7 @@
 
 :func:`_projected_thresholds` solves for the thresholds along the constraint's gradient; :class:`Projection` holds
 what the projection needs between steps (each layer's measured distribution, the idle layers) and warns once when
-the target is out of reach.
+the target is out of reach; :func:`update_idle` finds the layers the loss never reaches.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from ..core.distribution import MagnitudeDistribution
 from ..core.operator import MAX_THRESHOLD, analytic_sparsity_value
 from ..core.parametrization import PrunedTensor
 
-__all__ = ["MAX_SAMPLE", "Projection", "SLOPE_FLOOR", "UNREACHABLE_GAP"]
+__all__ = ["MAX_SAMPLE", "Projection", "SLOPE_FLOOR", "UNREACHABLE_GAP", "update_idle"]
 
 UNREACHABLE_GAP = 0.005
 """The projection warns (once) when it ends farther than this from the target: the target is out of reach."""
@@ -182,3 +182,17 @@ class Projection:
                 stacklevel=2,
             )
         return overall
+
+
+def update_idle(tensors: list[PrunedTensor], reached: list[bool], idle: list[bool]) -> bool:
+    """Mark as idle the tensors the loss never reaches (trainable weights that got no gradient at any check so far,
+    e.g. an unused pooler), so that the budget goes to the layers that matter; a tensor reached later rejoins the
+    others. ``reached`` (each tensor's gradient ever seen) and ``idle`` are updated in place. Returns ``False``,
+    changing nothing, when no tensor has a gradient now (cleared before the call: nothing can be concluded)."""
+    has_gradient = [pruned.raw.grad is not None and bool(pruned.raw.grad.any()) for pruned in tensors]
+    if not any(has_gradient):
+        return False
+    for index, pruned in enumerate(tensors):
+        reached[index] = reached[index] or has_gradient[index]
+        idle[index] = not reached[index] and pruned.raw.requires_grad
+    return True
