@@ -19,7 +19,7 @@ from ..core.distribution import budget_costs
 from ..core.operator import analytic_sparsity
 from ..core.parametrization import PrunedTensor, pruned_tensors
 from .penalties import PENALTIES, ConstraintPenalty, Penalty, closed_form_loss
-from .projection import SLOPE_FLOOR as SLOPE_FLOOR  # re-exported: defined here before
+from .projection import SLOPE_FLOOR as SLOPE_FLOOR  # defined here before: still importable from this module
 from .projection import UNREACHABLE_GAP as UNREACHABLE_GAP
 from .projection import Projection
 from .thresholds import check_finite, clamp_thresholds
