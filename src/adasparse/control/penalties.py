@@ -2,9 +2,8 @@
 
 Each penalty has two numerically matching paths: :meth:`Penalty.loss_and_gradient` on Python floats (the CPU eager
 path: the loss and its gradient in closed form, made a tensor by :func:`closed_form_loss`) and :meth:`Penalty.loss`
-on tensors (GPUs, ``torch.compile``).
-:data:`PENALTIES` maps a mode name to its class; the projection mode is no penalty (see
-:mod:`adasparse.control.projection`).
+on tensors (GPUs, ``torch.compile``). :data:`PENALTIES` maps a mode name to its class; the projection mode is no
+penalty (see :mod:`adasparse.control.projection`).
 """
 
 from __future__ import annotations
