@@ -246,17 +246,6 @@ def test_a_threshold_gradient_spike_cannot_push_a_threshold_out_of_range(thresho
     assert all(layer.actual < 0.999 for layer in report.layers), [layer.actual for layer in report.layers]
 
 
-def test_projection_moves_a_threshold_at_the_range_limit() -> None:
-    from adasparse.control.loss import _projected_thresholds
-    from adasparse.core.operator import analytic_sparsity_value
-
-    shares = [0.5, 0.5]
-    projected = _projected_thresholds([MAX_THRESHOLD, MAX_THRESHOLD], shares, 0.9, [analytic_sparsity_value] * 2)
-    assert all(value < MAX_THRESHOLD - 0.5 for value in projected)
-    overall = sum(p * analytic_sparsity_value(r) for p, r in zip(shares, projected))
-    assert overall == pytest.approx(0.9, abs=1e-6)
-
-
 def test_magnitude_pruner_on_a_sparsified_model_says_desparsify_first() -> None:
     model = _model()
     adasparse.sparsify(model, target=0.5, min_params=500)

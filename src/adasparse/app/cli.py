@@ -19,8 +19,8 @@ from typing import Any, NoReturn
 import torch
 
 from .._version import __version__
+from ..control.config import BUDGETS, THRESHOLD_UPDATES, PrunerConfig
 from ..control.loss import MODES
-from ..control.pruner import BUDGETS, THRESHOLD_UPDATES, PrunerConfig
 from ..core.report import state_dict_report
 from ..export.sparse import DEFAULT_MAX_BYTES
 from . import distributed

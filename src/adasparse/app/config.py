@@ -11,8 +11,8 @@ from typing import Any
 
 import torch
 
+from ..control.config import PrunerConfig
 from ..control.loss import MODES
-from ..control.pruner import PrunerConfig
 from ..core import _checks
 from .data import DATASETS
 from .methods import METHODS

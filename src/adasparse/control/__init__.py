@@ -1,5 +1,10 @@
-"""What steers the thresholds during training: the sparsity loss (its modes, penalties and projection) and the
-:class:`~adasparse.control.pruner.Pruner` that runs a whole pruning schedule.
+"""What steers the thresholds during training: the sparsity loss and the :class:`~adasparse.control.pruner.Pruner`
+that runs a whole pruning schedule.
+
+``loss.py`` holds :class:`~adasparse.control.loss.SparsityLoss`, which composes the penalty modes
+(``penalties.py``: adaptive, fixed, upper, constraint) or the projection mode (``projection.py``: the solver, the
+measured distributions, the idle layers); ``thresholds.py`` the thresholds' divergence check, clamp and Adam step;
+``pruner.py`` the life cycle, with its settings in ``config.py`` and its outcome in ``result.py``.
 
 Layer: above ``core``; may import ``core`` only.
 """

@@ -1,24 +1,28 @@
 """The sparsity loss: the analytic (Gaussian) sparsity of every pruned layer, driven toward a target.
 
-Length: about 620 lines, over the ~400 the project aims at: the modes share one budget, one cache of sorted
-magnitudes and one projection, and are kept in one class until they are split into strategy objects (a change that
-must leave every result bit-identical, not part of the package layout).
+:class:`SparsityLoss` holds the budget (each pruned tensor's share), the measured offsets of ``correction`` and the
+training-call counters, and composes the mode's penalty (:mod:`adasparse.control.penalties`) or the projection
+(:mod:`adasparse.control.projection`).
 """
 
 from __future__ import annotations
 
-import math
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-import numpy
 import torch
 from torch import nn
 
-from ..core._checks import check_choice, check_fraction, check_nonnegative, check_positive
-from ..core.operator import EPSILON, MAX_THRESHOLD, analytic_sparsity, analytic_sparsity_value, sorted_magnitudes
+from ..core._checks import check_choice, check_fraction, check_nonnegative
+from ..core.distribution import budget_costs
+from ..core.operator import analytic_sparsity
 from ..core.parametrization import PrunedTensor, pruned_tensors
+from .penalties import PENALTIES, ConstraintPenalty, Penalty, closed_form_loss
+from .projection import SLOPE_FLOOR as SLOPE_FLOOR  # defined here before: still importable from this module
+from .projection import UNREACHABLE_GAP as UNREACHABLE_GAP
+from .projection import Projection
+from .thresholds import check_finite, clamp_thresholds
 
 __all__ = ["MODES", "SparsityLoss", "DEFAULT_DUAL_STEP", "DEFAULT_CORRECTION_INTERVAL"]
 
@@ -27,182 +31,13 @@ MODES = ("adaptive", "fixed", "upper", "constraint", "projection")
 DEFAULT_DUAL_STEP = 0.5
 """Dual ascent step of the ``"constraint"`` mode (per optimizer step, in units of the sparsity gap)."""
 
-UNREACHABLE_GAP = 0.005
-"""The projection warns (once) when it ends farther than this from the target: the target is out of reach."""
-
 DEFAULT_CORRECTION_INTERVAL = 20
 """With ``correction=True``, the measured-minus-analytic offsets are refreshed every this many training calls."""
-
-_SQRT_HALF = math.sqrt(0.5)
-_DENSITY_SCALE = math.sqrt(2.0 / math.pi)
-
-SLOPE_FLOOR = _DENSITY_SCALE * math.exp(-0.5 * 3.0**2)
-"""Smallest slope ``ds/dr`` the projection moves a threshold with: the Gaussian slope at ``r = 3`` (0.0089). At
-the clamp (``r = 5``) the Gaussian slope is 1e-6, which left a layer pushed there fully pruned for good."""
-
-
-def _loss_and_gradient(
-    mode: str,
-    r_values: list[float],
-    shares: list[float],
-    offsets: list[float],
-    target: float,
-    weight: float,
-    multiplier: float,
-) -> tuple[float, float, list[float]]:
-    """Loss, overall (corrected) sparsity and the loss's gradient in every ``r``, on Python floats.
-
-    The CPU eager path: one autograd node instead of a dozen tiny tensor operations.
-    """
-    sparsities, slopes = [], []
-    for r, offset in zip(r_values, offsets):
-        a = min(max(r, 0.0), MAX_THRESHOLD)
-        sparsities.append(math.erf(a * _SQRT_HALF) + offset)
-        slopes.append(_DENSITY_SCALE * math.exp(-0.5 * a * a))  # straight-through clamp, as in the operator
-    overall = sum(p * s for p, s in zip(shares, sparsities))
-    if mode == "fixed":
-        count = len(r_values)
-        loss = weight * sum((s - target) ** 2 for s in sparsities) / count
-        return loss, overall, [2.0 * weight * (s - target) / count * d for s, d in zip(sparsities, slopes)]
-    if mode == "adaptive":
-        factor = 2.0 * weight * (overall - target)
-        loss = weight * (overall - target) ** 2
-    elif mode == "upper":
-        factor = -weight if target > overall else 0.0
-        loss = weight * max(target - overall, 0.0)
-    else:
-        factor = 2.0 * weight * (overall - target) - multiplier
-        loss = weight * (overall - target) ** 2 + multiplier * (target - overall)
-    return loss, overall, [factor * p * d for p, d in zip(shares, slopes)]
-
-
-def _projected_thresholds(
-    r_values: list[float],
-    shares: list[float],
-    target: float,
-    sparsity_of: list[Callable[[float], float]],
-    tolerance: float = 1e-7,
-    fixed: list[bool] | None = None,
-) -> list[float]:
-    """The thresholds moved along the constraint's gradient so that the overall sparsity equals ``target``.
-
-    ``r_i + delta * d_i`` with ``d_i = p_i * s_i'(r_i)`` (the Gaussian slope: the direction the constraint's
-    multiplier pushes, so the step is the linearised Euclidean projection onto ``sum p_i s_i = target``), the
-    slope bounded below by :data:`SLOPE_FLOOR` so that a threshold at a range limit can still be moved. The
-    scalar ``delta`` solves ``sum p_i sparsity_of[i](r_i + delta d_i) = target`` by safeguarded secant steps (the
-    Gaussian slope for the first, bisection whenever a step leaves the bracket), stopping within ``tolerance`` of
-    the target or when the bracket is a point: thresholds are projected every training step and are already close,
-    so this takes a few evaluations. A target out of reach leaves the thresholds at the closest end. Layers marked
-    ``fixed`` keep their threshold (their sparsity still counts).
-    """
-    slopes = [
-        max(_DENSITY_SCALE * math.exp(-0.5 * min(max(r, 0.0), MAX_THRESHOLD) ** 2), SLOPE_FLOOR) for r in r_values
-    ]
-    directions = [0.0 if fixed and fixed[i] else p * slope for i, (p, slope) in enumerate(zip(shares, slopes))]
-    largest = max(directions)
-    if largest <= 0.0:
-        return list(r_values)
-    directions = [d / largest for d in directions]
-    moving = [(r, d) for r, d in zip(r_values, directions) if d > 0.0]
-    low = min(min((0.0 - r) / d for r, d in moving), 0.0)
-    high = max(max((MAX_THRESHOLD - r) / d for r, d in moving), 0.0)
-
-    def overall(delta: float) -> float:
-        return sum(p * f(r + delta * d) for r, d, p, f in zip(r_values, directions, shares, sparsity_of))
-
-    def gaussian_slope(delta: float) -> float:
-        total = 0.0
-        for r, d, p in zip(r_values, directions, shares):
-            a = r + delta * d
-            if 0.0 < a < MAX_THRESHOLD:
-                total += p * d * _DENSITY_SCALE * math.exp(-0.5 * a * a)
-        return total
-
-    delta, best = 0.0, (math.inf, 0.0)
-    previous: tuple[float, float] | None = None
-    for _ in range(100):
-        gap = overall(delta) - target
-        best = min(best, (abs(gap), delta))
-        if abs(gap) <= tolerance or high - low <= 1e-10:
-            break
-        if gap < 0.0:
-            low = delta
-        else:
-            high = delta
-        if previous is not None and previous[1] != gap:  # secant on the measured function
-            slope = (previous[1] - gap) / (previous[0] - delta)
-        else:  # first step, or a flat stretch of the step function: the Gaussian slope
-            slope = gaussian_slope(delta)
-        previous = (delta, gap)
-        step = delta - gap / slope if slope > 0.0 else math.nan
-        delta = step if low < step < high else 0.5 * (low + high)
-    if abs(overall(high) - target) < best[0]:
-        best = (abs(overall(high) - target), high)
-    return [r + best[1] * d for r, d in zip(r_values, directions)]
-
-
-class _MeasuredSparsity:
-    """A layer's measured zero fraction as a function of ``r``: the empirical distribution of ``|w_c| / std``.
-
-    ``fraction(r)`` is what the operator would prune at threshold ``r`` for the weights as they were when
-    measured (exact for up to ``MAX_SAMPLE`` weights, a fixed random sample beyond that), so steering on it needs
-    no Gaussian assumption and stays valid for thresholds away from the current one.
-    """
-
-    MAX_SAMPLE = 1 << 16
-
-    def __init__(self, pruned: PrunedTensor) -> None:
-        self._pruned = pruned
-        self._sample: torch.Tensor | None = None
-        numel = pruned.numel
-        if numel > self.MAX_SAMPLE:
-            generator = torch.Generator().manual_seed(numel)
-            self._sample = torch.randperm(numel, generator=generator)[: self.MAX_SAMPLE]
-        self._sorted = numpy.empty(0)
-        self._std = 0.0
-
-    def measure(self) -> None:
-        magnitudes, std = sorted_magnitudes(self._pruned.raw.detach(), self._sample)
-        self._std = float(std)
-        self._sorted = magnitudes.double().cpu().numpy()
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"std": self._std, "sorted": torch.from_numpy(self._sorted.copy())}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._std = float(state["std"])
-        self._sorted = state["sorted"].double().numpy()
-
-    @property
-    def size(self) -> int:
-        """How many weights the recorded distribution holds."""
-        return max(len(self._sorted), 1)
-
-    def fraction(self, r: float) -> float:
-        bound = min(max(r, 0.0), MAX_THRESHOLD) * self._std + EPSILON
-        return float(self._sorted.searchsorted(bound, side="right")) / max(len(self._sorted), 1)
 
 
 def _use_fused(threshold: torch.Tensor) -> bool:
     """Python-float evaluation on CPU in eager mode; tensor operations elsewhere (no host sync on GPUs)."""
     return threshold.device.type == "cpu" and not torch.compiler.is_compiling()
-
-
-class _FusedLoss(torch.autograd.Function):
-    """The whole loss as one autograd node, forward and backward in closed form (CPU)."""
-
-    @staticmethod
-    def forward(ctx, criterion: SparsityLoss, *thresholds: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        loss, overall, gradient = criterion._evaluate_floats([r.item() for r in thresholds])
-        ctx.gradient = gradient
-        ctx.dtypes = [r.dtype for r in thresholds]
-        criterion._last_overall = overall
-        return torch.tensor(loss, dtype=thresholds[0].dtype)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
-        scale = grad.item()
-        return (None, *(torch.tensor(scale * g, dtype=dtype) for g, dtype in zip(ctx.gradient, ctx.dtypes)))
 
 
 class SparsityLoss:
@@ -273,10 +108,12 @@ class SparsityLoss:
         correction_interval: int = DEFAULT_CORRECTION_INTERVAL,
         budget: str | Mapping[str, float] = "params",
     ) -> None:
-        self.mode = check_choice(mode, "mode", MODES)
+        check_choice(mode, "mode", MODES)
         self.target = target
         self.weight = weight
-        self.dual_step = check_positive(dual_step, "dual_step")
+        self._constraint = ConstraintPenalty(dual_step)
+        self._penalty: Penalty | None = None
+        self.mode = mode
         if isinstance(correction_interval, bool) or not isinstance(correction_interval, int) or correction_interval < 1:
             raise ValueError(f"correction_interval must be an integer >= 1, got {correction_interval!r}")
         self.correction = bool(correction)
@@ -284,35 +121,56 @@ class SparsityLoss:
         self._tensors: list[PrunedTensor] = pruned_tensors(model)
         if not self._tensors:
             raise ValueError("SparsityLoss needs a sparsified model: call adasparse.sparsify(model, ...) first")
-        costs = self._costs(budget)
+        costs = budget_costs(self._tensors, budget)
         total = sum(costs)
         self._share_list = [cost / total for cost in costs]
         self._offsets = [0.0] * len(self._tensors)
-        self.multiplier = 0.0
         self._calls = 0
         self._steps = 0
         self._warned_no_step = False
-        self._warned_unreachable = False
-        self._measured: list[_MeasuredSparsity] | None = None
-        self.idle = [False] * len(self._tensors)
-        """Per pruned tensor: the loss does not reach it (set by :class:`adasparse.Pruner`), so the projection
-        prunes it first: the idle tensors alone carry the target while they can, the others only the rest."""
-        self._last_overall: float | None = None
+        self._projection = Projection(self._tensors, self._share_list)
         self._cache: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
 
-    def _costs(self, budget: str | Mapping[str, float]) -> list[float]:
-        if isinstance(budget, str):
-            check_choice(budget, "budget", ("params",))
-            return [float(t.numel) for t in self._tensors]
-        if not isinstance(budget, Mapping):
-            raise TypeError(f"budget must be 'params' or a mapping of layer name to cost, got {type(budget).__name__}")
-        missing = [t.name for t in self._tensors if t.name not in budget]
-        if missing:
-            raise ValueError(f"budget has no cost for {', '.join(missing)}")
-        costs = [float(budget[t.name]) for t in self._tensors]
-        if any(not math.isfinite(c) or c < 0 for c in costs) or sum(costs) <= 0:
-            raise ValueError("budget costs must be finite, >= 0, and not all 0")
-        return costs
+    @property
+    def mode(self) -> str:
+        """One of :data:`MODES`."""
+        return self._mode
+
+    @mode.setter
+    def mode(self, value: str) -> None:
+        self._mode = check_choice(value, "mode", MODES)
+        if value == "projection":
+            self._penalty = None
+        else:
+            self._penalty = self._constraint if value == ConstraintPenalty.name else PENALTIES[value]()
+
+    @property
+    def dual_step(self) -> float:
+        """The multiplier's step of the ``"constraint"`` mode, ``> 0``."""
+        return self._constraint.dual_step
+
+    @dual_step.setter
+    def dual_step(self, value: float) -> None:
+        self._constraint.dual_step = value
+
+    @property
+    def multiplier(self) -> float:
+        """The ``"constraint"`` mode's Lagrange multiplier (0 until that mode takes a dual step)."""
+        return self._constraint.multiplier
+
+    @multiplier.setter
+    def multiplier(self, value: float) -> None:
+        self._constraint.multiplier = value
+
+    @property
+    def idle(self) -> list[bool]:
+        """Per pruned tensor: the loss does not reach it (set by :class:`adasparse.Pruner`), so the projection
+        prunes it first: the idle tensors alone carry the target while they can, the others only the rest."""
+        return self._projection.idle
+
+    @idle.setter
+    def idle(self, value: list[bool]) -> None:
+        self._projection.idle = value
 
     @property
     def target(self) -> float:
@@ -391,22 +249,16 @@ class SparsityLoss:
 
     def _evaluate_floats(self, r_values: list[float]) -> tuple[float, float, list[float]]:
         offsets = self._offsets if self.correction else [0.0] * len(r_values)
-        return _loss_and_gradient(
-            self.mode, r_values, self._share_list, offsets, self.target, self.weight, self.multiplier
-        )
+        return self._active_penalty().loss_and_gradient(r_values, self._share_list, offsets, self.target, self.weight)
+
+    def _active_penalty(self) -> Penalty:
+        assert self._penalty is not None, "the projection mode has no penalty"
+        return self._penalty
 
     def _tensor_loss(self) -> tuple[torch.Tensor, torch.Tensor]:
         sparsities = self.layer_sparsities()
         overall = torch.dot(sparsities, self._shares_like(sparsities))
-        if self.mode == "fixed":
-            loss = self.weight * torch.mean((sparsities - self.target) ** 2)
-        elif self.mode == "adaptive":
-            loss = self.weight * (overall - self.target) ** 2
-        elif self.mode == "upper":
-            loss = self.weight * torch.relu(self.target - overall)
-        else:
-            loss = self.weight * (overall - self.target) ** 2 + self.multiplier * (self.target - overall)
-        return loss, overall
+        return self._active_penalty().loss(sparsities, overall, self.target, self.weight), overall
 
     def __call__(self) -> torch.Tensor:
         """The loss, a scalar tensor on the thresholds' device.
@@ -430,19 +282,17 @@ class SparsityLoss:
         if training and self.correction and self._calls % self.correction_interval == 0:
             self.update_correction()
         if _use_fused(thresholds[0]):
+            value, overall, gradient = self._evaluate_floats([r.item() for r in thresholds])
             if training and any(r.requires_grad for r in thresholds):
-                loss = _FusedLoss.apply(self, *thresholds)
-                overall = self._last_overall
+                loss = closed_form_loss(value, gradient, thresholds)
             else:
-                value, overall, _ = self._evaluate_floats([r.item() for r in thresholds])
                 loss = torch.tensor(value, dtype=thresholds[0].dtype)
         else:
             loss, overall_tensor = self._tensor_loss()
             overall = overall_tensor.detach()
         if training:
             self._calls += 1
-            if self.mode == "constraint":
-                self._dual_step(overall)
+            self._active_penalty().after_training_call(overall, self.target)
         return loss
 
     @torch.no_grad()
@@ -457,56 +307,24 @@ class SparsityLoss:
             ValueError: a threshold or weight is NaN or infinite (the training diverged), naming the layer.
         """
         # Thresholds every step; the weights (a pass over all of them) every correction_interval steps.
-        self._check_finite(weights=self._steps % self.correction_interval == 0)
+        check_finite(self._tensors, weights=self._steps % self.correction_interval == 0)
         self.clamp_thresholds()
         if self.mode != "projection":
             return
         if self.correction and self._steps % self.correction_interval == 0:
             self.measure_distributions()
         self._steps += 1
-        self._project()  # checked for divergence above
+        self._projection.project(self.target, self.correction)  # checked for divergence above
 
-    @torch.no_grad()
     def clamp_thresholds(self) -> None:
         """Put every threshold parameter back into ``[0, 5]``: its forward value is clamped anyway, but a
         parameter pushed far outside by one large gradient (or an optimizer's momentum) would stay there."""
-        for r in self._thresholds():
-            value = r.item()
-            if not 0.0 <= value <= MAX_THRESHOLD:
-                r.clamp_(0.0, MAX_THRESHOLD)
-
-    @torch.no_grad()
-    def _check_finite(self, weights: bool = True) -> None:
-        """``ValueError`` naming the first layer whose threshold (or, with ``weights``, weights) are NaN or infinite.
-
-        A NaN or inf anywhere makes the sum non-finite: one reduction per tensor and one host sync per call; the
-        per-layer search runs only then.
-        """
-        total: torch.Tensor | None = None
-        for pruned in self._tensors:
-            part = pruned.raw.sum() + pruned.threshold.sum() if weights else pruned.threshold.sum()
-            total = part if total is None else total + part
-        if total is None or math.isfinite(float(total)):
-            return
-        for pruned in self._tensors:
-            if not bool(torch.isfinite(pruned.threshold).all()):
-                raise ValueError(
-                    f"training diverged: the threshold of {pruned.name} is {pruned.threshold.item()}; "
-                    "a lower learning rate may help"
-                )
-            if weights and not bool(torch.isfinite(pruned.raw).all()):
-                raise ValueError(
-                    f"training diverged: {pruned.name} has non-finite values (NaN or inf); a lower learning rate "
-                    "may help"
-                )
+        clamp_thresholds(self._tensors)
 
     @torch.no_grad()
     def measure_distributions(self) -> None:
         """Record every layer's distribution of ``|w_c| / std`` for the corrected projection."""
-        if self._measured is None:
-            self._measured = [_MeasuredSparsity(t) for t in self._tensors]
-        for measured in self._measured:
-            measured.measure()
+        self._projection.measure()
 
     @torch.no_grad()
     def project(self) -> float:
@@ -516,52 +334,8 @@ class SparsityLoss:
         taken), otherwise the Gaussian estimate. A NaN or infinite threshold or weight raises ``ValueError`` (the
         training diverged), naming the layer.
         """
-        self._check_finite()
-        return self._project()
-
-    def _project(self) -> float:
-        thresholds = self._thresholds()
-        if self.correction:
-            if self._measured is None:
-                self.measure_distributions()
-            measured: list[_MeasuredSparsity] = self._measured  # type: ignore[assignment]
-            sparsity_of = [m.fraction for m in measured]
-            # Counts move in steps of one weight: aim within half of the coarsest step, not closer.
-            tolerance = 0.5 * max(p / m.size for p, m in zip(self._share_list, measured))
-        else:
-            sparsity_of = [analytic_sparsity_value] * len(thresholds)
-            tolerance = 1e-7
-        values = [r.item() for r in thresholds]  # exact in a Python float for every floating dtype
-        fixed = None
-        if any(self.idle):
-            # Idle tensors first: fully pruned if the target needs more, else they alone carry it.
-            idle_at_limit = [MAX_THRESHOLD if idle else 0.0 for idle in self.idle]
-            idle_only = sum(p * f(r) for p, f, r in zip(self._share_list, sparsity_of, idle_at_limit))
-            if idle_only >= self.target:
-                values = [value if idle else 0.0 for value, idle in zip(values, self.idle)]
-                fixed = [not idle for idle in self.idle]
-            else:
-                values = [MAX_THRESHOLD if idle else value for value, idle in zip(values, self.idle)]
-                fixed = list(self.idle)
-        projected = _projected_thresholds(values, self._share_list, self.target, sparsity_of, tolerance, fixed)
-        for r, value in zip(thresholds, projected):
-            r.fill_(min(max(value, 0.0), MAX_THRESHOLD))  # the same sparsity: the forward clamps r there anyway
-        overall = sum(p * f(r) for p, f, r in zip(self._share_list, sparsity_of, projected))
-        if abs(overall - self.target) > UNREACHABLE_GAP and not self._warned_unreachable:
-            self._warned_unreachable = True
-            warnings.warn(
-                f"the projection cannot reach the target {self.target:.4f}: the overall sparsity stays at "
-                f"{overall:.4f} with every threshold at its limit (e.g. a layer of constant weights is always "
-                "fully pruned); warning once",
-                UserWarning,
-                stacklevel=2,
-            )
-        return overall
-
-    def _dual_step(self, overall: float | torch.Tensor) -> None:
-        if isinstance(overall, torch.Tensor):
-            overall = overall.item()
-        self.multiplier += self.dual_step * (self.target - float(overall))
+        check_finite(self._tensors)
+        return self._projection.project(self.target, self.correction)
 
     def state_dict(self) -> dict[str, Any]:
         """The loss's settings and state, for checkpoints: JSON-safe, except that the projection mode with
@@ -580,16 +354,17 @@ class SparsityLoss:
             "steps": self._steps,
             "idle": list(self.idle),
         }
-        if self._measured is not None:
-            state["measured"] = [m.state_dict() for m in self._measured]
+        measured = self._projection.measured_state()
+        if measured is not None:
+            state["measured"] = measured
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict` (keys missing from older checkpoints keep their current values)."""
-        self.mode = check_choice(state["mode"], "mode", MODES)
+        self.mode = state["mode"]
         self.target = state["target"]
         self.weight = state["weight"]
-        self.dual_step = check_positive(state.get("dual_step", self.dual_step), "dual_step")
+        self.dual_step = state.get("dual_step", self.dual_step)
         self.multiplier = float(state.get("multiplier", self.multiplier))
         self.correction = bool(state.get("correction", self.correction))
         self.correction_interval = int(state.get("correction_interval", self.correction_interval))
@@ -607,13 +382,7 @@ class SparsityLoss:
         self.idle = [bool(flag) for flag in idle]
         measured = state.get("measured")
         if measured is not None:
-            if len(measured) != len(self._tensors):
-                raise ValueError(
-                    f"state has {len(measured)} measured layers, the model has {len(self._tensors)} pruned tensors"
-                )
-            self._measured = [_MeasuredSparsity(t) for t in self._tensors]
-            for layer, layer_state in zip(self._measured, measured):
-                layer.load_state_dict(layer_state)
+            self._projection.load_measured_state(measured)
 
     def __repr__(self) -> str:
         return (

@@ -26,23 +26,22 @@ integrations is stated there once):
 ``mode="adaptive", ramp=0, finetune=0, threshold_update="optimizer"`` is the original method of the paper with
 the same object.
 
-Length: about 600 lines, over the ~400 the project aims at: the configuration, its validation and the one life cycle
-(ramp, threshold updates, projection, fine-tuning, calibration, checkpoint state) it drives read best side by side.
+The settings live in :mod:`adasparse.control.config` (re-exported here), the final calibration and the measured
+outcome in :mod:`adasparse.control.result` (:class:`PrunerResult` re-exported here).
 """
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import replace
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..core._checks import check_choice, check_fraction, check_int, check_nonnegative, check_positive
-from ..core.calibrate import CalibrationResult, _unit_costs, calibrate
+from ..core._checks import check_fraction, check_int
+from ..core.calibrate import CalibrationResult
 from ..core.flops import layer_macs
 from ..core.operator import threshold_for_sparsity
 from ..core.parametrization import PrunedTensor, freeze, pruned_tensors
@@ -51,137 +50,13 @@ from ..core.schedules import cubic_ramp
 from ..core.selection import Selector
 from ..core.sparsify import desparsify, param_groups, sparsify
 from ..core.state_keys import ORIG_SUFFIX
-from .loss import DEFAULT_CORRECTION_INTERVAL, DEFAULT_DUAL_STEP, MODES, SparsityLoss
+from .config import BUDGETS, THRESHOLD_UPDATES, PrunerConfig, check_same_settings, configured
+from .loss import SparsityLoss
+from .projection import update_idle
+from .result import PrunerResult, calibrated, measured_result, result_from_dict, result_to_dict
+from .thresholds import adam_step
 
 __all__ = ["BUDGETS", "THRESHOLD_UPDATES", "Pruner", "PrunerConfig", "PrunerResult"]
-
-THRESHOLD_UPDATES = ("adam", "optimizer")
-BUDGETS = ("params", "flops")
-
-
-def _option(default: Any, help: str) -> Any:
-    return field(default=default, metadata={"help": help})
-
-
-@dataclass(frozen=True)
-class PrunerConfig:
-    """Every setting of the pruning life cycle, with the library's defaults (the CLI, ``TrainConfig`` and the
-    integrations take theirs from here). Field metadata ``"help"`` is the option's one-line description."""
-
-    mode: str = _option(
-        "projection",
-        "how the budget is enforced: projection (held exactly after every step), constraint (augmented "
-        "Lagrangian), or the paper's penalties adaptive, fixed, upper",
-    )
-    weight: float = _option(10.0, "loss weight lv of the penalty modes (>= 0)")
-    correction: bool = _option(True, "steer on the measured zero fractions instead of the Gaussian estimate")
-    correction_interval: int = _option(
-        DEFAULT_CORRECTION_INTERVAL, "optimizer steps between two measurements of the weight distributions (>= 1)"
-    )
-    ramp: float = _option(
-        0.3, "raise the target along a cubic over this fraction of the steps (0: full target at once)"
-    )
-    finetune: float = _option(
-        0.2, "final fraction of the steps trained with the zeros fixed after an exact calibration (0: none)"
-    )
-    calibrate: bool = _option(True, "calibrate the thresholds to exactly the target before fixing the zeros")
-    threshold_update: str = _option(
-        "adam",
-        "adam: the pruner moves each threshold by its own scale-free step after every optimizer step; "
-        "optimizer: the thresholds are an optimizer group at lr * threshold_lr_scale (the paper's recipe)",
-    )
-    threshold_lr: float = _option(
-        2.0,
-        "with threshold_update=adam: how far (in standard deviations) a threshold can move over the whole "
-        "training; each step moves it by at most about threshold_lr / total_steps",
-    )
-    threshold_lr_scale: float = _option(
-        0.01, "with threshold_update=optimizer: the thresholds' learning rate over the weights' (>= 0)"
-    )
-    task_gradient: bool = _option(True, "let the task loss move the thresholds through the weights they prune")
-    centred: bool = _option(
-        False,
-        "kept weights hold w - mean(w) as in the paper's hardshrink(w - mean(w), b) (True), or keep their own "
-        "values (False: a pretrained layer is unchanged where nothing is pruned)",
-    )
-    dual_step: float = _option(DEFAULT_DUAL_STEP, "dual-ascent step of the constraint mode (> 0)")
-    init_fraction: float = _option(
-        0.6, "without a ramp: thresholds start at the Gaussian threshold of init_fraction * target (the paper: 0.6)"
-    )
-    budget: str = _option("params", "params: the target counts weights; flops: multiply-accumulates per example")
-    min_params: int = _option(1000, "tensors with fewer elements stay dense (the paper's pthres)")
-
-    def validated(self) -> PrunerConfig:
-        """Check every value (``ValueError``/``TypeError`` naming the option); returns ``self``."""
-        check_choice(self.mode, "mode", MODES)
-        check_choice(self.threshold_update, "threshold_update", THRESHOLD_UPDATES)
-        check_choice(self.budget, "budget", BUDGETS)
-        check_nonnegative(self.weight, "weight")
-        check_int(self.correction_interval, "correction_interval", 1)
-        check_int(self.min_params, "min_params", 0)
-        for name in ("ramp", "finetune"):
-            value = getattr(self, name)
-            if not 0.0 <= check_nonnegative(value, name) < 1.0:
-                raise ValueError(f"{name} must be a fraction of the steps in [0, 1), got {value!r}")
-        if self.ramp + self.finetune >= 1.0:
-            raise ValueError(
-                f"ramp + finetune must be < 1 (the target must be reached before the zeros are fixed), "
-                f"got ramp={self.ramp!r}, finetune={self.finetune!r}"
-            )
-        check_nonnegative(self.threshold_lr, "threshold_lr")
-        check_nonnegative(self.threshold_lr_scale, "threshold_lr_scale")
-        check_positive(self.dual_step, "dual_step")
-        if not 0.0 <= check_nonnegative(self.init_fraction, "init_fraction") <= 1.0:
-            raise ValueError(f"init_fraction must be in [0, 1], got {self.init_fraction!r}")
-        for name in ("correction", "calibrate", "task_gradient", "centred"):
-            if not isinstance(getattr(self, name), bool):
-                raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
-        return self
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def configured(config: PrunerConfig | None, options: dict[str, Any], unknown: str) -> PrunerConfig:
-    """``config`` (default :class:`PrunerConfig`) with the keyword ``options`` applied and every value checked,
-    before any model is touched: ``TypeError`` starting with ``unknown`` for an option that is no field,
-    ``ValueError``/``TypeError`` naming a bad value."""
-    if config is None:
-        config = PrunerConfig()
-    elif not isinstance(config, PrunerConfig):
-        raise TypeError(f"config must be a PrunerConfig, got {type(config).__name__}")
-    known = {f.name for f in fields(PrunerConfig)}
-    names = sorted(set(options) - known)
-    if names:
-        raise TypeError(f"{unknown}(s): {', '.join(names)} (PrunerConfig has: {', '.join(sorted(known))})")
-    return replace(config, **options).validated()
-
-
-@dataclass(frozen=True)
-class PrunerResult:
-    """What :meth:`Pruner.finish` (or the freeze before fine-tuning) measured.
-
-    Attributes:
-        target: the requested sparsity.
-        sparsity_before: the actual overall sparsity before the final calibration.
-        sparsity: the final actual overall sparsity.
-        analytic: the Gaussian estimate before the calibration.
-        reached: whether the final sparsity is the target to within one weight (of the budget's cost).
-        report: the per-layer report of the final pruned model (thresholds included while they were known).
-        message: what the calibration did (empty when none ran).
-    """
-
-    target: float
-    sparsity_before: float
-    sparsity: float
-    analytic: float | None
-    reached: bool
-    report: SparsityReport
-    message: str = ""
-
-    def __str__(self) -> str:
-        text = f"sparsity: target {self.target:.4f}, reached {self.sparsity_before:.4f}, final {self.sparsity:.4f}"
-        return text if self.reached else text + " (target NOT reached)"
 
 
 class Pruner:
@@ -403,48 +278,21 @@ class Pruner:
         self._versions = self._parameter_versions()
 
     def _release_unreached(self) -> None:
-        """Mark the layers the loss never reaches (trainable weights that got no gradient at any check so far, e.g.
-        an unused pooler): the projection prunes them first (see :attr:`SparsityLoss.idle`), so the budget goes to
-        the layers that matter. A layer the loss reaches later rejoins the others."""
-        has_gradient = [pruned.raw.grad is not None and bool(pruned.raw.grad.any()) for pruned in self._tensors]
-        if not any(has_gradient):  # the gradients were cleared before this call: nothing can be concluded
+        """Mark the layers the loss never reaches as idle: the projection prunes them first (see
+        :func:`.projection.update_idle`)."""
+        if not update_idle(self._tensors, self._reached, self.criterion.idle):
             self._warn_once(
                 "cleared",
                 "no pruned weight has a gradient at Pruner.step(): call it after optimizer.step() and before "
                 "optimizer.zero_grad()",
             )
-            return
-        idle = self.criterion.idle
-        for index, pruned in enumerate(self._tensors):
-            self._reached[index] = self._reached[index] or has_gradient[index]
-            idle[index] = not self._reached[index] and pruned.raw.requires_grad
-
-    _BETAS = (0.9, 0.999)
-    _EPS = 1e-12
 
     def _update_thresholds(self) -> None:
-        """One Adam step on every threshold from its gradient: invariant to the gradient's scale, so a layer whose
-        loss is very sensitive to its threshold (a convolution before a normalisation) moves as fast as any."""
+        """One scale-free (Adam) step on every threshold from its gradient (see :func:`.thresholds.adam_step`)."""
         step_size = self.config.threshold_lr / self._planned_steps()
         if step_size <= 0.0:
             return
-        beta1, beta2 = self._BETAS
-        count = self.steps + 1
-        correction1, correction2 = 1.0 - beta1**count, 1.0 - beta2**count
-        any_gradient = False
-        for pruned, moments in zip(self._tensors, self._moments):
-            r = pruned.threshold
-            if r.grad is None:
-                continue
-            gradient = float(r.grad)
-            if not math.isfinite(gradient):
-                continue
-            any_gradient = True
-            moments[0] = beta1 * moments[0] + (1.0 - beta1) * gradient
-            moments[1] = beta2 * moments[1] + (1.0 - beta2) * gradient * gradient
-            denominator = math.sqrt(moments[1] / correction2) + self._EPS
-            r.sub_(step_size * (moments[0] / correction1) / denominator)
-            r.grad = None  # consumed: no optimizer zeroes it
+        any_gradient = adam_step(self._tensors, self._moments, step_size, self.steps + 1)
         if not any_gradient and (self.config.task_gradient or self.config.mode not in ("projection",)):
             self._warn_once(
                 "no-gradient",
@@ -453,31 +301,8 @@ class Pruner:
             )
 
     # -- fixing the zeros and finishing -------------------------------------------------------------------------
-    def _result(self, before: SparsityReport, calibration: CalibrationResult | None) -> PrunerResult:
-        after = calibration.after if calibration is not None else sparsity_report(self.model)
-        units = _unit_costs(self._tensors, self.costs)  # after.layers are the pruned tensors, in the same order
-        total = sum(u * layer.numel for u, layer in zip(units, after.layers))
-        achieved = sum(u * layer.zeros for u, layer in zip(units, after.layers))
-        unit = max(units)
-        reached = abs(achieved - self.target * total) <= unit + 1e-9 * total
-        return PrunerResult(
-            target=self.target,
-            sparsity_before=before.overall,
-            sparsity=after.overall,
-            analytic=before.analytic,
-            reached=reached,
-            report=after,
-            message=str(calibration) if calibration is not None else "",
-        )
-
     def _calibrated(self) -> tuple[SparsityReport, CalibrationResult | None]:
-        if self.criterion.mode == "projection" and self.criterion.correction:
-            self.criterion.target = self.target
-            self.criterion.measure_distributions()  # fresh distributions: the budget is exact before calibrating
-            self.criterion.project()
-        before = sparsity_report(self.model)
-        result = calibrate(self.model, self.target, budget=self.costs) if self.config.calibrate else None
-        return before, result
+        return calibrated(self.model, self.criterion, self.target, self.costs, self.config.calibrate)
 
     @torch.no_grad()
     def freeze(self) -> PrunerResult:
@@ -490,7 +315,7 @@ class Pruner:
         for pruned in self._tensors:
             freeze(pruned.module, pruned.tensor_name)
         self.frozen = True
-        self.freeze_result = self._result(before, calibration)
+        self.freeze_result = measured_result(self.model, self._tensors, self.target, self.costs, before, calibration)
         return self.freeze_result
 
     @torch.no_grad()
@@ -507,7 +332,7 @@ class Pruner:
             self.result = replace(frozen, sparsity=final.overall, report=frozen.report)
         else:
             before, calibration = self._calibrated()
-            self.result = self._result(before, calibration)
+            self.result = measured_result(self.model, self._tensors, self.target, self.costs, before, calibration)
         desparsify(self.model)
         self.finished = True
         return self.model
@@ -534,7 +359,7 @@ class Pruner:
             "warned": sorted(self._warned),
         }
         if self.freeze_result is not None:
-            state["freeze_result"] = _result_to_dict(self.freeze_result)
+            state["freeze_result"] = result_to_dict(self.freeze_result)
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -545,20 +370,7 @@ class Pruner:
             raise ValueError(
                 f"set pruner.total_steps before loading a Pruner state (the state's is {state.get('total_steps')!r})"
             )
-        differing = [
-            key
-            for key, value in (
-                ("config", self.config.to_dict()),
-                ("target", self.target),
-                ("total_steps", self.total_steps),
-            )
-            if state.get(key) != value
-        ]
-        if differing:
-            raise ValueError(
-                f"the Pruner state was written with other settings ({', '.join(differing)} differ): "
-                "build the Pruner with the settings of the run you resume"
-            )
+        check_same_settings(state, self.config, self.target, self.total_steps)
         moments = state.get("moments", [])
         if len(moments) != len(self._tensors):
             raise ValueError(f"the Pruner state has {len(moments)} thresholds, the model {len(self._tensors)}")
@@ -570,7 +382,7 @@ class Pruner:
         self.finished = bool(state.get("finished", False))
         self._warned = set(state.get("warned", []))
         frozen_result = state.get("freeze_result")
-        self.freeze_result = _result_from_dict(frozen_result) if frozen_result is not None else None
+        self.freeze_result = result_from_dict(frozen_result) if frozen_result is not None else None
         self._versions = self._parameter_versions()
 
     def __repr__(self) -> str:
@@ -579,27 +391,3 @@ class Pruner:
             f"Pruner(target={self.target}, step {self.steps}/{self._total_steps or '?'}, {phase}, "
             f"mode={self.config.mode!r}, layers={len(self._tensors)})"
         )
-
-
-def _result_to_dict(result: PrunerResult) -> dict[str, Any]:
-    return {
-        "target": result.target,
-        "sparsity_before": result.sparsity_before,
-        "sparsity": result.sparsity,
-        "analytic": result.analytic,
-        "reached": result.reached,
-        "report": result.report.to_dict(),
-        "message": result.message,
-    }
-
-
-def _result_from_dict(data: Mapping[str, Any]) -> PrunerResult:
-    return PrunerResult(
-        target=float(data["target"]),
-        sparsity_before=float(data["sparsity_before"]),
-        sparsity=float(data["sparsity"]),
-        analytic=None if data["analytic"] is None else float(data["analytic"]),
-        reached=bool(data["reached"]),
-        report=SparsityReport.from_dict(data["report"]),
-        message=str(data.get("message", "")),
-    )

@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from ._checks import check_fraction
-from .operator import MAX_THRESHOLD, pruning_bound, sorted_magnitudes
+from .distribution import MagnitudeDistribution, unit_costs
+from .operator import MAX_THRESHOLD
 from .parametrization import PrunedTensor, pruned_tensors
 from .report import SparsityReport, sparsity_report
 
@@ -42,24 +43,12 @@ class CalibrationResult:
         )
 
 
-def _unit_costs(pruned: list[PrunedTensor], budget: Mapping[str, float] | None) -> list[float]:
-    """Cost of one zero weight in each layer: 1 for the weight count, ``cost / numel`` for a budget."""
-    if budget is None:
-        return [1.0] * len(pruned)
-    missing = [p.name for p in pruned if p.name not in budget]
-    if missing:
-        raise ValueError(f"budget has no cost for {', '.join(missing)}")
-    return [float(budget[p.name]) / p.numel for p in pruned]
-
-
 class _Layer:
-    """A pruned tensor's sorted ``|w_c|`` and std, for counting zeros at any threshold without a forward pass."""
+    """A pruned tensor's measured distribution and its threshold, to count zeros at any scale of the threshold."""
 
     def __init__(self, pruned: PrunedTensor) -> None:
         self.parameter = pruned.threshold
-        raw = pruned.raw.detach()
-        self.sorted_abs, self.std = sorted_magnitudes(raw)
-        self.dtype = raw.dtype
+        self.distribution = MagnitudeDistribution(pruned).measure()
         self.base = min(max(self.parameter.item(), 0.0), MAX_THRESHOLD)
 
     def threshold_at(self, scale: float) -> torch.Tensor:
@@ -67,8 +56,7 @@ class _Layer:
         return torch.tensor(value, dtype=self.parameter.dtype, device=self.parameter.device)
 
     def zeros_at(self, scale: float) -> int:
-        bound = pruning_bound(self.threshold_at(scale), self.std, self.dtype).reshape(1)
-        return int(torch.searchsorted(self.sorted_abs, bound.to(self.sorted_abs.device), right=True))
+        return self.distribution.zero_count(self.threshold_at(scale))
 
 
 def calibrate(
@@ -113,8 +101,8 @@ def calibrate(
         if all(layer.base == 0.0 for layer in layers):
             for layer in layers:
                 layer.base = 1.0
-        unit = _unit_costs(pruned, budget)
-        total = sum(u * layer.sorted_abs.numel() for u, layer in zip(unit, layers))
+        unit = unit_costs(pruned, budget)
+        total = sum(u * len(layer.distribution) for u, layer in zip(unit, layers))
         goal = target * total
         tolerance = max(unit)
 

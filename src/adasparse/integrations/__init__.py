@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..control.pruner import PrunerConfig, configured
+from ..control.config import PrunerConfig, configured
 
 __all__ = ["pruner_config"]
 
 
 def pruner_config(config: PrunerConfig | None, options: dict[str, Any], *, owner: str) -> PrunerConfig:
-    """``config`` with the keyword ``options`` applied and checked (see :func:`adasparse.control.pruner.configured`),
+    """``config`` with the keyword ``options`` applied and checked (see :func:`adasparse.control.config.configured`),
     errors naming ``owner``."""
     return configured(config, options, f"{owner}: unknown pruning option")

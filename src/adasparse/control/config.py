@@ -1,0 +1,129 @@
+"""The settings of the pruning life cycle: :class:`PrunerConfig` (every default of the library, the CLI and the
+integrations, stated once), :func:`configured`, which applies and checks keyword options, and
+:func:`check_same_settings` for a resumed state."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from ..core._checks import check_choice, check_int, check_nonnegative, check_positive
+from .loss import DEFAULT_CORRECTION_INTERVAL, DEFAULT_DUAL_STEP, MODES
+
+__all__ = ["BUDGETS", "THRESHOLD_UPDATES", "PrunerConfig", "check_same_settings", "configured"]
+
+THRESHOLD_UPDATES = ("adam", "optimizer")
+BUDGETS = ("params", "flops")
+
+
+def _option(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class PrunerConfig:
+    """Every setting of the pruning life cycle, with the library's defaults (the CLI, ``TrainConfig`` and the
+    integrations take theirs from here). Field metadata ``"help"`` is the option's one-line description."""
+
+    mode: str = _option(
+        "projection",
+        "how the budget is enforced: projection (held exactly after every step), constraint (augmented "
+        "Lagrangian), or the paper's penalties adaptive, fixed, upper",
+    )
+    weight: float = _option(10.0, "loss weight lv of the penalty modes (>= 0)")
+    correction: bool = _option(True, "steer on the measured zero fractions instead of the Gaussian estimate")
+    correction_interval: int = _option(
+        DEFAULT_CORRECTION_INTERVAL, "optimizer steps between two measurements of the weight distributions (>= 1)"
+    )
+    ramp: float = _option(
+        0.3, "raise the target along a cubic over this fraction of the steps (0: full target at once)"
+    )
+    finetune: float = _option(
+        0.2, "final fraction of the steps trained with the zeros fixed after an exact calibration (0: none)"
+    )
+    calibrate: bool = _option(True, "calibrate the thresholds to exactly the target before fixing the zeros")
+    threshold_update: str = _option(
+        "adam",
+        "adam: the pruner moves each threshold by its own scale-free step after every optimizer step; "
+        "optimizer: the thresholds are an optimizer group at lr * threshold_lr_scale (the paper's recipe)",
+    )
+    threshold_lr: float = _option(
+        2.0,
+        "with threshold_update=adam: how far (in standard deviations) a threshold can move over the whole "
+        "training; each step moves it by at most about threshold_lr / total_steps",
+    )
+    threshold_lr_scale: float = _option(
+        0.01, "with threshold_update=optimizer: the thresholds' learning rate over the weights' (>= 0)"
+    )
+    task_gradient: bool = _option(True, "let the task loss move the thresholds through the weights they prune")
+    centred: bool = _option(
+        False,
+        "kept weights hold w - mean(w) as in the paper's hardshrink(w - mean(w), b) (True), or keep their own "
+        "values (False: a pretrained layer is unchanged where nothing is pruned)",
+    )
+    dual_step: float = _option(DEFAULT_DUAL_STEP, "dual-ascent step of the constraint mode (> 0)")
+    init_fraction: float = _option(
+        0.6, "without a ramp: thresholds start at the Gaussian threshold of init_fraction * target (the paper: 0.6)"
+    )
+    budget: str = _option("params", "params: the target counts weights; flops: multiply-accumulates per example")
+    min_params: int = _option(1000, "tensors with fewer elements stay dense (the paper's pthres)")
+
+    def validated(self) -> PrunerConfig:
+        """Check every value (``ValueError``/``TypeError`` naming the option); returns ``self``."""
+        check_choice(self.mode, "mode", MODES)
+        check_choice(self.threshold_update, "threshold_update", THRESHOLD_UPDATES)
+        check_choice(self.budget, "budget", BUDGETS)
+        check_nonnegative(self.weight, "weight")
+        check_int(self.correction_interval, "correction_interval", 1)
+        check_int(self.min_params, "min_params", 0)
+        for name in ("ramp", "finetune"):
+            value = getattr(self, name)
+            if not 0.0 <= check_nonnegative(value, name) < 1.0:
+                raise ValueError(f"{name} must be a fraction of the steps in [0, 1), got {value!r}")
+        if self.ramp + self.finetune >= 1.0:
+            raise ValueError(
+                f"ramp + finetune must be < 1 (the target must be reached before the zeros are fixed), "
+                f"got ramp={self.ramp!r}, finetune={self.finetune!r}"
+            )
+        check_nonnegative(self.threshold_lr, "threshold_lr")
+        check_nonnegative(self.threshold_lr_scale, "threshold_lr_scale")
+        check_positive(self.dual_step, "dual_step")
+        if not 0.0 <= check_nonnegative(self.init_fraction, "init_fraction") <= 1.0:
+            raise ValueError(f"init_fraction must be in [0, 1], got {self.init_fraction!r}")
+        for name in ("correction", "calibrate", "task_gradient", "centred"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def configured(config: PrunerConfig | None, options: dict[str, Any], unknown: str) -> PrunerConfig:
+    """``config`` (default :class:`PrunerConfig`) with the keyword ``options`` applied and every value checked,
+    before any model is touched: ``TypeError`` starting with ``unknown`` for an option that is no field,
+    ``ValueError``/``TypeError`` naming a bad value."""
+    if config is None:
+        config = PrunerConfig()
+    elif not isinstance(config, PrunerConfig):
+        raise TypeError(f"config must be a PrunerConfig, got {type(config).__name__}")
+    known = {f.name for f in fields(PrunerConfig)}
+    names = sorted(set(options) - known)
+    if names:
+        raise TypeError(f"{unknown}(s): {', '.join(names)} (PrunerConfig has: {', '.join(sorted(known))})")
+    return replace(config, **options).validated()
+
+
+def check_same_settings(state: Mapping[str, Any], config: PrunerConfig, target: float, total_steps: int) -> None:
+    """``ValueError`` unless the saved Pruner ``state`` was written with these settings (config, target, steps)."""
+    differing = [
+        key
+        for key, value in (("config", config.to_dict()), ("target", target), ("total_steps", total_steps))
+        if state.get(key) != value
+    ]
+    if differing:
+        raise ValueError(
+            f"the Pruner state was written with other settings ({', '.join(differing)} differ): "
+            "build the Pruner with the settings of the run you resume"
+        )

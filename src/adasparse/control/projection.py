@@ -1,0 +1,198 @@
+"""The projection mode of the sparsity loss: the thresholds moved onto the exact budget after every step.
+
+:func:`_projected_thresholds` solves for the thresholds along the constraint's gradient; :class:`Projection` holds
+what the projection needs between steps (each layer's measured distribution, the idle layers) and warns once when
+the target is out of reach; :func:`update_idle` finds the layers the loss never reaches.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from ..core.distribution import MagnitudeDistribution
+from ..core.operator import MAX_THRESHOLD, analytic_sparsity_value
+from ..core.parametrization import PrunedTensor
+
+__all__ = ["MAX_SAMPLE", "Projection", "SLOPE_FLOOR", "UNREACHABLE_GAP", "update_idle"]
+
+UNREACHABLE_GAP = 0.005
+"""The projection warns (once) when it ends farther than this from the target: the target is out of reach."""
+
+_DENSITY_SCALE = math.sqrt(2.0 / math.pi)
+
+MAX_SAMPLE = 1 << 16
+"""The projection records at most this many weights of a tensor (a fixed random sample of a larger one)."""
+
+SLOPE_FLOOR = _DENSITY_SCALE * math.exp(-0.5 * 3.0**2)
+"""Smallest slope ``ds/dr`` the projection moves a threshold with: the Gaussian slope at ``r = 3`` (0.0089). At
+the clamp (``r = 5``) the Gaussian slope is 1e-6, which left a layer pushed there fully pruned for good."""
+
+
+def _projected_thresholds(
+    r_values: list[float],
+    shares: list[float],
+    target: float,
+    sparsity_of: list[Callable[[float], float]],
+    tolerance: float = 1e-7,
+    fixed: list[bool] | None = None,
+) -> list[float]:
+    """The thresholds moved along the constraint's gradient so that the overall sparsity equals ``target``.
+
+    ``r_i + delta * d_i`` with ``d_i = p_i * s_i'(r_i)`` (the Gaussian slope: the direction the constraint's
+    multiplier pushes, so the step is the linearised Euclidean projection onto ``sum p_i s_i = target``), the
+    slope bounded below by :data:`SLOPE_FLOOR` so that a threshold at a range limit can still be moved. The
+    scalar ``delta`` solves ``sum p_i sparsity_of[i](r_i + delta d_i) = target`` by safeguarded secant steps (the
+    Gaussian slope for the first, bisection whenever a step leaves the bracket), stopping within ``tolerance`` of
+    the target or when the bracket is a point: thresholds are projected every training step and are already close,
+    so this takes a few evaluations. A target out of reach leaves the thresholds at the closest end. Layers marked
+    ``fixed`` keep their threshold (their sparsity still counts).
+    """
+    slopes = [
+        max(_DENSITY_SCALE * math.exp(-0.5 * min(max(r, 0.0), MAX_THRESHOLD) ** 2), SLOPE_FLOOR) for r in r_values
+    ]
+    directions = [0.0 if fixed and fixed[i] else p * slope for i, (p, slope) in enumerate(zip(shares, slopes))]
+    largest = max(directions)
+    if largest <= 0.0:
+        return list(r_values)
+    directions = [d / largest for d in directions]
+    moving = [(r, d) for r, d in zip(r_values, directions) if d > 0.0]
+    low = min(min((0.0 - r) / d for r, d in moving), 0.0)
+    high = max(max((MAX_THRESHOLD - r) / d for r, d in moving), 0.0)
+
+    def overall(delta: float) -> float:
+        return sum(p * f(r + delta * d) for r, d, p, f in zip(r_values, directions, shares, sparsity_of))
+
+    def gaussian_slope(delta: float) -> float:
+        total = 0.0
+        for r, d, p in zip(r_values, directions, shares):
+            a = r + delta * d
+            if 0.0 < a < MAX_THRESHOLD:
+                total += p * d * _DENSITY_SCALE * math.exp(-0.5 * a * a)
+        return total
+
+    delta, best = 0.0, (math.inf, 0.0)
+    previous: tuple[float, float] | None = None
+    for _ in range(100):
+        gap = overall(delta) - target
+        best = min(best, (abs(gap), delta))
+        if abs(gap) <= tolerance or high - low <= 1e-10:
+            break
+        if gap < 0.0:
+            low = delta
+        else:
+            high = delta
+        if previous is not None and previous[1] != gap:  # secant on the measured function
+            slope = (previous[1] - gap) / (previous[0] - delta)
+        else:  # first step, or a flat stretch of the step function: the Gaussian slope
+            slope = gaussian_slope(delta)
+        previous = (delta, gap)
+        step = delta - gap / slope if slope > 0.0 else math.nan
+        delta = step if low < step < high else 0.5 * (low + high)
+    if abs(overall(high) - target) < best[0]:
+        best = (abs(overall(high) - target), high)
+    return [r + best[1] * d for r, d in zip(r_values, directions)]
+
+
+class Projection:
+    """The projection's state between steps, for the pruned tensors ``tensors`` with budget shares ``shares``.
+
+    Args:
+        tensors: the pruned tensors whose thresholds are projected.
+        shares: each tensor's share of the budget (sums to 1).
+    """
+
+    def __init__(self, tensors: list[PrunedTensor], shares: list[float]) -> None:
+        self._tensors = tensors
+        self._shares = shares
+        self.idle = [False] * len(tensors)
+        """Per pruned tensor: the loss does not reach it, so it is pruned first (see :meth:`project`)."""
+        self.measured: list[MagnitudeDistribution] | None = None
+        """Each tensor's recorded distribution (``None`` until :meth:`measure`)."""
+        self._warned_unreachable = False
+
+    @torch.no_grad()
+    def measure(self) -> None:
+        """Record every tensor's distribution of ``|w_c|`` (at most :data:`MAX_SAMPLE` weights each)."""
+        if self.measured is None:
+            self.measured = [MagnitudeDistribution(t, MAX_SAMPLE) for t in self._tensors]
+        for measured in self.measured:
+            measured.measure()
+
+    def measured_state(self) -> list[dict[str, Any]] | None:
+        """The recorded distributions' states (``None`` when never measured)."""
+        return None if self.measured is None else [m.state_dict() for m in self.measured]
+
+    def load_measured_state(self, states: list[dict[str, Any]]) -> None:
+        """Restore :meth:`measured_state` (``ValueError`` for another number of tensors)."""
+        if len(states) != len(self._tensors):
+            raise ValueError(
+                f"state has {len(states)} measured layers, the model has {len(self._tensors)} pruned tensors"
+            )
+        self.measured = [MagnitudeDistribution(t, MAX_SAMPLE) for t in self._tensors]
+        for layer, layer_state in zip(self.measured, states):
+            layer.load_state_dict(layer_state)
+
+    def project(self, target: float, correction: bool) -> float:
+        """Move the thresholds (in place) so that the overall sparsity equals ``target``; returns the new overall.
+
+        With ``correction`` the sparsity is each tensor's recorded one (measured now if never measured), otherwise
+        the Gaussian estimate. Idle tensors come first: fully pruned if the target needs more, else they alone carry
+        it. A target out of reach warns once.
+        """
+        thresholds = [t.threshold for t in self._tensors]
+        if correction:
+            if self.measured is None:
+                self.measure()
+            measured: list[MagnitudeDistribution] = self.measured  # type: ignore[assignment]
+            sparsity_of = [m.zero_fraction for m in measured]
+            # Counts move in steps of one weight: aim within half of the coarsest step, not closer.
+            tolerance = 0.5 * max(p / max(len(m), 1) for p, m in zip(self._shares, measured))
+        else:
+            sparsity_of = [analytic_sparsity_value] * len(thresholds)
+            tolerance = 1e-7
+        values = [r.item() for r in thresholds]  # exact in a Python float for every floating dtype
+        fixed = None
+        if any(self.idle):
+            # Idle tensors first: fully pruned if the target needs more, else they alone carry it.
+            idle_at_limit = [MAX_THRESHOLD if idle else 0.0 for idle in self.idle]
+            idle_only = sum(p * f(r) for p, f, r in zip(self._shares, sparsity_of, idle_at_limit))
+            if idle_only >= target:
+                values = [value if idle else 0.0 for value, idle in zip(values, self.idle)]
+                fixed = [not idle for idle in self.idle]
+            else:
+                values = [MAX_THRESHOLD if idle else value for value, idle in zip(values, self.idle)]
+                fixed = list(self.idle)
+        projected = _projected_thresholds(values, self._shares, target, sparsity_of, tolerance, fixed)
+        with torch.no_grad():
+            for r, value in zip(thresholds, projected):
+                r.fill_(min(max(value, 0.0), MAX_THRESHOLD))  # the same sparsity: the forward clamps r there anyway
+        overall = sum(p * f(r) for p, f, r in zip(self._shares, sparsity_of, projected))
+        if abs(overall - target) > UNREACHABLE_GAP and not self._warned_unreachable:
+            self._warned_unreachable = True
+            warnings.warn(
+                f"the projection cannot reach the target {target:.4f}: the overall sparsity stays at "
+                f"{overall:.4f} with every threshold at its limit (e.g. a layer of constant weights is always "
+                "fully pruned); warning once",
+                UserWarning,
+                stacklevel=2,
+            )
+        return overall
+
+
+def update_idle(tensors: list[PrunedTensor], reached: list[bool], idle: list[bool]) -> bool:
+    """Mark as idle the tensors the loss never reaches (trainable weights that got no gradient at any check so far,
+    e.g. an unused pooler), so that the budget goes to the layers that matter; a tensor reached later rejoins the
+    others. ``reached`` (each tensor's gradient ever seen) and ``idle`` are updated in place. Returns ``False``,
+    changing nothing, when no tensor has a gradient now (cleared before the call: nothing can be concluded)."""
+    has_gradient = [pruned.raw.grad is not None and bool(pruned.raw.grad.any()) for pruned in tensors]
+    if not any(has_gradient):
+        return False
+    for index, pruned in enumerate(tensors):
+        reached[index] = reached[index] or has_gradient[index]
+        idle[index] = not reached[index] and pruned.raw.requires_grad
+    return True

@@ -1,0 +1,82 @@
+"""The thresholds' upkeep between optimizer steps: the divergence check, the clamp into ``[0, 5]`` and the
+scale-free (Adam) update that :class:`adasparse.Pruner` moves them with by default."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..core.operator import MAX_THRESHOLD
+from ..core.parametrization import PrunedTensor
+
+__all__ = ["ADAM_BETAS", "ADAM_EPS", "adam_step", "check_finite", "clamp_thresholds"]
+
+ADAM_BETAS = (0.9, 0.999)
+"""The moment decay rates of :func:`adam_step`."""
+
+ADAM_EPS = 1e-12
+"""Added to the root of the second moment in :func:`adam_step`."""
+
+
+@torch.no_grad()
+def check_finite(tensors: list[PrunedTensor], weights: bool = True) -> None:
+    """``ValueError`` naming the first tensor whose threshold (or, with ``weights``, weights) are NaN or infinite.
+
+    A NaN or inf anywhere makes the sum non-finite: one reduction per tensor and one host sync per call; the
+    per-tensor search runs only then.
+    """
+    total: torch.Tensor | None = None
+    for pruned in tensors:
+        part = pruned.raw.sum() + pruned.threshold.sum() if weights else pruned.threshold.sum()
+        total = part if total is None else total + part
+    if total is None or math.isfinite(float(total)):
+        return
+    for pruned in tensors:
+        if not bool(torch.isfinite(pruned.threshold).all()):
+            raise ValueError(
+                f"training diverged: the threshold of {pruned.name} is {pruned.threshold.item()}; "
+                "a lower learning rate may help"
+            )
+        if weights and not bool(torch.isfinite(pruned.raw).all()):
+            raise ValueError(
+                f"training diverged: {pruned.name} has non-finite values (NaN or inf); a lower learning rate may help"
+            )
+
+
+@torch.no_grad()
+def clamp_thresholds(tensors: list[PrunedTensor]) -> None:
+    """Put every threshold parameter back into ``[0, 5]`` (touching only those outside)."""
+    for pruned in tensors:
+        r = pruned.threshold
+        value = r.item()
+        if not 0.0 <= value <= MAX_THRESHOLD:
+            r.clamp_(0.0, MAX_THRESHOLD)
+
+
+@torch.no_grad()
+def adam_step(tensors: list[PrunedTensor], moments: list[list[float]], step_size: float, count: int) -> bool:
+    """One Adam step on every threshold that has a finite gradient; returns whether any had one.
+
+    Invariant to the gradient's scale, so a layer whose loss is very sensitive to its threshold (a convolution
+    before a normalisation) moves as fast as any. ``moments`` holds each threshold's first and second moment
+    (updated in place), ``count`` is the step's number from 1 (for the bias corrections). A gradient that was used
+    is consumed (set to ``None``): no optimizer zeroes it.
+    """
+    beta1, beta2 = ADAM_BETAS
+    correction1, correction2 = 1.0 - beta1**count, 1.0 - beta2**count
+    any_gradient = False
+    for pruned, moment in zip(tensors, moments):
+        r = pruned.threshold
+        if r.grad is None:
+            continue
+        gradient = float(r.grad)
+        if not math.isfinite(gradient):
+            continue
+        any_gradient = True
+        moment[0] = beta1 * moment[0] + (1.0 - beta1) * gradient
+        moment[1] = beta2 * moment[1] + (1.0 - beta2) * gradient * gradient
+        denominator = math.sqrt(moment[1] / correction2) + ADAM_EPS
+        r.sub_(step_size * (moment[0] / correction1) / denominator)
+        r.grad = None
+    return any_gradient

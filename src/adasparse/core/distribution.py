@@ -1,0 +1,129 @@
+"""What the budget is made of: each pruned tensor's measured distribution of magnitudes and its per-layer cost.
+
+:class:`MagnitudeDistribution` records a pruned tensor's sorted ``|w_c|`` and std as the forward pass computes them,
+so the zeros at any threshold are one binary search instead of a forward pass; :func:`budget_costs` and
+:func:`unit_costs` turn a budget (the weight count or a mapping of layer name to cost) into per-layer costs.
+Calibration and the projection of the sparsity loss both use them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy
+import torch
+
+from ._checks import check_choice
+from .operator import EPSILON, MAX_THRESHOLD, pruning_bound, sorted_magnitudes
+from .parametrization import PrunedTensor
+
+__all__ = ["MagnitudeDistribution", "budget_costs", "unit_costs"]
+
+
+class MagnitudeDistribution:
+    """A pruned tensor's ``|w_c|`` (sorted ascending) and std, as measured by :meth:`measure`.
+
+    The zero count at a threshold ``r`` is then a binary search of its bound ``clamp(r, 0, 5) * std + 1e-6``:
+    :meth:`zero_count` is exact (the bound in the weight's dtype, as the forward pass compares it),
+    :meth:`zero_fraction` works on Python floats and float64 values (the projection evaluates it many times per
+    step). With ``max_sample``, a tensor with more elements is represented by a fixed random sample of that many
+    (the same sample at every measurement, seeded by the tensor's size).
+
+    Args:
+        pruned: the pruned tensor to measure.
+        max_sample: the most elements to record (``None``: all of them).
+    """
+
+    def __init__(self, pruned: PrunedTensor, max_sample: int | None = None) -> None:
+        self._pruned = pruned
+        self._sample: torch.Tensor | None = None
+        numel = pruned.numel
+        if max_sample is not None and numel > max_sample:
+            generator = torch.Generator().manual_seed(numel)
+            self._sample = torch.randperm(numel, generator=generator)[:max_sample]
+        self._values = torch.empty(0, dtype=torch.float64)
+        self._std: float | torch.Tensor = 0.0
+        self._dtype = torch.float64
+        self._float64: numpy.ndarray | None = None
+
+    def _sorted_values(self) -> tuple[torch.Tensor, float | torch.Tensor]:
+        """The sorted magnitudes and the std of the tensor now (the only place they are computed)."""
+        return sorted_magnitudes(self._pruned.raw.detach(), self._sample)
+
+    @torch.no_grad()
+    def measure(self) -> MagnitudeDistribution:
+        """Record the tensor's distribution as it is now; returns ``self``."""
+        self._values, self._std = self._sorted_values()
+        self._dtype = self._pruned.raw.dtype
+        self._float64 = None
+        return self
+
+    @property
+    def values(self) -> torch.Tensor:
+        """The recorded magnitudes ``|w_c|``, sorted ascending."""
+        return self._values
+
+    @property
+    def std(self) -> float:
+        """The recorded standard deviation of the weight."""
+        return float(self._std)
+
+    def __len__(self) -> int:
+        """How many magnitudes are recorded (the tensor's size, or the sample's)."""
+        return self._values.numel()
+
+    def zero_count(self, r: torch.Tensor) -> int:
+        """How many recorded weights the threshold ``r`` (a 0-d tensor) prunes, exactly as the forward pass would."""
+        bound = pruning_bound(r, self._std, self._dtype).reshape(1)
+        return int(torch.searchsorted(self._values, bound.to(self._values.device), right=True))
+
+    def zero_fraction(self, r: float) -> float:
+        """The fraction of recorded weights the threshold ``r`` prunes, on float64 (1 weight = ``1 / len``)."""
+        if self._float64 is None:
+            self._float64 = self._values.double().cpu().numpy()
+        bound = min(max(r, 0.0), MAX_THRESHOLD) * float(self._std) + EPSILON
+        return float(self._float64.searchsorted(bound, side="right")) / max(len(self._float64), 1)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The recorded distribution: ``{"std": float, "sorted": float64 tensor}`` (``weights_only`` safe)."""
+        if self._float64 is None:
+            self._float64 = self._values.double().cpu().numpy()
+        return {"std": float(self._std), "sorted": torch.from_numpy(self._float64.copy())}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict` (the values are then held in float64)."""
+        self._std = float(state["std"])
+        self._values = state["sorted"].double()
+        self._dtype = self._values.dtype
+        self._float64 = self._values.numpy()
+
+
+def budget_costs(pruned: list[PrunedTensor], budget: str | Mapping[str, float]) -> list[float]:
+    """Each pruned tensor's cost in the budget: its weight count for ``"params"``, else ``budget[name]``.
+
+    Raises:
+        ValueError: another budget name, a tensor without a cost, or costs that are negative, not finite or all 0.
+        TypeError: a budget that is neither a string nor a mapping.
+    """
+    if isinstance(budget, str):
+        check_choice(budget, "budget", ("params",))
+        return [float(t.numel) for t in pruned]
+    if not isinstance(budget, Mapping):
+        raise TypeError(f"budget must be 'params' or a mapping of layer name to cost, got {type(budget).__name__}")
+    missing = [t.name for t in pruned if t.name not in budget]
+    if missing:
+        raise ValueError(f"budget has no cost for {', '.join(missing)}")
+    costs = [float(budget[t.name]) for t in pruned]
+    if any(not math.isfinite(c) or c < 0 for c in costs) or sum(costs) <= 0:
+        raise ValueError("budget costs must be finite, >= 0, and not all 0")
+    return costs
+
+
+def unit_costs(pruned: list[PrunedTensor], budget: Mapping[str, float] | None) -> list[float]:
+    """The cost of one zero weight in each tensor: 1 for the weight count (``None``), ``cost / numel`` for a
+    mapping (checked as in :func:`budget_costs`)."""
+    if budget is None:
+        return [1.0] * len(pruned)
+    return [cost / t.numel for cost, t in zip(budget_costs(pruned, budget), pruned)]
