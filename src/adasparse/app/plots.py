@@ -102,7 +102,7 @@ def plot_accuracy_vs_sparsity(records: list, suite, dataset: str, model: str, pa
 
     figure, axis = plt.subplots(figsize=(7.0, 4.2))
     for variant in suite.variants:
-        dense = variant.options.get("sparsity") == "none"
+        dense = variant.dense
         means, stds = [], []
         for target in suite.targets:
             values = [
