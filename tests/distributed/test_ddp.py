@@ -17,6 +17,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 import adasparse
+from adasparse.app import distributed
 from adasparse.app.data import load_dataset
 from adasparse.app.data.loader import BatchLoader
 from adasparse.app.models import create_model
@@ -122,6 +123,17 @@ def torchrun(*arguments: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         _torchrun_command(*arguments), capture_output=True, text=True, timeout=600, env=env, check=False
     )
+
+
+def test_only_rank_0_prints(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv("RANK", raising=False)
+    distributed.print_main("lone")
+    monkeypatch.setenv("RANK", "0")
+    distributed.print_main("rank 0")
+    monkeypatch.setenv("RANK", "1")
+    assert not distributed.is_main_process()
+    distributed.print_main("rank 1")
+    assert capsys.readouterr().out == "lone\nrank 0\n"
 
 
 def _cli_options(epochs: int, *options: str) -> list[str]:
