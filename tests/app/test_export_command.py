@@ -11,6 +11,7 @@ import torch
 from adasparse.app.runs import load_run_weights
 from adasparse.export import load_sparse, plain_state_dict, read_sparse_metadata
 
+from ..commands import train_digits_mlp
 from ..export.test_sparse_format import _bits_equal, _expected_encoding, _positive_zeros
 
 
@@ -20,7 +21,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from adasparse.app.cli import main
 
     out = tmp_path_factory.mktemp("export") / "run"
-    argv = ["train", "--dataset", "digits", "--model", "mlp", "--epochs", "1", "--out", str(out), "--quiet"]
+    argv = train_digits_mlp(1, "--out", str(out), "--quiet")
     assert main([*argv, "--no-dense-baseline"]) == 0
     return out
 

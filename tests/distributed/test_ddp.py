@@ -17,9 +17,12 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 import adasparse
+from adasparse.app import distributed
 from adasparse.app.data import load_dataset
 from adasparse.app.data.loader import BatchLoader
 from adasparse.app.models import create_model
+
+from ..commands import train_digits_mlp
 
 pytest.importorskip("sklearn")
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs gloo")
@@ -122,21 +125,24 @@ def torchrun(*arguments: str) -> subprocess.CompletedProcess:
     )
 
 
+def test_only_rank_0_prints(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv("RANK", raising=False)
+    distributed.print_main("lone")
+    monkeypatch.setenv("RANK", "0")
+    distributed.print_main("rank 0")
+    monkeypatch.setenv("RANK", "1")
+    assert not distributed.is_main_process()
+    distributed.print_main("rank 1")
+    assert capsys.readouterr().out == "lone\nrank 0\n"
+
+
+def _cli_options(epochs: int, *options: str) -> list[str]:
+    """A short CPU run of the MLP on digits, as both torchrun tests start it."""
+    return train_digits_mlp(epochs, "--batch-size", "64", "--no-cuda", "--quiet", "--no-dense-baseline", *options)
+
+
 def test_torchrun_cli_writes_once_and_resumes(tmp_path: Path) -> None:
-    options = [
-        "train",
-        "--dataset",
-        "digits",
-        "--model",
-        "mlp",
-        "--epochs",
-        "3",
-        "--batch-size",
-        "64",
-        "--no-cuda",
-        "--quiet",
-        "--no-dense-baseline",
-    ]
+    options = _cli_options(3)
     completed = torchrun(*options, "--out", str(tmp_path / "run"))
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert completed.stdout.count("overall (pruned layers)") == 1  # only rank 0 prints
@@ -147,22 +153,7 @@ def test_torchrun_cli_writes_once_and_resumes(tmp_path: Path) -> None:
 
 
 def test_torchrun_job_killed_mid_run_resumes_to_the_same_weights(tmp_path: Path) -> None:
-    options = [
-        "train",
-        "--dataset",
-        "digits",
-        "--model",
-        "mlp",
-        "--epochs",
-        "4",
-        "--batch-size",
-        "64",
-        "--no-cuda",
-        "--quiet",
-        "--no-dense-baseline",
-        "--seed",
-        "3",
-    ]
+    options = _cli_options(4, "--seed", "3")
     assert torchrun(*options, "--out", str(tmp_path / "straight")).returncode == 0
     run = tmp_path / "killed"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -18,6 +18,8 @@ import adasparse
 from adasparse.app.cli import main
 from adasparse.app.train import TrainConfig, run_training
 
+from ..commands import train_digits_mlp
+
 pytest.importorskip("sklearn", reason="the digits data set ships with scikit-learn")
 
 
@@ -177,7 +179,7 @@ def test_step_and_project_with_non_finite_weights_say_training_diverged(bad: flo
     ids=["projection", "constraint", "adaptive", "gmp", "dense"],
 )
 def test_train_reports_divergence_in_one_line_in_every_mode(tmp_path, capsys, options: list[str]) -> None:
-    argv = ["train", "--dataset", "digits", "--model", "mlp", "--epochs", "2", "--batch-size", "256", "--lr", "1e6"]
+    argv = train_digits_mlp(2, "--batch-size", "256", "--lr", "1e6")
     argv += ["--quiet", "--no-dense-baseline", "--out", str(tmp_path / "run"), *options]
     error = _cli_error(capsys, argv)
     assert "training diverged in epoch 1 of 2" in error and "non-finite" in error, error
@@ -208,7 +210,7 @@ def test_a_run_whose_calibration_cannot_reach_the_target_says_so(tmp_path, capsy
     assert result.target_reached is False and abs(result.sparsity - 0.9) > 0.01
     assert json.loads((tmp_path / "lib" / "summary.json").read_text())["target_reached"] is False
     out = tmp_path / "cli"
-    argv = ["train", "--dataset", "digits", "--model", "mlp", "--epochs", "1", "--batch-size", "100000"]
+    argv = train_digits_mlp(1, "--batch-size", "100000")
     assert main([*argv, "--quiet", "--no-dense-baseline", "--out", str(out)]) == 1
     captured = capsys.readouterr()
     assert "exact calibration" not in captured.out
@@ -219,7 +221,7 @@ def test_a_run_whose_calibration_cannot_reach_the_target_says_so(tmp_path, capsy
 
 
 def test_without_calibration_a_missed_target_is_said_but_not_an_error(tmp_path, capsys) -> None:
-    argv = ["train", "--dataset", "digits", "--model", "mlp", "--epochs", "1", "--batch-size", "100000"]
+    argv = train_digits_mlp(1, "--batch-size", "100000")
     original = ["-s", "adaptive", "--ramp", "0", "--finetune", "0", "--no-calibrate"]  # the paper's loss stops short
     assert main([*argv, *original, "--quiet", "--no-dense-baseline", "--out", str(tmp_path / "run")]) == 0
     assert "target 0.9000 NOT reached" in capsys.readouterr().out

@@ -3,9 +3,11 @@ launch, the command line, data sets, model zoo and run directories (:mod:`~adasp
 
 Layer: the top one; may import every other subpackage. Nothing below imports it.
 
-``config.py`` holds what determines a run (``TrainConfig``, the recipes), ``checkpoints.py`` a run directory's
-saved state (configuration, checkpoint checks and restore, pretrained-start weights), ``train.py`` the training
-loop. ``train.py`` (about 570 lines), ``bench.py`` (about 580) and ``cli.py`` (about 460) are still longer than the
-~400 lines the project aims at: each is one command's single flow; the suite definitions are still to move out of
-``bench.py`` and the ``train`` option table out of ``cli.py``.
+A run: ``config.py`` holds what determines it (``TrainConfig``, the recipes), ``checkpoints.py`` its saved state
+(configuration, checkpoint checks and restore, pretrained-start weights), ``train.py`` the loop over the epochs,
+``epoch.py`` one epoch's training and evaluation, ``finish.py`` the end of the run (calibration, report,
+``RunResult``). ``bench.py`` runs the suites defined in ``bench_suites.py``, ``bench_results.py`` writes their
+results page. ``cli.py`` builds the parser and dispatches the commands, ``cli_train.py`` is ``adasparse train``.
+Every module is under the ~400 lines the project aims at; names that moved stay importable from the module that
+defined them before (``train``, ``bench``).
 """

@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-__all__ = ["Context", "context", "wrap", "all_reduce_sum", "barrier", "teardown"]
+__all__ = ["Context", "context", "is_main_process", "print_main", "wrap", "all_reduce_sum", "barrier", "teardown"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,17 @@ def context(device: torch.device) -> Context:
             torch.cuda.set_device(local_rank)
         dist.init_process_group(backend=backend)
     return Context(rank, world_size, local_rank)
+
+
+def is_main_process() -> bool:
+    """Rank 0 under torchrun (which sets ``RANK``), or a lone process; known before the process group is joined."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def print_main(message: str) -> None:
+    """Print ``message`` (flushed) in the main process only."""
+    if is_main_process():
+        print(message, flush=True)
 
 
 def wrap(model: nn.Module, ctx: Context, device: torch.device) -> nn.Module:

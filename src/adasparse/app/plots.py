@@ -23,10 +23,23 @@ def _pyplot():
     return plt
 
 
-def _save(figure, path: Path) -> None:
+def _save(plt, figure, path: str | Path) -> bool:
+    """Write ``figure`` to ``path`` as a PNG and close it; True (drawn)."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
-    atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_bytes(Path(path), buffer.getvalue())
+    plt.close(figure)
+    return True
+
+
+def _label_layers(axis, names: list[str], *, rotation: int, ylabel: str, title: str, legend_size: int) -> None:
+    """Layer names under the bars, a 0-1 value axis, the title and the legend."""
+    axis.set_xticks(range(len(names)))
+    axis.set_xticklabels(names, rotation=rotation, ha="right", fontsize=8)
+    axis.set_ylim(0, 1)
+    axis.set_ylabel(ylabel)
+    axis.set_title(title)
+    axis.legend(fontsize=legend_size)
 
 
 def plot_layer_sparsity(report: SparsityReport, path: str | Path, title: str = "Sparsity per layer") -> bool:
@@ -53,15 +66,8 @@ def plot_layer_sparsity(report: SparsityReport, path: str | Path, title: str = "
             label="analytic (Gaussian)",
         )
     axis.axhline(report.overall, color="black", linestyle="--", linewidth=1, label=f"overall {report.overall:.3f}")
-    axis.set_xticks(positions)
-    axis.set_xticklabels(names, rotation=60, ha="right", fontsize=8)
-    axis.set_ylim(0, 1)
-    axis.set_ylabel("fraction of zero weights")
-    axis.set_title(title)
-    axis.legend(fontsize=8)
-    _save(figure, Path(path))
-    plt.close(figure)
-    return True
+    _label_layers(axis, names, rotation=60, ylabel="fraction of zero weights", title=title, legend_size=8)
+    return _save(plt, figure, path)
 
 
 def plot_curves(metrics: list[dict[str, float]], path: str | Path) -> bool:
@@ -84,9 +90,7 @@ def plot_curves(metrics: list[dict[str, float]], path: str | Path) -> bool:
     right.set_ylabel("overall sparsity")
     right.set_ylim(0, 1)
     right.legend()
-    _save(figure, Path(path))
-    plt.close(figure)
-    return True
+    return _save(plt, figure, path)
 
 
 def plot_accuracy_vs_sparsity(records: list, suite, dataset: str, model: str, path: str | Path) -> bool:
@@ -98,7 +102,7 @@ def plot_accuracy_vs_sparsity(records: list, suite, dataset: str, model: str, pa
 
     figure, axis = plt.subplots(figsize=(7.0, 4.2))
     for variant in suite.variants:
-        dense = variant.options.get("sparsity") == "none"
+        dense = variant.dense
         means, stds = [], []
         for target in suite.targets:
             values = [
@@ -115,9 +119,7 @@ def plot_accuracy_vs_sparsity(records: list, suite, dataset: str, model: str, pa
     axis.set_ylabel("test accuracy")
     axis.set_title(f"{dataset} / {model}")
     axis.legend(fontsize=7)
-    _save(figure, Path(path))
-    plt.close(figure)
-    return True
+    return _save(plt, figure, path)
 
 
 def plot_allocation(allocation: dict[str, list[tuple]], path: str | Path, title: str) -> bool:
@@ -134,15 +136,8 @@ def plot_allocation(allocation: dict[str, list[tuple]], path: str | Path, title:
         axis.bar(
             [p + (index - len(variants) / 2 + 0.5) * width for p in range(len(values))], values, width, label=variant
         )
-    axis.set_xticks(range(len(names)))
-    axis.set_xticklabels(names, rotation=45, ha="right", fontsize=8)
-    axis.set_ylim(0, 1)
-    axis.set_ylabel("sparsity")
-    axis.set_title(title)
-    axis.legend(fontsize=7)
-    _save(figure, Path(path))
-    plt.close(figure)
-    return True
+    _label_layers(axis, names, rotation=45, ylabel="sparsity", title=title, legend_size=7)
+    return _save(plt, figure, path)
 
 
 def plot_gaussian_error(curves: dict[str, list[tuple[int, float]]], path: str | Path) -> bool:
@@ -156,6 +151,4 @@ def plot_gaussian_error(curves: dict[str, list[tuple[int, float]]], path: str | 
     axis.set_xlabel("epoch")
     axis.set_ylabel("max over layers of |actual - analytic|")
     axis.legend(fontsize=6)
-    _save(figure, Path(path))
-    plt.close(figure)
-    return True
+    return _save(plt, figure, path)

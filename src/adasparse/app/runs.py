@@ -17,14 +17,8 @@ import torch
 from torch import nn
 
 from ..core.report import check_state_dict
-from ..export.sparse import (
-    DEFAULT_MAX_BYTES,
-    _check_max_bytes,
-    _shape_mismatch,
-    dense_size,
-    plain_state_dict,
-    save_sparse,
-)
+from ..export.sparse import DEFAULT_MAX_BYTES, dense_size, plain_state_dict, save_sparse
+from ..export.sparse_schema import check_max_bytes, shape_mismatch
 
 __all__ = [
     "RUN_FILES",
@@ -63,7 +57,7 @@ class RunWeights:
         model = create_model(name, num_classes=num_classes, input_shape=input_shape)
         shapes = {key: tuple(tensor.shape) for key, tensor in self.state_dict.items()}
         architecture = f"the run's {name!r} architecture"
-        problem = _shape_mismatch(shapes, model.state_dict(), architecture)
+        problem = shape_mismatch(shapes, model.state_dict(), architecture)
         if problem:
             raise ValueError(f"{self.source} does not fit {architecture}: {problem}")
         model.load_state_dict(self.state_dict)
@@ -155,7 +149,7 @@ def read_weights_file(
     """
     from .config import CHECKPOINT_FORMAT
 
-    _check_max_bytes(max_bytes)
+    check_max_bytes(max_bytes)
     path = Path(path)
     if path.is_dir():
         for name in ("model_sparse.pt", "checkpoint.pt"):

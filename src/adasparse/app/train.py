@@ -12,6 +12,9 @@ A run lives in one directory::
 
 Everything a run writes is written atomically; a run killed at any moment resumes from its last complete epoch
 and, on CPU, ends with exactly the weights of an uninterrupted run.
+
+This module sets a run up, loops over the epochs and checkpoints each one; one epoch's training and evaluation are
+in :mod:`.epoch`, the end of a run (calibration, report, ``summary.json``) in :mod:`.finish`.
 """
 
 from __future__ import annotations
@@ -22,18 +25,14 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .._version import __version__
 from ..core._io import atomic_torch_save, atomic_write_json, atomic_write_text
-from ..core.flops import layer_macs
-from ..core.report import SparsityReport, sparsity_report
 from . import distributed
 from .checkpoints import (
     check_checkpoint,
@@ -58,11 +57,13 @@ from .config import (
 )
 from .data import Dataset, load_dataset
 from .data.loader import BatchLoader
+from .epoch import Trainer, check_not_diverged, epoch_line, evaluate, train_epoch
+from .finish import RunResult, finish_run
 from .methods import Method, create_method
 from .models import create_model
 
-# The configuration and the checkpoint handling live in .config and .checkpoints; their public names are
-# re-exported here, where earlier versions defined them.
+# The configuration, the checkpoint handling, the epoch and the end of a run live in .config, .checkpoints, .epoch
+# and .finish; their public names are re-exported here, where earlier versions defined them.
 __all__ = [
     "BUDGETS",
     "RECIPES",
@@ -80,34 +81,6 @@ __all__ = [
     "resolve_device",
     "run_training",
 ]
-
-
-@dataclass
-class RunResult:
-    """Final figures of a run (also written to ``summary.json``)."""
-
-    run_dir: str
-    config: dict[str, Any]
-    epochs_run: int
-    test_accuracy: float
-    test_accuracy_before_calibration: float | None
-    target: float | None
-    sparsity_before_calibration: float | None
-    sparsity: float | None
-    analytic_sparsity: float | None
-    flops_sparsity: float | None
-    wall_seconds: float
-    data_fraction: float
-    target_reached: bool | None = None
-    """Whether the final sparsity is the target to within one weight (within the cost of one weight for the FLOPs
-    budget); ``None`` for a dense run."""
-    report_text: str = ""
-    metrics: list[dict[str, float]] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data.pop("metrics")
-        return data
 
 
 METRIC_FIELDS = (
@@ -184,21 +157,6 @@ def _scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> torch.o
         for group in optimizer.param_groups
     ]
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factors)
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, loader: BatchLoader) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of ``model`` (put in eval mode) over ``loader``."""
-    model.eval()
-    total_loss = torch.zeros((), dtype=torch.float64, device=loader.device)
-    correct = torch.zeros((), dtype=torch.int64, device=loader.device)
-    count = 0
-    for x, y in loader:
-        logits = model(x)
-        total_loss += F.cross_entropy(logits, y, reduction="sum").double()
-        correct += (logits.argmax(1) == y).sum()
-        count += len(y)
-    return float(total_loss) / max(count, 1), int(correct) / max(count, 1)
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]], fields: tuple[str, ...]) -> None:
@@ -320,15 +278,15 @@ def run_training(
         log(f"resuming {run_dir} after epoch {start_epoch} of {config.epochs}")
 
     writer = _tensorboard_writer(run_dir, log) if config.tensorboard and ctx.main else None
-    trainer = _Trainer(model, method, ctx, device)
+    trainer = Trainer(model, method, ctx, device)
 
     for epoch in range(start_epoch, config.epochs):  # type: ignore[arg-type]
         try:
-            row = _train_epoch(trainer, optimizer, train_loader, epoch, config, progress)
+            row = train_epoch(trainer, optimizer, train_loader, epoch, config, progress)
         except Exception as error:
-            _check_not_diverged(model, epoch, config, cause=error)
+            check_not_diverged(model, epoch, config, cause=error)
             raise
-        _check_not_diverged(model, epoch, config, loss=row["train_loss"])
+        check_not_diverged(model, epoch, config, loss=row["train_loss"])
         row["test_loss"], row["test_accuracy"] = evaluate(model, test_loader)
         layers = method.layer_sparsities()
         row["actual_sparsity"] = method.sparsity()
@@ -365,204 +323,15 @@ def run_training(
                 if key != "epoch" and not math.isnan(value):
                     writer.add_scalar(key, value, epoch + 1)
             writer.flush()
-        log(_epoch_line(row, config))
+        log(epoch_line(row, config))
     if writer is not None:
         writer.close()
-    result = _finish(
+    result = finish_run(
         model, method, example, config, run_dir, test_loader, metrics, elapsed_before, start_time, log, ctx
     )
     distributed.barrier(ctx)
     return result
 
 
-def _check_not_diverged(
-    model: nn.Module, epoch: int, config: TrainConfig, *, loss: float = 0.0, cause: Exception | None = None
-) -> None:
-    """``ValueError`` saying the training diverged when a parameter (named) or the epoch's loss is NaN or inf.
-
-    Called after every epoch and when an epoch fails, so every method and mode reports divergence the same way.
-    """
-    problem = next(
-        (
-            f"{name} has non-finite values (NaN or inf)"
-            for name, parameter in model.named_parameters()
-            if not bool(torch.isfinite(parameter).all())
-        ),
-        None,
-    )
-    if problem is None and not math.isfinite(loss):
-        problem = f"the training loss is {loss}"
-    if problem is not None:
-        raise ValueError(
-            f"training diverged in epoch {epoch + 1} of {config.epochs}: {problem}; "
-            f"try a lower learning rate than lr={config.lr:g}"
-        ) from cause
-
-
 def _silent(message: str) -> None:
     """The logger of ranks other than 0."""
-
-
-class _Trainer:
-    """The model as the training step calls it: wrapped in DistributedDataParallel when distributed. No method
-    changes the model's parameters during training (fixed masks are buffers), so one wrapper serves the run."""
-
-    def __init__(self, model: nn.Module, method: Method, ctx: distributed.Context, device: torch.device) -> None:
-        self.model, self.method, self.ctx = model, method, ctx
-        self.forward_model = distributed.wrap(model, ctx, device)
-
-
-def _epoch_line(row: dict[str, float], config: TrainConfig) -> str:
-    text = (
-        f"epoch {int(row['epoch']):3d}/{config.epochs}  loss {row['train_loss']:.4f}  "
-        f"test acc {row['test_accuracy']:.4f}"
-    )
-    if not math.isnan(row["analytic_sparsity"]):
-        text += f"  sparsity {row['actual_sparsity']:.4f} (analytic {row['analytic_sparsity']:.4f})"
-    elif row["actual_sparsity"] > 0.0:
-        text += f"  sparsity {row['actual_sparsity']:.4f}"
-    return text + f"  {row['epoch_seconds']:.1f}s"
-
-
-def _train_epoch(
-    trainer: _Trainer,
-    optimizer: torch.optim.Optimizer,
-    loader: BatchLoader,
-    epoch: int,
-    config: TrainConfig,
-    progress: bool,
-) -> dict[str, float]:
-    from tqdm.auto import tqdm
-
-    model, method = trainer.model, trainer.method
-    model.train()
-    device = loader.device
-    task_sum = torch.zeros((), dtype=torch.float64, device=device)
-    sparsity_sum = torch.zeros((), dtype=torch.float64, device=device)
-    correct = torch.zeros((), dtype=torch.int64, device=device)
-    count = 0
-    data_seconds = 0.0
-    epoch_start = time.perf_counter()
-    bar = tqdm(total=len(loader), desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, disable=not progress)
-    total_steps = len(loader) * config.epochs  # type: ignore[operator]
-    step = epoch * len(loader)
-    batches = iter(loader)
-    while True:
-        data_start = time.perf_counter()
-        try:
-            x, y = next(batches)
-        except StopIteration:
-            break
-        data_seconds += time.perf_counter() - data_start
-        method.begin_step(step, total_steps)
-        logits = trainer.forward_model(x)
-        task_loss = F.cross_entropy(logits, y)
-        loss = task_loss
-        sparsity_loss = method.loss()
-        if sparsity_loss is not None:
-            loss = task_loss + sparsity_loss
-            sparsity_sum += sparsity_loss.detach().double() * len(y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        step += 1
-        method.end_step(step, total_steps)
-        task_sum += task_loss.detach().double() * len(y)
-        correct += (logits.detach().argmax(1) == y).sum()
-        count += len(y)
-        bar.update(1)
-    bar.close()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    task_sum, sparsity_sum, correct, total = distributed.all_reduce_sum(
-        [task_sum, sparsity_sum, correct, torch.tensor(count, device=device)], trainer.ctx
-    )
-    count = int(total)
-    task_mean = float(task_sum) / count
-    sparsity_mean = float(sparsity_sum) / count
-    lrs = {group.get("name", "weights"): group["lr"] for group in optimizer.param_groups}
-    return {
-        "epoch": epoch + 1,
-        "train_loss": task_mean + sparsity_mean,
-        "task_loss": task_mean,
-        "sparsity_loss": sparsity_mean,
-        "train_accuracy": int(correct) / count,
-        "lr": float(lrs.get("weights", float("nan"))),
-        "threshold_lr": float(lrs.get("thresholds", method.threshold_step())),
-        "epoch_seconds": time.perf_counter() - epoch_start,
-        "data_seconds": data_seconds,
-    }
-
-
-def _target_reached(
-    config: TrainConfig, report: SparsityReport, macs: dict[str, float], sparsity: float, flops_sparsity: float
-) -> bool:
-    """Whether the final sparsity is ``config.target`` to within one weight of the pruned layers; for the FLOPs
-    budget, the compute sparsity to within the largest cost of one weight (as :func:`adasparse.calibrate`)."""
-    if config.budget == "flops":
-        total = sum(macs.get(layer.name, 0.0) for layer in report.layers)
-        tolerance = max((macs.get(layer.name, 0.0) / max(layer.numel, 1) for layer in report.layers), default=0.0)
-        gap = abs(flops_sparsity - config.target) * total
-    else:
-        tolerance = 1.0
-        gap = abs(sparsity - config.target) * report.pruned_params
-    return gap <= tolerance * (1.0 + 1e-9) + 1e-9
-
-
-def _finish(
-    model: nn.Module,
-    method: Method,
-    example: torch.Tensor,
-    config: TrainConfig,
-    run_dir: Path,
-    test_loader: BatchLoader,
-    metrics: list[dict[str, float]],
-    elapsed_before: float,
-    start_time: float,
-    log: Callable[[str], None],
-    ctx: distributed.Context,
-) -> RunResult:
-    from .plots import plot_curves, plot_layer_sparsity
-
-    _, accuracy_before = evaluate(model, test_loader)
-    sparse = method.sparse
-    finish = method.finish(log)
-    if finish.message:
-        log(finish.message)
-    _, accuracy = evaluate(model, test_loader)
-    report = finish.report or sparsity_report(model, min_params=config.pthres)
-    macs = layer_macs(model, example, min_params=config.pthres)
-    total_macs = sum(macs.get(layer.name, 0.0) for layer in report.layers)
-    flops_sparsity = sum(macs.get(layer.name, 0.0) * layer.actual for layer in report.layers) / max(total_macs, 1.0)
-    if ctx.main:
-        atomic_write_json(run_dir / "report.json", report.to_dict())
-        atomic_write_text(run_dir / "report.md", report.to_markdown() + "\n")
-        plots = [
-            plot_layer_sparsity(report, run_dir / "sparsity_per_layer.png"),
-            plot_curves(metrics, run_dir / "curves.png"),
-        ]
-        if not all(plots):
-            log("matplotlib is not installed (pip install matplotlib): plots skipped")
-        atomic_torch_save(model.state_dict(), run_dir / "model_sparse.pt")
-    epoch_seconds = sum(row["epoch_seconds"] for row in metrics)
-    data_seconds = sum(row["data_seconds"] for row in metrics)
-    result = RunResult(
-        run_dir=str(run_dir),
-        config=config.to_dict(),
-        epochs_run=len(metrics),
-        test_accuracy=accuracy,
-        test_accuracy_before_calibration=accuracy_before if sparse else None,
-        target=config.target if sparse else None,
-        sparsity_before_calibration=finish.sparsity_before if sparse else None,
-        sparsity=finish.sparsity_after if sparse else None,
-        analytic_sparsity=finish.analytic,
-        flops_sparsity=flops_sparsity if sparse else None,
-        wall_seconds=elapsed_before + time.perf_counter() - start_time,
-        data_fraction=data_seconds / epoch_seconds if epoch_seconds else 0.0,
-        target_reached=_target_reached(config, report, macs, finish.sparsity_after, flops_sparsity) if sparse else None,
-        report_text=str(report),
-        metrics=metrics,
-    )
-    if ctx.main:
-        atomic_write_json(run_dir / "summary.json", result.to_dict())
-    return result

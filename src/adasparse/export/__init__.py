@@ -10,28 +10,7 @@ directories or training; that lives in :mod:`adasparse.app.runs`.
 package, see ``adasparse/__init__.py``).
 """
 
-from .sparse import (
-    DEFAULT_MAX_BYTES,
-    ENCODINGS,
-    FORMAT,
-    FORMAT_VERSION,
-    METADATA_KEY,
-    dense_size,
-    load_sparse,
-    plain_state_dict,
-    read_sparse_metadata,
-    save_sparse,
-)
+from . import sparse
+from .sparse import *  # noqa: F403 - the format's public names, listed once: in sparse.__all__
 
-__all__ = [
-    "DEFAULT_MAX_BYTES",
-    "ENCODINGS",
-    "FORMAT",
-    "FORMAT_VERSION",
-    "METADATA_KEY",
-    "dense_size",
-    "load_sparse",
-    "plain_state_dict",
-    "read_sparse_metadata",
-    "save_sparse",
-]
+__all__ = list(sparse.__all__)

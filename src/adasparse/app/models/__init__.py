@@ -1,4 +1,5 @@
-"""Models for `adasparse train`, written with torch alone, one per file, created by name.
+"""Models for `adasparse train`, written with torch alone, one per file (``resnet1d`` and ``resnet2d`` share
+``resnet.py``), created by name.
 
 ``create_model("wrn-16-8", num_classes=100, input_shape=(3, 32, 32))``.
 """

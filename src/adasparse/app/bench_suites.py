@@ -1,0 +1,182 @@
+"""The suites of ``adasparse bench``: which variants (method and options), data sets and models, targets, seeds and
+epochs each one trains (``adasparse bench --suite NAME``); :mod:`.bench` runs them, :mod:`.bench_results` writes
+their page."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "Variant",
+    "Suite",
+    "SUITES",
+    "DEFAULT",
+    "BASELINES",
+    "ORIGINAL",
+    "ABLATION",
+    "EMBEDDED",
+    "ZOO",
+    "THRESHOLDS_IN_OPTIMIZER",
+    "DENSE",
+    "PRETRAIN_EPOCHS",
+    "FINETUNE_EPOCHS",
+    "PRETRAINED",
+    "THRESHOLD_LRS",
+    "THRESHOLD_LR_SCALES",
+    "THRESHOLD_LR",
+]
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One column of the results: a label and the :class:`~adasparse.train.TrainConfig` options it sets (they
+    override the suite's, ``epochs`` included).
+
+    ``init_from`` is the label of another variant of the suite: each run then starts from the final weights of
+    that variant's run with the same data set, model and seed (its target too, unless it is dense), which runs
+    first (:func:`.bench.phases`)."""
+
+    label: str
+    options: dict[str, Any]
+    ours: bool = False
+    init_from: str | None = None
+
+    @property
+    def dense(self) -> bool:
+        """Whether the variant trains without pruning (it runs once per seed: its target is irrelevant)."""
+        return self.options.get("sparsity") == "none"
+
+
+@dataclass(frozen=True)
+class Suite:
+    """Variants × (data set, model) × targets × seeds."""
+
+    name: str
+    variants: tuple[Variant, ...]
+    datasets: tuple[tuple[str, str], ...]
+    targets: tuple[float, ...]
+    seeds: tuple[int, ...] = (0, 1, 2)
+    epochs: int | None = None
+
+
+DEFAULT = Variant("adasparse (default)", {}, ours=True)
+BASELINES = (
+    Variant("one-shot", {"method": "oneshot"}),
+    Variant("one-shot + FT", {"method": "oneshot-ft"}),
+    Variant("GMP global", {"method": "gmp"}),
+    Variant("GMP per layer", {"method": "gmp-layer"}),
+)
+_ORIGINAL_OPTIONS = {
+    "threshold_update": "optimizer",
+    "centred": True,
+    "correction": False,
+    "ramp": 0.0,
+    "threshold_schedule": "cosine",
+    "task_gradient": True,
+    "finetune": 0.0,
+    "init_fraction": 0.6,
+}
+ORIGINAL = (
+    Variant("adaptive (original)", {**_ORIGINAL_OPTIONS, "sparsity": "adaptive"}, ours=True),
+    Variant("fixed (original)", {**_ORIGINAL_OPTIONS, "sparsity": "fixed"}, ours=True),
+    Variant("upper (original)", {**_ORIGINAL_OPTIONS, "sparsity": "upper"}, ours=True),
+)
+ABLATION = (
+    ORIGINAL[0],
+    ORIGINAL[1],
+    Variant("+ constraint", {**ORIGINAL[0].options, "sparsity": "constraint"}, ours=True),
+    Variant("+ projection", {**ORIGINAL[0].options, "sparsity": "projection"}, ours=True),
+    Variant("+ correction", {**ORIGINAL[0].options, "correction": True}, ours=True),
+    Variant("+ ramp", {**ORIGINAL[0].options, "ramp": 0.3}, ours=True),
+    Variant("+ no task gradient", {**ORIGINAL[0].options, "task_gradient": False}, ours=True),
+    Variant("+ constant threshold lr", {**ORIGINAL[0].options, "threshold_schedule": "constant"}, ours=True),
+    Variant("+ fine-tune with fixed masks", {**ORIGINAL[0].options, "finetune": 0.2}, ours=True),
+    DEFAULT,
+    Variant("default, constraint instead of projection", {"sparsity": "constraint"}, ours=True),
+    Variant("default, no task gradient", {"task_gradient": False}, ours=True),
+    Variant("GMP global", {"method": "gmp"}),
+)
+EMBEDDED = (("mnist1d", "cnn1d"), ("digits", "cnn2d"))
+ZOO = (("mnist1d", "cnn1d"), ("mnist1d", "resnet1d"), ("mnist1d", "transformer"), ("digits", "resnet2d"))
+"""Normalization, residual blocks and attention beside the plain CNN."""
+THRESHOLDS_IN_OPTIMIZER = Variant(
+    "default, thresholds in the optimizer (lr/100)", {"threshold_update": "optimizer"}, ours=True
+)
+DENSE = Variant("dense", {"sparsity": "none"})
+
+PRETRAIN_EPOCHS, FINETUNE_EPOCHS = 30, 7
+"""The pretrained suite: dense pre-training (the zoo's dense runs, SGD), then pruning during a fine-tuning run of
+under a quarter of its steps with AdamW."""
+_FINETUNE = {"epochs": FINETUNE_EPOCHS, "optimizer": "adamw"}
+PRETRAINED = (
+    DENSE,
+    Variant("pretrained + adasparse (default)", dict(_FINETUNE), ours=True, init_from="dense"),
+    Variant("pretrained + GMP global", {**_FINETUNE, "method": "gmp"}, init_from="dense"),
+    Variant("pretrained + one-shot + FT", {**_FINETUNE, "method": "oneshot-ft"}, init_from="dense"),
+)
+
+THRESHOLD_LRS = (0.2, 0.6, 2.0, 6.0, 20.0)
+"""Two decades around the default threshold_lr (2.0)."""
+THRESHOLD_LR_SCALES = (0.01, 0.1, 1.0)
+"""The previous mode (thresholds an optimizer group at lr * threshold_lr_scale), for comparison."""
+THRESHOLD_LR = tuple(
+    variant
+    for optimizer, name in (("sgd", "SGD"), ("adamw", "AdamW"))
+    for variant in (
+        *(
+            Variant(f"threshold_lr {lr:g}, {name}", {"threshold_lr": lr, "optimizer": optimizer}, ours=True)
+            for lr in THRESHOLD_LRS
+        ),
+        *(
+            Variant(
+                f"thresholds in the optimizer x{scale:g}, {name}",
+                {"threshold_update": "optimizer", "threshold_lr_scale": scale, "optimizer": optimizer},
+                ours=True,
+            )
+            for scale in THRESHOLD_LR_SCALES
+        ),
+    )
+)
+
+SUITES: dict[str, Suite] = {
+    "methods": Suite(
+        "methods",
+        (Variant("dense", {"sparsity": "none"}), *BASELINES, *ORIGINAL, DEFAULT),
+        EMBEDDED,
+        (0.5, 0.8, 0.9, 0.95, 0.98),
+    ),
+    "ablation": Suite("ablation", ABLATION, (*EMBEDDED, ("mnist1d", "mlp")), (0.9, 0.95, 0.98)),
+    "flops": Suite(
+        "flops",
+        (DEFAULT, Variant("adasparse (default), FLOPs budget", {"budget": "flops"}, ours=True)),
+        EMBEDDED,
+        (0.9,),
+    ),
+    "zoo": Suite(
+        "zoo",
+        (
+            DENSE,
+            BASELINES[1],
+            BASELINES[2],
+            ORIGINAL[0],
+            THRESHOLDS_IN_OPTIMIZER,
+            DEFAULT,
+        ),
+        ZOO,
+        (0.9, 0.98),
+        epochs=30,
+    ),
+    "pretrained": Suite("pretrained", PRETRAINED, ZOO, (0.9, 0.98), epochs=PRETRAIN_EPOCHS),
+    "threshold-lr": Suite(
+        "threshold-lr", THRESHOLD_LR, (("mnist1d", "resnet1d"), ("mnist1d", "transformer")), (0.98,), epochs=30
+    ),
+    "quick": Suite(
+        "quick",
+        (Variant("dense", {"sparsity": "none"}), BASELINES[1], BASELINES[2], ORIGINAL[0], DEFAULT),
+        (("digits", "mlp"),),
+        (0.9,),
+        seeds=(0,),
+        epochs=3,
+    ),
+}
