@@ -103,3 +103,39 @@ def test_cli_export_onnx(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFi
     weights = load_run_weights(run_dir)
     model = weights.build_model()
     assert compare_onnx_outputs(target, model, torch.randn(5, 1, 8, 8)) < 1e-4
+
+
+@pytest.fixture(scope="module")
+def channel_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("sklearn", reason="the digits data set ships with scikit-learn")
+    pytest.importorskip("torch_pruning")
+    from adasparse.app.cli import main
+
+    out = tmp_path_factory.mktemp("export-channels") / "run"
+    argv = train_digits_mlp(2, "--out", str(out), "--quiet", "--granularity", "channel", "--budget", "flops")
+    assert main([*argv, "--starget", "0.5", "--no-dense-baseline"]) == 0
+    return out
+
+
+def test_cli_train_by_channels_reports_the_shrunk_cost(channel_run: Path) -> None:
+    summary = json.loads((channel_run / "summary.json").read_text())
+    assert summary["config"]["granularity"] == "channel"
+    assert summary["target_reached"] is True
+    assert summary["flops_sparsity"] == pytest.approx(0.5, abs=0.02)
+    assert summary["sparsity"] == summary["flops_sparsity"]
+
+
+def test_cli_export_shrink(channel_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("onnxruntime")
+    from adasparse.export.onnx_export import compare_onnx_outputs
+
+    status, out, _ = _cli(["export", str(channel_run), "--shrink"], capsys)
+    target = channel_run / "model_shrunk.onnx"
+    assert status == 0 and f"wrote {target}" in out
+    model = load_run_weights(channel_run).build_model()
+    assert compare_onnx_outputs(target, model, torch.randn(5, 1, 8, 8)) < 1e-4
+    full = tmp_path / "full.onnx"
+    assert _cli(["export", str(channel_run), "--format", "onnx", "--out", str(full)], capsys)[0] == 0
+    assert target.stat().st_size < 0.8 * full.stat().st_size
+    status, _, err = _cli(["export", str(channel_run), "--shrink", "--format", "sparse"], capsys)
+    assert status == 2 and "--format onnx" in err

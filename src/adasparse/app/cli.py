@@ -79,7 +79,15 @@ def build_parser() -> argparse.ArgumentParser:
         "weights (needs config.json; ONNX stores the zeros densely).",
     )
     export.add_argument("path", metavar="RUN_OR_CKPT", help="run directory, checkpoint.pt or model_sparse.pt")
-    export.add_argument("--format", choices=("sparse", "onnx"), default="sparse", help="output format (default sparse)")
+    export.add_argument(
+        "--format", choices=("sparse", "onnx"), default=None, help="output format (default sparse; onnx with --shrink)"
+    )
+    export.add_argument(
+        "--shrink",
+        action="store_true",
+        help="remove the channels and attention heads nothing reads (after --granularity channel) and export the "
+        "smaller model as ONNX (model_shrunk.onnx); its outputs are checked against the pruned model's",
+    )
     export.add_argument(
         "--out",
         default=None,
@@ -137,10 +145,16 @@ def _export(args: argparse.Namespace) -> int:
     from .runs import export_run
 
     values_dtype = torch.float16 if args.fp16 else None
-    if args.fp16 and args.format != "sparse":
+    format = args.format or ("onnx" if args.shrink else "sparse")
+    if args.fp16 and format != "sparse":
         raise ValueError("--fp16 applies to --format sparse only")
     result = export_run(
-        args.path, format=args.format, out=args.out, values_dtype=values_dtype, max_bytes=args.max_bytes
+        args.path,
+        format=format,
+        out=args.out,
+        values_dtype=values_dtype,
+        max_bytes=args.max_bytes,
+        shrink=args.shrink,
     )
     print(
         f"wrote {result.path}: {result.bytes:,} bytes, {result.ratio:.3f}x the dense torch.save "

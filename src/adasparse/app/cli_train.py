@@ -47,6 +47,7 @@ _PRUNING_FLAGS: tuple[tuple[tuple[str, ...], str, tuple[str, ...]], ...] = (
     (("--centred",), "centred", ()),
     (("--init-fraction",), "init_fraction", ()),
     (("--budget",), "budget", ()),
+    (("--granularity",), "granularity", ()),
 )
 """The pruning options of ``adasparse train``: flag, ``TrainConfig`` field, choices beyond the library's."""
 
@@ -294,8 +295,14 @@ def print_summary(result: RunResult, baseline: RunResult | None) -> None:
         if result.target_reached is False:
             reason = "as learned, --no-calibrate" if _learned_sparsity_requested(result) else "more than one weight off"
             print(f"target {result.target:.4f} NOT reached: final sparsity {_final(result)} ({reason})")
-        if result.flops_sparsity is not None and result.config.get("budget") == "flops":
-            print(f"compute: {100 * result.flops_sparsity:.2f}% of the pruned layers' multiply-accumulates removed")
+        by_channels = result.config.get("granularity") == "channel"
+        if result.flops_sparsity is not None and (result.config.get("budget") == "flops" or by_channels):
+            scope = (
+                "the model's multiply-accumulates, once shrunk"
+                if by_channels
+                else "the pruned layers' multiply-accumulates"
+            )
+            print(f"compute: {100 * result.flops_sparsity:.2f}% of {scope} removed")
         accuracy = f"test accuracy: {result.test_accuracy:.4f} at {result.sparsity:.4f} sparsity"
         if result.test_accuracy_before_calibration != result.test_accuracy:
             accuracy += f" ({result.test_accuracy_before_calibration:.4f} before calibration)"

@@ -14,6 +14,7 @@ import torch
 from ..control.config import PrunerConfig
 from ..control.loss import MODES
 from ..core import _checks
+from ..core.granularity import parse_granularity
 from .data import DATASETS
 from .methods import METHODS
 from .models import check_model_name, default_model
@@ -79,8 +80,11 @@ class TrainConfig:
     ``finetune`` is the final fraction of training spent fine-tuning with the masks fixed after an exact calibration
     (0: thresholds learn until the end, then calibrate), and ``init_fraction`` starts every threshold at the
     Gaussian threshold of ``init_fraction * target`` when there is no ramp (the original recipe: 0.6).
-    ``threshold_update`` is ``"adam"`` (the pruner moves the thresholds, ``threshold_lr`` standard deviations over
-    the whole training at most) or ``"optimizer"`` (an SGD group at ``lr * threshold_lr_scale``, the original).
+    ``granularity`` prunes single weights (``"element"``), output channels and attention heads (``"channel"``: the
+    target is then the fraction of the model's cost removed once they are, see :func:`adasparse.shrink`) or
+    ``"block:RxC"``. ``threshold_update`` is ``"adam"`` (the pruner moves the thresholds, ``threshold_lr``
+    standard deviations over the whole training at most) or ``"optimizer"`` (an SGD group at
+    ``lr * threshold_lr_scale``, the original).
     The pruning defaults are :class:`adasparse.PrunerConfig`'s.
 
     ``optimizer`` is ``"sgd"`` (momentum ``momentum``, the paper's recipe) or ``"adamw"`` (default betas; its
@@ -108,6 +112,7 @@ class TrainConfig:
     threshold_lr: float = _PRUNER.threshold_lr
     threshold_schedule: str = "constant"
     budget: str = _PRUNER.budget
+    granularity: str = _PRUNER.granularity
     finetune: float = _PRUNER.finetune
     init_fraction: float = _PRUNER.init_fraction
     epochs: int | None = None
@@ -145,6 +150,7 @@ class TrainConfig:
             centred=self.centred,
             init_fraction=self.init_fraction,
             budget=self.budget,
+            granularity=self.granularity,
         )
 
     def resolved(self) -> TrainConfig:
@@ -154,6 +160,7 @@ class TrainConfig:
         _checks.check_choice(self.sparsity, "sparsity", SPARSITY_CHOICES)
         _checks.check_choice(self.threshold_schedule, "threshold_schedule", THRESHOLD_SCHEDULES)
         _checks.check_choice(self.budget, "budget", BUDGETS)
+        parse_granularity(self.granularity)
         _checks.check_choice(self.optimizer, "optimizer", OPTIMIZERS)
         if self.init_from is not None and (not isinstance(self.init_from, str) or not self.init_from):
             raise ValueError(f"init_from must be a run directory, got {self.init_from!r}")

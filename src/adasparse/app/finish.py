@@ -19,7 +19,7 @@ from . import distributed
 from .config import TrainConfig
 from .data.loader import BatchLoader
 from .epoch import evaluate
-from .methods import Method
+from .methods import Finish, Method
 
 __all__ = ["RunResult", "finish_run", "target_reached"]
 
@@ -67,6 +67,12 @@ def target_reached(
     return gap <= tolerance * (1.0 + 1e-9) + 1e-9
 
 
+def _reached(config: TrainConfig, report: SparsityReport, macs: dict[str, float], finish: Finish, flops: float) -> bool:
+    if finish.reached is not None:  # the method's own test (channels: within one channel's cost)
+        return finish.reached
+    return target_reached(config, report, macs, finish.sparsity_after, flops)
+
+
 def finish_run(
     model: nn.Module,
     method: Method,
@@ -94,6 +100,8 @@ def finish_run(
     macs = layer_macs(model, example, min_params=config.pthres)
     total_macs = sum(macs.get(layer.name, 0.0) for layer in report.layers)
     flops_sparsity = sum(macs.get(layer.name, 0.0) * layer.actual for layer in report.layers) / max(total_macs, 1.0)
+    if report.shrunk is not None:  # pruned by channels: what removing them takes off the whole model
+        flops_sparsity = report.shrunk["flops"]
     if ctx.main:
         atomic_write_json(run_dir / "report.json", report.to_dict())
         atomic_write_text(run_dir / "report.md", report.to_markdown() + "\n")
@@ -119,7 +127,15 @@ def finish_run(
         flops_sparsity=flops_sparsity if sparse else None,
         wall_seconds=elapsed_before + time.perf_counter() - start_time,
         data_fraction=data_seconds / epoch_seconds if epoch_seconds else 0.0,
-        target_reached=target_reached(config, report, macs, finish.sparsity_after, flops_sparsity) if sparse else None,
+        target_reached=(
+            (
+                finish.reached
+                if finish.reached is not None
+                else target_reached(config, report, macs, finish.sparsity_after, flops_sparsity)
+            )
+            if sparse
+            else None
+        ),
         report_text=str(report),
         metrics=metrics,
     )

@@ -10,6 +10,9 @@ each step (prune, ramp a target), report the sparsity reached, save its state wi
 - ``oneshot``: train dense, prune the smallest weights globally at the end (no fine-tuning);
 - ``oneshot-ft``: train dense for the first half (one cosine cycle), prune globally, fine-tune the second half;
   from a pretrained model (``init_from``), prune before the first step and fine-tune the whole run;
+- ``l1-channels`` / ``l1-channels-uniform``: structured, for ``granularity="channel"`` comparisons: the smallest-L1
+  channels of the starting model (torch-pruning's magnitude importance), ranked globally or the same fraction in
+  every layer, fixed at the first step to the target's share of the model's cost, then fine-tuned the whole run;
 - ``dense``: no pruning.
 """
 
@@ -22,18 +25,21 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from ..baselines.channels import magnitude_channel_prune
 from ..baselines.magnitude import MagnitudePruner
 from ..control.pruner import Pruner
+from ..core.granularity import ChannelSet
+from ..core.parametrization import pruned_tensors, pruning_units
 from ..core.report import SparsityReport, sparsity_report
 from ..core.schedules import cubic_ramp
-from ..core.sparsify import param_groups
+from ..core.sparsify import desparsify, param_groups
 
 if TYPE_CHECKING:
     from .config import TrainConfig
 
 __all__ = ["METHODS", "Method", "Finish", "create_method", "GMP_START", "GMP_END", "GMP_EVENTS"]
 
-METHODS = ("adasparse", "gmp", "gmp-layer", "oneshot", "oneshot-ft", "dense")
+METHODS = ("adasparse", "gmp", "gmp-layer", "oneshot", "oneshot-ft", "l1-channels", "l1-channels-uniform", "dense")
 
 GMP_START, GMP_END = 0.1, 0.7
 """Gradual magnitude pruning ramps the sparsity between these fractions of the training steps."""
@@ -52,6 +58,8 @@ class Finish:
     message: str = ""
     report: SparsityReport | None = None
     """The final per-layer report, when the method has more to say than the plain model's zeros."""
+    reached: bool | None = None
+    """Whether the target was met, when the method knows better than a count of zeros (channels: within one)."""
 
 
 class Method:
@@ -134,10 +142,12 @@ class LearnedThresholds(Method):
         self.pruner.step()
 
     def sparsity(self) -> float:
-        return sparsity_report(self.model).overall
+        return _budget_sparsity(sparsity_report(self.model), self.config.budget)
 
     def analytic(self) -> float | None:
-        return None if self.pruner.frozen else self.criterion.analytic_sparsity
+        if self.pruner.frozen or self.pruner.criterion.mode == "projection" and _by_channels(self.model):
+            return None
+        return self.criterion.analytic_sparsity
 
     def layer_sparsities(self) -> list[dict[str, Any]]:
         frozen = self.pruner.frozen
@@ -168,7 +178,44 @@ class LearnedThresholds(Method):
         message = result.message
         if frozen:
             message = f"fine-tuning with fixed masks; {message}" if message else "fine-tuning with fixed masks"
-        return Finish(result.sparsity_before, result.sparsity, result.analytic, message, result.report)
+        return Finish(result.sparsity_before, result.sparsity, result.analytic, message, result.report, result.reached)
+
+
+def _by_channels(model: nn.Module) -> bool:
+    return any(isinstance(p.layout, ChannelSet) for p in pruned_tensors(model))
+
+
+def _budget_sparsity(report: SparsityReport, budget: str) -> float:
+    """The sparsity the target refers to: the zero fraction of the pruned weights, or for a model pruned by
+    channels the fraction of its cost (``budget``) removed once they are."""
+    return report.shrunk[budget] if report.shrunk is not None else report.overall
+
+
+class MagnitudeChannels(Method):
+    """L1-norm channel pruning of the starting model, fine-tuned with the channels fixed (see the module
+    docstring)."""
+
+    sparse = True
+
+    def __init__(self, model: nn.Module, config: TrainConfig, example_input: torch.Tensor | None, allocation: str):
+        super().__init__(model, config)
+        self.name = "l1-channels" if allocation == "global" else "l1-channels-uniform"
+        if example_input is None:
+            raise ValueError(f"method {self.name} needs an example input to trace the model")
+        magnitude_channel_prune(
+            model, example_input, config.target, budget=config.budget, allocation=allocation, min_params=config.pthres
+        )
+
+    def sparsity(self) -> float:
+        return _budget_sparsity(sparsity_report(self.model), self.config.budget)
+
+    def finish(self, log: Callable[[str], None]) -> Finish:
+        report = sparsity_report(self.model)
+        sparsity = _budget_sparsity(report, self.config.budget)
+        cost = pruning_units(self.model)[0].layout.cost
+        reached = abs(sparsity - self.config.target) <= cost.channel_cost(cost.fractions(), self.config.budget)
+        desparsify(self.model)
+        return Finish(sparsity, sparsity, report=report, reached=reached)
 
 
 class Magnitude(Method):
@@ -232,4 +279,6 @@ def create_method(
         return Magnitude(model, config, "gradual", "layer" if method == "gmp-layer" else "global")
     if method in ("oneshot", "oneshot-ft"):
         return Magnitude(model, config, method, "global")
+    if method in ("l1-channels", "l1-channels-uniform"):
+        return MagnitudeChannels(model, config, example_input, "global" if method == "l1-channels" else "uniform")
     raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")

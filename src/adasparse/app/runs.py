@@ -272,6 +272,7 @@ def export_run(
     out: str | Path | None = None,
     values_dtype: torch.dtype | str | None = None,
     max_bytes: int | None = DEFAULT_MAX_BYTES,
+    shrink: bool = False,
 ) -> ExportResult:
     """Export a run's (or checkpoint's) pruned model: compressed safetensors or ONNX (what ``adasparse export`` does).
 
@@ -285,6 +286,9 @@ def export_run(
         values_dtype: for ``"sparse"``: ``None`` (exact) or float16/bfloat16 values (lossy); for ``"onnx"`` the
             float16 export is not offered and a non-``None`` value is an error.
         max_bytes: the largest size of the weights (as dense tensors) the input may hold; ``None`` for no limit.
+        shrink: remove the channels and heads nothing reads (:func:`adasparse.shrink`, after training with
+            ``--granularity channel``) and export the smaller model; ONNX only (its layer widths are new, and the
+            ONNX file carries them), default name ``model_shrunk.onnx``.
 
     Returns:
         An :class:`ExportResult` (path, size, size of the dense ``torch.save`` of the same weights).
@@ -300,8 +304,12 @@ def export_run(
     """
     if format not in ("sparse", "onnx"):
         raise ValueError(f"format must be 'sparse' or 'onnx', got {format!r}")
+    if shrink and format != "onnx":
+        raise ValueError("--shrink writes a model with new layer widths: export it with --format onnx")
     weights = load_run_weights(path, max_bytes=max_bytes)
     default_name = "model_sparse.safetensors" if format == "sparse" else "model.onnx"
+    if shrink:
+        default_name = "model_shrunk.onnx"
     target = Path(out) if out is not None else weights.source.parent / default_name
     _check_target(target, weights.source)
     dense_state = {key: (t.float() if t.is_floating_point() else t) for key, t in weights.state_dict.items()}
@@ -315,5 +323,12 @@ def export_run(
             raise ValueError("float16 values are only available for the sparse format")
         from ..export.onnx_export import export_onnx
 
-        export_onnx(weights.build_model(), weights.example_input(), target)
+        model = weights.build_model()
+        if shrink:
+            from ..core.shrink import shrink as shrink_model
+
+            generator = torch.Generator().manual_seed(0)
+            example = torch.randn(weights.example_input(2).shape, generator=generator)
+            model = shrink_model(model, example)
+        export_onnx(model, weights.example_input(), target)
     return ExportResult(target, target.stat().st_size, dense_size(dense_state))

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from ..core._checks import check_choice, check_int, check_nonnegative, check_positive
+from ..core.granularity import parse_granularity
 from .loss import DEFAULT_CORRECTION_INTERVAL, DEFAULT_DUAL_STEP, MODES
 
 __all__ = ["BUDGETS", "THRESHOLD_UPDATES", "PrunerConfig", "check_same_settings", "configured"]
@@ -68,6 +69,12 @@ class PrunerConfig:
     )
     budget: str = _option("params", "params: the target counts weights; flops: multiply-accumulates per example")
     min_params: int = _option(1000, "tensors with fewer elements stay dense (the paper's pthres)")
+    granularity: str = _option(
+        "element",
+        "what one threshold zeroes at once: element (single weights), channel (output channels and attention "
+        "heads, tied layers together; the budget is then the model's cost once they are removed, and "
+        "adasparse.shrink removes them), or block:RxC",
+    )
 
     def validated(self) -> PrunerConfig:
         """Check every value (``ValueError``/``TypeError`` naming the option); returns ``self``."""
@@ -77,6 +84,10 @@ class PrunerConfig:
         check_nonnegative(self.weight, "weight")
         check_int(self.correction_interval, "correction_interval", 1)
         check_int(self.min_params, "min_params", 0)
+        if parse_granularity(self.granularity).kind == "channel" and self.mode != "projection":
+            raise ValueError(
+                f"granularity='channel' is held to its budget by mode='projection', got mode={self.mode!r}"
+            )
         for name in ("ramp", "finetune"):
             value = getattr(self, name)
             if not 0.0 <= check_nonnegative(value, name) < 1.0:

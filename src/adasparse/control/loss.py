@@ -15,9 +15,11 @@ import torch
 from torch import nn
 
 from ..core._checks import check_choice, check_fraction, check_nonnegative
+from ..core.channel_cost import ChannelCost
 from ..core.distribution import budget_costs
+from ..core.granularity import ChannelSet
 from ..core.operator import analytic_sparsity
-from ..core.parametrization import PrunedTensor, pruned_tensors
+from ..core.parametrization import PrunedTensor, pruning_units
 from .penalties import PENALTIES, ConstraintPenalty, Penalty, closed_form_loss
 from .projection import SLOPE_FLOOR as SLOPE_FLOOR  # defined here before: still importable from this module
 from .projection import UNREACHABLE_GAP as UNREACHABLE_GAP
@@ -38,6 +40,47 @@ DEFAULT_CORRECTION_INTERVAL = 20
 def _use_fused(threshold: torch.Tensor) -> bool:
     """Python-float evaluation on CPU in eager mode; tensor operations elsewhere (no host sync on GPUs)."""
     return threshold.device.type == "cpu" and not torch.compiler.is_compiling()
+
+
+class ChannelBudget:
+    """The budget of a model pruned by channels, in the order of its pruning units: the fraction of the model's
+    weights or multiply-accumulates (``kind``) removed when unit ``i`` prunes ``fractions[i]`` of its channels."""
+
+    def __init__(self, cost: ChannelCost, kind: str, units: list[PrunedTensor]) -> None:
+        self.cost = cost
+        self.kind = check_choice(kind, "budget", ("params", "flops"))
+        index = {id(channel_set): position for position, channel_set in enumerate(cost.channel_sets)}
+        self._order = [index[id(unit.layout)] for unit in units]
+
+    @classmethod
+    def of(cls, units: list[PrunedTensor], budget: str | Mapping[str, float]) -> ChannelBudget | None:
+        """The budget of ``units`` if they are channel sets (``None`` otherwise).
+
+        Raises:
+            ValueError: a model mixing channel sets with other pruned tensors, or a budget other than
+                ``"params"``/``"flops"`` for channel sets.
+        """
+        channel = [isinstance(unit.layout, ChannelSet) for unit in units]
+        if not any(channel):
+            return None
+        if not all(channel):
+            raise ValueError("a model pruned by channels cannot also have tensors pruned weight by weight or by block")
+        if not isinstance(budget, str):
+            raise ValueError("a model pruned by channels takes budget='params' or 'flops', not a mapping of costs")
+        return cls(units[0].layout.cost, budget, units)
+
+    def _in_cost_order(self, fractions: list[float]) -> list[float]:
+        ordered = [0.0] * len(fractions)
+        for value, position in zip(fractions, self._order):
+            ordered[position] = value
+        return ordered
+
+    def sparsity(self, fractions: list[float]) -> float:
+        return self.cost.sparsity(self._in_cost_order(fractions), self.kind)
+
+    def gradient(self, fractions: list[float]) -> list[float]:
+        gradient = self.cost.gradient(self._in_cost_order(fractions), self.kind)
+        return [gradient[position] for position in self._order]
 
 
 class SparsityLoss:
@@ -81,6 +124,9 @@ class SparsityLoss:
         correction_interval: training calls (steps, in the projection mode) between two measurements (``>= 1``).
         budget: ``"params"`` (each layer weighs its weight count) or a mapping from pruned-tensor name to its cost
             (e.g. multiply-accumulates from :func:`adasparse.flops.layer_macs`) to make the target a compute budget.
+            For a model pruned by channels (``sparsify(..., granularity="channel")``), ``"params"`` or ``"flops"``:
+            the target is the fraction of the model's weights or multiply-accumulates that removing the pruned
+            channels takes off (:class:`ChannelBudget`), held by ``mode="projection"``.
 
     Example::
 
@@ -118,17 +164,25 @@ class SparsityLoss:
             raise ValueError(f"correction_interval must be an integer >= 1, got {correction_interval!r}")
         self.correction = bool(correction)
         self.correction_interval = correction_interval
-        self._tensors: list[PrunedTensor] = pruned_tensors(model)
+        self._tensors: list[PrunedTensor] = pruning_units(model)
         if not self._tensors:
             raise ValueError("SparsityLoss needs a sparsified model: call adasparse.sparsify(model, ...) first")
-        costs = budget_costs(self._tensors, budget)
+        self._channels = ChannelBudget.of(self._tensors, budget)
+        if self._channels is not None:
+            if mode != "projection":
+                raise ValueError(
+                    f"a model pruned by channels is held to its budget by mode='projection', got mode={mode!r}"
+                )
+            costs = self._channels.gradient([0.0] * len(self._tensors))
+        else:
+            costs = budget_costs(self._tensors, budget)
         total = sum(costs)
         self._share_list = [cost / total for cost in costs]
         self._offsets = [0.0] * len(self._tensors)
         self._calls = 0
         self._steps = 0
         self._warned_no_step = False
-        self._projection = Projection(self._tensors, self._share_list)
+        self._projection = Projection(self._tensors, self._share_list, self._channels)
         self._cache: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
 
     @property
@@ -230,12 +284,18 @@ class SparsityLoss:
             return self.overall().item()
 
     def actual_sparsity(self) -> float:
-        """The budget-weighted fraction of exact zeros in the effective weights (measured, not estimated)."""
+        """The budget-weighted fraction of exact zeros in the effective weights (measured, not estimated); for a
+        model pruned by channels, the fraction of its cost the pruned channels take off."""
+        if self._channels is not None:
+            return self._channels.sparsity(self._measure())
         return sum(p * a for p, a in zip(self._share_list, self._measure()))
 
     def _measure(self) -> list[float]:
         actual = []
         for pruned in self._tensors:
+            if isinstance(pruned.layout, ChannelSet):
+                actual.append(1.0 - float(pruned.layout.current_keep().float().mean()))
+                continue
             effective = pruned.effective()
             actual.append(1.0 - int(torch.count_nonzero(effective)) / effective.numel())
         return actual

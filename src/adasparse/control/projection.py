@@ -106,9 +106,12 @@ class Projection:
         shares: each tensor's share of the budget (sums to 1).
     """
 
-    def __init__(self, tensors: list[PrunedTensor], shares: list[float]) -> None:
+    def __init__(self, tensors: list[PrunedTensor], shares: list[float], budget: Any = None) -> None:
         self._tensors = tensors
         self._shares = shares
+        self._budget = budget
+        """For a model pruned by channels: an object with ``sparsity(fractions)`` and ``gradient(fractions)`` in
+        the tensors' order (:class:`~adasparse.control.loss.ChannelBudget`); ``None`` otherwise."""
         self.idle = [False] * len(tensors)
         """Per pruned tensor: the loss does not reach it, so it is pruned first (see :meth:`project`)."""
         self.measured: list[MagnitudeDistribution] | None = None
@@ -122,6 +125,50 @@ class Projection:
             self.measured = [MagnitudeDistribution(t, MAX_SAMPLE) for t in self._tensors]
         for measured in self.measured:
             measured.measure()
+
+    def _project_channels(self, target: float) -> float:
+        """The projection of a model pruned by channels: every set's pruned fraction moves by the same amount (so
+        the differences the task gradient made between sets stay, and no set jumps alone to all its channels), the
+        cost of the shrunk model is brought to ``target`` and each threshold is put halfway between the last pruned
+        and the first kept channel of its measured scores. Sets whose one channel weighs less than the remaining
+        gap then close it, the coarse ones (an attention head can be several percent of a model) staying put.
+        Every set keeps at least one channel."""
+        if self.measured is None:
+            self.measure()
+        measured: list[MagnitudeDistribution] = self.measured  # type: ignore[assignment]
+        thresholds = [t.threshold for t in self._tensors]
+        sizes = [max(len(m), 1) for m in measured]
+        starts = [m.zero_fraction(r.item()) for m, r in zip(measured, thresholds)]
+        counts = [round(start * size) for start, size in zip(starts, sizes)]
+        moving = [True] * len(sizes)
+        for _ in range(2):
+
+            def overall(delta: float, starts: list[float] = starts, moving: list[bool] = moving) -> float:
+                counts = _shifted_counts(starts, sizes, delta, moving)
+                return self._budget.sparsity([c / n for c, n in zip(counts, sizes)])
+
+            counts = _shifted_counts(starts, sizes, _closest_shift(overall, target), moving)
+            fractions = [c / n for c, n in zip(counts, sizes)]
+            gap = abs(self._budget.sparsity(fractions) - target)
+            steps = [g / n for g, n in zip(self._budget.gradient(fractions), sizes)]
+            moving = [step < gap for step in steps]
+            if not any(moving) or gap <= 0.5 * min(steps):
+                break
+            starts = fractions
+        with torch.no_grad():
+            for r, distribution, count in zip(thresholds, measured, counts):
+                r.fill_(distribution.threshold_for_count(count))
+        overall_now = self._budget.sparsity([c / n for c, n in zip(counts, sizes)])
+        coarsest = max(g / n for g, n in zip(self._budget.gradient(starts), sizes))
+        if abs(overall_now - target) > max(UNREACHABLE_GAP, coarsest) and not self._warned_unreachable:
+            self._warned_unreachable = True
+            warnings.warn(
+                f"the projection cannot reach the target {target:.4f}: removing the pruned channels takes "
+                f"{overall_now:.4f} of the model's cost off with every set at one channel or at none; warning once",
+                UserWarning,
+                stacklevel=3,
+            )
+        return overall_now
 
     def measured_state(self) -> list[dict[str, Any]] | None:
         """The recorded distributions' states (``None`` when never measured)."""
@@ -144,6 +191,8 @@ class Projection:
         the Gaussian estimate. Idle tensors come first: fully pruned if the target needs more, else they alone carry
         it. A target out of reach warns once.
         """
+        if self._budget is not None:
+            return self._project_channels(target)
         thresholds = [t.threshold for t in self._tensors]
         if correction:
             if self.measured is None:
@@ -182,6 +231,30 @@ class Projection:
                 stacklevel=2,
             )
         return overall
+
+
+def _shifted_counts(starts: list[float], sizes: list[int], delta: float, moving: list[bool]) -> list[int]:
+    """Each set's pruned count after the shift ``delta`` of its pruned fraction (at least one channel kept)."""
+    return [
+        min(max(round((start + delta) * size), 0), size - 1) if move else round(start * size)
+        for start, size, move in zip(starts, sizes, moving)
+    ]
+
+
+def _closest_shift(overall: Callable[[float], float], target: float, low: float = -1.0, high: float = 1.0) -> float:
+    """The shift whose (non-decreasing, stepwise) ``overall`` is closest to ``target``: bisection to the step
+    crossing the target, then the nearer of its two sides."""
+    if overall(high) <= target:
+        return high
+    if overall(low) >= target:
+        return low
+    for _ in range(60):
+        middle = 0.5 * (low + high)
+        if overall(middle) < target:
+            low = middle
+        else:
+            high = middle
+    return low if abs(overall(low) - target) <= abs(overall(high) - target) else high
 
 
 def update_idle(tensors: list[PrunedTensor], reached: list[bool], idle: list[bool]) -> bool:

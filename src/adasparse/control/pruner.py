@@ -43,8 +43,9 @@ from torch import nn
 from ..core._checks import check_fraction, check_int
 from ..core.calibrate import CalibrationResult
 from ..core.flops import layer_macs
+from ..core.granularity import parse_granularity
 from ..core.operator import threshold_for_sparsity
-from ..core.parametrization import PrunedTensor, freeze, pruned_tensors
+from ..core.parametrization import PrunedTensor, freeze, pruned_tensors, pruning_units
 from ..core.report import SparsityReport, sparsity_report
 from ..core.schedules import cubic_ramp
 from ..core.selection import Selector
@@ -100,10 +101,10 @@ class Pruner:
         if pruned_tensors(model):
             raise ValueError("model is already sparsified: build the Pruner on a plain model (desparsify it first)")
         config = self.config
-        costs: dict[str, float] | None = None
-        if config.budget == "flops":
-            if example_input is None:
-                raise ValueError("budget='flops' needs example_input (an input batch) to measure each layer's cost")
+        costs: dict[str, float] | str | None = None
+        channels = parse_granularity(config.granularity).kind == "channel"
+        if config.budget == "flops" and example_input is None:
+            raise ValueError("budget='flops' needs example_input (an input batch) to measure each layer's cost")
         sparsify(
             model,
             init_threshold=threshold_for_sparsity(self._initial_sparsity()),
@@ -112,8 +113,12 @@ class Pruner:
             exclude=exclude,
             task_gradient=config.task_gradient,
             centred=config.centred,
+            granularity=config.granularity,
+            example_input=example_input,
         )
-        if example_input is not None and config.budget == "flops":
+        if channels:
+            costs = config.budget  # the channel cost model knows both (adasparse.core.channel_cost)
+        elif example_input is not None and config.budget == "flops":
             costs = layer_macs(model, example_input, min_params=0)
         self.model = model
         self.costs = costs
@@ -127,7 +132,7 @@ class Pruner:
             correction_interval=config.correction_interval,
             budget=costs if costs is not None else "params",
         )
-        self._tensors: list[PrunedTensor] = pruned_tensors(model)
+        self._tensors: list[PrunedTensor] = pruning_units(model)
         self._identity = self._signature()
         self._versions = self._parameter_versions()
         self._moments = [[0.0, 0.0] for _ in self._tensors]
@@ -329,7 +334,8 @@ class Pruner:
             assert self.freeze_result is not None
             final = sparsity_report(self.model)
             frozen = self.freeze_result
-            self.result = replace(frozen, sparsity=final.overall, report=frozen.report)
+            sparsity = final.shrunk[self.costs] if isinstance(self.costs, str) and final.shrunk else final.overall
+            self.result = replace(frozen, sparsity=sparsity, report=frozen.report)
         else:
             before, calibration = self._calibrated()
             self.result = measured_result(self.model, self._tensors, self.target, self.costs, before, calibration)

@@ -47,7 +47,11 @@ class PrunerResult:
 
 
 def calibrated(
-    model: nn.Module, criterion: SparsityLoss, target: float, costs: Mapping[str, float] | None, calibrate_zeros: bool
+    model: nn.Module,
+    criterion: SparsityLoss,
+    target: float,
+    costs: Mapping[str, float] | str | None,
+    calibrate_zeros: bool,
 ) -> tuple[SparsityReport, CalibrationResult | None]:
     """The report before the final calibration and the calibration's result (``None`` unless ``calibrate_zeros``).
 
@@ -66,14 +70,29 @@ def measured_result(
     model: nn.Module,
     tensors: list[PrunedTensor],
     target: float,
-    costs: Mapping[str, float] | None,
+    costs: Mapping[str, float] | str | None,
     before: SparsityReport,
     calibration: CalibrationResult | None,
 ) -> PrunerResult:
     """The :class:`PrunerResult` of a sparsified ``model`` (its pruned ``tensors``): ``before`` the calibration, after
     it (or now, without one); ``reached`` when the zeros are the target to within one weight (of the cost in
-    ``costs``, a mapping of tensor name to cost, or ``None`` for the weight count)."""
+    ``costs``, a mapping of tensor name to cost, or ``None`` for the weight count). For a model pruned by channels
+    ``costs`` is ``"params"`` or ``"flops"`` and the sparsities are the fractions of that cost the pruned channels
+    take off, met to within one channel."""
     after = calibration.after if calibration is not None else sparsity_report(model)
+    if isinstance(costs, str):  # pruned by channels: the fraction of the model's cost removed once shrunk
+        cost = tensors[0].layout.cost
+        fractions = cost.fractions()
+        sparsity = cost.sparsity(fractions, costs)
+        return PrunerResult(
+            target=target,
+            sparsity_before=before.shrunk[costs] if before.shrunk else sparsity,
+            sparsity=sparsity,
+            analytic=None,
+            reached=abs(sparsity - target) <= cost.channel_cost(fractions, costs) + 1e-9,
+            report=after,
+            message=str(calibration) if calibration is not None else "",
+        )
     units = unit_costs(tensors, costs)  # after.layers are the pruned tensors, in the same order
     total = sum(u * layer.numel for u, layer in zip(units, after.layers))
     achieved = sum(u * layer.zeros for u, layer in zip(units, after.layers))

@@ -89,6 +89,15 @@ class ChannelCost:
         kept = sum(cost * _kept(layer, fractions) for cost, layer in zip(costs, self.layers))
         return 1.0 - kept / total if total else 0.0
 
+    def fractions(self) -> list[float]:
+        """Each set's pruned fraction of channels now (from its threshold, or its fixed masks)."""
+        return [1.0 - float(s.current_keep().float().mean()) for s in self.channel_sets]
+
+    def channel_cost(self, fractions: Sequence[float], budget: str = "params") -> float:
+        """The largest share of the cost one channel carries at ``fractions`` (how closely a budget can be met)."""
+        gradient = self.gradient(fractions, budget)
+        return max(g / s.channels for g, s in zip(gradient, self.channel_sets))
+
     def gradient(self, fractions: Sequence[float], budget: str = "params") -> list[float]:
         """``d sparsity / d fractions[k]`` at ``fractions``: how much cost one more pruned fraction of set ``k``
         removes (the projection's direction)."""

@@ -23,7 +23,8 @@ __all__ = ["MagnitudeDistribution", "budget_costs", "unit_costs"]
 
 
 class MagnitudeDistribution:
-    """A pruned tensor's ``|w_c|`` (sorted ascending) and std, as measured by :meth:`measure`.
+    """A pruned tensor's ``|w_c|`` (sorted ascending) and std, as measured by :meth:`measure`; with a structured
+    granularity, its groups' norms and their root mean square (counts are then of groups).
 
     The zero count at a threshold ``r`` is then a binary search of its bound ``clamp(r, 0, 5) * std + 1e-6``:
     :meth:`zero_count` is exact (the bound in the weight's dtype, as the forward pass compares it),
@@ -40,7 +41,8 @@ class MagnitudeDistribution:
         self._pruned = pruned
         self._sample: torch.Tensor | None = None
         numel = pruned.numel
-        if max_sample is not None and numel > max_sample:
+        self._structured = pruned.layout is not None
+        if max_sample is not None and numel > max_sample and not self._structured:
             generator = torch.Generator().manual_seed(numel)
             self._sample = torch.randperm(numel, generator=generator)[:max_sample]
         self._values = torch.empty(0, dtype=torch.float64)
@@ -49,14 +51,18 @@ class MagnitudeDistribution:
         self._float64: numpy.ndarray | None = None
 
     def _sorted_values(self) -> tuple[torch.Tensor, float | torch.Tensor]:
-        """The sorted magnitudes and the std of the tensor now (the only place they are computed)."""
+        """The sorted magnitudes and the std of the tensor now (the only place they are computed); for a structured
+        granularity the groups' norms and their root mean square (:mod:`~adasparse.core.granularity`)."""
+        if self._structured:
+            scores, scale = self._pruned.scores()
+            return torch.from_numpy(numpy.sort(scores.float().cpu().numpy())), scale
         return sorted_magnitudes(self._pruned.raw.detach(), self._sample)
 
     @torch.no_grad()
     def measure(self) -> MagnitudeDistribution:
         """Record the tensor's distribution as it is now; returns ``self``."""
         self._values, self._std = self._sorted_values()
-        self._dtype = self._pruned.raw.dtype
+        self._dtype = self._values.dtype if self._structured else self._pruned.raw.dtype
         self._float64 = None
         return self
 
@@ -85,6 +91,19 @@ class MagnitudeDistribution:
             self._float64 = self._values.double().cpu().numpy()
         bound = min(max(r, 0.0), MAX_THRESHOLD) * float(self._std) + EPSILON
         return float(self._float64.searchsorted(bound, side="right")) / max(len(self._float64), 1)
+
+    def threshold_for_count(self, count: int) -> float:
+        """A threshold ``r`` in ``[0, 5]`` that prunes exactly ``count`` recorded values (halfway between the
+        ``count``-th and the next; as close as ties and the range of ``r`` allow)."""
+        if self._float64 is None:
+            self._float64 = self._values.double().cpu().numpy()
+        values, scale = self._float64, float(self._std)
+        if scale <= 0.0 or count <= 0 or not len(values):
+            return 0.0
+        if count >= len(values):
+            return MAX_THRESHOLD
+        bound = 0.5 * (values[count - 1] + values[count])
+        return min(max((bound - EPSILON) / scale, 0.0), MAX_THRESHOLD)
 
     def state_dict(self) -> dict[str, Any]:
         """The recorded distribution: ``{"std": float, "sorted": float64 tensor}`` (``weights_only`` safe)."""

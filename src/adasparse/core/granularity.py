@@ -202,8 +202,8 @@ class ChannelSet:
     nothing reads a pruned channel, zeroing the producers' rows, the norms' entries and the consumers' columns
     (:meth:`bake`) and then removing them changes no output.
 
-    A channel's score is the L2 norm of everything that carries it: the producers' rows, the consumers' columns
-    and the affine scale of the norms in between.
+    A channel's score combines everything that carries it: the producers' rows, the consumers' columns and the
+    affine scale of the norms in between, each normalised over the channels (see :meth:`scores`).
 
     Args:
         members: ``(qualified name, module, tensor name)`` of each producer; the first holds the threshold.
@@ -265,19 +265,26 @@ class ChannelSet:
         return self.numel // self.channels
 
     def scores(self) -> torch.Tensor:
-        """Each channel's L2 norm over producers' rows, consumers' columns and norms' scales (1-D, float)."""
-        total = torch.zeros(self.channels, dtype=torch.float32)
-        for _, module, tensor in self.members:
-            total += self._group_squares(module, tensor).cpu()
+        """Each channel's score (1-D, float): the root mean square, over every tensor carrying the channel (the
+        producers' rows, the consumers' columns, the norms' scales), of the channel's norm in that tensor divided by
+        the tensor's root mean square over channels. Each tensor counts the same, whatever its size or scale (a
+        convolution followed by BatchNorm has rows of arbitrary scale)."""
+        parts = [self._group_squares(module, tensor).cpu() for _, module, tensor in self.members]
         for consumer in self.consumers:
             columns = _input_column_squares(consumer.module, _raw(consumer.module, "weight"))
             if columns is not None:
-                total.index_add_(0, consumer.root, columns.cpu()[consumer.index])
+                part = torch.zeros(self.channels, dtype=torch.float32)
+                parts.append(part.index_add_(0, consumer.root, columns.cpu()[consumer.index]))
         for _, module in self.companions:
             scale = getattr(module, "weight", None)
             if isinstance(scale, torch.Tensor) and scale.numel() == self.channels:
-                total += scale.detach().float().pow(2).cpu()
-        return total.sqrt()
+                parts.append(scale.detach().float().pow(2).cpu())
+        total = torch.zeros(self.channels, dtype=torch.float32)
+        for squares in parts:
+            mean = float(squares.double().mean())
+            if mean > 0.0:
+                total += squares / mean
+        return (total / len(parts)).sqrt()
 
     def threshold(self) -> torch.Tensor:
         """The set's threshold ``r`` (a parameter of the first member)."""

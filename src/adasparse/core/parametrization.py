@@ -30,6 +30,7 @@ already lives in :mod:`~adasparse.core.state_keys`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,6 +67,7 @@ __all__ = [
     "is_tied_user",
     "original_class",
     "pruned_tensors",
+    "pruning_units",
     "sparsified_tensor_names",
     "tied_users",
 ]
@@ -507,6 +509,25 @@ class PrunedTensor:
         return self.raw.numel()
 
     @property
+    def groups(self) -> int:
+        """How many groups the threshold decides on: weights, blocks, or the channels of the tensor's set."""
+        layout = self.layout
+        if isinstance(layout, ChannelSet):
+            return layout.channels
+        if isinstance(layout, BlockLayout):
+            return layout.groups
+        return self.numel
+
+    def scores(self) -> tuple[torch.Tensor, float | torch.Tensor]:
+        """What the threshold compares, and its scale: ``(|w - mean|, std)`` per weight, or ``(norms, rms)`` per
+        block or channel (:mod:`~adasparse.core.granularity`); the values flat, not sorted."""
+        layout = self.layout
+        if layout is None:
+            raise ValueError(f"{self.name} is pruned weight by weight: use sorted_magnitudes on its raw weight")
+        values = layout.scores() if isinstance(layout, ChannelSet) else layout.scores(self.raw)
+        return values, math.sqrt(float(values.double().pow(2).mean())) if values.numel() else 0.0
+
+    @property
     def layout(self) -> BlockLayout | ChannelSet | None:
         """The tensor's structured granularity, or ``None`` when single weights are pruned."""
         return self.module.__dict__.get(LAYOUT_ATTRIBUTE, {}).get(self.tensor_name)
@@ -527,6 +548,18 @@ def layout_code(layout: BlockLayout | ChannelSet) -> torch.Tensor:
     if isinstance(layout, ChannelSet):
         return torch.tensor([1, 0, 0], dtype=torch.int64)
     return torch.tensor([2, *layout.block], dtype=torch.int64)
+
+
+def pruning_units(model: nn.Module) -> list[PrunedTensor]:
+    """One pruned tensor per threshold, in module order: every tensor, except that the tensors of a channel set
+    (which share one threshold) are represented by the first of them; its ``layout`` is the set."""
+    seen: set[int] = set()
+    units = []
+    for item in pruned_tensors(model):
+        if id(item.threshold) not in seen:
+            seen.add(id(item.threshold))
+            units.append(item)
+    return units
 
 
 def pruned_tensors(model: nn.Module) -> list[PrunedTensor]:

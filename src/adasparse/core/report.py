@@ -9,8 +9,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from .granularity import ChannelSet
 from .operator import analytic_sparsity_value
-from .parametrization import pruned_tensors
+from .parametrization import PrunedTensor, pruned_tensors
 from .selection import select_layers
 from .state_keys import (
     CENTRED_SUFFIX,
@@ -66,6 +67,9 @@ class SparsityReport:
     total_params: int
     total_zeros: int
     sparsified: bool = field(default=True)
+    shrunk: dict[str, float] | None = None
+    """For a model pruned by channels: the fraction of its weights (``"params"``) and of its multiply-accumulates
+    (``"flops"``) that removing the pruned channels takes off (:mod:`~adasparse.core.channel_cost`)."""
 
     @property
     def pruned_params(self) -> int:
@@ -87,8 +91,8 @@ class SparsityReport:
 
     @property
     def analytic(self) -> float | None:
-        """Parameter-weighted overall analytic sparsity, ``None`` for a plain model."""
-        if not self.sparsified or not self.pruned_params:
+        """Parameter-weighted overall analytic sparsity, ``None`` for a plain model or one pruned by groups."""
+        if not self.sparsified or not self.pruned_params or any(layer.analytic is None for layer in self.layers):
             return None
         return sum(layer.numel * (layer.analytic or 0.0) for layer in self.layers) / self.pruned_params
 
@@ -104,6 +108,7 @@ class SparsityReport:
             "total_params": self.total_params,
             "total_zeros": self.total_zeros,
             "layers": [dict(asdict(layer), shape=list(layer.shape), actual=layer.actual) for layer in self.layers],
+            "shrunk": dict(self.shrunk) if self.shrunk is not None else None,
         }
 
     @classmethod
@@ -121,7 +126,14 @@ class SparsityReport:
             )
             for layer in data["layers"]
         )
-        return cls(layers, int(data["total_params"]), int(data["total_zeros"]), sparsified=bool(data["sparsified"]))
+        shrunk = data.get("shrunk")
+        return cls(
+            layers,
+            int(data["total_params"]),
+            int(data["total_zeros"]),
+            sparsified=bool(data["sparsified"]),
+            shrunk={key: float(value) for key, value in shrunk.items()} if shrunk else None,
+        )
 
     def _rows(self) -> list[list[str]]:
         rows = []
@@ -151,6 +163,9 @@ class SparsityReport:
         rows.append(
             ["overall (all parameters)", "", "", f"{self.total_params:,}", f"{self.overall_all_params:.4f}", "", ""]
         )
+        if self.shrunk is not None:
+            for key, label in (("params", "weights"), ("flops", "multiply-accumulates")):
+                rows.append([f"removed once shrunk ({label})", "", "", "", f"{self.shrunk[key]:.4f}", "", ""])
         return rows
 
     _HEADER = ("layer", "type", "shape", "params", "actual", "analytic", "r")
@@ -231,7 +246,7 @@ def sparsity_report(model: nn.Module, *, min_params: int = 1000) -> SparsityRepo
                         effective.numel(),
                         zeros,
                         r,
-                        analytic_sparsity_value(r),
+                        analytic_sparsity_value(r) if item.layout is None else None,  # groups are not Gaussian
                     )
                 )
                 counted[id(item.raw)] = zeros
@@ -252,7 +267,15 @@ def sparsity_report(model: nn.Module, *, min_params: int = 1000) -> SparsityRepo
                 continue
             total_params += parameter.numel()
             total_zeros += _count_zeros(parameter) if zeros is None else zeros
-    return SparsityReport(tuple(layers), total_params, total_zeros, sparsified=bool(pruned))
+    return SparsityReport(tuple(layers), total_params, total_zeros, sparsified=bool(pruned), shrunk=_shrunk(pruned))
+
+
+def _shrunk(pruned: list[PrunedTensor]) -> dict[str, float] | None:
+    cost = next((p.layout.cost for p in pruned if isinstance(p.layout, ChannelSet)), None)
+    if cost is None:
+        return None
+    fractions = cost.fractions()
+    return {"params": cost.sparsity(fractions, "params"), "flops": cost.sparsity(fractions, "flops")}
 
 
 def state_dict_report(state_dict: Mapping[str, torch.Tensor], *, min_params: int = 1000) -> SparsityReport:

@@ -1,0 +1,102 @@
+"""The Pruner with granularity="channel": the model's cost once shrunk is held to the budget, resumes exactly."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import adasparse
+from adasparse.app.models import create_model
+from adasparse.core.flops import layer_macs
+
+pytest.importorskip("torch_pruning")
+
+
+def _data(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(64, 1, 40, generator=generator)
+    y = (x[:, 0, :20].sum(dim=1) > x[:, 0, 20:].sum(dim=1)).long()
+    return x, y
+
+
+def _pruner(model: torch.nn.Module, target: float, steps: int, **options: object) -> adasparse.Pruner:
+    x, _ = _data()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return adasparse.Pruner(
+            model, target, steps, granularity="channel", example_input=x[:4], min_params=100, **options
+        )
+
+
+def _train(
+    model: torch.nn.Module, pruner: adasparse.Pruner, steps: int, start: int = 0, optimizer_state: dict | None = None
+) -> dict:
+    """Train from step ``start`` to ``steps``; returns the optimizer's state."""
+    x, y = _data()
+    optimizer = torch.optim.SGD(pruner.param_groups(lr=0.05), momentum=0.9)
+    if optimizer_state is not None:
+        optimizer.load_state_dict(optimizer_state)
+    for step in range(start, steps):
+        batch = slice((step * 16) % 64, (step * 16) % 64 + 16)
+        loss = F.cross_entropy(model(x[batch]), y[batch]) + pruner.loss()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        pruner.step()
+    return copy.deepcopy(optimizer.state_dict())
+
+
+@pytest.mark.parametrize("budget", ["flops", "params"])
+def test_the_shrunk_models_cost_is_the_target(budget: str) -> None:
+    torch.manual_seed(0)
+    model = create_model("resnet1d", num_classes=2, input_shape=(1, 40))
+    x, _ = _data()
+    dense = {"flops": sum(layer_macs(model, x[:4], min_params=0).values())}
+    pruner = _pruner(model, 0.5, 40, budget=budget)
+    _train(model, pruner, 40)
+    frozen = pruner.freeze_result
+    assert frozen is not None and frozen.reached
+    cost = adasparse.pruned_tensors(model)[0].layout.cost
+    one_channel = cost.channel_cost(cost.fractions(), budget)
+    assert abs(frozen.sparsity_before - 0.5) <= one_channel + 1e-9
+    plain = pruner.finish()
+    result = pruner.result
+    assert result is not None and result.reached
+    smaller = adasparse.shrink(plain, x[:4])
+    if budget == "flops":
+        removed = 1.0 - sum(layer_macs(smaller, x[:4], min_params=0).values()) / dense["flops"]
+        assert removed == pytest.approx(result.sparsity, abs=1e-9)
+    plain.eval()
+    with torch.no_grad():
+        assert torch.allclose(smaller(x), plain(x), atol=1e-5)
+
+
+def test_channels_need_the_projection_and_an_example_input() -> None:
+    model = create_model("resnet1d", num_classes=2, input_shape=(1, 40))
+    with pytest.raises(ValueError, match="granularity='channel' is held to its budget by mode='projection'"):
+        adasparse.Pruner(model, 0.5, 10, granularity="channel", mode="adaptive")
+    with pytest.raises(ValueError, match="needs example_input"):
+        adasparse.Pruner(model, 0.5, 10, granularity="channel", min_params=100)
+
+
+def test_resume_ends_like_an_uninterrupted_run() -> None:
+    torch.manual_seed(0)
+    start = create_model("resnet1d", num_classes=2, input_shape=(1, 40))
+    whole = copy.deepcopy(start)
+    pruner = _pruner(whole, 0.5, 30)
+    _train(whole, pruner, 30)
+    first = copy.deepcopy(start)
+    pruner = _pruner(first, 0.5, 30)
+    optimizer_state = _train(first, pruner, 12)
+    saved_model, saved_pruner = copy.deepcopy(first.state_dict()), copy.deepcopy(pruner.state_dict())
+    second = copy.deepcopy(start)
+    resumed = _pruner(second, 0.5, 30)
+    second.load_state_dict(saved_model)
+    resumed.load_state_dict(saved_pruner)
+    _train(second, resumed, 30, start=12, optimizer_state=optimizer_state)
+    for (name, a), (_, b) in zip(whole.state_dict().items(), second.state_dict().items()):
+        assert torch.equal(a, b), name
