@@ -59,3 +59,12 @@ def test_ours_with_all_options(tmp_path: Path) -> None:
     assert float(rows[-1]["threshold_lr"]) == pytest.approx(0.05 / 100)  # not annealed
     layers = list(csv.DictReader((tmp_path / "run" / "layers.csv").open()))
     assert {int(r["epoch"]) for r in layers} == {1, 2, 3, 4}
+
+
+@pytest.mark.parametrize("method", ["l1-channels", "l1-channels-uniform"])
+def test_l1_channel_methods_reach_the_budget_within_a_channel(tmp_path: Path, method: str) -> None:
+    pytest.importorskip("torch_pruning")
+    result = _run(tmp_path, model="cnn2d", method=method, granularity="channel", budget="flops", target=0.5)
+    assert result.target_reached is True
+    assert result.sparsity == result.flops_sparsity == pytest.approx(0.5, abs=0.03)
+    assert result.test_accuracy > 0.5

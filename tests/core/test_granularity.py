@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 import adasparse
-from adasparse.core.granularity import BlockLayout, ChannelSet, parse_granularity
+from adasparse.core.channel_sets import ChannelSet
+from adasparse.core.granularity import BlockLayout, parse_granularity
 from adasparse.core.sparsify import desparsify, sparsify
 
 pytest.importorskip("torch_pruning")

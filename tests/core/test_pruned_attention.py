@@ -10,7 +10,7 @@ from torch import nn
 
 import adasparse
 from adasparse.app.models import create_model
-from adasparse.core.granularity import HeadSet
+from adasparse.core.channel_sets import HeadSet
 from adasparse.core.pruned_attention import PrunedMultiheadAttention, removable_heads
 from adasparse.core.sparsify import sparsify
 

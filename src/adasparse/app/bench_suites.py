@@ -22,6 +22,8 @@ __all__ = [
     "PRETRAIN_EPOCHS",
     "FINETUNE_EPOCHS",
     "PRETRAINED",
+    "STRUCTURED",
+    "STRUCTURED_ZOO",
     "THRESHOLD_LRS",
     "THRESHOLD_LR_SCALES",
     "THRESHOLD_LR",
@@ -116,6 +118,19 @@ PRETRAINED = (
     Variant("pretrained + one-shot + FT", {**_FINETUNE, "method": "oneshot-ft"}, init_from="dense"),
 )
 
+STRUCTURED_ZOO = (*ZOO, ("digits", "cnn2d"))
+"""The structured suite's models: the zoo and the plain 2-D CNN."""
+_CHANNELS = {**_FINETUNE, "granularity": "channel", "budget": "flops"}
+STRUCTURED = (
+    DENSE,
+    Variant("pretrained + adasparse channels", dict(_CHANNELS), ours=True, init_from="dense"),
+    Variant("pretrained + L1 channels (global)", {**_CHANNELS, "method": "l1-channels"}, init_from="dense"),
+    Variant("pretrained + L1 channels (uniform)", {**_CHANNELS, "method": "l1-channels-uniform"}, init_from="dense"),
+)
+"""The structured suite: the pretrained protocol with output channels and attention heads pruned to a fraction of
+the model's multiply-accumulates (targets 0.5 and 0.75: half and a quarter of the dense FLOPs), against L1-norm
+channel pruning of the dense model with the same fine-tuning budget."""
+
 THRESHOLD_LRS = (0.2, 0.6, 2.0, 6.0, 20.0)
 """Two decades around the default threshold_lr (2.0)."""
 THRESHOLD_LR_SCALES = (0.01, 0.1, 1.0)
@@ -168,6 +183,7 @@ SUITES: dict[str, Suite] = {
         epochs=30,
     ),
     "pretrained": Suite("pretrained", PRETRAINED, ZOO, (0.9, 0.98), epochs=PRETRAIN_EPOCHS),
+    "structured": Suite("structured", STRUCTURED, STRUCTURED_ZOO, (0.5, 0.75), epochs=PRETRAIN_EPOCHS),
     "threshold-lr": Suite(
         "threshold-lr", THRESHOLD_LR, (("mnist1d", "resnet1d"), ("mnist1d", "transformer")), (0.98,), epochs=30
     ),

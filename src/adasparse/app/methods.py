@@ -28,7 +28,7 @@ from torch import nn
 from ..baselines.channels import magnitude_channel_prune
 from ..baselines.magnitude import MagnitudePruner
 from ..control.pruner import Pruner
-from ..core.granularity import ChannelSet
+from ..core.channel_sets import ChannelSet
 from ..core.parametrization import pruned_tensors, pruning_units
 from ..core.report import SparsityReport, sparsity_report
 from ..core.schedules import cubic_ramp

@@ -21,8 +21,8 @@ import torch
 from torch import nn
 
 from ..core._checks import check_choice, check_fraction
+from ..core.channel_sets import ChannelSet
 from ..core.coupling import _torch_pruning, dependency_graph
-from ..core.granularity import ChannelSet
 from ..core.parametrization import pruned_tensors
 from ..core.sparsify import sparsify
 

@@ -16,8 +16,8 @@ from torch import nn
 
 from ..core._checks import check_choice, check_fraction, check_nonnegative
 from ..core.channel_cost import ChannelCost
+from ..core.channel_sets import ChannelSet
 from ..core.distribution import budget_costs
-from ..core.granularity import ChannelSet
 from ..core.operator import analytic_sparsity
 from ..core.parametrization import PrunedTensor, pruning_units
 from .penalties import PENALTIES, ConstraintPenalty, Penalty, closed_form_loss
@@ -375,6 +375,16 @@ class SparsityLoss:
             self.measure_distributions()
         self._steps += 1
         self._projection.project(self.target, self.correction)  # checked for divergence above
+
+    def step_scales(self) -> list[float]:
+        """Per unit, how far its threshold may move per step relative to a single-weight threshold: 1 for single
+        weights, the measured dispersion of the group scores otherwise (:meth:`MagnitudeDistribution.dispersion`;
+        1 until measured)."""
+        measured = self._projection.measured
+        return [
+            1.0 if t.layout is None or measured is None else min(measured[i].dispersion(), 1.0)
+            for i, t in enumerate(self._tensors)
+        ]
 
     def clamp_thresholds(self) -> None:
         """Put every threshold parameter back into ``[0, 5]``: its forward value is clamped anyway, but a

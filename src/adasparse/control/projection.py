@@ -138,28 +138,31 @@ class Projection:
         measured: list[MagnitudeDistribution] = self.measured  # type: ignore[assignment]
         thresholds = [t.threshold for t in self._tensors]
         sizes = [max(len(m), 1) for m in measured]
-        starts = [m.zero_fraction(r.item()) for m, r in zip(measured, thresholds)]
-        counts = [round(start * size) for start, size in zip(starts, sizes)]
+
+        def fractions_at(positions: list[float]) -> list[float]:
+            return [m.zero_fraction(m.threshold_at(p)) for m, p in zip(measured, positions)]
+
+        positions = [m.position(r.item()) for m, r in zip(measured, thresholds)]
         moving = [True] * len(sizes)
         for _ in range(2):
+            starts = positions
 
             def overall(delta: float, starts: list[float] = starts, moving: list[bool] = moving) -> float:
-                counts = _shifted_counts(starts, sizes, delta, moving)
-                return self._budget.sparsity([c / n for c, n in zip(counts, sizes)])
+                return self._budget.sparsity(fractions_at(_shifted_positions(starts, sizes, delta, moving)))
 
-            counts = _shifted_counts(starts, sizes, _closest_shift(overall, target), moving)
-            fractions = [c / n for c, n in zip(counts, sizes)]
+            positions = _shifted_positions(starts, sizes, _closest_shift(overall, target), moving)
+            fractions = fractions_at(positions)
             gap = abs(self._budget.sparsity(fractions) - target)
             steps = [g / n for g, n in zip(self._budget.gradient(fractions), sizes)]
             moving = [step < gap for step in steps]
             if not any(moving) or gap <= 0.5 * min(steps):
                 break
-            starts = fractions
         with torch.no_grad():
-            for r, distribution, count in zip(thresholds, measured, counts):
-                r.fill_(distribution.threshold_for_count(count))
+            for r, distribution, position in zip(thresholds, measured, positions):
+                r.fill_(distribution.threshold_at(position))
+        counts = [round(f * n) for f, n in zip(fractions_at(positions), sizes)]
         overall_now = self._budget.sparsity([c / n for c, n in zip(counts, sizes)])
-        coarsest = max(g / n for g, n in zip(self._budget.gradient(starts), sizes))
+        coarsest = max(g / n for g, n in zip(self._budget.gradient(fractions), sizes))
         if abs(overall_now - target) > max(UNREACHABLE_GAP, coarsest) and not self._warned_unreachable:
             self._warned_unreachable = True
             warnings.warn(
@@ -233,10 +236,11 @@ class Projection:
         return overall
 
 
-def _shifted_counts(starts: list[float], sizes: list[int], delta: float, moving: list[bool]) -> list[int]:
-    """Each set's pruned count after the shift ``delta`` of its pruned fraction (at least one channel kept)."""
+def _shifted_positions(starts: list[float], sizes: list[int], delta: float, moving: list[bool]) -> list[float]:
+    """Each set's position among its channel scores after the shift ``delta`` of its pruned fraction (continuous,
+    see :meth:`MagnitudeDistribution.position`), at most ``size - 1``: every set keeps a channel."""
     return [
-        min(max(round((start + delta) * size), 0), size - 1) if move else round(start * size)
+        min(max(start + delta * size, 0.0), size - 1.0) if move else start
         for start, size, move in zip(starts, sizes, moving)
     ]
 

@@ -297,7 +297,8 @@ class Pruner:
         step_size = self.config.threshold_lr / self._planned_steps()
         if step_size <= 0.0:
             return
-        any_gradient = adam_step(self._tensors, self._moments, step_size, self.steps + 1)
+        scales = self.criterion.step_scales()
+        any_gradient = adam_step(self._tensors, self._moments, step_size, self.steps + 1, scales)
         if not any_gradient and (self.config.task_gradient or self.config.mode not in ("projection",)):
             self._warn_once(
                 "no-gradient",

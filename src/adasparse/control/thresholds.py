@@ -55,18 +55,25 @@ def clamp_thresholds(tensors: list[PrunedTensor]) -> None:
 
 
 @torch.no_grad()
-def adam_step(tensors: list[PrunedTensor], moments: list[list[float]], step_size: float, count: int) -> bool:
+def adam_step(
+    tensors: list[PrunedTensor],
+    moments: list[list[float]],
+    step_size: float,
+    count: int,
+    scales: list[float] | None = None,
+) -> bool:
     """One Adam step on every threshold that has a finite gradient; returns whether any had one.
 
     Invariant to the gradient's scale, so a layer whose loss is very sensitive to its threshold (a convolution
     before a normalisation) moves as fast as any. ``moments`` holds each threshold's first and second moment
     (updated in place), ``count`` is the step's number from 1 (for the bias corrections). A gradient that was used
-    is consumed (set to ``None``): no optimizer zeroes it.
+    is consumed (set to ``None``): no optimizer zeroes it. ``scales`` multiplies each threshold's step (a group
+    granularity whose scores are concentrated moves its threshold less, see :meth:`SparsityLoss.step_scales`).
     """
     beta1, beta2 = ADAM_BETAS
     correction1, correction2 = 1.0 - beta1**count, 1.0 - beta2**count
     any_gradient = False
-    for pruned, moment in zip(tensors, moments):
+    for index, (pruned, moment) in enumerate(zip(tensors, moments)):
         r = pruned.threshold
         if r.grad is None:
             continue
@@ -77,6 +84,7 @@ def adam_step(tensors: list[PrunedTensor], moments: list[list[float]], step_size
         moment[0] = beta1 * moment[0] + (1.0 - beta1) * gradient
         moment[1] = beta2 * moment[1] + (1.0 - beta2) * gradient * gradient
         denominator = math.sqrt(moment[1] / correction2) + ADAM_EPS
-        r.sub_(step_size * (moment[0] / correction1) / denominator)
+        scale = scales[index] if scales is not None else 1.0
+        r.sub_(step_size * scale * (moment[0] / correction1) / denominator)
         r.grad = None
     return any_gradient

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from ._checks import check_fraction
+from .channel_sets import ChannelSet
 from .distribution import MagnitudeDistribution, unit_costs
-from .granularity import ChannelSet
 from .operator import MAX_THRESHOLD
 from .parametrization import PrunedTensor, pruned_tensors, pruning_units
 from .report import SparsityReport, sparsity_report

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from ._checks import check_choice
-from .granularity import ChannelSet
+from .channel_sets import ChannelSet
 
 __all__ = ["ChannelCost", "ChannelCostLayer"]
 

@@ -25,7 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .granularity import ChannelSet, Consumer, HeadSet, channel_dim
+from .channel_sets import ChannelSet, Consumer, HeadSet
+from .granularity import channel_dim
 
 __all__ = ["ChannelPlan", "dependency_graph", "plan_channel_sets"]
 

@@ -19,7 +19,10 @@ from ._checks import check_choice
 from .operator import EPSILON, MAX_THRESHOLD, pruning_bound, sorted_magnitudes
 from .parametrization import PrunedTensor
 
-__all__ = ["MagnitudeDistribution", "budget_costs", "unit_costs"]
+__all__ = ["HALF_NORMAL_DISPERSION", "MagnitudeDistribution", "budget_costs", "unit_costs"]
+
+HALF_NORMAL_DISPERSION = math.sqrt(1.0 - 2.0 / math.pi)
+"""Standard deviation over root mean square of ``|z|`` for a standard normal ``z`` (0.603)."""
 
 
 class MagnitudeDistribution:
@@ -92,17 +95,56 @@ class MagnitudeDistribution:
         bound = min(max(r, 0.0), MAX_THRESHOLD) * float(self._std) + EPSILON
         return float(self._float64.searchsorted(bound, side="right")) / max(len(self._float64), 1)
 
-    def threshold_for_count(self, count: int) -> float:
-        """A threshold ``r`` in ``[0, 5]`` that prunes exactly ``count`` recorded values (halfway between the
-        ``count``-th and the next; as close as ties and the range of ``r`` allow)."""
+    def dispersion(self) -> float:
+        """The recorded values' standard deviation over their root mean square, relative to a half-normal's
+        (``sqrt(1 - 2/pi)``): 1 for Gaussian weights, small for concentrated group norms (a small move of ``r``
+        then prunes many groups)."""
         if self._float64 is None:
             self._float64 = self._values.double().cpu().numpy()
-        values, scale = self._float64, float(self._std)
-        if scale <= 0.0 or count <= 0 or not len(values):
+        values = self._float64
+        if not len(values):
+            return 1.0
+        rms = float(numpy.sqrt(numpy.mean(values * values)))
+        return float(numpy.std(values)) / rms / HALF_NORMAL_DISPERSION if rms > 0.0 else 1.0
+
+    def _sorted64(self) -> numpy.ndarray:
+        if self._float64 is None:
+            self._float64 = self._values.double().cpu().numpy()
+        return self._float64
+
+    def position(self, r: float) -> float:
+        """Where the threshold ``r`` falls among the recorded values, as a continuous count in ``[0, len]``: value
+        ``i`` (ascending) sits at ``i + 0.5`` and positions between are linear in the bound, so a threshold that
+        moves a little moves its position a little, however coarse the groups (the pruned count is the position
+        rounded)."""
+        values, scale = self._sorted64(), float(self._std)
+        if not len(values):
             return 0.0
-        if count >= len(values):
+        bound = min(max(r, 0.0), MAX_THRESHOLD) * scale + EPSILON
+        above = int(values.searchsorted(bound, side="right"))
+        if above == 0:
+            return 0.5 * bound / values[0] if values[0] > 0.0 else 0.0
+        if above == len(values):
+            return float(len(values))
+        low, high = values[above - 1], values[above]
+        step = (bound - low) / (high - low) if high > low else 0.0
+        return above - 0.5 + step
+
+    def threshold_at(self, position: float) -> float:
+        """The threshold ``r`` in ``[0, 5]`` at a continuous ``position`` (the inverse of :meth:`position`)."""
+        values, scale = self._sorted64(), float(self._std)
+        if scale <= 0.0 or not len(values) or position <= 0.0:
+            return 0.0
+        if position >= len(values):
             return MAX_THRESHOLD
-        bound = 0.5 * (values[count - 1] + values[count])
+        if position <= 0.5:
+            bound = values[0] * position / 0.5
+        elif position >= len(values) - 0.5:
+            bound = values[-1]  # every value pruned
+        else:
+            index = int(position - 0.5)
+            step = position - 0.5 - index
+            bound = values[index] + step * (values[index + 1] - values[index])
         return min(max((bound - EPSILON) / scale, 0.0), MAX_THRESHOLD)
 
     def state_dict(self) -> dict[str, Any]:

@@ -23,9 +23,10 @@ effective weight, read through a reference to the owner. Every user therefore se
 threshold and one mask, and the tie survives ``.to()``, ``to_empty``, ``deepcopy`` and pickling (which replace
 buffers, and with ``to_empty`` parameters, module by module).
 
-Length: about 480 lines, over the ~400 the project aims at, because the owner classes, the tied-user classes and
-freezing are one mechanism whose generated classes, pickling and ``state_dict`` keys must agree; the key codec itself
-already lives in :mod:`~adasparse.core.state_keys`.
+Length: about 570 lines, over the ~400 the project aims at, because the owner classes, the tied-user classes,
+freezing and the structured layouts' dispatch are one mechanism whose generated classes, pickling and
+``state_dict`` keys must agree; the key codec lives in :mod:`~adasparse.core.state_keys`, the structured layouts in
+:mod:`~adasparse.core.granularity` and :mod:`~adasparse.core.channel_sets`.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .granularity import BlockLayout, ChannelSet
+from .channel_sets import ChannelSet
+from .granularity import BlockLayout
 from .operator import effective_weight, grouped_weight, masked_weight
 from .state_keys import (
     CENTRED_SUFFIX,

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .granularity import ChannelSet
+from .channel_sets import ChannelSet
 from .operator import analytic_sparsity_value
 from .parametrization import PrunedTensor, pruned_tensors
 from .selection import select_layers

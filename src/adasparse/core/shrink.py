@@ -8,8 +8,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from .channel_sets import _input_column_squares
 from .coupling import _COMPANION_TYPES, _MIXING_TYPES, _PRODUCER_TYPES, dependency_graph
-from .granularity import _input_column_squares, channel_dim
+from .granularity import channel_dim
 from .parametrization import pruned_tensors
 from .pruned_attention import PrunedMultiheadAttention, removable_heads
 from .sparsify import desparsify

@@ -11,9 +11,10 @@ from torch import nn
 
 from ._checks import check_fraction, check_nonnegative
 from .channel_cost import ChannelCost
+from .channel_sets import ChannelSet
 from .coupling import plan_channel_sets
 from .flops import layer_macs
-from .granularity import BlockLayout, ChannelSet, Granularity, parse_granularity
+from .granularity import BlockLayout, Granularity, parse_granularity
 from .operator import MAX_THRESHOLD, threshold_for_sparsity
 from .parametrization import (
     attach,
