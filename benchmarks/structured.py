@@ -46,6 +46,12 @@ def _mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.4f} ± {spread:.4f}"
 
 
+def _latest(rows: list[dict]) -> list[dict]:
+    """One record per run (a sweep repeated with ``--only`` appends its reused runs again)."""
+    keyed = {(row["variant"], row["dataset"], row["model"], row["target"], row["seed"]): row for row in rows}
+    return list(keyed.values())
+
+
 def accuracy_table(rows: list[dict]) -> str:
     """Mean ± std over seeds of each variant's accuracy, per model and target; the budget reached before the
     final calibration for ours."""
@@ -118,7 +124,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=256, help="the throughput batch size")
     parser.add_argument("--rounds", type=int, default=30, help="timed forward passes per model and batch size")
     args = parser.parse_args()
-    rows = [json.loads(line) for line in open(args.records)]
+    rows = _latest([json.loads(line) for line in open(args.records)])
     accuracy = accuracy_table(rows)
     latency = latency_table(rows, Path(args.runs), args.batch, args.rounds)
     print(accuracy, latency, sep="\n\n")

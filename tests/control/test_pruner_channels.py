@@ -100,3 +100,21 @@ def test_resume_ends_like_an_uninterrupted_run() -> None:
     _train(second, resumed, 30, start=12, optimizer_state=optimizer_state)
     for (name, a), (_, b) in zip(whole.state_dict().items(), second.state_dict().items()):
         assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize("target", [0.2, 0.5, 0.8])
+def test_the_projection_shifts_every_set_alike_onto_the_budget(target: float) -> None:
+    torch.manual_seed(0)
+    model = create_model("wrn-16-2", num_classes=10, input_shape=(3, 8, 8))
+    x = torch.randn(2, 3, 8, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        adasparse.sparsify(model, init_threshold=0.0, min_params=100, granularity="channel", example_input=x)
+    criterion = adasparse.SparsityLoss(model, target, mode="projection", correction=True, budget="flops")
+    reached = criterion.project()
+    cost = adasparse.pruned_tensors(model)[0].layout.cost
+    fractions = cost.fractions()
+    assert reached == pytest.approx(cost.sparsity(fractions, "flops"), abs=1e-12)
+    assert abs(reached - target) <= cost.channel_cost(fractions, "flops")
+    assert max(fractions) - min(fractions) <= 0.1  # from equal starts, one common shift (up to a channel or two)
+    assert all(fraction < 1.0 for fraction in fractions)

@@ -124,6 +124,12 @@ _CHANNELS = {**_FINETUNE, "granularity": "channel", "budget": "flops"}
 STRUCTURED = (
     DENSE,
     Variant("pretrained + adasparse channels", dict(_CHANNELS), ours=True, init_from="dense"),
+    Variant(
+        "pretrained + adasparse channels, budget-only thresholds",
+        {**_CHANNELS, "task_gradient": False},
+        ours=True,
+        init_from="dense",
+    ),
     Variant("pretrained + L1 channels (global)", {**_CHANNELS, "method": "l1-channels"}, init_from="dense"),
     Variant("pretrained + L1 channels (uniform)", {**_CHANNELS, "method": "l1-channels-uniform"}, init_from="dense"),
 )

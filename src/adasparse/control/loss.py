@@ -15,11 +15,11 @@ import torch
 from torch import nn
 
 from ..core._checks import check_choice, check_fraction, check_nonnegative
-from ..core.channel_cost import ChannelCost
 from ..core.channel_sets import ChannelSet
 from ..core.distribution import budget_costs
 from ..core.operator import analytic_sparsity
 from ..core.parametrization import PrunedTensor, pruning_units
+from .channel_budget import ChannelBudget
 from .penalties import PENALTIES, ConstraintPenalty, Penalty, closed_form_loss
 from .projection import SLOPE_FLOOR as SLOPE_FLOOR  # defined here before: still importable from this module
 from .projection import UNREACHABLE_GAP as UNREACHABLE_GAP
@@ -40,47 +40,6 @@ DEFAULT_CORRECTION_INTERVAL = 20
 def _use_fused(threshold: torch.Tensor) -> bool:
     """Python-float evaluation on CPU in eager mode; tensor operations elsewhere (no host sync on GPUs)."""
     return threshold.device.type == "cpu" and not torch.compiler.is_compiling()
-
-
-class ChannelBudget:
-    """The budget of a model pruned by channels, in the order of its pruning units: the fraction of the model's
-    weights or multiply-accumulates (``kind``) removed when unit ``i`` prunes ``fractions[i]`` of its channels."""
-
-    def __init__(self, cost: ChannelCost, kind: str, units: list[PrunedTensor]) -> None:
-        self.cost = cost
-        self.kind = check_choice(kind, "budget", ("params", "flops"))
-        index = {id(channel_set): position for position, channel_set in enumerate(cost.channel_sets)}
-        self._order = [index[id(unit.layout)] for unit in units]
-
-    @classmethod
-    def of(cls, units: list[PrunedTensor], budget: str | Mapping[str, float]) -> ChannelBudget | None:
-        """The budget of ``units`` if they are channel sets (``None`` otherwise).
-
-        Raises:
-            ValueError: a model mixing channel sets with other pruned tensors, or a budget other than
-                ``"params"``/``"flops"`` for channel sets.
-        """
-        channel = [isinstance(unit.layout, ChannelSet) for unit in units]
-        if not any(channel):
-            return None
-        if not all(channel):
-            raise ValueError("a model pruned by channels cannot also have tensors pruned weight by weight or by block")
-        if not isinstance(budget, str):
-            raise ValueError("a model pruned by channels takes budget='params' or 'flops', not a mapping of costs")
-        return cls(units[0].layout.cost, budget, units)
-
-    def _in_cost_order(self, fractions: list[float]) -> list[float]:
-        ordered = [0.0] * len(fractions)
-        for value, position in zip(fractions, self._order):
-            ordered[position] = value
-        return ordered
-
-    def sparsity(self, fractions: list[float]) -> float:
-        return self.cost.sparsity(self._in_cost_order(fractions), self.kind)
-
-    def gradient(self, fractions: list[float]) -> list[float]:
-        gradient = self.cost.gradient(self._in_cost_order(fractions), self.kind)
-        return [gradient[position] for position in self._order]
 
 
 class SparsityLoss:

@@ -128,11 +128,12 @@ class Projection:
 
     def _project_channels(self, target: float) -> float:
         """The projection of a model pruned by channels: every set's pruned fraction moves by the same amount (so
-        the differences the task gradient made between sets stay, and no set jumps alone to all its channels), the
-        cost of the shrunk model is brought to ``target`` and each threshold is put halfway between the last pruned
-        and the first kept channel of its measured scores. Sets whose one channel weighs less than the remaining
-        gap then close it, the coarse ones (an attention head can be several percent of a model) staying put.
-        Every set keeps at least one channel."""
+        the differences the task gradient made between sets stay, and no set jumps alone to all its channels) until
+        the cost of the shrunk model is closest to ``target``: within one channel of the set crossing it. Positions
+        among the measured scores are continuous (:meth:`MagnitudeDistribution.position`), so a set with few
+        channels moves as surely as one with many. Every set keeps a channel. Closing the last gap with the finest
+        sets alone was tried and dropped: it can take a set already stripped of most inputs (cheap channels) to all
+        but a few of its channels."""
         if self.measured is None:
             self.measure()
         measured: list[MagnitudeDistribution] = self.measured  # type: ignore[assignment]
@@ -142,26 +143,17 @@ class Projection:
         def fractions_at(positions: list[float]) -> list[float]:
             return [m.zero_fraction(m.threshold_at(p)) for m, p in zip(measured, positions)]
 
-        positions = [m.position(r.item()) for m, r in zip(measured, thresholds)]
-        moving = [True] * len(sizes)
-        for _ in range(2):
-            starts = positions
+        starts = [m.position(r.item()) for m, r in zip(measured, thresholds)]
 
-            def overall(delta: float, starts: list[float] = starts, moving: list[bool] = moving) -> float:
-                return self._budget.sparsity(fractions_at(_shifted_positions(starts, sizes, delta, moving)))
+        def overall(delta: float) -> float:
+            return self._budget.sparsity(fractions_at(_shifted_positions(starts, sizes, delta)))
 
-            positions = _shifted_positions(starts, sizes, _closest_shift(overall, target), moving)
-            fractions = fractions_at(positions)
-            gap = abs(self._budget.sparsity(fractions) - target)
-            steps = [g / n for g, n in zip(self._budget.gradient(fractions), sizes)]
-            moving = [step < gap for step in steps]
-            if not any(moving) or gap <= 0.5 * min(steps):
-                break
+        positions = _shifted_positions(starts, sizes, _closest_shift(overall, target))
+        fractions = fractions_at(positions)
         with torch.no_grad():
             for r, distribution, position in zip(thresholds, measured, positions):
                 r.fill_(distribution.threshold_at(position))
-        counts = [round(f * n) for f, n in zip(fractions_at(positions), sizes)]
-        overall_now = self._budget.sparsity([c / n for c, n in zip(counts, sizes)])
+        overall_now = self._budget.sparsity(fractions)
         coarsest = max(g / n for g, n in zip(self._budget.gradient(fractions), sizes))
         if abs(overall_now - target) > max(UNREACHABLE_GAP, coarsest) and not self._warned_unreachable:
             self._warned_unreachable = True
@@ -236,13 +228,10 @@ class Projection:
         return overall
 
 
-def _shifted_positions(starts: list[float], sizes: list[int], delta: float, moving: list[bool]) -> list[float]:
+def _shifted_positions(starts: list[float], sizes: list[int], delta: float) -> list[float]:
     """Each set's position among its channel scores after the shift ``delta`` of its pruned fraction (continuous,
     see :meth:`MagnitudeDistribution.position`), at most ``size - 1``: every set keeps a channel."""
-    return [
-        min(max(start + delta * size, 0.0), size - 1.0) if move else start
-        for start, size, move in zip(starts, sizes, moving)
-    ]
+    return [min(max(start + delta * size, 0.0), size - 1.0) for start, size in zip(starts, sizes)]
 
 
 def _closest_shift(overall: Callable[[float], float], target: float, low: float = -1.0, high: float = 1.0) -> float:

@@ -127,25 +127,8 @@ def calibrate(
         def zeros_at(scale: float) -> float:
             return sum(u * layer.zeros_at(scale) for u, layer in zip(unit, layers))
 
-        low, high = 0.0, MAX_THRESHOLD / min(layer.base for layer in layers if layer.base > 0.0)
-        low_zeros, high_zeros = zeros_at(low), zeros_at(high)
-        if high_zeros < goal:
-            low, low_zeros = high, high_zeros
-        elif low_zeros < goal:
-            for _ in range(max_iterations):
-                middle = 0.5 * (low + high)
-                if middle in (low, high):
-                    break
-                middle_zeros = zeros_at(middle)
-                if middle_zeros < goal:
-                    low, low_zeros = middle, middle_zeros
-                else:
-                    high, high_zeros = middle, middle_zeros
-                if high_zeros - low_zeros <= tolerance:
-                    break
-        else:
-            high, high_zeros = low, low_zeros
-        scale = low if abs(low_zeros - goal) <= abs(high_zeros - goal) else high
+        high = MAX_THRESHOLD / min(layer.base for layer in layers if layer.base > 0.0)
+        scale = _bisect(zeros_at, goal, high, max_iterations, tolerance)
         for layer in layers:
             layer.parameter.copy_(layer.threshold_at(scale))
     after = sparsity_report(model)
@@ -210,9 +193,13 @@ def _calibrate_channels(
         def value_at(scale: float) -> float:
             return cost.sparsity(fractions_at(scale), kind)
 
-        scale = _bisect(value_at, target, high, max_iterations, step)
-        if abs(value_at(1.0) - target) <= abs(value_at(scale) - target):
-            scale = 1.0  # one common scale is coarser than the projection's last step: keep what is closer
+        # Already within one channel: keep the allocation. One common scale of thresholds whose sets have very
+        # different score densities can trade a channel of one set for dozens of another at equal cost.
+        scale = 1.0
+        if abs(value_at(1.0) - target) > step:
+            scale = _bisect(value_at, target, high, max_iterations, step)
+            if abs(value_at(1.0) - target) <= abs(value_at(scale) - target):
+                scale = 1.0
         for layer in ordered:
             layer.parameter.copy_(layer.threshold_at(scale))
     after = sparsity_report(model)

@@ -138,12 +138,14 @@ class MagnitudeDistribution:
         if position >= len(values):
             return MAX_THRESHOLD
         if position <= 0.5:
-            bound = values[0] * position / 0.5
+            bound = values[0] * min(position / 0.5, 1.0 - 1e-3)
         elif position >= len(values) - 0.5:
             bound = values[-1]  # every value pruned
         else:
             index = int(position - 0.5)
-            step = position - 0.5 - index
+            # Never exactly on a value: the threshold is stored in the weight's dtype and compared there, so a bound
+            # on a value could fall on either side of it.
+            step = min(max(position - 0.5 - index, 1e-3), 1.0 - 1e-3)
             bound = values[index] + step * (values[index + 1] - values[index])
         return min(max((bound - EPSILON) / scale, 0.0), MAX_THRESHOLD)
 

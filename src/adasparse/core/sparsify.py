@@ -24,6 +24,7 @@ from .parametrization import (
     is_sparsified,
     is_tied_user,
     pruned_tensors,
+    pruning_units,
     unfreeze,
 )
 from .selection import LayerSelection, Selector, _as_list, _label, _matches, select_layers
@@ -337,8 +338,9 @@ def reset_thresholds(
 
 
 def threshold_parameters(model: nn.Module) -> Iterator[nn.Parameter]:
-    """Iterate over the threshold parameters ``r`` of a sparsified model, in module order."""
-    for pruned in pruned_tensors(model):
+    """Iterate over the threshold parameters ``r`` of a sparsified model, in module order, each once (the layers of a
+    channel set share one)."""
+    for pruned in pruning_units(model):
         yield pruned.threshold
 
 
