@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -160,20 +160,51 @@ def _grouped(module: nn.Module, name: str, layout: BlockLayout | ChannelSet, r: 
     return grouped_weight(raw, r, keep.to(raw.device), slope)
 
 
+def _subclass(
+    base: type,
+    tensor_names: tuple[str, ...],
+    kind: str,
+    rebuild: Callable[[type, tuple[str, ...]], nn.Module],
+    make_property: Callable[[str], property],
+) -> type:
+    """The generated subclass of ``base`` whose ``tensor_names`` are properties (``kind``: ``"sparsified"`` for an
+    owner, ``"tied"`` for a tied user): same name, qualified name, module and docstring as ``base``; assignments to
+    those names go through the properties; instances pickle as ``rebuild(base, tensor_names)`` plus their state."""
+
+    def __setattr__(self: nn.Module, attr: str, value: Any) -> None:
+        if attr in tensor_names:
+            object.__setattr__(self, attr, value)  # the property's setter (a tied user's refuses)
+        else:
+            base.__setattr__(self, attr, value)
+
+    def __reduce_ex__(self: nn.Module, protocol: int) -> tuple:
+        return (rebuild, (base, tensor_names), self.__getstate__())
+
+    def extra_repr(self: nn.Module) -> str:
+        text = base.extra_repr(self)
+        names = ", ".join(tensor_names)
+        return f"{text}, {kind}=({names})" if text else f"{kind}=({names})"
+
+    namespace: dict[str, Any] = {
+        "_adasparse_tensors" if kind == "sparsified" else "_adasparse_tied": tensor_names,
+        "_adasparse_base": base,
+        "__setattr__": __setattr__,
+        "__reduce_ex__": __reduce_ex__,
+        "extra_repr": extra_repr,
+        "__module__": base.__module__,
+        "__qualname__": base.__qualname__,
+        "__doc__": base.__doc__,
+    }
+    for name in tensor_names:
+        namespace[name] = make_property(name)
+    return type(base.__name__, (base,), namespace)
+
+
 def _sparse_class(base: type, tensor_names: tuple[str, ...]) -> type:
     key = (base, tensor_names)
     cls = _CLASS_CACHE.get(key)
     if cls is not None:
         return cls
-
-    def __setattr__(self: nn.Module, attr: str, value: Any) -> None:
-        if attr in tensor_names:
-            object.__setattr__(self, attr, value)  # the property's setter
-        else:
-            base.__setattr__(self, attr, value)
-
-    def __reduce_ex__(self: nn.Module, protocol: int) -> tuple:
-        return (_rebuild, (base, tensor_names), self.__getstate__())
 
     def _load_from_state_dict(
         self: nn.Module,
@@ -225,25 +256,8 @@ def _sparse_class(base: type, tensor_names: tuple[str, ...]) -> type:
             if key in missing_keys:
                 missing_keys.remove(key)
 
-    def extra_repr(self: nn.Module) -> str:
-        text = base.extra_repr(self)
-        pruned = ", ".join(tensor_names)
-        return f"{text}, sparsified=({pruned})" if text else f"sparsified=({pruned})"
-
-    namespace: dict[str, Any] = {
-        "_adasparse_tensors": tensor_names,
-        "_adasparse_base": base,
-        "__setattr__": __setattr__,
-        "__reduce_ex__": __reduce_ex__,
-        "_load_from_state_dict": _load_from_state_dict,
-        "extra_repr": extra_repr,
-        "__module__": base.__module__,
-        "__qualname__": base.__qualname__,
-        "__doc__": base.__doc__,
-    }
-    for name in tensor_names:
-        namespace[name] = _make_property(name)
-    cls = type(base.__name__, (base,), namespace)
+    cls = _subclass(base, tensor_names, "sparsified", _rebuild, _make_property)
+    cls._load_from_state_dict = _load_from_state_dict
     _CLASS_CACHE[key] = cls
     return cls
 
@@ -274,33 +288,7 @@ def _tied_class(base: type, tensor_names: tuple[str, ...]) -> type:
     if cls is not None:
         return cls
 
-    def __setattr__(self: nn.Module, attr: str, value: Any) -> None:
-        if attr in tensor_names:
-            object.__setattr__(self, attr, value)  # the property's setter (refuses)
-        else:
-            base.__setattr__(self, attr, value)
-
-    def __reduce_ex__(self: nn.Module, protocol: int) -> tuple:
-        return (_rebuild_tied, (base, tensor_names), self.__getstate__())
-
-    def extra_repr(self: nn.Module) -> str:
-        text = base.extra_repr(self)
-        tied = ", ".join(tensor_names)
-        return f"{text}, tied=({tied})" if text else f"tied=({tied})"
-
-    namespace: dict[str, Any] = {
-        "_adasparse_tied": tensor_names,
-        "_adasparse_base": base,
-        "__setattr__": __setattr__,
-        "__reduce_ex__": __reduce_ex__,
-        "extra_repr": extra_repr,
-        "__module__": base.__module__,
-        "__qualname__": base.__qualname__,
-        "__doc__": base.__doc__,
-    }
-    for name in tensor_names:
-        namespace[name] = _make_tied_property(name)
-    cls = type(base.__name__, (base,), namespace)
+    cls = _subclass(base, tensor_names, "tied", _rebuild_tied, _make_tied_property)
     _TIED_CACHE[key] = cls
     return cls
 
