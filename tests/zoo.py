@@ -100,3 +100,20 @@ ZOO = [
 def first_output(output: object) -> torch.Tensor:
     """MultiheadAttention returns (output, weights)."""
     return output[0] if isinstance(output, tuple) else output  # type: ignore[return-value]
+
+
+def by_channels(name: str, shape: tuple[int, ...], batch: int, *, r: float = 1.0, seed: int = 0):
+    """A model of the app's zoo sparsified by channels (thresholds at ``r``, layers from 100 weights) and a random
+    batch of ``batch`` inputs it was traced on; the warning naming the layers left dense is silenced."""
+    import warnings
+
+    from adasparse.app.models import create_model
+    from adasparse.core.sparsify import sparsify
+
+    torch.manual_seed(seed)
+    model = create_model(name, num_classes=10, input_shape=shape)
+    x = torch.randn(batch, *shape)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sparsify(model, init_threshold=r, min_params=100, granularity="channel", example_input=x)
+    return model, x

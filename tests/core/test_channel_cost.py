@@ -13,6 +13,8 @@ from adasparse.core.flops import layer_macs
 from adasparse.core.shrink import shrink
 from adasparse.core.sparsify import sparsify
 
+from ..zoo import by_channels
+
 pytest.importorskip("torch_pruning")
 
 
@@ -41,12 +43,7 @@ def test_predicted_cost_is_the_shrunk_models(name: str, shape: tuple[int, ...], 
 
 
 def test_gradient_matches_finite_differences() -> None:
-    torch.manual_seed(0)
-    model = create_model("resnet1d", num_classes=10, input_shape=(1, 40))
-    x = torch.randn(2, 1, 40)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        sparsify(model, init_threshold=1.0, min_params=100, granularity="channel", example_input=x)
+    model, _ = by_channels("resnet1d", (1, 40), 2)
     cost = adasparse.pruned_tensors(model)[0].layout.cost
     point = [0.1 * (k + 1) for k in range(cost.sets)]
     for budget in ("params", "flops"):

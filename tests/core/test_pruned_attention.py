@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import warnings
-
 import pytest
 import torch
 from torch import nn
 
 import adasparse
-from adasparse.app.models import create_model
 from adasparse.core.channel_sets import HeadSet
 from adasparse.core.pruned_attention import PrunedMultiheadAttention, removable_heads
-from adasparse.core.sparsify import sparsify
+
+from ..zoo import by_channels
 
 
 def _silenced(attention: nn.MultiheadAttention, heads: list[int]) -> None:
@@ -56,12 +54,7 @@ def test_unbatched_input_and_cross_attention() -> None:
 
 
 def test_heads_are_a_head_set_and_get_a_task_gradient() -> None:
-    torch.manual_seed(0)
-    model = create_model("transformer", num_classes=10, input_shape=(1, 40))
-    x = torch.randn(4, 1, 40)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        sparsify(model, init_threshold=1.0, min_params=100, granularity="channel", example_input=x)
+    model, x = by_channels("transformer", (1, 40), 4)
     heads = [p.layout for p in adasparse.pruned_tensors(model) if isinstance(p.layout, HeadSet)]
     assert {p.names[0] for p in heads} == {"blocks.0.attn", "blocks.1.attn"}
     attention = model.blocks[0].attn

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import warnings
 
 import pytest
 import torch
@@ -12,18 +11,14 @@ from torch import nn
 import adasparse
 from adasparse.app.models import create_model
 from adasparse.core.shrink import shrink
-from adasparse.core.sparsify import sparsify
+
+from ..zoo import by_channels
 
 pytest.importorskip("torch_pruning")
 
 
 def _trained_like(name: str, shape: tuple[int, ...], seed: int = 0) -> tuple[nn.Module, torch.Tensor]:
-    torch.manual_seed(seed)
-    model = create_model(name, num_classes=10, input_shape=shape)
-    x = torch.randn(6, *shape)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        sparsify(model, init_threshold=1.0, min_params=100, granularity="channel", example_input=x)
+    model, x = by_channels(name, shape, 6, seed=seed)
     model.train()
     model(x).sum().backward()  # BatchNorm statistics move away from their defaults
     return model, x
