@@ -128,15 +128,6 @@ class ChannelSet:
         they are read, by the consumers' pre-hooks)."""
         return _raw(module, tensor)
 
-    @property
-    def numel(self) -> int:
-        """Weights of the producers (what the parameter budget counts for this set)."""
-        return sum(_raw(module, tensor).numel() for _, module, tensor in self.members)
-
-    @property
-    def group_size(self) -> int:
-        return self.numel // self.channels
-
     def scores(self) -> torch.Tensor:
         """Each channel's score (1-D, float): the root mean square, over every tensor carrying the channel (the
         producers' rows, the consumers' columns, the norms' scales), of the channel's norm in that tensor divided by

@@ -48,10 +48,6 @@ class Granularity:
     def __str__(self) -> str:
         return f"block:{self.block[0]}x{self.block[1]}" if self.block else self.kind
 
-    @property
-    def structured(self) -> bool:
-        return self.kind != "element"
-
 
 def parse_granularity(value: str | Granularity) -> Granularity:
     """Parse ``"element"``, ``"channel"`` or ``"block:RxC"``.
@@ -115,14 +111,6 @@ class BlockLayout:
         self.block = block
         self.shape = tuple(int(size) for size in shape)
         self._grid = (rows // block[0], block[0], columns // block[1], block[1])
-
-    @property
-    def group_size(self) -> int:
-        return self.block[0] * self.block[1]
-
-    @property
-    def groups(self) -> int:
-        return self._grid[0] * self._grid[2]
 
     def scores(self, weight: torch.Tensor) -> torch.Tensor:
         """Each block's L2 norm, a 1-D float tensor in row-major block order."""

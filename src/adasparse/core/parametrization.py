@@ -498,16 +498,6 @@ class PrunedTensor:
     def numel(self) -> int:
         return self.raw.numel()
 
-    @property
-    def groups(self) -> int:
-        """How many groups the threshold decides on: weights, blocks, or the channels of the tensor's set."""
-        layout = self.layout
-        if isinstance(layout, ChannelSet):
-            return layout.channels
-        if isinstance(layout, BlockLayout):
-            return layout.groups
-        return self.numel
-
     def scores(self) -> tuple[torch.Tensor, float | torch.Tensor]:
         """What the threshold compares, and its scale: ``(|w - mean|, std)`` per weight, or ``(norms, rms)`` per
         block or channel (:mod:`~adasparse.core.granularity`); the values flat, not sorted."""
