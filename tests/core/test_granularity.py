@@ -153,7 +153,7 @@ def test_channel_granularity_needs_an_example_input() -> None:
         sparsify(Residual(), init_threshold=1.0, min_params=10, granularity="channel")
 
 
-def test_pruned_channels_are_zero_where_read_and_still_learn() -> None:
+def test_pruned_channels_are_zero_where_read_and_only_the_threshold_learns_from_them() -> None:
     model, x = _channel_model()
     tied = next(s for s in _sets(model) if len(s.members) == 2)
     keep = tied.current_keep()
@@ -163,8 +163,9 @@ def test_pruned_channels_are_zero_where_read_and_still_learn() -> None:
     model.train()
     model(x).sum().backward()
     assert bool((seen["input"][:, ~keep] == 0).all())
-    # straight-through: the stem's pruned rows still receive a gradient, and the shared threshold a task gradient
-    assert float(model.stem.weight_orig.grad[~keep].abs().sum()) > 0
+    # nothing reads the pruned channels: their rows get no gradient; the shared threshold gets the task's
+    assert float(model.stem.weight_orig.grad[~keep].abs().sum()) == 0.0
+    assert float(model.stem.weight_orig.grad[keep].abs().sum()) > 0.0
     assert float(model.stem.weight_threshold.grad) != 0.0
 
 

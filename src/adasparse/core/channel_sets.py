@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .granularity import _keep_and_slope, channel_dim
-from .operator import grouped_weight
+from .operator import pruned_where_read
 from .state_keys import MASK_SUFFIX, ORIG_SUFFIX, THRESHOLD_SUFFIX
 
 __all__ = ["ChannelSet", "Consumer", "HeadSet"]
@@ -69,9 +69,9 @@ class ChannelSet:
 
     A pruned channel is zeroed where it is *read*: a forward pre-hook on every consumer (the layers taking the
     channel as input) multiplies the channel by zero. The producers compute every channel as before, so a pruned
-    channel's activation stays what it would be, and the straight-through gradient is informative: the identity
-    for the activation (pruned channels keep learning and can come back) and, for the shared threshold ``r``,
-    ``-(rms / b) * <grad, pruned activations>`` (the first-order change of the loss if they came back). Since
+    channel's activation stays what it would be and the shared threshold ``r`` gets an informative gradient,
+    ``-(rms / b) * <grad, pruned activations>`` (the first-order change of the loss if they came back); the pruned
+    activations themselves get none (:func:`~adasparse.core.operator.pruned_where_read`). Since
     nothing reads a pruned channel, zeroing the producers' rows, the norms' entries and the consumers' columns
     (:meth:`bake`) and then removing them changes no output.
 
@@ -231,7 +231,7 @@ class ChannelSet:
         return flags
 
     def mask_input(self, consumer: Consumer, value: torch.Tensor) -> torch.Tensor:
-        """A consumer's input with the pruned channels zeroed (straight-through while the threshold decides)."""
+        """A consumer's input with the pruned channels zeroed (the threshold's gradient kept while it decides)."""
         dim = input_feature_dim(consumer.module) % value.dim()
         frozen = self._frozen_keep()
         keep, slope = (frozen, 0.0) if frozen is not None else self.keep_and_slope()
@@ -243,7 +243,7 @@ class ChannelSet:
         if frozen is None and not leader.__dict__.get("_adasparse_task_gradient", True):
             r = r.detach()
         if frozen is None:
-            return grouped_weight(value, r, flags, slope)
+            return pruned_where_read(value, r, flags, slope)
         return value * flags
 
     def install_hooks(self) -> None:
@@ -298,7 +298,7 @@ class HeadSet(ChannelSet):
     A head's "channel" is its rows of the query, key and value projections (``in_proj_weight`` and
     ``in_proj_bias``) and its columns of ``out_proj``. While the threshold decides, only the pruned heads' *value*
     rows and biases are zeroed: such a head outputs exact zeros whatever it attends to, so ``out_proj`` reads nothing
-    from it, while its attention pattern stays the real one and the straight-through gradient of its values is the
+    from it, while its attention pattern stays the real one and the threshold's gradient through its values is the
     first-order effect of bringing it back. Its query and key rows are unused and are zeroed when the zeros are
     fixed or baked. :func:`adasparse.shrink` then rebuilds the layer with fewer heads.
     """
@@ -330,7 +330,7 @@ class HeadSet(ChannelSet):
         flags[2] = keep
         broadcast = [3, self.heads] + [1] * (len(shape) - 2)
         mask = flags.to(raw.device).reshape(broadcast).expand(shape).reshape(raw.shape)
-        return grouped_weight(raw, r, mask, slope)
+        return pruned_where_read(raw, r, mask, slope)
 
     def install_hooks(self) -> None:
         """Nothing to hook: ``out_proj`` reads zeros from a pruned head by construction."""

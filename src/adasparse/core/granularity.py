@@ -15,8 +15,9 @@ normalised by their standard deviation, so one ``r`` means the same for every la
 zero iff ``score <= clamp(r, 0, 5) * rms(scores) + 1e-6``. If the scores were the magnitudes of a zero-mean
 Gaussian the pruned fraction would be ``erf(r / sqrt(2))``; they are not (group norms concentrate), so the
 projection and calibration steer on the measured scores, as they do for single weights. Kept weights keep their
-own values (no centring) and the straight-through gradient is the operator's: the identity for the weights, and
-``-(rms / b) * <grad, pruned residual>`` for ``r``.
+own values (no centring). Blocks take the operator's straight-through gradient (the identity for the weights,
+``-(rms / b) * <grad, pruned residual>`` for ``r``); channels are pruned where they are read and their pruned
+activations get no gradient (:mod:`~adasparse.core.channel_sets`).
 """
 
 from __future__ import annotations
