@@ -50,6 +50,10 @@ class ChannelBudget:
     def sparsity(self, fractions: list[float]) -> float:
         return self.cost.sparsity(self._in_cost_order(fractions), self.kind)
 
+    def channel_cost(self, fractions: list[float]) -> float:
+        """The largest share of the cost one channel carries at ``fractions`` (how closely the budget can be met)."""
+        return self.cost.channel_cost(self._in_cost_order(fractions), self.kind)
+
     def gradient(self, fractions: list[float]) -> list[float]:
         gradient = self.cost.gradient(self._in_cost_order(fractions), self.kind)
         return [gradient[position] for position in self._order]

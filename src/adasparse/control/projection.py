@@ -154,8 +154,8 @@ class Projection:
             for r, distribution, position in zip(thresholds, measured, positions):
                 r.fill_(distribution.threshold_at(position))
         overall_now = self._budget.sparsity(fractions)
-        coarsest = max(g / n for g, n in zip(self._budget.gradient(fractions), sizes))
-        if abs(overall_now - target) > max(UNREACHABLE_GAP, coarsest) and not self._warned_unreachable:
+        unreachable = max(UNREACHABLE_GAP, self._budget.channel_cost(fractions))  # one channel may weigh more
+        if abs(overall_now - target) > unreachable and not self._warned_unreachable:
             self._warned_unreachable = True
             warnings.warn(
                 f"the projection cannot reach the target {target:.4f}: removing the pruned channels takes "

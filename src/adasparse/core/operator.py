@@ -288,26 +288,32 @@ def threshold_for_sparsity(sparsity: float) -> float:
     return min(value, MAX_THRESHOLD)
 
 
-class _GroupMaskSTE(torch.autograd.Function):
-    """``weight`` where ``keep``, else 0, with the operator's straight-through gradients (:func:`grouped_weight`)."""
+class _GroupMask(torch.autograd.Function):
+    """``value`` where ``keep``, else 0. ``r`` gets ``slope * <grad, pruned residual>``; ``value`` the identity
+    (:func:`grouped_weight`) or, with ``blocked``, nothing on the pruned groups (:func:`pruned_where_read`)."""
 
     @staticmethod
-    def forward(ctx, weight: torch.Tensor, r: torch.Tensor, keep: torch.Tensor, slope: float) -> torch.Tensor:  # type: ignore[override]
-        zero = torch.zeros((), dtype=weight.dtype, device=weight.device)
-        if ctx.needs_input_grad[1]:
-            ctx.save_for_backward(weight, keep)
-            ctx.slope = slope
-            ctx.r_dtype = r.dtype
-        return torch.where(keep, weight, zero)
+    def forward(  # type: ignore[override]
+        ctx, value: torch.Tensor, r: torch.Tensor, keep: torch.Tensor, slope: float, blocked: bool
+    ) -> torch.Tensor:
+        if ctx.needs_input_grad[1] or blocked:
+            ctx.save_for_backward(value, keep)
+        ctx.slope, ctx.r_dtype, ctx.blocked = slope, r.dtype, blocked
+        return torch.where(keep, value, torch.zeros((), dtype=value.dtype, device=value.device))
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None]:  # type: ignore[override]
-        grad_r = None
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None, None]:  # type: ignore[override]
+        grad_r = grad_value = None
         if ctx.needs_input_grad[1]:
-            weight, keep = ctx.saved_tensors
-            residual = torch.where(keep, torch.zeros((), dtype=weight.dtype, device=weight.device), weight)
+            value, keep = ctx.saved_tensors
+            residual = torch.where(keep, torch.zeros((), dtype=value.dtype, device=value.device), value)
             grad_r = torch.as_tensor(_dot(grad, residual) * ctx.slope).to(ctx.r_dtype).reshape(())
-        return (grad if ctx.needs_input_grad[0] else None), grad_r, None, None
+        if ctx.needs_input_grad[0]:
+            grad_value = grad
+            if ctx.blocked:
+                keep = ctx.saved_tensors[1]
+                grad_value = torch.where(keep, grad, torch.zeros((), dtype=grad.dtype, device=grad.device))
+        return grad_value, grad_r, None, None, None
 
 
 def grouped_weight(weight: torch.Tensor, r: torch.Tensor, keep: torch.Tensor, slope: float) -> torch.Tensor:
@@ -319,30 +325,8 @@ def grouped_weight(weight: torch.Tensor, r: torch.Tensor, keep: torch.Tensor, sl
     :mod:`~adasparse.core.granularity`.
     """
     if torch.is_grad_enabled() and (weight.requires_grad or r.requires_grad):
-        return _GroupMaskSTE.apply(weight, r, keep, slope)
+        return _GroupMask.apply(weight, r, keep, slope, False)
     return torch.where(keep, weight.detach(), torch.zeros((), dtype=weight.dtype, device=weight.device))
-
-
-class _PrunedWhereRead(torch.autograd.Function):
-    """``value`` where ``keep``, else 0; the pruned groups get no gradient, ``r`` the straight-through one."""
-
-    @staticmethod
-    def forward(ctx, value: torch.Tensor, r: torch.Tensor, keep: torch.Tensor, slope: float) -> torch.Tensor:  # type: ignore[override]
-        ctx.save_for_backward(value, keep)
-        ctx.slope = slope
-        ctx.r_dtype = r.dtype
-        return torch.where(keep, value, torch.zeros((), dtype=value.dtype, device=value.device))
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None]:  # type: ignore[override]
-        value, keep = ctx.saved_tensors
-        zero = torch.zeros((), dtype=grad.dtype, device=grad.device)
-        grad_r = None
-        if ctx.needs_input_grad[1]:
-            residual = torch.where(keep, torch.zeros((), dtype=value.dtype, device=value.device), value)
-            grad_r = torch.as_tensor(_dot(grad, residual) * ctx.slope).to(ctx.r_dtype).reshape(())
-        grad_value = torch.where(keep, grad, zero) if ctx.needs_input_grad[0] else None
-        return grad_value, grad_r, None, None
 
 
 def pruned_where_read(value: torch.Tensor, r: torch.Tensor, keep: torch.Tensor, slope: float) -> torch.Tensor:
@@ -355,5 +339,5 @@ def pruned_where_read(value: torch.Tensor, r: torch.Tensor, keep: torch.Tensor, 
     ``slope * <grad, pruned residual>``, the first-order change of the loss if the pruned groups came back.
     """
     if torch.is_grad_enabled() and (value.requires_grad or r.requires_grad):
-        return _PrunedWhereRead.apply(value, r, keep, slope)
+        return _GroupMask.apply(value, r, keep, slope, True)
     return torch.where(keep, value.detach(), torch.zeros((), dtype=value.dtype, device=value.device))
