@@ -118,3 +118,33 @@ def test_the_projection_shifts_every_set_alike_onto_the_budget(target: float) ->
     assert abs(reached - target) <= cost.channel_cost(fractions, "flops")
     assert max(fractions) - min(fractions) <= 0.1  # from equal starts, one common shift (up to a channel or two)
     assert all(fraction < 1.0 for fraction in fractions)
+
+
+def test_a_push_every_set_gets_alike_is_undone_alike() -> None:
+    """Every set's threshold pushed the same way, then projected back onto a fixed budget: the sets stay where they
+    were relative to each other (once, equal pushes on a different scale than the projection's drove a classifier
+    layer that costs few FLOPs to a single unit)."""
+    from adasparse.control.thresholds import adam_step
+    from tests.zoo import by_channels
+
+    model, _ = by_channels("cnn2d", (1, 8, 8), 2, r=0.0)
+    criterion = adasparse.SparsityLoss(model, 0.75, mode="projection", correction=True, budget="flops")
+    criterion.step()
+    tensors = adasparse.pruned_tensors(model)
+    assert len(tensors) >= 2
+
+    def equivalents() -> list[float]:
+        distributions = criterion.structured_distributions()
+        return [m.gaussian_equivalent(m.position(t.threshold.item())) for m, t in zip(distributions, tensors)]
+
+    before = equivalents()
+    moments = [[0.0, 0.0] for _ in tensors]
+    for count in range(1, 31):
+        for pruned in tensors:
+            pruned.threshold.grad = torch.tensor(1.0)  # every set: keep more
+        adam_step(tensors, moments, 0.05, count, criterion.structured_distributions())
+        criterion.step()
+    after = equivalents()
+    spread_before = max(before) - min(before)
+    assert max(after) - min(after) == pytest.approx(spread_before, abs=0.05)
+    assert all(t.layout.current_keep().any() for t in tensors)

@@ -61,3 +61,30 @@ def test_adam_step_is_scale_free_and_consumes_the_gradient() -> None:
     tensors[0].threshold.grad = torch.tensor(math.nan)
     assert not adam_step(tensors, moments, 0.01, 2)  # a non-finite gradient is skipped
     assert tensors[0].threshold.item() == pytest.approx(start[0] - 0.01, rel=1e-5)
+
+
+def test_a_structured_step_moves_the_fraction_as_a_gaussian_layer_would() -> None:
+    """Blocks with concentrated and with spread norms at the same pruned fraction move their fraction alike (a
+    step on ``r`` itself would move the concentrated ones across many blocks)."""
+    from adasparse.core.distribution import MagnitudeDistribution
+
+    torch.manual_seed(0)
+    concentrated = nn.Linear(64, 64)
+    spread = nn.Linear(64, 64)
+    with torch.no_grad():
+        concentrated.weight.copy_(1.0 + 0.01 * torch.randn(64, 64))
+        spread.weight.copy_(torch.randn(64, 64) * torch.rand(64, 1) * 4)
+    model = nn.Sequential(concentrated, spread)
+    adasparse.sparsify(model, init_threshold=0.0, min_params=100, granularity="block:1x64")
+    tensors = adasparse.pruned_tensors(model)
+    distributions = [MagnitudeDistribution(t).measure() for t in tensors]
+    for t, m in zip(tensors, distributions):
+        with torch.no_grad():
+            t.threshold.fill_(m.threshold_at(32.0))  # half of the rows pruned
+    assert [m.zero_fraction(t.threshold.item()) for t, m in zip(tensors, distributions)] == [0.5, 0.5]
+    for t in tensors:
+        t.threshold.grad = torch.tensor(-1.0)  # prune more
+    assert adam_step(tensors, [[0.0, 0.0], [0.0, 0.0]], 0.2, 1, distributions)
+    expected = math.erf((math.sqrt(2) * 0.4769362762 + 0.2) / math.sqrt(2))  # erfinv(0.5) = 0.4769...
+    for t, m in zip(tensors, distributions):
+        assert m.position(t.threshold.item()) / 64 == pytest.approx(expected, abs=1e-3)

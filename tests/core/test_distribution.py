@@ -115,3 +115,14 @@ def test_bad_budgets(budget: object, error: type, message: str) -> None:
     adasparse.sparsify(model, target=0.5, min_params=100)
     with pytest.raises(error, match=message):
         budget_costs(adasparse.pruned_tensors(model), budget)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.1, 0.5, 0.9, 0.999])
+def test_the_gaussian_equivalent_is_a_gaussian_layers_threshold_and_inverts(fraction: float) -> None:
+    pruned = _pruned()
+    measured = MagnitudeDistribution(pruned).measure()
+    position = fraction * len(measured)
+    equivalent = measured.gaussian_equivalent(position)
+    assert torch.erf(torch.tensor(equivalent / 2**0.5, dtype=torch.float64)).item() == pytest.approx(fraction, abs=1e-9)
+    assert measured.position_at_equivalent(equivalent) == pytest.approx(position, abs=1e-6)
+    assert measured.gaussian_equivalent(len(measured)) < 7.0  # all pruned: finite

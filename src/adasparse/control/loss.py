@@ -16,7 +16,7 @@ from torch import nn
 
 from ..core._checks import check_choice, check_fraction, check_nonnegative
 from ..core.channel_sets import ChannelSet
-from ..core.distribution import budget_costs
+from ..core.distribution import MagnitudeDistribution, budget_costs
 from ..core.operator import analytic_sparsity
 from ..core.parametrization import PrunedTensor, pruning_units
 from .channel_budget import ChannelBudget
@@ -127,6 +127,7 @@ class SparsityLoss:
         if not self._tensors:
             raise ValueError("SparsityLoss needs a sparsified model: call adasparse.sparsify(model, ...) first")
         self._channels = ChannelBudget.of(self._tensors, budget)
+        self._structured = any(t.layout is not None for t in self._tensors)
         if self._channels is not None:
             if mode != "projection":
                 raise ValueError(
@@ -332,18 +333,16 @@ class SparsityLoss:
             return
         if self.correction and self._steps % self.correction_interval == 0:
             self.measure_distributions()
+        elif self._structured:
+            self._projection.measure(structured_only=True)
         self._steps += 1
         self._projection.project(self.target, self.correction)  # checked for divergence above
 
-    def step_scales(self) -> list[float]:
-        """Per unit, how far its threshold may move per step relative to a single-weight threshold: 1 for single
-        weights, the measured dispersion of the group scores otherwise (:meth:`MagnitudeDistribution.dispersion`;
-        1 until measured)."""
-        measured = self._projection.measured
-        return [
-            1.0 if t.layout is None or measured is None else min(measured[i].dispersion(), 1.0)
-            for i, t in enumerate(self._tensors)
-        ]
+    def structured_distributions(self) -> list[MagnitudeDistribution | None]:
+        """Per pruned tensor: the distribution of its group scores measured now if it is pruned by groups
+        (channels, heads, blocks), else ``None`` (see :func:`.thresholds.adam_step`)."""
+        measured = self._projection.measure(structured_only=True)
+        return [m if t.layout is not None else None for t, m in zip(self._tensors, measured)]
 
     def clamp_thresholds(self) -> None:
         """Put every threshold parameter back into ``[0, 5]``: its forward value is clamped anyway, but a

@@ -28,6 +28,10 @@ _DENSITY_SCALE = math.sqrt(2.0 / math.pi)
 MAX_SAMPLE = 1 << 16
 """The projection records at most this many weights of a tensor (a fixed random sample of a larger one)."""
 
+MAX_EQUIVALENT_SHIFT = 12.0
+"""The channel projection's common shift of the Gaussian-equivalent thresholds is searched in ``[-12, 12]``: enough
+to take any set from none of its channels to all but one, or back."""
+
 SLOPE_FLOOR = _DENSITY_SCALE * math.exp(-0.5 * 3.0**2)
 """Smallest slope ``ds/dr`` the projection moves a threshold with: the Gaussian slope at ``r = 3`` (0.0089). At
 the clamp (``r = 5``) the Gaussian slope is 1e-6, which left a layer pushed there fully pruned for good."""
@@ -119,21 +123,30 @@ class Projection:
         self._warned_unreachable = False
 
     @torch.no_grad()
-    def measure(self) -> None:
-        """Record every tensor's distribution of ``|w_c|`` (at most :data:`MAX_SAMPLE` weights each)."""
+    def measure(self, structured_only: bool = False) -> list[MagnitudeDistribution]:
+        """Record every tensor's distribution of ``|w_c|`` (at most :data:`MAX_SAMPLE` weights each); with
+        ``structured_only``, only those of tensors pruned by groups (their scores are few and already computed by
+        the forward pass, so they are re-measured at every step; the others only when never measured)."""
         if self.measured is None:
-            self.measured = [MagnitudeDistribution(t, MAX_SAMPLE) for t in self._tensors]
-        for measured in self.measured:
-            measured.measure()
+            self.measured = [MagnitudeDistribution(t, MAX_SAMPLE).measure() for t in self._tensors]
+            return self.measured
+        for tensor, measured in zip(self._tensors, self.measured):
+            if not structured_only or tensor.layout is not None:
+                measured.measure()
+        return self.measured
 
     def _project_channels(self, target: float) -> float:
-        """The projection of a model pruned by channels: every set's pruned fraction moves by the same amount (so
-        the differences the task gradient made between sets stay, and no set jumps alone to all its channels) until
-        the cost of the shrunk model is closest to ``target``: within one channel of the set crossing it. Positions
-        among the measured scores are continuous (:meth:`MagnitudeDistribution.position`), so a set with few
-        channels moves as surely as one with many. Every set keeps a channel. Closing the last gap with the finest
-        sets alone was tried and dropped: it can take a set already stripped of most inputs (cheap channels) to all
-        but a few of its channels."""
+        """The projection of a model pruned by channels: every set's threshold moves by the same amount on the
+        Gaussian-equivalent scale (:meth:`MagnitudeDistribution.gaussian_equivalent`: the threshold a Gaussian
+        layer would need for the set's pruned fraction) until the cost of the shrunk model is closest to
+        ``target``: within one channel of the set crossing it. The differences the task gradient made between sets
+        stay, no set jumps alone to all its channels, and the threshold steps (:func:`.thresholds.adam_step`) are
+        taken on the same scale, so a push that every set gets alike is undone alike. On that scale a set nearly
+        fully pruned moves less per shift than one half pruned (an equal shift of the fractions themselves drove a
+        cheap classifier layer to one unit in a measured case). Positions among the measured scores are continuous
+        (:meth:`MagnitudeDistribution.position`), so a set with few channels moves as surely as one with many.
+        Every set keeps a channel. Closing the last gap with the finest sets alone was tried and dropped: it can
+        take a set already stripped of most inputs (cheap channels) to all but a few of its channels."""
         if self.measured is None:
             self.measure()
         measured: list[MagnitudeDistribution] = self.measured  # type: ignore[assignment]
@@ -143,12 +156,15 @@ class Projection:
         def fractions_at(positions: list[float]) -> list[float]:
             return [m.zero_fraction(m.threshold_at(p)) for m, p in zip(measured, positions)]
 
-        starts = [m.position(r.item()) for m, r in zip(measured, thresholds)]
+        starts = [m.gaussian_equivalent(m.position(r.item())) for m, r in zip(measured, thresholds)]
+
+        def shifted(delta: float) -> list[float]:
+            return _shifted_positions(measured, starts, sizes, delta)
 
         def overall(delta: float) -> float:
-            return self._budget.sparsity(fractions_at(_shifted_positions(starts, sizes, delta)))
+            return self._budget.sparsity(fractions_at(shifted(delta)))
 
-        positions = _shifted_positions(starts, sizes, _closest_shift(overall, target))
+        positions = shifted(_closest_shift(overall, target, -MAX_EQUIVALENT_SHIFT, MAX_EQUIVALENT_SHIFT))
         fractions = fractions_at(positions)
         with torch.no_grad():
             for r, distribution, position in zip(thresholds, measured, positions):
@@ -228,10 +244,13 @@ class Projection:
         return overall
 
 
-def _shifted_positions(starts: list[float], sizes: list[int], delta: float) -> list[float]:
-    """Each set's position among its channel scores after the shift ``delta`` of its pruned fraction (continuous,
-    see :meth:`MagnitudeDistribution.position`), at most ``size - 1``: every set keeps a channel."""
-    return [min(max(start + delta * size, 0.0), size - 1.0) for start, size in zip(starts, sizes)]
+def _shifted_positions(
+    measured: list[MagnitudeDistribution], starts: list[float], sizes: list[int], delta: float
+) -> list[float]:
+    """Each set's continuous position among its channel scores (:meth:`MagnitudeDistribution.position`) after the
+    shift ``delta`` of its Gaussian-equivalent threshold ``starts`` (:meth:`MagnitudeDistribution.gaussian_equivalent`),
+    at most ``size - 1``: every set keeps a channel."""
+    return [min(m.position_at_equivalent(start + delta), size - 1.0) for m, start, size in zip(measured, starts, sizes)]
 
 
 def _closest_shift(overall: Callable[[float], float], target: float, low: float = -1.0, high: float = 1.0) -> float:

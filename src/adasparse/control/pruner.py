@@ -297,8 +297,8 @@ class Pruner:
         step_size = self.config.threshold_lr / self._planned_steps()
         if step_size <= 0.0:
             return
-        scales = self.criterion.step_scales()
-        any_gradient = adam_step(self._tensors, self._moments, step_size, self.steps + 1, scales)
+        distributions = self.criterion.structured_distributions()
+        any_gradient = adam_step(self._tensors, self._moments, step_size, self.steps + 1, distributions)
         if not any_gradient and (self.config.task_gradient or self.config.mode not in ("projection",)):
             self._warn_once(
                 "no-gradient",

@@ -21,6 +21,9 @@ from .parametrization import PrunedTensor
 
 __all__ = ["HALF_NORMAL_DISPERSION", "MagnitudeDistribution", "budget_costs", "unit_costs"]
 
+MAX_EQUIVALENT_FRACTION = 1.0 - 1e-9
+"""The largest fraction :meth:`MagnitudeDistribution.gaussian_equivalent` maps (to a finite threshold, about 6.1)."""
+
 HALF_NORMAL_DISPERSION = math.sqrt(1.0 - 2.0 / math.pi)
 """Standard deviation over root mean square of ``|z|`` for a standard normal ``z`` (0.603)."""
 
@@ -129,6 +132,18 @@ class MagnitudeDistribution:
         low, high = values[above - 1], values[above]
         step = (bound - low) / (high - low) if high > low else 0.0
         return above - 0.5 + step
+
+    def gaussian_equivalent(self, position: float) -> float:
+        """The threshold a Gaussian layer needs to prune the fraction ``position / len`` (``sqrt(2) *
+        erfinv(fraction)``, the fraction capped just below 1): a scale on which every granularity moves alike."""
+        size = len(self)
+        fraction = min(max(position / size, 0.0), MAX_EQUIVALENT_FRACTION) if size else 0.0
+        return math.sqrt(2.0) * float(torch.erfinv(torch.tensor(fraction, dtype=torch.float64)))
+
+    def position_at_equivalent(self, equivalent: float) -> float:
+        """The continuous position whose pruned fraction a Gaussian layer reaches at threshold ``equivalent`` (the
+        inverse of :meth:`gaussian_equivalent`)."""
+        return len(self) * math.erf(max(equivalent, 0.0) / math.sqrt(2.0))
 
     def threshold_at(self, position: float) -> float:
         """The threshold ``r`` in ``[0, 5]`` at a continuous ``position`` (the inverse of :meth:`position`)."""
