@@ -205,3 +205,13 @@ def test_a_model_without_batchnorm_is_an_eval_copy_and_an_untraceable_one_an_err
     assert folded is not model and not folded.training and model.training
     with pytest.raises(ValueError, match="torch.fx"):
         fold_batchnorm(_Branching(), torch.randn(2, 3, 9))
+
+
+def test_a_fold_that_changes_the_outputs_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import adasparse.app.latency as latency
+
+    x = torch.randn(4, 3, 9)
+    model = _with_statistics(nn.Sequential(nn.Conv1d(3, 4, 3), nn.BatchNorm1d(4)), x)
+    monkeypatch.setattr(latency, "fuse_conv_bn_eval", lambda conv, norm, transpose=False: conv)
+    with pytest.raises(RuntimeError, match="differ"):
+        fold_batchnorm(model, x)

@@ -222,11 +222,11 @@ def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
 
 
 @torch.no_grad()
-def fold_batchnorm(model: nn.Module, example_input: Any) -> nn.Module:
+def fold_batchnorm(model: nn.Module, example_input: Any, *, atol: float = 1e-5, rtol: float = 1e-4) -> nn.Module:
     """A copy of ``model`` in eval mode with every BatchNorm folded into the convolution or Linear whose output it
     normalises (the layer's weights and bias absorb the norm's running statistics and affine; the norm becomes an
-    ``nn.Identity``). The copy computes what ``model`` computes in eval mode, up to float rounding; it is for
-    inference (training it would no longer normalise by the batch).
+    ``nn.Identity``). The copy computes what ``model`` computes in eval mode, up to float rounding (checked on
+    ``example_input``); it is for inference (training it would no longer normalise by the batch).
 
     A norm is folded when its input is the output of a ``Conv*``/``ConvTranspose*`` (or of a ``Linear`` on 2-d
     input) that nothing else reads, each called once; other norms stay. The model is traced with ``torch.fx``
@@ -234,15 +234,18 @@ def fold_batchnorm(model: nn.Module, example_input: Any) -> nn.Module:
 
     Args:
         model: a plain model; it is not modified.
-        example_input: a batch the model accepts (a tensor or a tuple of them), to find the shapes.
+        example_input: a batch the model accepts (a tensor or a tuple of them), to find the shapes and to check.
+        atol, rtol: tolerance of the output check.
 
     Raises:
         ValueError: a module holding a BatchNorm cannot be traced with ``torch.fx``.
+        RuntimeError: the folded model's outputs differ from the original's beyond the tolerance.
     """
     folded = copy.deepcopy(model).eval()
     if not _has_batchnorm(folded):
         return folded
     inputs = example_input if isinstance(example_input, tuple) else (example_input,)
+    expected = folded(*inputs)
     modules = dict(folded.named_modules())
     for layer_name, norm_name in _pairs(folded, inputs):
         layer, norm = modules[layer_name], modules[norm_name]
@@ -252,4 +255,8 @@ def fold_batchnorm(model: nn.Module, example_input: Any) -> nn.Module:
             fused = fuse_conv_bn_eval(layer, norm, transpose=isinstance(layer, nn.modules.conv._ConvTransposeNd))
         _replace(folded, layer_name, fused)
         _replace(folded, norm_name, nn.Identity())
+    actual = folded(*inputs)
+    if not torch.allclose(actual, expected, atol=atol, rtol=rtol):
+        gap = float((actual - expected).abs().max())
+        raise RuntimeError(f"the folded model's outputs differ from the original's by up to {gap:.3g}")
     return folded
