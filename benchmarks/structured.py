@@ -8,8 +8,10 @@ channel pruning with the same fine-tuning), then this script on its records and 
     python benchmarks/structured.py --records docs/structured.jsonl --runs runs/bench/runs --docs docs/structured.md
 
 Latency: each seed-0 run's final weights are shrunk (:func:`adasparse.shrink`) and timed against its dense
-pre-training run, alternately in one process, one thread, at batch 1 and at a throughput batch (ratios of medians,
-see ``adasparse/app/latency.py``).
+pre-training run and against the floor of channel pruning (the same graph with every prunable channel set down to one
+channel, :func:`adasparse.app.latency.one_channel_model`), alternately in one process, one thread, at batch 1 and at
+a throughput batch (ratios of medians, see ``adasparse/app/latency.py``). Then ours again, with every BatchNorm
+folded into the layer before it in all three models (``adasparse/app/latency.py``).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from _docs import write_section  # noqa: E402
 from adasparse import shrink  # noqa: E402
 from adasparse.app.bench import SUITES  # noqa: E402
 from adasparse.app.data import load_dataset  # noqa: E402
-from adasparse.app.latency import latency_ratio  # noqa: E402
+from adasparse.app.latency import fold_batchnorm, latency_medians, one_channel_model  # noqa: E402
 from adasparse.app.runs import load_run_weights  # noqa: E402
 from adasparse.core.flops import layer_macs  # noqa: E402
 
@@ -82,37 +84,107 @@ def accuracy_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def latency_table(rows: list[dict], runs: Path, batch: int, rounds: int) -> str:
-    """Shrunk over dense time of each seed-0 run, at batch 1 and ``batch``, one thread."""
-    labels = [variant.label for variant in SUITES["structured"].variants if variant.label != "dense"]
-    lines = [
-        f"| model | FLOPs removed | variant | MACs removed (measured) | batch 1 | batch {batch} |",
-        "|---|---|---|---|---|---|",
-    ]
-    data_cache: dict[str, torch.Tensor] = {}
+class _Models:
+    """The models a latency row times, built once per model of the zoo: the dense pre-training run, its
+    one-channel floor and each example batch."""
+
+    def __init__(self, runs: Path) -> None:
+        self.runs = runs
+        self.examples: dict[str, torch.Tensor] = {}
+        self.dense: dict[str, torch.nn.Module] = {}
+        self.floors: dict[tuple[str, int], torch.nn.Module] = {}
+
+    def example(self, dataset: str) -> torch.Tensor:
+        if dataset not in self.examples:
+            data = load_dataset(dataset)
+            examples = data.x_test[:8]
+            self.examples[dataset] = data.test_transform(examples, None) if data.test_transform else examples.float()
+        return self.examples[dataset]
+
+    def dense_model(self, prefix: str) -> torch.nn.Module:
+        if prefix not in self.dense:
+            first = SUITES["structured"].targets[0]  # a dense run is keyed by the suite's first target
+            self.dense[prefix] = load_run_weights(self.runs / prefix / "dense" / f"t{first:g}" / "s0").build_model()
+        return self.dense[prefix]
+
+    def floor(self, prefix: str, dataset: str, min_params: int) -> torch.nn.Module:
+        if (prefix, min_params) not in self.floors:
+            dense = self.dense_model(prefix)
+            self.floors[(prefix, min_params)] = one_channel_model(dense, self.example(dataset), min_params=min_params)
+        return self.floors[(prefix, min_params)]
+
+
+def _has_batchnorm(model: torch.nn.Module) -> bool:
+    return any(isinstance(module, torch.nn.modules.batchnorm._BatchNorm) for module in model.modules())
+
+
+def _macs(model: torch.nn.Module, example: torch.Tensor) -> float:
+    return float(sum(layer_macs(model, example, min_params=0).values()))
+
+
+def _seed_zero_runs(rows: list[dict], runs: Path, labels: list[str]):
+    """``(row, dataset, model, prefix, run directory)`` of each seed-0 run of the given variants."""
     for row in rows:
         if row["seed"] != 0 or row["variant"] not in labels:
             continue
         dataset, model = row["dataset"], row["model"]
         prefix = f"{dataset}-{model}"
-        if dataset not in data_cache:
-            data = load_dataset(dataset)
-            examples = data.x_test[:8]
-            data_cache[dataset] = data.test_transform(examples, None) if data.test_transform else examples.float()
-        example = data_cache[dataset]
-        first = SUITES["structured"].targets[0]  # a dense run is keyed by the suite's first target
-        dense = load_run_weights(runs / prefix / "dense" / f"t{first:g}" / "s0").build_model()
-        run = runs / prefix / _slug(row["variant"]) / f"t{row['target']:g}" / "s0"
-        smaller = shrink(load_run_weights(run).build_model(), example)
-        removed = 1.0 - sum(layer_macs(smaller, example, min_params=0).values()) / sum(
-            layer_macs(dense, example, min_params=0).values()
-        )
-        single = latency_ratio(dense, smaller, example[:1], 1, rounds=rounds)
-        many = latency_ratio(dense, smaller, example[:1], batch, rounds=rounds)
+        yield row, dataset, model, prefix, runs / prefix / _slug(row["variant"]) / f"t{row['target']:g}" / "s0"
+
+
+def latency_table(rows: list[dict], models: _Models, batch: int, rounds: int, single_rounds: int) -> str:
+    """Shrunk over dense time of each seed-0 run, and the one-channel floor's over dense time (the three models timed
+    alternately), at batch 1 and ``batch``, one thread; the MACs kept, the time if it followed the MACs."""
+    labels = [variant.label for variant in SUITES["structured"].variants if variant.label != "dense"]
+    lines = [
+        f"| model | FLOPs removed | variant | MACs kept (ideal) | batch 1: shrunk | batch 1: floor | batch {batch}: "
+        f"shrunk | batch {batch}: floor | dense time (batch 1, {batch}) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row, dataset, model, prefix, run in _seed_zero_runs(rows, models.runs, labels):
+        example = models.example(dataset)
+        weights = load_run_weights(run)
+        min_params = int((weights.run_config or {}).get("config", {}).get("pthres", 1000))
+        dense = models.dense_model(prefix)
+        floor = models.floor(prefix, dataset, min_params)
+        smaller = shrink(weights.build_model(), example)
+        kept = _macs(smaller, example) / _macs(dense, example)
+        single = latency_medians([dense, smaller, floor], example[:1], 1, rounds=single_rounds)
+        many = latency_medians([dense, smaller, floor], example[:1], batch, rounds=rounds)
         lines.append(
-            f"| {dataset}/{model} | {row['target']:g} | {row['variant']} | {removed:.4f} | {single.ratio:.2f}x "
-            f"({single.reference * 1e6:.0f} us dense) | {many.ratio:.2f}x ({many.reference * 1e3:.1f} ms dense) |"
+            f"| {dataset}/{model} | {row['target']:g} | {row['variant']} | {kept:.4f} | {single[1] / single[0]:.2f}x "
+            f"| {single[2] / single[0]:.2f}x | {many[1] / many[0]:.2f}x | {many[2] / many[0]:.2f}x "
+            f"| {single[0] * 1e6:.0f} us, {many[0] * 1e3:.1f} ms |"
         )
+    return "\n".join(lines)
+
+
+def folded_table(rows: list[dict], models: _Models, batch: int, rounds: int, single_rounds: int) -> str:
+    """Ours (seed 0) with every BatchNorm folded into the layer before it, in the dense model, the shrunk one and the
+    floor alike (:func:`adasparse.app.latency.fold_batchnorm`): the folded dense over the dense time, and the folded
+    shrunk model and floor over the folded dense time (the six models timed alternately)."""
+    label = next(variant.label for variant in SUITES["structured"].variants if variant.ours)
+    lines = [
+        f"| model | FLOPs removed | batch 1: folded dense / dense | batch 1: shrunk | batch 1: floor | batch {batch}: "
+        f"folded dense / dense | batch {batch}: shrunk | batch {batch}: floor |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row, dataset, model, prefix, run in _seed_zero_runs(rows, models.runs, [label]):
+        dense = models.dense_model(prefix)
+        if not _has_batchnorm(dense):
+            continue
+        example = models.example(dataset)
+        weights = load_run_weights(run)
+        min_params = int((weights.run_config or {}).get("config", {}).get("pthres", 1000))
+        pruned = weights.build_model()
+        floor = models.floor(prefix, dataset, min_params)
+        smaller = shrink(pruned, example)
+        timed = [dense, smaller, floor, *(fold_batchnorm(m, example) for m in (dense, smaller, floor))]
+        cells = []
+        for size, count in ((1, single_rounds), (batch, rounds)):
+            times = latency_medians(timed, example[:1], size, rounds=count)
+            cells += [times[3] / times[0], times[4] / times[3], times[5] / times[3]]
+        lines.append(f"| {dataset}/{model} | {row['target']:g} | " + " | ".join(f"{c:.2f}x" for c in cells) + " |")
     return "\n".join(lines)
 
 
@@ -122,15 +194,19 @@ def main() -> None:
     parser.add_argument("--runs", required=True, help="the suite's run directories (OUT/runs of zoo_sweep.py)")
     parser.add_argument("--docs", default=None, help="write the tables into this markdown file")
     parser.add_argument("--batch", type=int, default=256, help="the throughput batch size")
-    parser.add_argument("--rounds", type=int, default=30, help="timed forward passes per model and batch size")
+    parser.add_argument("--rounds", type=int, default=30, help="timed forward passes per model at the batch size")
+    parser.add_argument("--single-rounds", type=int, default=300, help="timed forward passes per model at batch 1")
     args = parser.parse_args()
     rows = _latest([json.loads(line) for line in open(args.records)])
     accuracy = accuracy_table(rows)
-    latency = latency_table(rows, Path(args.runs), args.batch, args.rounds)
-    print(accuracy, latency, sep="\n\n")
+    models = _Models(Path(args.runs))
+    latency = latency_table(rows, models, args.batch, args.rounds, args.single_rounds)
+    folded = folded_table(rows, models, args.batch, args.rounds, args.single_rounds)
+    print(accuracy, latency, folded, sep="\n\n")
     if args.docs:
         write_section(Path(args.docs), "structured-accuracy", accuracy)
         write_section(Path(args.docs), "structured-latency", latency)
+        write_section(Path(args.docs), "structured-latency-folded", folded)
 
 
 if __name__ == "__main__":

@@ -1,19 +1,30 @@
-"""Side-by-side CPU latency of two models on the same input: the ratio, not the absolute time.
+"""Side-by-side CPU latency of models on the same input: ratios, not absolute times.
 
-Timings on shared machines drift; measuring both models alternately in one process, many rounds, and reporting the
+Timings on shared machines drift; measuring the models alternately in one process, many rounds, and reporting the
 ratio of their medians keeps that drift out of the comparison (``docs/benchmarks.md``).
+
+:func:`one_channel_model` builds the floor of channel pruning for a model: the same graph with every prunable
+channel set (and head set) down to one channel, i.e. the per-operator cost no channel-pruning implementation of that
+graph goes below. :func:`fold_batchnorm` folds every BatchNorm into the layer before it, to time models without
+those operators (the dense model and the shrunk one alike).
 """
 
 from __future__ import annotations
 
+import copy
 import statistics
 import time
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
-from torch import nn
+from torch import fx, nn
+from torch.fx.passes.shape_prop import ShapeProp
+from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
-__all__ = ["LatencyRatio", "latency_ratio"]
+__all__ = ["LatencyRatio", "fold_batchnorm", "latency_medians", "latency_ratio", "one_channel_model"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +47,60 @@ def _once(model: nn.Module, inputs: torch.Tensor) -> float:
 
 
 @torch.inference_mode()
+def latency_medians(
+    models: Sequence[nn.Module],
+    example: torch.Tensor,
+    batch: int,
+    *,
+    rounds: int = 30,
+    warmup: int = 3,
+    threads: int | None = 1,
+) -> list[float]:
+    """Median seconds per forward pass of each model on a batch of ``batch`` copies of ``example`` (one example, its
+    batch dimension of size 1 or absent), in eval mode, timed alternately: every round runs each model once, the
+    order rotated and reversed from round to round so that no model always follows the same one.
+
+    Args:
+        models: the models (not modified; put in eval mode for the measurement, then restored).
+        example: one input example.
+        batch: the batch size to time.
+        rounds: timed forward passes of each model (the median is reported).
+        warmup: untimed passes of each first.
+        threads: ``torch.set_num_threads`` during the measurement (restored afterwards); ``None`` leaves it.
+
+    Returns:
+        One median per model, in the order given.
+    """
+    if not models:
+        raise ValueError("latency_medians needs at least one model")
+    if example.dim() > 0 and example.shape[0] == 1:
+        example = example[0]
+    inputs = example.unsqueeze(0).expand(batch, *example.shape).contiguous()
+    previous_threads = torch.get_num_threads()
+    modes = [model.training for model in models]
+    for model in models:
+        model.eval()
+    count = len(models)
+    try:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        for _ in range(warmup):
+            for model in models:
+                _once(model, inputs)
+        times: list[list[float]] = [[] for _ in models]
+        for round_index in range(rounds):
+            order = [(round_index // 2 + k) % count for k in range(count)]
+            if round_index % 2:
+                order.reverse()
+            for slot in order:
+                times[slot].append(_once(models[slot], inputs))
+    finally:
+        torch.set_num_threads(previous_threads)
+        for model, mode in zip(models, modes):
+            model.train(mode)
+    return [statistics.median(slot_times) for slot_times in times]
+
+
 def latency_ratio(
     reference: nn.Module,
     candidate: nn.Module,
@@ -46,37 +111,152 @@ def latency_ratio(
     warmup: int = 3,
     threads: int | None = 1,
 ) -> LatencyRatio:
-    """Time ``candidate`` against ``reference`` on a batch of ``batch`` copies of ``example`` (one example, its
-    batch dimension of size 1 or absent), alternating the two every round, in eval mode.
+    """Time ``candidate`` against ``reference`` (:func:`latency_medians` of the two): the ratio of their medians."""
+    reference_time, candidate_time = latency_medians(
+        (reference, candidate), example, batch, rounds=rounds, warmup=warmup, threads=threads
+    )
+    return LatencyRatio(batch, reference_time, candidate_time)
+
+
+@torch.no_grad()
+def one_channel_model(model: nn.Module, example_input: Any, *, min_params: int = 1000) -> nn.Module:
+    """The floor of channel pruning for ``model``: a shrunk copy with every channel set and head set that
+    ``sparsify(..., granularity="channel", min_params=min_params)`` would prune down to one channel (or head).
+
+    The kept channel of each set is its highest-scoring one; the copy's outputs are meaningless, its graph (every
+    operator of the model, each on one channel where channel pruning can go) is what a pruned model of any budget
+    keeps, so its time is the per-operator cost no channel-pruning implementation of the graph goes below.
 
     Args:
-        reference, candidate: the models (not modified; put in eval mode for the measurement, then restored).
-        example: one input example.
-        batch: the batch size to time.
-        rounds: timed forward passes of each model (the median is reported).
-        warmup: untimed passes of each first.
-        threads: ``torch.set_num_threads`` during the measurement (restored afterwards); ``None`` leaves it.
+        model: a plain model (not sparsified); it is not modified.
+        example_input: a batch the model accepts, to trace its dependencies.
+        min_params: which layers are prunable, as in :func:`adasparse.sparsify` (the pruned model's value).
+
+    Returns:
+        The one-channel model, a plain module in eval mode.
     """
-    if example.dim() > 0 and example.shape[0] == 1:
-        example = example[0]
-    inputs = example.unsqueeze(0).expand(batch, *example.shape).contiguous()
-    previous_threads = torch.get_num_threads()
-    modes = (reference.training, candidate.training)
-    reference.eval()
-    candidate.eval()
+    from ..core.channel_sets import ChannelSet
+    from ..core.parametrization import pruned_tensors
+    from ..core.shrink import shrink
+    from ..core.sparsify import sparsify
+
+    if pruned_tensors(model):
+        raise ValueError("one_channel_model needs a plain model; desparsify a sparsified one first")
+    floor = copy.deepcopy(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the layers left dense are named by the pruning runs already
+        sparsify(
+            floor,
+            init_threshold=0.0,
+            trainable=False,
+            min_params=min_params,
+            granularity="channel",
+            example_input=example_input,
+        )
+    sets = {id(p.layout): p.layout for p in pruned_tensors(floor) if isinstance(p.layout, ChannelSet)}
+    scores = {key: channel_set.scores() for key, channel_set in sets.items()}  # all read before any is fixed
+    for key, channel_set in sets.items():
+        keep = torch.zeros(channel_set.channels, dtype=torch.bool)
+        keep[int(torch.argmax(scores[key]))] = True
+        channel_set.fix(keep)
+    return shrink(floor, example_input)
+
+
+def _has_batchnorm(module: nn.Module) -> bool:
+    return any(isinstance(child, nn.modules.batchnorm._BatchNorm) for child in module.modules())
+
+
+class _Tracer(fx.Tracer):
+    """Traces only into modules that hold a BatchNorm: every other module stays one call, whatever its code."""
+
+    def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
+        return not _has_batchnorm(module) or super().is_leaf_module(module, qualified_name)
+
+
+def _foldable(layer: nn.Module, norm: nn.Module, meta: Any) -> bool:
+    if norm.running_mean is None or norm.running_var is None:
+        return False  # without running statistics it normalises by the batch's, even in eval mode
+    if isinstance(layer, nn.modules.conv._ConvTransposeNd) and layer.groups != 1:
+        return False  # torch's fusion scales a transposed weight's second dimension, one group's channels only
+    if isinstance(layer, nn.modules.conv._ConvNd):
+        return layer.out_channels == norm.num_features
+    if isinstance(layer, nn.Linear):
+        shape = getattr(meta, "shape", None)  # (batch, features) only: a BatchNorm1d on 3-d input normalises dim 1
+        return shape is not None and len(shape) == 2 and layer.out_features == norm.num_features
+    return False
+
+
+def _pairs(model: nn.Module, inputs: tuple) -> list[tuple[str, str]]:
+    """``(layer, norm)`` names of each BatchNorm applied to nothing but a convolution's or Linear's output, each
+    module called once and the layer's output read by the norm alone."""
+    tracer = _Tracer()
     try:
-        if threads is not None:
-            torch.set_num_threads(threads)
-        for _ in range(warmup):
-            _once(reference, inputs)
-            _once(candidate, inputs)
-        times: tuple[list[float], list[float]] = ([], [])
-        for round_index in range(rounds):
-            order = ((0, reference), (1, candidate)) if round_index % 2 == 0 else ((1, candidate), (0, reference))
-            for slot, model in order:
-                times[slot].append(_once(model, inputs))
-    finally:
-        torch.set_num_threads(previous_threads)
-        reference.train(modes[0])
-        candidate.train(modes[1])
-    return LatencyRatio(batch, statistics.median(times[0]), statistics.median(times[1]))
+        graph = tracer.trace(model)
+    except Exception as error:  # noqa: BLE001 - any tracing failure means the same thing to the caller
+        raise ValueError(f"fold_batchnorm could not trace the model with torch.fx: {error}") from error
+    traced = fx.GraphModule(tracer.root, graph)
+    ShapeProp(traced).propagate(*inputs)
+    modules = dict(model.named_modules())
+    calls: dict[str, int] = {}
+    for node in graph.nodes:
+        if node.op == "call_module":
+            calls[node.target] = calls.get(node.target, 0) + 1
+    pairs = []
+    for node in graph.nodes:
+        if node.op != "call_module" or not isinstance(modules.get(node.target), nn.modules.batchnorm._BatchNorm):
+            continue
+        source = node.args[0] if len(node.args) == 1 and not node.kwargs else None
+        if not isinstance(source, fx.Node) or source.op != "call_module" or len(source.users) != 1:
+            continue
+        if calls[node.target] != 1 or calls[source.target] != 1:
+            continue
+        layer, norm = modules[source.target], modules[node.target]
+        if _foldable(layer, norm, source.meta.get("tensor_meta")):
+            pairs.append((source.target, node.target))
+    return pairs
+
+
+def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, module)
+
+
+@torch.no_grad()
+def fold_batchnorm(model: nn.Module, example_input: Any, *, atol: float = 1e-5, rtol: float = 1e-4) -> nn.Module:
+    """A copy of ``model`` in eval mode with every BatchNorm folded into the convolution or Linear whose output it
+    normalises (the layer's weights and bias absorb the norm's running statistics and affine; the norm becomes an
+    ``nn.Identity``). The copy computes what ``model`` computes in eval mode, up to float rounding (checked on
+    ``example_input``); it is for inference (training it would no longer normalise by the batch).
+
+    A norm is folded when its input is the output of a ``Conv*``/``ConvTranspose*`` (or of a ``Linear`` on 2-d
+    input) that nothing else reads, each called once; other norms stay. The model is traced with ``torch.fx``
+    through the modules holding a BatchNorm only (the others are single calls, whatever their code).
+
+    Args:
+        model: a plain model; it is not modified.
+        example_input: a batch the model accepts (a tensor or a tuple of them), to find the shapes and to check.
+        atol, rtol: tolerance of the output check.
+
+    Raises:
+        ValueError: a module holding a BatchNorm cannot be traced with ``torch.fx``.
+        RuntimeError: the folded model's outputs differ from the original's beyond the tolerance.
+    """
+    folded = copy.deepcopy(model).eval()
+    if not _has_batchnorm(folded):
+        return folded
+    inputs = example_input if isinstance(example_input, tuple) else (example_input,)
+    expected = folded(*inputs)
+    modules = dict(folded.named_modules())
+    for layer_name, norm_name in _pairs(folded, inputs):
+        layer, norm = modules[layer_name], modules[norm_name]
+        if isinstance(layer, nn.Linear):
+            fused = fuse_linear_bn_eval(layer, norm)
+        else:
+            fused = fuse_conv_bn_eval(layer, norm, transpose=isinstance(layer, nn.modules.conv._ConvTransposeNd))
+        _replace(folded, layer_name, fused)
+        _replace(folded, norm_name, nn.Identity())
+    actual = folded(*inputs)
+    if not torch.allclose(actual, expected, atol=atol, rtol=rtol):
+        gap = float((actual - expected).abs().max())
+        raise RuntimeError(f"the folded model's outputs differ from the original's by up to {gap:.3g}")
+    return folded
