@@ -32,6 +32,10 @@ MAX_EQUIVALENT_SHIFT = 12.0
 """The channel projection's common shift of the Gaussian-equivalent thresholds is searched in ``[-12, 12]``: enough
 to take any set from none of its channels to all but one, or back."""
 
+MAX_REFINE_SHIFT = 0.25
+"""How far the channel projection may shift the fine sets alone to close a gap a coarse set leaves, on the
+Gaussian-equivalent scale: from half of a set's channels pruned, to 33% or 65% of them."""
+
 SLOPE_FLOOR = _DENSITY_SCALE * math.exp(-0.5 * 3.0**2)
 """Smallest slope ``ds/dr`` the projection moves a threshold with: the Gaussian slope at ``r = 3`` (0.0089). At
 the clamp (``r = 5``) the Gaussian slope is 1e-6, which left a layer pushed there fully pruned for good."""
@@ -145,8 +149,9 @@ class Projection:
         fully pruned moves less per shift than one half pruned (an equal shift of the fractions themselves drove a
         cheap classifier layer to one unit in a measured case). Positions among the measured scores are continuous
         (:meth:`MagnitudeDistribution.position`), so a set with few channels moves as surely as one with many.
-        Every set keeps a channel. Closing the last gap with the finest sets alone was tried and dropped: it can
-        take a set already stripped of most inputs (cheap channels) to all but a few of its channels."""
+        Every set keeps a channel. A gap the coarsest set leaves is then narrowed with the fine sets alone, within a
+        bound (:meth:`_refined_positions`): unbounded, that step took a layer stripped of most of its inputs (cheap
+        channels) to all but a few of its channels."""
         if self.measured is None:
             self.measure()
         measured: list[MagnitudeDistribution] = self.measured  # type: ignore[assignment]
@@ -165,6 +170,7 @@ class Projection:
             return self._budget.sparsity(fractions_at(shifted(delta)))
 
         positions = shifted(_closest_shift(overall, target, -MAX_EQUIVALENT_SHIFT, MAX_EQUIVALENT_SHIFT))
+        positions = self._refined_positions(measured, positions, sizes, target)
         fractions = fractions_at(positions)
         with torch.no_grad():
             for r, distribution, position in zip(thresholds, measured, positions):
@@ -180,6 +186,34 @@ class Projection:
                 stacklevel=3,
             )
         return overall_now
+
+    def _refined_positions(
+        self, measured: list[MagnitudeDistribution], positions: list[float], sizes: list[int], target: float
+    ) -> list[float]:
+        """Close a gap to ``target`` of more than :data:`UNREACHABLE_GAP` left by a coarse set (a head, a wide
+        channel) with the fine sets only: those whose channel costs at most that gap, shifted together on the
+        Gaussian-equivalent scale by at most :data:`MAX_REFINE_SHIFT`, kept only if the gap shrinks. The bound
+        keeps a fine set that costs little (a layer whose inputs are mostly pruned) from giving up most of its
+        channels to close the gap alone."""
+        fractions = [m.zero_fraction(m.threshold_at(p)) for m, p in zip(measured, positions)]
+        gap = abs(self._budget.sparsity(fractions) - target)
+        if gap <= UNREACHABLE_GAP:
+            return positions
+        per_channel = [slope / size for slope, size in zip(self._budget.gradient(fractions), sizes)]
+        fine = [cost <= UNREACHABLE_GAP for cost in per_channel]
+        if not any(fine) or all(fine):
+            return positions
+        starts = [m.gaussian_equivalent(p) for m, p in zip(measured, positions)]
+
+        def refined(delta: float) -> list[float]:
+            shifted = _shifted_positions(measured, starts, sizes, delta)
+            return [new if is_fine else old for new, old, is_fine in zip(shifted, positions, fine)]
+
+        def overall(delta: float) -> float:
+            return self._budget.sparsity([m.zero_fraction(m.threshold_at(p)) for m, p in zip(measured, refined(delta))])
+
+        delta = _closest_shift(overall, target, -MAX_REFINE_SHIFT, MAX_REFINE_SHIFT)
+        return refined(delta) if abs(overall(delta) - target) < gap else positions
 
     def measured_state(self) -> list[dict[str, Any]] | None:
         """The recorded distributions' states (``None`` when never measured)."""
