@@ -91,6 +91,7 @@ def plan_channel_sets(
     candidates: list[tuple[str, nn.Module, str]],
     allowed: set[int],
     example_input: Any,
+    claimed: list[ChannelSet] | None = None,
 ) -> ChannelPlan:
     """Group the candidate layers' output channels into channel sets.
 
@@ -100,11 +101,16 @@ def plan_channel_sets(
         allowed: ``id`` of every module the selection allows to be pruned (a tied layer outside it keeps its set
             dense: it cannot lose channels the others lose).
         example_input: an input batch for tracing.
+        claimed: sets built beforehand (declared attention heads): their layers join no other set, and a set that
+            would tie channels to one of them is refused, as one tied to ``nn.MultiheadAttention``.
     """
     graph = dependency_graph(model, example_input)
     names = {id(module): name for name, module in model.named_modules()}
-    assigned: set[int] = set()
-    sets: list[ChannelSet] = []
+    sets: list[ChannelSet] = list(claimed or [])
+    reserved = {
+        id(module) for s in sets for module in [*(m for _, m, _ in s.members), *(c.module for c in s.consumers)]
+    }
+    assigned: set[int] = set(reserved)
     skipped: dict[str, str] = {}
     for name, module, tensor in candidates:
         if id(module) in assigned:
@@ -140,6 +146,9 @@ def plan_channel_sets(
             out = graph.is_out_channel_pruning_fn(dep.handler)
             if isinstance(target, _MIXING_TYPES):
                 reason = f"tied to {target_name} ({type(target).__name__} mixes these channels)"
+                break
+            if id(target) in reserved:
+                reason = f"tied to {target_name} (a layer of declared attention heads)"
                 break
             if out and isinstance(target, _PRODUCER_TYPES):
                 if sorted(int(i) for i in idxs) != list(range(channels)):

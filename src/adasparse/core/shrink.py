@@ -8,7 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .channel_sets import _input_column_squares
+from .attention_heads import HeadsArgument, heads_of, remove_declared_heads
+from .channel_sets import ChannelSet, _input_column_squares
 from .coupling import _COMPANION_TYPES, _MIXING_TYPES, _PRODUCER_TYPES, dependency_graph
 from .granularity import channel_dim
 from .parametrization import pruned_tensors
@@ -67,7 +68,14 @@ def _remove_heads(model: nn.Module) -> None:
 
 
 @torch.no_grad()
-def shrink(model: nn.Module, example_input: Any, *, atol: float = 1e-5, rtol: float = 1e-4) -> nn.Module:
+def shrink(
+    model: nn.Module,
+    example_input: Any,
+    *,
+    heads: HeadsArgument | None = None,
+    atol: float = 1e-5,
+    rtol: float = 1e-4,
+) -> nn.Module:
     """A copy of ``model`` without the channels nothing reads any more, computing the same outputs.
 
     An output channel is removed when every layer reading it does so through zero weights (after training with
@@ -76,31 +84,38 @@ def shrink(model: nn.Module, example_input: Any, *, atol: float = 1e-5, rtol: fl
     biases, the norms after them, the readers' columns, and the other layers tied to it by residual additions.
     An ``nn.MultiheadAttention`` whose pruned heads output nothing becomes a
     :class:`~adasparse.core.pruned_attention.PrunedMultiheadAttention` with the kept heads (same call, same
-    outputs). A sparsified model is desparsified first (on the copy). The copy is checked against ``model`` on
-    ``example_input`` in eval mode.
+    outputs). The heads of a module declared with ``heads`` (:class:`~adasparse.core.attention_heads.AttentionHeads`)
+    whose output nothing reads are sliced out of its query, key, value and output layers, and its declared head
+    count updated. A sparsified model is desparsified first (on the copy). The copy is checked against ``model``
+    on ``example_input`` in eval mode.
 
     Args:
         model: a trained model (sparsified or plain); it is not modified.
         example_input: a batch the model accepts (a tensor or a tuple of them), used to trace and to check.
+        heads: the ``heads=`` given to :func:`adasparse.sparsify` (by default, those of a still sparsified model).
         atol, rtol: tolerance of the output check.
 
     Returns:
         The smaller plain model (its layers' ``out_channels``/``in_features``... updated), in eval mode.
 
     Raises:
-        ValueError: the model cannot be traced on ``example_input``.
+        ValueError: the model cannot be traced on ``example_input``, or ``heads`` does not fit it.
         RuntimeError: the smaller model's outputs differ from the original's beyond the tolerance.
     """
     inputs = example_input if isinstance(example_input, tuple) else (example_input,)
     reference = copy.deepcopy(model).eval()
-    if pruned_tensors(reference):
+    pruned = pruned_tensors(reference)
+    if pruned:
+        if heads is None:
+            heads = heads_of([p.layout for p in pruned if isinstance(p.layout, ChannelSet)])
         desparsify(reference)
     expected = reference(*inputs)
     smaller = copy.deepcopy(reference)
+    declared = remove_declared_heads(smaller, heads)
     graph = dependency_graph(smaller, example_input)
     names = {id(module): name for name, module in smaller.named_modules()}
     for module in list(smaller.modules()):
-        if not isinstance(module, _PRODUCER_TYPES) or id(module) not in names:
+        if not isinstance(module, _PRODUCER_TYPES) or id(module) not in names or id(module) in declared:
             continue
         if isinstance(module, nn.modules.conv._ConvTransposeNd) and module.groups != 1:
             continue
