@@ -81,7 +81,8 @@ class AttentionHeads:
         heads = self.num_heads
         if isinstance(heads, bool) or not isinstance(heads, (int, str)) or heads == "":
             raise ValueError(
-                f"AttentionHeads.num_heads must be an integer >= 2 or the name of the attribute holding it, got {heads!r}"
+                "AttentionHeads.num_heads must be an integer >= 2 or the name of the attribute holding it, "
+                f"got {heads!r}"
             )
         if isinstance(heads, int) and heads < 2:
             raise ValueError(
