@@ -304,7 +304,8 @@ class AttentionHeadSet(ChannelSet):
     kind = "head"
 
     def __init__(self, declared: DeclaredHeads) -> None:
-        self.declared = declared
+        self.module_name = declared.name
+        """The declared attention module's qualified name."""
         self.heads, self.width = declared.heads, declared.width
         members = []
         for role in ("query", "key", "value"):
@@ -335,7 +336,7 @@ class AttentionHeadSet(ChannelSet):
         """Nothing to hook: the output layer reads zeros from a pruned head by construction."""
 
     def __repr__(self) -> str:
-        return f"AttentionHeadSet(module={_label(self.declared.name)}, heads={self.heads}, head_dim={self.width})"
+        return f"AttentionHeadSet(module={_label(self.module_name)}, heads={self.heads}, head_dim={self.width})"
 
 
 def declared_head_sets(model: nn.Module, heads: HeadsArgument | None, allowed: set[int]) -> list[AttentionHeadSet]:
@@ -370,8 +371,3 @@ def remove_declared_heads(model: nn.Module, heads: HeadsArgument | None) -> set[
         if removable:
             declared.remove(removable)
     return claimed
-
-
-def heads_of(channel_sets: list[ChannelSet]) -> dict[Selector, AttentionHeads]:
-    """The ``heads=`` argument that declares the heads of the given sets (a sparsified model's own)."""
-    return {s.declared.name: s.declared.declaration for s in channel_sets if isinstance(s, AttentionHeadSet)}

@@ -8,8 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .attention_heads import HeadsArgument, heads_of, remove_declared_heads
-from .channel_sets import ChannelSet, _input_column_squares
+from .attention_heads import AttentionHeadSet, HeadsArgument, remove_declared_heads
+from .channel_sets import _input_column_squares
 from .coupling import _COMPANION_TYPES, _MIXING_TYPES, _PRODUCER_TYPES, dependency_graph
 from .granularity import channel_dim
 from .parametrization import pruned_tensors
@@ -92,7 +92,7 @@ def shrink(
     Args:
         model: a trained model (sparsified or plain); it is not modified.
         example_input: a batch the model accepts (a tensor or a tuple of them), used to trace and to check.
-        heads: the ``heads=`` given to :func:`adasparse.sparsify` (by default, those of a still sparsified model).
+        heads: the ``heads=`` given to :func:`adasparse.sparsify`, if any.
         atol, rtol: tolerance of the output check.
 
     Returns:
@@ -105,9 +105,9 @@ def shrink(
     inputs = example_input if isinstance(example_input, tuple) else (example_input,)
     reference = copy.deepcopy(model).eval()
     pruned = pruned_tensors(reference)
+    if heads is None and any(isinstance(p.layout, AttentionHeadSet) for p in pruned):
+        raise ValueError("the model has declared attention heads: pass shrink the heads= given to sparsify")
     if pruned:
-        if heads is None:
-            heads = heads_of([p.layout for p in pruned if isinstance(p.layout, ChannelSet)])
         desparsify(reference)
     expected = reference(*inputs)
     smaller = copy.deepcopy(reference)
