@@ -187,6 +187,31 @@ def test_shrink_slices_the_heads_out_and_computes_the_same(kind: str) -> None:
         assert torch.equal(torch.load(buffer, weights_only=False)(x), smaller(x))
 
 
+def test_a_hugging_face_model_as_it_comes() -> None:
+    """BertForSequenceClassification (scaled dot-product attention, a ModelOutput) with the declaration of the
+    docs."""
+    _, _, heads = _bert()
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+    model = BertForSequenceClassification(config).eval()
+    ids = torch.randint(0, 50, (3, 6))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        adasparse.sparsify(
+            model, init_threshold=1.0, min_params=100, granularity="channel", example_input=ids, heads=heads
+        )
+    kept = [int(s.current_keep().sum()) for s in _head_sets(model)]
+    assert min(kept) < 4
+    with torch.no_grad():
+        expected = model(ids).logits
+    smaller = adasparse.shrink(model, ids, heads=heads)
+    assert [layer.attention.self.num_attention_heads for layer in smaller.bert.encoder.layer] == kept
+    with torch.no_grad():
+        assert torch.allclose(smaller(ids).logits, expected, atol=1e-5)
+
+
 @pytest.mark.parametrize("kind", ["user", "bert"])
 @pytest.mark.parametrize("keeps", [None, [[1, 0, 1, 0], [0, 0, 1, 0]], [[1, 1, 1, 1], [0, 1, 1, 1]]])
 def test_predicted_cost_is_the_shrunk_models(kind: str, keeps: list | None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any
 
 import torch
@@ -49,6 +50,17 @@ def _unread_channels(graph: Any, module: nn.Module, names: dict[int, str]) -> li
     if consumers == 0:
         return []  # the model's outputs
     return [channel for channel in range(channels) if not bool(read[channel])]
+
+
+def _tensors(output: Any) -> list[torch.Tensor]:
+    """The tensors of a model's output: a tensor, or tuples, lists and dicts of them (a Hugging Face output)."""
+    if isinstance(output, torch.Tensor):
+        return [output]
+    if isinstance(output, dict):
+        output = list(output.values())
+    if isinstance(output, (tuple, list)):
+        return [tensor for item in output for tensor in _tensors(item)]
+    return []
 
 
 def _remove_heads(model: nn.Module) -> None:
@@ -127,9 +139,14 @@ def shrink(
             graph.get_pruning_group(module, pruner.prune_out_channels, idxs=unread).prune()
     _remove_heads(smaller)
     smaller.eval()
-    actual = smaller(*inputs)
-    if not torch.allclose(actual, expected, atol=atol, rtol=rtol):
-        gap = float((actual - expected).abs().max())
+    actual, expected = _tensors(smaller(*inputs)), _tensors(expected)
+    shapes_match = [a.shape for a in actual] == [e.shape for e in expected]
+    if not shapes_match or not all(torch.allclose(a, e, atol=atol, rtol=rtol) for a, e in zip(actual, expected)):
+        gap = (
+            max((float((a - e).abs().max()) for a, e in zip(actual, expected)), default=0.0)
+            if shapes_match
+            else math.inf
+        )
         raise RuntimeError(
             f"the shrunk model's outputs differ from the original's by up to {gap:.3g} (atol={atol}, rtol={rtol}); "
             "a layer reading the removed channels was not traced as one (please report the model)"
