@@ -26,7 +26,15 @@ from .channel_sets import ChannelSet, Consumer, _raw
 from .operator import pruned_where_read
 from .selection import Selector, _label, _matches
 
-__all__ = ["AttentionHeadSet", "AttentionHeads", "DeclaredHeads", "declared_head_sets", "resolve_heads"]
+__all__ = [
+    "AttentionHeadSet",
+    "AttentionHeads",
+    "DeclaredHeads",
+    "HeadsArgument",
+    "declared_head_sets",
+    "remove_declared_heads",
+    "resolve_heads",
+]
 
 _LAYERS = ("query", "key", "value", "output")
 

@@ -5,7 +5,8 @@ it, the channel of the BatchNorm after it, and â€” through a residual addition â
 layer whose output is added to it. ``torch_pruning.DependencyGraph`` traces the model once on an example input
 and lists those dependencies; this module turns them into :class:`~adasparse.core.granularity.ChannelSet` objects
 (the layers whose outputs share channels, plus the norms acting on them and the layers reading them), makes the
-heads of every ``nn.MultiheadAttention`` a :class:`~adasparse.core.granularity.HeadSet`, and names every layer whose
+heads of every ``nn.MultiheadAttention`` a :class:`~adasparse.core.granularity.HeadSet` (the heads of attention modules
+the user declares, :mod:`~adasparse.core.attention_heads`, come in as sets already made), and names every layer whose
 channels cannot be removed without changing what the model computes:
 
 - its outputs are the model's outputs (a classifier);
