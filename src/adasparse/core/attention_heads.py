@@ -148,12 +148,12 @@ class DeclaredHeads:
         index = torch.tensor([head * width + i for head in kept for i in range(width)], dtype=torch.long)
         for role in ("query", "key", "value"):
             layer = self.layers[role][1]
-            layer.weight = nn.Parameter(layer.weight.detach()[index.to(layer.weight.device)].clone())
+            layer.weight = _sliced(layer.weight, 0, index)
             if layer.bias is not None:
-                layer.bias = nn.Parameter(layer.bias.detach()[index.to(layer.bias.device)].clone())
+                layer.bias = _sliced(layer.bias, 0, index)
             layer.out_features = len(index)
         output = self.layers["output"][1]
-        output.weight = nn.Parameter(output.weight.detach()[:, index.to(output.weight.device)].clone())
+        output.weight = _sliced(output.weight, 1, index)
         output.in_features = len(index)
         declaration = self.declaration
         if isinstance(declaration.num_heads, str):
@@ -168,6 +168,11 @@ class DeclaredHeads:
     def claimed(self) -> set[int]:
         """``id`` of the four layers."""
         return {id(module) for _, module in self.layers.values()}
+
+
+def _sliced(parameter: nn.Parameter, dim: int, index: torch.Tensor) -> nn.Parameter:
+    kept = parameter.detach().index_select(dim, index.to(parameter.device))
+    return nn.Parameter(kept, requires_grad=parameter.requires_grad)
 
 
 def _owner(module: nn.Module, path: str) -> tuple[Any, str]:
@@ -189,7 +194,7 @@ def _read_int(module: nn.Module, name: str, field: str, path: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(
             f"AttentionHeads.{field}={path!r}: {name} has no integer attribute {path!r} (got {value!r}); give "
-            "the attribute's name relative to the declared module, or an integer"
+            "the attribute's name relative to the declared module" + (", or an integer" if field == "num_heads" else "")
         )
     return value
 
