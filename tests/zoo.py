@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from adasparse import AttentionHeads
+
 
 class ScaledLinear(nn.Linear):
     """A user subclass of Linear with its own forward that reads self.weight."""
@@ -117,3 +119,70 @@ def by_channels(name: str, shape: tuple[int, ...], batch: int, *, r: float = 1.0
         warnings.simplefilter("ignore")
         sparsify(model, init_threshold=r, min_params=100, granularity="channel", example_input=x)
     return model, x
+
+
+class Attention(nn.Module):
+    """Hand-written multi-head attention: separate projections, a per-head output scale, heads counted in
+    ``num_heads``."""
+
+    def __init__(self, dim: int = 32, heads: int = 4) -> None:
+        super().__init__()
+        self.num_heads = heads
+        self.head_dim = dim // heads
+        self.q_proj = nn.Linear(dim, dim)
+        self.k_proj = nn.Linear(dim, dim)
+        self.v_proj = nn.Linear(dim, dim)
+        self.out_proj = nn.Linear(dim, dim)
+        self.head_scale = nn.Parameter(torch.linspace(0.5, 1.5, heads))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, length, _ = x.shape
+        q, k, v = (
+            layer(x).view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
+            for layer in (self.q_proj, self.k_proj, self.v_proj)
+        )
+        weights = torch.softmax(q @ k.transpose(-2, -1) / self.head_dim**0.5, dim=-1)
+        heads = (weights @ v) * self.head_scale.view(1, -1, 1, 1)
+        return self.out_proj(heads.transpose(1, 2).reshape(batch, length, self.num_heads * self.head_dim))
+
+
+class AttentionBlock(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.attn = Attention()
+        self.fc1 = nn.Linear(32, 64)
+        self.fc2 = nn.Linear(64, 32)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(x)
+        return x + self.fc2(torch.relu(self.fc1(x)))
+
+
+class AttentionNet(nn.Module):
+    """Two blocks of hand-written attention (declared with ATTENTION_HEADS) and an MLP, on ``(batch, length, 8)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Linear(8, 32)
+        self.blocks = nn.Sequential(AttentionBlock(), AttentionBlock())
+        self.head = nn.Linear(32, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(self.embed(x)).mean(dim=1))
+
+
+def keep_head_scales(module: nn.Module, kept: list[int]) -> None:
+    """``on_shrink`` of :class:`Attention`: keep the kept heads' scales."""
+    module.head_scale = nn.Parameter(module.head_scale.detach()[kept].clone())
+
+
+ATTENTION_HEADS = {
+    Attention: AttentionHeads(
+        query="q_proj",
+        key="k_proj",
+        value="v_proj",
+        output="out_proj",
+        num_heads="num_heads",
+        on_shrink=keep_head_scales,
+    )
+}

@@ -27,6 +27,7 @@ from .compat import adaptive_loss, iter_desparsify, iter_sparsify, sparsity
 from .control.loss import SparsityLoss
 from .control.pruner import Pruner, PrunerConfig, PrunerResult
 from .core import schedules
+from .core.attention_heads import AttentionHeads
 from .core.calibrate import CalibrationResult, calibrate
 from .core.operator import analytic_sparsity, effective_weight, threshold_for_sparsity
 from .core.parametrization import PrunedTensor, is_sparsified, original_class, pruned_tensors
@@ -41,6 +42,7 @@ from .export.sparse import load_sparse, save_sparse
 _paths.install()
 
 __all__ = [
+    "AttentionHeads",
     "CalibrationResult",
     "LayerSparsity",
     "PrunedTensor",

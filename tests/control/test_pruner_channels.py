@@ -13,6 +13,8 @@ import adasparse
 from adasparse.app.models import create_model
 from adasparse.core.flops import layer_macs
 
+from ..zoo import ATTENTION_HEADS, AttentionNet
+
 pytest.importorskip("torch_pruning")
 
 
@@ -148,3 +150,41 @@ def test_a_push_every_set_gets_alike_is_undone_alike() -> None:
     spread_before = max(before) - min(before)
     assert max(after) - min(after) == pytest.approx(spread_before, abs=0.05)
     assert all(t.layout.current_keep().any() for t in tensors)
+
+
+def test_declared_heads_are_held_to_the_budget_and_shrink_away() -> None:
+    torch.manual_seed(0)
+    model = AttentionNet()
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 5, 8, generator=generator)
+    y = x[:, :, :3].sum(dim=1).argmax(dim=1)
+    dense = sum(layer_macs(model, x[:4], min_params=0).values())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pruner = adasparse.Pruner(
+            model,
+            0.5,
+            30,
+            granularity="channel",
+            example_input=x[:4],
+            min_params=100,
+            heads=ATTENTION_HEADS,
+            budget="flops",
+        )
+    optimizer = torch.optim.AdamW(pruner.param_groups(lr=1e-3))
+    for step in range(30):
+        batch = slice((step * 16) % 64, (step * 16) % 64 + 16)
+        loss = F.cross_entropy(model(x[batch]), y[batch]) + pruner.loss()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        pruner.step()
+    plain = pruner.finish()
+    assert pruner.result is not None and pruner.result.reached
+    smaller = adasparse.shrink(plain, x[:4], heads=ATTENTION_HEADS)
+    assert sum(block.attn.num_heads for block in smaller.blocks) < 8
+    removed = 1.0 - sum(layer_macs(smaller, x[:4], min_params=0).values()) / dense
+    assert removed == pytest.approx(pruner.result.sparsity, abs=1e-9)
+    plain.eval()
+    with torch.no_grad():
+        assert torch.allclose(smaller(x), plain(x), atol=1e-5)

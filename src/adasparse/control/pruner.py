@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from ..core._checks import check_fraction, check_int
+from ..core.attention_heads import HeadsArgument
 from ..core.calibrate import CalibrationResult
 from ..core.flops import layer_macs
 from ..core.granularity import parse_granularity
@@ -74,6 +75,8 @@ class Pruner:
         config: a :class:`PrunerConfig`; keyword ``options`` override its fields (``mode="adaptive"``, ...).
         include, exclude: layer selection, as for :func:`adasparse.sparsify`.
         example_input: an input batch, needed with ``budget="flops"`` to measure each layer's cost.
+        heads: with ``granularity="channel"``, the heads of your own attention modules, as for
+            :func:`adasparse.sparsify` (``{selector: adasparse.AttentionHeads(...)}``).
 
     Example::
 
@@ -91,6 +94,7 @@ class Pruner:
         include: Selector | Iterable[Selector] | None = None,
         exclude: Selector | Iterable[Selector] | None = None,
         example_input: torch.Tensor | None = None,
+        heads: HeadsArgument | None = None,
         **options: Any,
     ) -> None:
         if not isinstance(model, nn.Module):
@@ -115,6 +119,7 @@ class Pruner:
             centred=config.centred,
             granularity=config.granularity,
             example_input=example_input,
+            heads=heads,
         )
         if channels:
             costs = config.budget  # the channel cost model knows both (adasparse.core.channel_cost)

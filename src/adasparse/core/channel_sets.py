@@ -133,7 +133,7 @@ class ChannelSet:
         producers' rows, the consumers' columns, the norms' scales), of the channel's norm in that tensor divided by
         the tensor's root mean square over channels. Each tensor counts the same, whatever its size or scale (a
         convolution followed by BatchNorm has rows of arbitrary scale)."""
-        parts = [self._group_squares(module, tensor).cpu() for _, module, tensor in self.members]
+        parts = [self._group_squares(module, tensor).cpu() for _, module, tensor in self._scored_members()]
         for consumer in self.consumers:
             columns = _input_column_squares(consumer.module, _raw(consumer.module, "weight"))
             if columns is not None:
@@ -149,6 +149,10 @@ class ChannelSet:
             if mean > 0.0:
                 total += squares / mean
         return (total / len(parts)).sqrt()
+
+    def _scored_members(self) -> list[tuple[str, nn.Module, str]]:
+        """The member tensors a score reads (all of them)."""
+        return self.members
 
     def threshold(self) -> torch.Tensor:
         """The set's threshold ``r`` (a parameter of the first member)."""

@@ -5,7 +5,8 @@ it, the channel of the BatchNorm after it, and â€” through a residual addition â
 layer whose output is added to it. ``torch_pruning.DependencyGraph`` traces the model once on an example input
 and lists those dependencies; this module turns them into :class:`~adasparse.core.granularity.ChannelSet` objects
 (the layers whose outputs share channels, plus the norms acting on them and the layers reading them), makes the
-heads of every ``nn.MultiheadAttention`` a :class:`~adasparse.core.granularity.HeadSet`, and names every layer whose
+heads of every ``nn.MultiheadAttention`` a :class:`~adasparse.core.granularity.HeadSet` (the heads of attention modules
+the user declares, :mod:`~adasparse.core.attention_heads`, come in as sets already made), and names every layer whose
 channels cannot be removed without changing what the model computes:
 
 - its outputs are the model's outputs (a classifier);
@@ -91,6 +92,7 @@ def plan_channel_sets(
     candidates: list[tuple[str, nn.Module, str]],
     allowed: set[int],
     example_input: Any,
+    claimed: list[ChannelSet] | None = None,
 ) -> ChannelPlan:
     """Group the candidate layers' output channels into channel sets.
 
@@ -100,11 +102,16 @@ def plan_channel_sets(
         allowed: ``id`` of every module the selection allows to be pruned (a tied layer outside it keeps its set
             dense: it cannot lose channels the others lose).
         example_input: an input batch for tracing.
+        claimed: sets built beforehand (declared attention heads): their layers join no other set, and a set that
+            would tie channels to one of them is refused, as one tied to ``nn.MultiheadAttention``.
     """
     graph = dependency_graph(model, example_input)
     names = {id(module): name for name, module in model.named_modules()}
-    assigned: set[int] = set()
-    sets: list[ChannelSet] = []
+    sets: list[ChannelSet] = list(claimed or [])
+    reserved = {
+        id(module) for s in sets for module in [*(m for _, m, _ in s.members), *(c.module for c in s.consumers)]
+    }
+    assigned: set[int] = set(reserved)
     skipped: dict[str, str] = {}
     for name, module, tensor in candidates:
         if id(module) in assigned:
@@ -140,6 +147,9 @@ def plan_channel_sets(
             out = graph.is_out_channel_pruning_fn(dep.handler)
             if isinstance(target, _MIXING_TYPES):
                 reason = f"tied to {target_name} ({type(target).__name__} mixes these channels)"
+                break
+            if id(target) in reserved:
+                reason = f"tied to {target_name} (a layer of declared attention heads)"
                 break
             if out and isinstance(target, _PRODUCER_TYPES):
                 if sorted(int(i) for i in idxs) != list(range(channels)):

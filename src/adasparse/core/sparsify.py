@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ._checks import check_fraction, check_nonnegative
+from .attention_heads import HeadsArgument, declared_head_sets
 from .channel_cost import ChannelCost
 from .channel_sets import ChannelSet
 from .coupling import plan_channel_sets
@@ -111,6 +112,7 @@ def sparsify(
     centred: bool = False,
     granularity: str | Granularity = "element",
     example_input: Any = None,
+    heads: HeadsArgument | None = None,
 ) -> nn.Module:
     """Give every prunable layer of ``model`` a learned pruning threshold, in place.
 
@@ -141,6 +143,10 @@ def sparsify(
             torch-pruning) or ``"block:RxC"`` (blocks of the weight read as a matrix); see
             :mod:`adasparse.core.granularity`.
         example_input: with ``granularity="channel"``, a batch the model accepts (traced once, not trained on).
+        heads: with ``granularity="channel"``, the heads of your own attention modules (separate query, key, value
+            and output ``Linear`` layers): ``{selector: adasparse.AttentionHeads(...)}``, the selector as in
+            ``include`` (a module type, a name or glob, a predicate); see :class:`~adasparse.core.attention_heads.
+            AttentionHeads`. ``nn.MultiheadAttention`` needs no declaration.
 
     Returns:
         ``model``.
@@ -148,7 +154,8 @@ def sparsify(
     Raises:
         ValueError: bad ``target``/``init_threshold``/``min_params``/``granularity``, an already sparsified model, no
             prunable layer, non-finite weights, a shared weight with one of its modules excluded, a layer whose
-            weight ``R x C`` blocks do not tile, a layer named by ``include`` whose channels cannot be removed.
+            weight ``R x C`` blocks do not tile, a layer named by ``include`` whose channels cannot be removed,
+            ``heads`` with another granularity or not fitting its modules.
         TypeError: a selected weight that is not floating point.
 
     Example::
@@ -184,8 +191,12 @@ def sparsify(
                 where = f"{layer.name}.{tensor_name}" if layer.name else tensor_name
                 raise ValueError(f"{where} has non-finite values (NaN or inf); cannot compute its threshold")
     granularity = parse_granularity(granularity)
+    if heads is not None and granularity.kind != "channel":
+        raise ValueError(f"heads= declares attention heads for granularity='channel', got granularity='{granularity}'")
     if granularity.kind == "channel":
-        _attach_channel_sets(model, layers, r0, trainable, task_gradient, min_params, include, exclude, example_input)
+        _attach_channel_sets(
+            model, layers, r0, trainable, task_gradient, min_params, include, exclude, example_input, heads
+        )
         return model
     users = _tied_users(model, layers, exclude)
     for layer in layers:
@@ -212,13 +223,15 @@ def _attach_channel_sets(
     include: Selector | Iterable[Selector] | None,
     exclude: Selector | Iterable[Selector] | None,
     example_input: Any,
+    heads: HeadsArgument | None,
 ) -> None:
     """Sparsify by output channels: one threshold per set of tied layers (see :mod:`adasparse.core.coupling`)."""
     if _tied_users(model, layers, exclude):
         raise ValueError("granularity='channel' does not prune weights shared between modules (tied weights)")
     candidates = [(_label(layer.name), layer.module, t) for layer in layers for t in layer.tensor_names]
     allowed = {id(layer.module) for layer in select_layers(model, min_params=0, include=include, exclude=exclude)}
-    plan = plan_channel_sets(model, candidates, allowed, example_input)
+    declared = declared_head_sets(model, heads, allowed)
+    plan = plan_channel_sets(model, candidates, allowed, example_input, claimed=declared)
     includes = _as_list(include, "include")
     refused = [
         f"{_label(layer.name)} ({plan.skipped[_label(layer.name)]})"

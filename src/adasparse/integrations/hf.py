@@ -32,6 +32,7 @@ import torch
 
 from ..control.pruner import Pruner, PrunerConfig, PrunerResult
 from ..core._checks import check_fraction
+from ..core.attention_heads import HeadsArgument
 from ..core.report import sparsity_report
 from ..core.selection import Selector
 from ..core.sparsify import threshold_parameters
@@ -109,7 +110,9 @@ class SparsityTrainer(Trainer):
         include, exclude: layer selection, as for :func:`adasparse.sparsify`.
         desparsify_at_end: end training with ``pruner.finish()`` (a plain model); ``False`` leaves it sparsified
             (call ``trainer.pruner.finish()`` later).
-        sparsity_example_input: an input batch, needed with ``budget="flops"``.
+        sparsity_example_input: an input batch, needed with ``budget="flops"`` and ``granularity="channel"``.
+        sparsity_heads: with ``granularity="channel"``, the heads of the model's attention modules,
+            ``{BertAttention: adasparse.AttentionHeads(...)}`` (see :class:`adasparse.AttentionHeads`).
         Everything else goes to ``transformers.Trainer`` (``model_init`` is not supported: the model must exist,
         and be sparsified, before the optimizer is built).
 
@@ -126,6 +129,7 @@ class SparsityTrainer(Trainer):
         exclude: Selector | Iterable[Selector] | None = None,
         desparsify_at_end: bool = True,
         sparsity_example_input: torch.Tensor | None = None,
+        sparsity_heads: HeadsArgument | None = None,
         **kwargs: Any,
     ) -> None:
         target = check_fraction(sparsity_target, "sparsity_target")
@@ -140,7 +144,14 @@ class SparsityTrainer(Trainer):
             )
         super().__init__(*args, **kwargs)
         self.pruner = Pruner(
-            self.model, target, None, config, include=include, exclude=exclude, example_input=sparsity_example_input
+            self.model,
+            target,
+            None,
+            config,
+            include=include,
+            exclude=exclude,
+            example_input=sparsity_example_input,
+            heads=sparsity_heads,
         )
         self.sparsity_callback = SparsityCallback(self.pruner, desparsify_at_end=desparsify_at_end)
         self.add_callback(self.sparsity_callback)
