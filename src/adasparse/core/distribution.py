@@ -19,13 +19,10 @@ from ._checks import check_choice
 from .operator import EPSILON, MAX_THRESHOLD, pruning_bound, sorted_magnitudes
 from .parametrization import PrunedTensor
 
-__all__ = ["HALF_NORMAL_DISPERSION", "MagnitudeDistribution", "budget_costs", "unit_costs"]
+__all__ = ["MagnitudeDistribution", "budget_costs", "unit_costs"]
 
 MAX_EQUIVALENT_FRACTION = 1.0 - 1e-9
 """The largest fraction :meth:`MagnitudeDistribution.gaussian_equivalent` maps (to a finite threshold, about 6.1)."""
-
-HALF_NORMAL_DISPERSION = math.sqrt(1.0 - 2.0 / math.pi)
-"""Standard deviation over root mean square of ``|z|`` for a standard normal ``z`` (0.603)."""
 
 
 class MagnitudeDistribution:
@@ -97,18 +94,6 @@ class MagnitudeDistribution:
             self._float64 = self._values.double().cpu().numpy()
         bound = min(max(r, 0.0), MAX_THRESHOLD) * float(self._std) + EPSILON
         return float(self._float64.searchsorted(bound, side="right")) / max(len(self._float64), 1)
-
-    def dispersion(self) -> float:
-        """The recorded values' standard deviation over their root mean square, relative to a half-normal's
-        (``sqrt(1 - 2/pi)``): 1 for Gaussian weights, small for concentrated group norms (a small move of ``r``
-        then prunes many groups)."""
-        if self._float64 is None:
-            self._float64 = self._values.double().cpu().numpy()
-        values = self._float64
-        if not len(values):
-            return 1.0
-        rms = float(numpy.sqrt(numpy.mean(values * values)))
-        return float(numpy.std(values)) / rms / HALF_NORMAL_DISPERSION if rms > 0.0 else 1.0
 
     def _sorted64(self) -> numpy.ndarray:
         if self._float64 is None:
