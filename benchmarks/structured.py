@@ -7,6 +7,14 @@ channel pruning with the same fine-tuning), then this script on its records and 
     python benchmarks/zoo_sweep.py --suite structured --jobs 16 --out runs/bench --records docs/structured.jsonl
     python benchmarks/structured.py --records docs/structured.jsonl --runs runs/bench/runs --docs docs/structured.md
 
+The models the controller was not designed on (suite ``structured-heldout``) have their own section of the page,
+the accuracy table only (without ``--runs`` no latency is measured):
+
+    python benchmarks/zoo_sweep.py --suite structured-heldout --jobs 16 --out runs/heldout \
+        --records docs/structured-heldout.jsonl
+    python benchmarks/structured.py --records docs/structured-heldout.jsonl --docs docs/structured.md \
+        --section structured-heldout
+
 Latency: each seed-0 run's final weights are shrunk (:func:`adasparse.shrink`) and timed against its dense
 pre-training run and against the floor of channel pruning (the same graph with every prunable channel set down to one
 channel, :func:`adasparse.app.latency.one_channel_model`), alternately in one process, one thread, at batch 1 and at
@@ -54,10 +62,18 @@ def _latest(rows: list[dict]) -> list[dict]:
     return list(keyed.values())
 
 
+def _suite(rows: list[dict]) -> str:
+    """The suite the records come from (one per file)."""
+    names = {row.get("suite", "structured") for row in rows}
+    if len(names) != 1:
+        raise SystemExit(f"the records mix suites ({', '.join(sorted(names))}): one file per suite")
+    return names.pop()
+
+
 def accuracy_table(rows: list[dict]) -> str:
     """Mean ± std over seeds of each variant's accuracy, per model and target; the budget reached before the
-    final calibration for ours."""
-    labels = [variant.label for variant in SUITES["structured"].variants]
+    final calibration for ours. The columns are the variants of the records' suite."""
+    labels = [variant.label for variant in SUITES[_suite(rows)].variants]
     cells: dict[tuple, list[float]] = collections.defaultdict(list)
     before: dict[tuple, list[float]] = collections.defaultdict(list)
     models = []
@@ -191,22 +207,30 @@ def folded_table(rows: list[dict], models: _Models, batch: int, rounds: int, sin
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", required=True, help="JSON lines of the structured suite (zoo_sweep.py)")
-    parser.add_argument("--runs", required=True, help="the suite's run directories (OUT/runs of zoo_sweep.py)")
+    parser.add_argument(
+        "--runs", default=None, help="the suite's run directories (OUT/runs of zoo_sweep.py); without it no latency"
+    )
     parser.add_argument("--docs", default=None, help="write the tables into this markdown file")
+    parser.add_argument(
+        "--section",
+        default="structured",
+        help="the page's section the tables go to: between <!-- begin:SECTION-accuracy --> and its end marker "
+        "(and SECTION-latency, SECTION-latency-folded)",
+    )
     parser.add_argument("--batch", type=int, default=256, help="the throughput batch size")
     parser.add_argument("--rounds", type=int, default=30, help="timed forward passes per model at the batch size")
     parser.add_argument("--single-rounds", type=int, default=300, help="timed forward passes per model at batch 1")
     args = parser.parse_args()
     rows = _latest([json.loads(line) for line in open(args.records)])
-    accuracy = accuracy_table(rows)
-    models = _Models(Path(args.runs))
-    latency = latency_table(rows, models, args.batch, args.rounds, args.single_rounds)
-    folded = folded_table(rows, models, args.batch, args.rounds, args.single_rounds)
-    print(accuracy, latency, folded, sep="\n\n")
+    tables = {"accuracy": accuracy_table(rows)}
+    if args.runs is not None:
+        models = _Models(Path(args.runs))
+        tables["latency"] = latency_table(rows, models, args.batch, args.rounds, args.single_rounds)
+        tables["latency-folded"] = folded_table(rows, models, args.batch, args.rounds, args.single_rounds)
+    print(*tables.values(), sep="\n\n")
     if args.docs:
-        write_section(Path(args.docs), "structured-accuracy", accuracy)
-        write_section(Path(args.docs), "structured-latency", latency)
-        write_section(Path(args.docs), "structured-latency-folded", folded)
+        for name, table in tables.items():
+            write_section(Path(args.docs), f"{args.section}-{name}", table)
 
 
 if __name__ == "__main__":

@@ -106,7 +106,14 @@ def _with_statistics(model: nn.Module, x: torch.Tensor) -> nn.Module:
 
 
 @pytest.mark.parametrize(
-    ("name", "shape"), [("cnn2d", (1, 8, 8)), ("resnet1d", (1, 40)), ("resnet2d", (1, 8, 8)), ("wrn-16-2", (3, 8, 8))]
+    ("name", "shape"),
+    [
+        ("cnn2d", (1, 8, 8)),
+        ("resnet1d", (1, 40)),
+        ("resnet2d", (1, 8, 8)),
+        ("wrn-16-2", (3, 8, 8)),
+        ("mobilenet2d", (1, 8, 8)),
+    ],
 )
 def test_the_folded_model_computes_the_same_outputs(name: str, shape: tuple[int, ...]) -> None:
     torch.manual_seed(0)

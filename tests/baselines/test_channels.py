@@ -15,7 +15,7 @@ torch_pruning = pytest.importorskip("torch_pruning")
 
 
 @pytest.mark.parametrize("allocation", ["global", "uniform"])
-@pytest.mark.parametrize(("name", "shape"), [("cnn2d", (1, 8, 8)), ("resnet2d", (1, 8, 8))])
+@pytest.mark.parametrize(("name", "shape"), [("cnn2d", (1, 8, 8)), ("resnet2d", (1, 8, 8)), ("mobilenet2d", (1, 8, 8))])
 def test_the_budget_is_met_within_a_channel(allocation: str, name: str, shape: tuple[int, ...]) -> None:
     torch.manual_seed(0)
     model = create_model(name, num_classes=10, input_shape=shape)

@@ -30,7 +30,14 @@ def _count(model: nn.Module) -> int:
 
 @pytest.mark.parametrize(
     ("name", "shape"),
-    [("mlp", (40,)), ("cnn2d", (1, 8, 8)), ("resnet1d", (1, 40)), ("transformer", (1, 40)), ("wrn-16-2", (3, 8, 8))],
+    [
+        ("mlp", (40,)),
+        ("cnn2d", (1, 8, 8)),
+        ("resnet1d", (1, 40)),
+        ("transformer", (1, 40)),
+        ("wrn-16-2", (3, 8, 8)),
+        ("mobilenet2d", (1, 8, 8)),
+    ],
 )
 def test_the_smaller_model_computes_what_the_pruned_one_computes(name: str, shape: tuple[int, ...]) -> None:
     model, x = _trained_like(name, shape)

@@ -24,6 +24,7 @@ __all__ = [
     "PRETRAINED",
     "STRUCTURED",
     "STRUCTURED_ZOO",
+    "STRUCTURED_HELDOUT",
     "THRESHOLD_LRS",
     "THRESHOLD_LR_SCALES",
     "THRESHOLD_LR",
@@ -137,6 +138,10 @@ STRUCTURED = (
 the model's multiply-accumulates (targets 0.5 and 0.75: half and a quarter of the dense FLOPs), against L1-norm
 channel pruning of the dense model with the same fine-tuning budget."""
 
+STRUCTURED_HELDOUT = (("digits", "mobilenet2d"), ("digits", "wrn-16-2"))
+"""Models the channel controller was not designed on: inverted residual blocks with depthwise convolutions, and a
+wide ResNet (pre-activation blocks, 1x1 shortcuts)."""
+
 THRESHOLD_LRS = (0.2, 0.6, 2.0, 6.0, 20.0)
 """Two decades around the default threshold_lr (2.0)."""
 THRESHOLD_LR_SCALES = (0.01, 0.1, 1.0)
@@ -190,6 +195,9 @@ SUITES: dict[str, Suite] = {
     ),
     "pretrained": Suite("pretrained", PRETRAINED, ZOO, (0.9, 0.98), epochs=PRETRAIN_EPOCHS),
     "structured": Suite("structured", STRUCTURED, STRUCTURED_ZOO, (0.5, 0.75), epochs=PRETRAIN_EPOCHS),
+    "structured-heldout": Suite(
+        "structured-heldout", STRUCTURED, STRUCTURED_HELDOUT, (0.5, 0.75), epochs=PRETRAIN_EPOCHS
+    ),
     "threshold-lr": Suite(
         "threshold-lr", THRESHOLD_LR, (("mnist1d", "resnet1d"), ("mnist1d", "transformer")), (0.98,), epochs=30
     ),

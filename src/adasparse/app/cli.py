@@ -108,7 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
         "Suites: methods (ours against dense, one-shot, one-shot + fine-tuning, GMP global and per layer, at "
         "0.5-0.98), ablation (each of our options alone and combined, at 0.9-0.98), flops (parameter vs compute "
         "budget), zoo (normalization, residual blocks, attention), pretrained (dense pre-training, then pruning "
-        "during a short AdamW fine-tuning), threshold-lr (sensitivity to the thresholds' step size), quick (a "
+        "during a short AdamW fine-tuning), structured (channels and heads pruned to a FLOPs budget, against L1-norm "
+        "channel pruning), structured-heldout (the same on models the channel controller was not designed on), "
+        "threshold-lr (sensitivity to the thresholds' step size), quick (a "
         "minute, for CI).",
     )
     bench.add_argument(

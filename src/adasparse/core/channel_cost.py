@@ -90,8 +90,9 @@ class ChannelCost:
         return 1.0 - kept / total if total else 0.0
 
     def fractions(self) -> list[float]:
-        """Each set's pruned fraction of channels now (from its threshold, or its fixed masks)."""
-        return [1.0 - float(s.current_keep().float().mean()) for s in self.channel_sets]
+        """Each set's pruned fraction of channels now (from its threshold, or its fixed masks), counted exactly (a
+        float32 mean of 31 of 96 channels is off in the eighth digit)."""
+        return [1.0 - int(keep.sum()) / keep.numel() for keep in (s.current_keep() for s in self.channel_sets)]
 
     def channel_cost(self, fractions: Sequence[float], budget: str = "params") -> float:
         """The largest share of the cost one channel carries at ``fractions`` (how closely a budget can be met)."""

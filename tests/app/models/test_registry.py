@@ -13,6 +13,7 @@ from adasparse.app.models import MODELS, create_model, default_model
 from adasparse.app.models.cnn1d import CNN1d
 from adasparse.app.models.cnn2d import CNN2d
 from adasparse.app.models.mlp import MLP
+from adasparse.app.models.mobilenet2d import MobileNet2d
 from adasparse.app.models.resnet1d import ResNet1d
 from adasparse.app.models.resnet2d import ResNet2d
 from adasparse.app.models.transformer import Transformer1d
@@ -21,7 +22,7 @@ from adasparse.app.models.wide_resnet import WideResNet
 
 def test_public_names() -> None:
     assert set(models.__all__) == {"create_model", "MODELS", "default_model", "check_model_name"}
-    assert list(MODELS) == ["mlp", "cnn1d", "cnn2d", "wrn-16-8", "resnet1d", "resnet2d", "transformer"]
+    assert list(MODELS) == ["mlp", "cnn1d", "cnn2d", "wrn-16-8", "resnet1d", "resnet2d", "transformer", "mobilenet2d"]
 
 
 @pytest.mark.parametrize(
@@ -33,6 +34,7 @@ def test_public_names() -> None:
         ("resnet1d", ResNet1d, (1, 40)),
         ("resnet2d", ResNet2d, (1, 8, 8)),
         ("transformer", Transformer1d, (1, 40)),
+        ("mobilenet2d", MobileNet2d, (1, 8, 8)),
     ],
 )
 def test_small_models_round_trip(name: str, kind: type, input_shape: tuple[int, ...]) -> None:
@@ -76,8 +78,8 @@ def test_wrn_bad_depth_from_name_raises() -> None:
 )
 def test_unknown_name_raises_with_choices(name: str) -> None:
     expected = (
-        f"unknown model {name!r}; choose one of mlp, cnn1d, cnn2d, wrn-16-8, resnet1d, resnet2d, transformer "
-        "(or wrn-DEPTH-WIDTH)"
+        f"unknown model {name!r}; choose one of mlp, cnn1d, cnn2d, wrn-16-8, resnet1d, resnet2d, transformer, "
+        "mobilenet2d (or wrn-DEPTH-WIDTH)"
     )
     with pytest.raises(ValueError, match=re.escape(expected)):
         create_model(name, num_classes=10, input_shape=(1, 40))
@@ -92,6 +94,7 @@ def test_create_model_returns_modules_in_train_mode() -> None:
         ("resnet1d", (1, 40)),
         ("resnet2d", (1, 8, 8)),
         ("transformer", (1, 40)),
+        ("mobilenet2d", (1, 8, 8)),
     ]:
         model = create_model(name, num_classes=2, input_shape=shape)
         assert isinstance(model, nn.Module) and model.training

@@ -14,6 +14,7 @@ from torch import nn
 from .cnn1d import CNN1d
 from .cnn2d import CNN2d
 from .mlp import MLP
+from .mobilenet2d import MobileNet2d
 from .resnet1d import ResNet1d
 from .resnet2d import ResNet2d
 from .transformer import Transformer1d
@@ -44,6 +45,10 @@ def _resnet2d(*, num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
     return ResNet2d(tuple(input_shape), num_classes)
 
 
+def _mobilenet2d(*, num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
+    return MobileNet2d(tuple(input_shape), num_classes)
+
+
 def _transformer(*, num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
     return Transformer1d(tuple(input_shape), num_classes)
 
@@ -65,6 +70,7 @@ MODELS: dict[str, ModelFactory] = {
     "resnet1d": _resnet1d,
     "resnet2d": _resnet2d,
     "transformer": _transformer,
+    "mobilenet2d": _mobilenet2d,
 }
 """Each named model's factory, called as ``factory(num_classes=..., input_shape=...)``."""
 
