@@ -29,7 +29,7 @@ from torch import nn
 from .channel_sets import ChannelSet, Consumer, HeadSet
 from .granularity import channel_dim
 
-__all__ = ["ChannelPlan", "dependency_graph", "plan_channel_sets"]
+__all__ = ["ChannelGroup", "ChannelPlan", "channel_group", "dependency_graph", "plan_channel_sets"]
 
 _PRODUCER_TYPES = (nn.Linear, nn.modules.conv._ConvNd)
 _COMPANION_TYPES = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)
@@ -66,6 +66,62 @@ def dependency_graph(model: nn.Module, example_input: Any) -> Any:
         raise ValueError(f"cannot trace the model to find tied channels: {type(error).__name__}: {error}") from error
     finally:
         model.train(was_training)
+
+
+@dataclass
+class ChannelGroup:
+    """What carries one layer's output channels, read from torch-pruning's pruning group: the layers producing them
+    (with the indices they produce them at), the norms acting on them and the layers reading them; ``reason`` says
+    why they cannot be removed exactly (``None`` when they can)."""
+
+    producers: list[tuple[str, nn.Module, list[int]]]
+    companions: list[tuple[str, nn.Module]]
+    consumers: list[Consumer]
+    reason: str | None = None
+
+
+def channel_group(
+    graph: Any, module: nn.Module, names: dict[int, str], reserved: frozenset[int] | set[int] = frozenset()
+) -> ChannelGroup | None:
+    """The :class:`ChannelGroup` of ``module``'s output channels in ``graph`` (``None`` when the traced input does
+    not reach it). ``names`` maps ``id`` of each module to its qualified name; a group touching a module in
+    ``reserved`` (the layers of declared attention heads) is refused. Used before training to plan the channel sets
+    and after it to find the channels nothing reads any more (:func:`adasparse.shrink`)."""
+    pruner = graph.get_pruner_of_module(module)
+    if pruner is None or module not in graph.module2node:
+        return None
+    channels = int(module.weight.shape[channel_dim(module)])
+    group = graph.get_pruning_group(module, pruner.prune_out_channels, idxs=list(range(channels)))
+    found = ChannelGroup([], [], [])
+    for item in group.items:
+        target, idxs = item.dep.target.module, [int(i) for i in item.idxs]
+        target_name = names.get(id(target), type(target).__name__)
+        out = graph.is_out_channel_pruning_fn(item.dep.handler)
+        if isinstance(target, _MIXING_TYPES):
+            found.reason = f"tied to {target_name} ({type(target).__name__} mixes these channels)"
+        elif id(target) in reserved:
+            found.reason = f"tied to {target_name} (a layer of declared attention heads)"
+        elif isinstance(target, _COMPANION_TYPES):
+            if all(norm is not target for _, norm in found.companions):
+                found.companions.append((target_name, target))
+        elif out and isinstance(target, _PRODUCER_TYPES):
+            if all(member is not target for _, member, _ in found.producers):
+                found.producers.append((target_name, target, idxs))
+        elif not out and id(target) in names:
+            roots = getattr(item, "root_idxs", None)
+            if not isinstance(target, _PRODUCER_TYPES):
+                found.reason = f"read by {target_name} ({type(target).__name__}), whose input cannot be masked"
+            elif roots is None or len(roots) != len(idxs):
+                found.reason = f"read by {target_name} through channels torch-pruning does not map back"
+            else:
+                index = torch.tensor(idxs, dtype=torch.long)
+                root = torch.tensor([int(i) for i in roots], dtype=torch.long)
+                found.consumers.append(Consumer(target_name, target, index, root))
+        if found.reason is not None:
+            return found
+    if not found.consumers:
+        found.reason = "its outputs are the model's outputs"
+    return found
 
 
 @dataclass
@@ -131,55 +187,18 @@ def plan_channel_sets(
             skipped[name] = "a grouped transposed convolution (its output channels are interleaved by group)"
             continue
         channels = int(module.weight.shape[channel_dim(module)])
-        pruner = graph.get_pruner_of_module(module)
-        if pruner is None or module not in graph.module2node:
+        found = channel_group(graph, module, names, reserved)
+        if found is None:
             skipped[name] = "not reached by the example input"
             continue
-        group = graph.get_pruning_group(module, pruner.prune_out_channels, idxs=list(range(channels)))
+        reason = found.reason
         members: list[tuple[str, nn.Module, str]] = []
-        companions: list[tuple[str, nn.Module]] = []
-        consumers: list[Consumer] = []
-        reason = None
-        for item in group.items:
-            dep, idxs = item.dep, item.idxs
-            target = dep.target.module
-            target_name = names.get(id(target), type(target).__name__)
-            out = graph.is_out_channel_pruning_fn(dep.handler)
-            if isinstance(target, _MIXING_TYPES):
-                reason = f"tied to {target_name} ({type(target).__name__} mixes these channels)"
-                break
-            if id(target) in reserved:
-                reason = f"tied to {target_name} (a layer of declared attention heads)"
-                break
-            if out and isinstance(target, _PRODUCER_TYPES):
-                if sorted(int(i) for i in idxs) != list(range(channels)):
-                    reason = f"tied to {target_name} through re-indexed channels"
-                    break
-                if id(target) not in allowed:
-                    reason = f"tied to {target_name}, which is not pruned (exclude= or not a weight layer)"
-                    break
-                if all(member is not target for _, member, _ in members):
-                    members.append((target_name, target, "weight"))
-            elif out and isinstance(target, _COMPANION_TYPES):
-                companions.append((target_name, target))
-            elif not out and names.get(id(target)) is not None:
-                if not isinstance(target, _PRODUCER_TYPES):
-                    reason = f"read by {target_name} ({type(target).__name__}), whose input cannot be masked"
-                    break
-                roots = getattr(item, "root_idxs", None)
-                if roots is None or len(roots) != len(idxs):
-                    reason = f"read by {target_name} through channels torch-pruning does not map back"
-                    break
-                consumers.append(
-                    Consumer(
-                        target_name,
-                        target,
-                        torch.tensor([int(i) for i in idxs], dtype=torch.long),
-                        torch.tensor([int(i) for i in roots], dtype=torch.long),
-                    )
-                )
-        if reason is None and not consumers:
-            reason = "its outputs are the model's outputs"
+        for producer_name, producer, idxs in found.producers:
+            if reason is None and sorted(idxs) != list(range(channels)):
+                reason = f"tied to {producer_name} through re-indexed channels"
+            elif reason is None and id(producer) not in allowed:
+                reason = f"tied to {producer_name}, which is not pruned (exclude= or not a weight layer)"
+            members.append((producer_name, producer, "weight"))
         if reason is not None:
             for member_name, member, _ in members or [(name, module, tensor)]:
                 skipped.setdefault(member_name, reason)
@@ -188,6 +207,6 @@ def plan_channel_sets(
             assigned.add(id(module))
             continue
         members.sort(key=lambda item: 0 if item[1] is module else 1)
-        sets.append(ChannelSet(members, consumers, companions))
+        sets.append(ChannelSet(members, found.consumers, found.companions))
         assigned.update(id(member) for _, member, _ in members)
     return ChannelPlan(sets, skipped)

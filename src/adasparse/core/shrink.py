@@ -11,7 +11,7 @@ from torch import nn
 
 from .attention_heads import AttentionHeadSet, HeadsArgument, remove_declared_heads
 from .channel_sets import _input_column_squares
-from .coupling import _COMPANION_TYPES, _MIXING_TYPES, _PRODUCER_TYPES, dependency_graph
+from .coupling import _PRODUCER_TYPES, channel_group, dependency_graph
 from .granularity import channel_dim
 from .parametrization import pruned_tensors
 from .pruned_attention import PrunedMultiheadAttention, removable_heads
@@ -21,34 +21,18 @@ __all__ = ["shrink"]
 
 
 def _unread_channels(graph: Any, module: nn.Module, names: dict[int, str]) -> list[int]:
-    """Output channels of ``module`` that no layer reads (every reading column is zero), if all of the channel's
-    readers are plain layers; else none."""
-    channels = int(module.weight.shape[channel_dim(module)])
-    pruner = graph.get_pruner_of_module(module)
-    if pruner is None or module not in graph.module2node:
+    """Output channels of ``module`` that no layer reads (every reading column is zero), if its channels can be
+    removed exactly (:func:`~adasparse.core.coupling.channel_group`) and every reader is a plain layer; else none."""
+    found = channel_group(graph, module, names)
+    if found is None or found.reason is not None:
         return []
-    group = graph.get_pruning_group(module, pruner.prune_out_channels, idxs=list(range(channels)))
+    channels = int(module.weight.shape[channel_dim(module)])
     read = torch.zeros(channels, dtype=torch.bool)
-    consumers = 0
-    for item in group.items:
-        target = item.dep.target.module
-        out = graph.is_out_channel_pruning_fn(item.dep.handler)
-        if isinstance(target, _MIXING_TYPES):
+    for consumer in found.consumers:
+        columns = _input_column_squares(consumer.module, consumer.module.weight)
+        if columns is None:
             return []
-        if out or names.get(id(target)) is None or isinstance(target, _COMPANION_TYPES):
-            continue
-        if not isinstance(target, _PRODUCER_TYPES):
-            return []
-        columns = _input_column_squares(target, target.weight)
-        roots = getattr(item, "root_idxs", None)
-        if columns is None or roots is None or len(roots) != len(item.idxs):
-            return []
-        consumers += 1
-        index = torch.tensor([int(i) for i in item.idxs], dtype=torch.long)
-        root = torch.tensor([int(i) for i in roots], dtype=torch.long)
-        read.index_put_((root,), columns.cpu()[index] != 0, accumulate=True)
-    if consumers == 0:
-        return []  # the model's outputs
+        read.index_put_((consumer.root,), columns.cpu()[consumer.index] != 0, accumulate=True)
     return [channel for channel in range(channels) if not bool(read[channel])]
 
 
