@@ -97,6 +97,8 @@ class ChannelSet:
         self.companions = companions
         self._cache_key: tuple | None = None
         self._cache: tuple[torch.Tensor, float] | None = None
+        self._scores: torch.Tensor | None = None
+        self._scores_key: tuple | None = None
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self.peers: list[ChannelSet] = [self]
         """Every channel set of the model (one list, shared): their scores overlap, so they are frozen together."""
@@ -132,7 +134,14 @@ class ChannelSet:
         """Each channel's score (1-D, float): the root mean square, over every tensor carrying the channel (the
         producers' rows, the consumers' columns, the norms' scales), of the channel's norm in that tensor divided by
         the tensor's root mean square over channels. Each tensor counts the same, whatever its size or scale (a
-        convolution followed by BatchNorm has rows of arbitrary scale)."""
+        convolution followed by BatchNorm has rows of arbitrary scale). Computed once per change of the weights:
+        the forward pass and the pruner's measurement after the optimizer step share it."""
+        key = self._versions()
+        if self._scores is None or key != self._scores_key or torch.compiler.is_compiling():
+            self._scores, self._scores_key = self._computed_scores(), key
+        return self._scores
+
+    def _computed_scores(self) -> torch.Tensor:
         parts = [self._group_squares(module, tensor).cpu() for _, module, tensor in self._scored_members()]
         for consumer in self.consumers:
             columns = _input_column_squares(consumer.module, _raw(consumer.module, "weight"))
