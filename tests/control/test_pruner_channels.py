@@ -188,3 +188,42 @@ def test_declared_heads_are_held_to_the_budget_and_shrink_away() -> None:
     plain.eval()
     with torch.no_grad():
         assert torch.allclose(smaller(x), plain(x), atol=1e-5)
+
+
+def test_the_final_projection_narrows_a_gap_a_coarse_set_leaves_with_the_fine_sets() -> None:
+    """Heads are coarse (a few % of the transformer's FLOPs each): the projection at each step lands within one head
+    of the budget; the final one (before the zeros are fixed) narrows the gap by moving the MLP sets alone, at most
+    0.25 on the Gaussian-equivalent scale, and leaves the heads as they are."""
+    from adasparse.control.projection import MAX_REFINE_SHIFT, UNREACHABLE_GAP
+    from tests.zoo import by_channels
+
+    model, _ = by_channels("transformer", (1, 40), 2, r=0.0)
+    tensors = adasparse.pruned_tensors(model)
+    cost = tensors[0].layout.cost
+    criterion = adasparse.SparsityLoss(model, 0.0, mode="projection", correction=True, budget="flops")
+    start = [t.threshold.detach().clone() for t in tensors]
+    gaps = {}
+    for target in [0.30 + 0.01 * i for i in range(40)]:
+        for pruned, r in zip(tensors, start):
+            with torch.no_grad():
+                pruned.threshold.copy_(r)
+        criterion.target = target
+        gaps[target] = abs(criterion.project() - target)
+    target = max(gaps, key=gaps.get)
+    assert gaps[target] > UNREACHABLE_GAP  # a head's crossing leaves one
+    for pruned, r in zip(tensors, start):
+        with torch.no_grad():
+            pruned.threshold.copy_(r)
+    criterion.target = target
+    criterion.project()
+    assert abs(criterion.project() - target) == pytest.approx(gaps[target])  # not narrowed at every step
+    distributions = criterion.structured_distributions()
+    before = [m.gaussian_equivalent(m.position(t.threshold.item())) for m, t in zip(distributions, tensors)]
+    heads_before = [t.layout.current_keep().clone() for t in tensors if t.layout.kind == "head"]
+    reached = criterion.project(final=True)
+    assert abs(reached - target) < gaps[target]
+    assert reached == pytest.approx(cost.sparsity(cost.fractions(), "flops"), abs=1e-9)
+    after = [m.gaussian_equivalent(m.position(t.threshold.item())) for m, t in zip(distributions, tensors)]
+    assert all(abs(a - b) <= MAX_REFINE_SHIFT + 1e-6 for a, b in zip(after, before))
+    heads_after = [t.layout.current_keep() for t in tensors if t.layout.kind == "head"]
+    assert heads_before and all(torch.equal(a, b) for a, b in zip(heads_before, heads_after))

@@ -355,15 +355,16 @@ class SparsityLoss:
         self._projection.measure()
 
     @torch.no_grad()
-    def project(self) -> float:
+    def project(self, final: bool = False) -> float:
         """Move the thresholds (in place) so that the overall sparsity equals the target; returns the new overall.
 
         With ``correction`` the sparsity is the measured one (see :meth:`measure_distributions`, taken now if never
-        taken), otherwise the Gaussian estimate. A NaN or infinite threshold or weight raises ``ValueError`` (the
-        training diverged), naming the layer.
+        taken), otherwise the Gaussian estimate. ``final``: the last projection before the zeros are fixed (for a
+        model pruned by channels, the fine sets then narrow a gap a coarse set leaves). A NaN or infinite threshold
+        or weight raises ``ValueError`` (the training diverged), naming the layer.
         """
         check_finite(self._tensors)
-        return self._projection.project(self.target, self.correction)
+        return self._projection.project(self.target, self.correction, final)
 
     def state_dict(self) -> dict[str, Any]:
         """The loss's settings and state, for checkpoints: JSON-safe, except that the projection mode with

@@ -139,7 +139,7 @@ class Projection:
                 measured.measure()
         return self.measured
 
-    def _project_channels(self, target: float) -> float:
+    def _project_channels(self, target: float, final: bool = False) -> float:
         """The projection of a model pruned by channels: every set's threshold moves by the same amount on the
         Gaussian-equivalent scale (:meth:`MagnitudeDistribution.gaussian_equivalent`: the threshold a Gaussian
         layer would need for the set's pruned fraction) until the cost of the shrunk model is closest to
@@ -149,9 +149,8 @@ class Projection:
         fully pruned moves less per shift than one half pruned (an equal shift of the fractions themselves drove a
         cheap classifier layer to one unit in a measured case). Positions among the measured scores are continuous
         (:meth:`MagnitudeDistribution.position`), so a set with few channels moves as surely as one with many.
-        Every set keeps a channel. A gap the coarsest set leaves is then narrowed with the fine sets alone, within a
-        bound (:meth:`_refined_positions`): unbounded, that step took a layer stripped of most of its inputs (cheap
-        channels) to all but a few of its channels."""
+        Every set keeps a channel. In the ``final`` projection, a gap the coarsest set leaves is then narrowed with
+        the fine sets alone, within a bound (:meth:`_refined_positions`)."""
         if self.measured is None:
             self.measure()
         measured: list[MagnitudeDistribution] = self.measured  # type: ignore[assignment]
@@ -170,7 +169,8 @@ class Projection:
             return self._budget.sparsity(fractions_at(shifted(delta)))
 
         positions = shifted(_closest_shift(overall, target, -MAX_EQUIVALENT_SHIFT, MAX_EQUIVALENT_SHIFT))
-        positions = self._refined_positions(measured, positions, sizes, target)
+        if final:
+            positions = self._refined_positions(measured, positions, sizes, target)
         fractions = fractions_at(positions)
         with torch.no_grad():
             for r, distribution, position in zip(thresholds, measured, positions):
@@ -192,9 +192,11 @@ class Projection:
     ) -> list[float]:
         """Close a gap to ``target`` of more than :data:`UNREACHABLE_GAP` left by a coarse set (a head, a wide
         channel) with the fine sets only: those whose channel costs at most that gap, shifted together on the
-        Gaussian-equivalent scale by at most :data:`MAX_REFINE_SHIFT`, kept only if the gap shrinks. The bound
-        keeps a fine set that costs little (a layer whose inputs are mostly pruned) from giving up most of its
-        channels to close the gap alone."""
+        Gaussian-equivalent scale by at most :data:`MAX_REFINE_SHIFT`, kept only if the gap shrinks. Done once, in
+        the last projection before the zeros are fixed: at every step it accumulated (each step's common shift
+        starts where the last refinement left the fine sets), and took a cheap classifier layer to 4 of its 128
+        units during the ramp. The bound keeps a fine set that costs little (a layer whose inputs are mostly
+        pruned) from giving up most of its channels to close the gap alone."""
         fractions = [m.zero_fraction(m.threshold_at(p)) for m, p in zip(measured, positions)]
         gap = abs(self._budget.sparsity(fractions) - target)
         if gap <= UNREACHABLE_GAP:
@@ -229,15 +231,16 @@ class Projection:
         for layer, layer_state in zip(self.measured, states):
             layer.load_state_dict(layer_state)
 
-    def project(self, target: float, correction: bool) -> float:
+    def project(self, target: float, correction: bool, final: bool = False) -> float:
         """Move the thresholds (in place) so that the overall sparsity equals ``target``; returns the new overall.
 
         With ``correction`` the sparsity is each tensor's recorded one (measured now if never measured), otherwise
         the Gaussian estimate. Idle tensors come first: fully pruned if the target needs more, else they alone carry
-        it. A target out of reach warns once.
+        it. A target out of reach warns once. ``final`` marks the last projection before the zeros are fixed: for a
+        model pruned by channels, a gap a coarse set leaves is then narrowed (see :meth:`_refined_positions`).
         """
         if self._budget is not None:
-            return self._project_channels(target)
+            return self._project_channels(target, final)
         thresholds = [t.threshold for t in self._tensors]
         if correction:
             if self.measured is None:

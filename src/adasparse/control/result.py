@@ -55,12 +55,12 @@ def calibrated(
 ) -> tuple[SparsityReport, CalibrationResult | None]:
     """The report before the final calibration and the calibration's result (``None`` unless ``calibrate_zeros``).
 
-    A corrected projection first projects onto ``target`` on fresh distributions, so the budget is exact before
-    the calibration."""
+    A corrected projection first projects onto ``target`` on fresh distributions (its final projection), so the
+    budget is exact before the calibration."""
     if criterion.mode == "projection" and criterion.correction:
         criterion.target = target
         criterion.measure_distributions()
-        criterion.project()
+        criterion.project(final=True)
     before = sparsity_report(model)
     result = calibrate(model, target, budget=costs) if calibrate_zeros else None
     return before, result
