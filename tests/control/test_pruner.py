@@ -13,6 +13,7 @@ from torch import nn
 import adasparse
 from adasparse import Pruner, PrunerConfig
 from adasparse.core.operator import MAX_THRESHOLD
+from tests.loops import train_with_pruner
 
 
 def _model(seed: int = 0) -> nn.Module:
@@ -28,13 +29,7 @@ def _data(seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _train(model: nn.Module, pruner: Pruner, optimizer: torch.optim.Optimizer, steps: range) -> None:
     x, y = _data()
-    for step in steps:
-        batch = slice((step * 32) % 256, (step * 32) % 256 + 32)
-        loss = F.cross_entropy(model(x[batch]), y[batch]) + pruner.loss()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        pruner.step()
+    train_with_pruner(model, pruner, optimizer, x, y, steps, batch=32)
 
 
 @pytest.mark.parametrize("optimizer_name", ["sgd", "adamw"])

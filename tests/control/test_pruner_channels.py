@@ -7,11 +7,11 @@ import warnings
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import adasparse
 from adasparse.app.models import create_model
 from adasparse.core.flops import layer_macs
+from tests.loops import train_with_pruner
 
 from ..zoo import ATTENTION_HEADS, AttentionNet
 
@@ -42,13 +42,7 @@ def _train(
     optimizer = torch.optim.SGD(pruner.param_groups(lr=0.05), momentum=0.9)
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
-    for step in range(start, steps):
-        batch = slice((step * 16) % 64, (step * 16) % 64 + 16)
-        loss = F.cross_entropy(model(x[batch]), y[batch]) + pruner.loss()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        pruner.step()
+    train_with_pruner(model, pruner, optimizer, x, y, range(start, steps))
     return copy.deepcopy(optimizer.state_dict())
 
 
@@ -172,13 +166,7 @@ def test_declared_heads_are_held_to_the_budget_and_shrink_away() -> None:
             budget="flops",
         )
     optimizer = torch.optim.AdamW(pruner.param_groups(lr=1e-3))
-    for step in range(30):
-        batch = slice((step * 16) % 64, (step * 16) % 64 + 16)
-        loss = F.cross_entropy(model(x[batch]), y[batch]) + pruner.loss()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        pruner.step()
+    train_with_pruner(model, pruner, optimizer, x, y, 30)
     plain = pruner.finish()
     assert pruner.result is not None and pruner.result.reached
     smaller = adasparse.shrink(plain, x[:4], heads=ATTENTION_HEADS)

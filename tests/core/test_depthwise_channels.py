@@ -5,11 +5,9 @@ and the predicted cost exact."""
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import adasparse
@@ -18,17 +16,12 @@ from adasparse.app.models.mobilenet2d import MobileNet2d
 from adasparse.core.channel_sets import ChannelSet
 from adasparse.core.flops import layer_macs
 from adasparse.core.sparsify import sparsify
+from tests.loops import train_with_pruner
 
 pytest.importorskip("torch_pruning")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny models gain nothing from threads, and OpenMP threads stall on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _sets(model: nn.Module) -> dict[frozenset[str], ChannelSet]:
@@ -109,13 +102,7 @@ def test_training_finishing_and_shrinking_keep_outputs_and_cost(target: float) -
         )
     cost = adasparse.pruned_tensors(model)[0].layout.cost
     optimizer = torch.optim.AdamW(pruner.param_groups(lr=3e-3))
-    for step in range(steps):
-        batch = slice((step * 16) % 64, (step * 16) % 64 + 16)
-        loss = F.cross_entropy(model(x[batch]), y[batch]) + pruner.loss()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        pruner.step()
+    train_with_pruner(model, pruner, optimizer, x, y, steps)
     plain = pruner.finish()
     assert pruner.result is not None and pruner.result.reached
     fractions = [int(_pruned_rows(s.members[0][1]).sum()) / s.channels for s in cost.channel_sets]
