@@ -52,20 +52,24 @@ class MagnitudeDistribution:
         self._std: float | torch.Tensor = 0.0
         self._dtype = torch.float64
         self._float64: numpy.ndarray | None = None
-
-    def _sorted_values(self) -> tuple[torch.Tensor, float | torch.Tensor]:
-        """The sorted magnitudes and the std of the tensor now (the only place they are computed); for a structured
-        granularity the groups' norms and their root mean square (:mod:`~adasparse.core.granularity`)."""
-        if self._structured:
-            scores, scale = self._pruned.scores()
-            return torch.from_numpy(numpy.sort(scores.float().cpu().numpy())), scale
-        return sorted_magnitudes(self._pruned.raw.detach(), self._sample)
+        self._source: torch.Tensor | None = None
+        """The scores last sorted, for a structured granularity."""
 
     @torch.no_grad()
     def measure(self) -> MagnitudeDistribution:
-        """Record the tensor's distribution as it is now; returns ``self``."""
-        self._values, self._std = self._sorted_values()
-        self._dtype = self._values.dtype if self._structured else self._pruned.raw.dtype
+        """Record the tensor's distribution as it is now (the only place it is computed); returns ``self``. For a
+        structured granularity it is the groups' norms and their root mean square
+        (:mod:`~adasparse.core.granularity`), sorted again only when the layout computed new scores (a channel set
+        caches them per change of the weights)."""
+        if self._structured:
+            scores, scale = self._pruned.scores()
+            if scores is not self._source:
+                self._values = torch.from_numpy(numpy.sort(scores.float().cpu().numpy()))
+                self._std, self._source, self._float64 = scale, scores, None
+            self._dtype = self._values.dtype
+            return self
+        self._values, self._std = sorted_magnitudes(self._pruned.raw.detach(), self._sample)
+        self._dtype = self._pruned.raw.dtype
         self._float64 = None
         return self
 
@@ -161,6 +165,7 @@ class MagnitudeDistribution:
         self._values = state["sorted"].double()
         self._dtype = self._values.dtype
         self._float64 = self._values.numpy()
+        self._source = None
 
 
 def budget_costs(pruned: list[PrunedTensor], budget: str | Mapping[str, float]) -> list[float]:
