@@ -254,7 +254,8 @@ class SparsityLoss:
         actual = []
         for pruned in self._tensors:
             if isinstance(pruned.layout, ChannelSet):
-                actual.append(1.0 - float(pruned.layout.current_keep().float().mean()))
+                keep = pruned.layout.current_keep()
+                actual.append(1.0 - int(keep.sum()) / keep.numel())  # exact, as ChannelCost.fractions()
                 continue
             effective = pruned.effective()
             actual.append(1.0 - int(torch.count_nonzero(effective)) / effective.numel())

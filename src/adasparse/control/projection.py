@@ -157,21 +157,18 @@ class Projection:
         thresholds = [t.threshold for t in self._tensors]
         sizes = [max(len(m), 1) for m in measured]
 
-        def fractions_at(positions: list[float]) -> list[float]:
-            return [m.zero_fraction(m.threshold_at(p)) for m, p in zip(measured, positions)]
-
         starts = [m.gaussian_equivalent(m.position(r.item())) for m, r in zip(measured, thresholds)]
 
         def shifted(delta: float) -> list[float]:
             return _shifted_positions(measured, starts, sizes, delta)
 
         def overall(delta: float) -> float:
-            return self._budget.sparsity(fractions_at(shifted(delta)))
+            return self._budget.sparsity(_fractions_at(measured, shifted(delta)))
 
         positions = shifted(_closest_shift(overall, target, -MAX_EQUIVALENT_SHIFT, MAX_EQUIVALENT_SHIFT))
         if final:
             positions = self._refined_positions(measured, positions, sizes, target)
-        fractions = fractions_at(positions)
+        fractions = _fractions_at(measured, positions)
         with torch.no_grad():
             for r, distribution, position in zip(thresholds, measured, positions):
                 r.fill_(distribution.threshold_at(position))
@@ -197,7 +194,7 @@ class Projection:
         starts where the last refinement left the fine sets), and took a cheap classifier layer to 4 of its 128
         units during the ramp. The bound keeps a fine set that costs little (a layer whose inputs are mostly
         pruned) from giving up most of its channels to close the gap alone."""
-        fractions = [m.zero_fraction(m.threshold_at(p)) for m, p in zip(measured, positions)]
+        fractions = _fractions_at(measured, positions)
         gap = abs(self._budget.sparsity(fractions) - target)
         if gap <= UNREACHABLE_GAP:
             return positions
@@ -212,7 +209,7 @@ class Projection:
             return [new if is_fine else old for new, old, is_fine in zip(shifted, positions, fine)]
 
         def overall(delta: float) -> float:
-            return self._budget.sparsity([m.zero_fraction(m.threshold_at(p)) for m, p in zip(measured, refined(delta))])
+            return self._budget.sparsity(_fractions_at(measured, refined(delta)))
 
         delta = _closest_shift(overall, target, -MAX_REFINE_SHIFT, MAX_REFINE_SHIFT)
         return refined(delta) if abs(overall(delta) - target) < gap else positions
@@ -290,7 +287,12 @@ def _shifted_positions(
     return [min(m.position_at_equivalent(start + delta), size - 1.0) for m, start, size in zip(measured, starts, sizes)]
 
 
-def _closest_shift(overall: Callable[[float], float], target: float, low: float = -1.0, high: float = 1.0) -> float:
+def _fractions_at(measured: list[MagnitudeDistribution], positions: list[float]) -> list[float]:
+    """Each set's pruned fraction at its continuous ``position`` among its measured scores."""
+    return [m.zero_fraction(m.threshold_at(p)) for m, p in zip(measured, positions)]
+
+
+def _closest_shift(overall: Callable[[float], float], target: float, low: float, high: float) -> float:
     """The shift whose (non-decreasing, stepwise) ``overall`` is closest to ``target``: bisection to the step
     crossing the target, then the nearer of its two sides."""
     if overall(high) <= target:
