@@ -31,6 +31,7 @@ from _docs import write_section
 
 import adasparse
 from adasparse import parametrization
+from adasparse.app.models.cnn1d import CNN1d
 from adasparse.core.operator import effective_weight
 
 
@@ -50,16 +51,31 @@ def cnn() -> nn.Module:
     )
 
 
+def cnn1d() -> nn.Module:
+    return CNN1d((1, 40), num_classes=10)
+
+
 CASES: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...], int]] = {
     "MLP 784-300-100-10": (mlp, (784,), 128),
     "CNN conv32-conv64-pool-fc": (cnn, (1, 28, 28), 64),
+    "CNN1d of the zoo (MNIST-1D)": (cnn1d, (1, 40), 100),
 }
+"""The last is ``adasparse train``'s ``cnn1d`` at its MNIST-1D batch: the model of the end-to-end comparison."""
 
-STEP_SHARE = {"MLP 784-300-100-10": 1.0, "CNN conv32-conv64-pool-fc": 0.125}
+STEP_SHARE = {"MLP 784-300-100-10": 1.0, "CNN conv32-conv64-pool-fc": 0.125, "CNN1d of the zoo (MNIST-1D)": 1.0}
 """Share of ``--steps`` each case runs per repeat: a CNN step is ~40x an MLP step and its ratios vary less."""
 
 
-VARIANTS = ("dense", "adaptive", "projection", "Pruner", "fixed", "torch.nn.utils.prune", "adaptive, copy operator")
+VARIANTS = (
+    "dense",
+    "adaptive",
+    "projection",
+    "Pruner",
+    "fixed",
+    "torch.nn.utils.prune",
+    "adaptive, copy operator",
+    "Pruner, copy operator",
+)
 """What is timed: the dense model; adasparse with learned thresholds and the adaptive loss (the loop of the
 README quickstart); adasparse's default controller (``mode="projection"``: zero loss term, thresholds projected in
 ``criterion.step()``); ``adasparse.Pruner`` with its defaults in the pruning phase (the projection, the thresholds'
@@ -68,7 +84,8 @@ adasparse with fixed thresholds (``trainable=False``, no loss: the operator alon
 ``torch.nn.utils.prune`` L1 masks (a fixed mask multiplied in; nothing learned); and a lower bound that is not a
 usable method: the adaptive setup with the operator replaced by a plain copy of the weight (identity gradient, no
 gradient for the thresholds), i.e. what the loss, the thresholds in the optimizer and one materialised weight
-cost before any pruning arithmetic."""
+cost before any pruning arithmetic; and the same lower bound for ``Pruner`` (its ``step()`` with the copy in place
+of the operator: the projection and the checks, no threshold gradient)."""
 
 
 class _CopyOperator(torch.autograd.Function):
@@ -111,13 +128,14 @@ def _setup(variant: str, make: Callable[[], nn.Module]) -> _Setup:
         return _Setup(model)
     if variant == "torch.nn.utils.prune":
         for module in model.modules():
-            if isinstance(module, (nn.Linear, nn.Conv2d)) and module.weight.numel() >= 1000:
+            if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)) and module.weight.numel() >= 1000:
                 torch_prune.l1_unstructured(module, "weight", amount=0.9)
         return _Setup(model)
     if variant == "fixed":
         return _Setup(adasparse.sparsify(model, target=0.9, trainable=False))
-    if variant == "Pruner":
-        return _Setup(model, adasparse.Pruner(model, target=0.9, total_steps=10**9, ramp=0.0))
+    if variant.startswith("Pruner"):
+        pruner = adasparse.Pruner(model, target=0.9, total_steps=10**9, ramp=0.0)
+        return _Setup(model, pruner, _copy_operator if variant.endswith("copy operator") else None)
     model = adasparse.sparsify(model, target=0.9)
     if variant.startswith("adaptive"):
         criterion = adasparse.SparsityLoss(model, target=0.9, mode="adaptive", weight=10.0)
@@ -186,6 +204,9 @@ def main() -> None:
         default=sorted({1, torch.get_num_threads()}),
         help="torch CPU thread counts to measure (default: 1 and all)",
     )
+    parser.add_argument(
+        "--cases", nargs="+", choices=list(CASES), default=list(CASES), metavar="CASE", help="models to time (default all)"
+    )
     parser.add_argument("--no-write", action="store_true", help="print only; do not update docs/benchmarks.md")
     args = parser.parse_args()
     if args.steps < 8 or args.repeats < 1:
@@ -193,7 +214,7 @@ def main() -> None:
     rows = []
     for threads in args.threads:
         torch.set_num_threads(threads)
-        for case in CASES:
+        for case in args.cases:
             steps = max(int(args.steps * STEP_SHARE[case]), 1)
             results = [measure(case, steps) for _ in range(args.repeats)]
             ratios = " | ".join(_cell([result[variant] for result in results]) for variant in VARIANTS[1:])
@@ -210,7 +231,7 @@ def main() -> None:
     )
     machine = f"{platform.processor() or platform.machine()}, torch {torch.__version__}"
     threads = " ".join(str(t) for t in args.threads)
-    shares = ", ".join(f"{case} {max(int(args.steps * STEP_SHARE[case]), 1)}" for case in CASES)
+    shares = ", ".join(f"{case} {max(int(args.steps * STEP_SHARE[case]), 1)}" for case in args.cases)
     body = (
         f"Each cell: the median step time of a variant over the dense one's, steps of all variants interleaved "
         f"(zero_grad, forward, backward, SGD step, and the sparsity loss and its `step()` where the variant has "

@@ -342,6 +342,8 @@ class SparsityLoss:
     def structured_distributions(self) -> list[MagnitudeDistribution | None]:
         """Per pruned tensor: the distribution of its group scores measured now if it is pruned by groups
         (channels, heads, blocks), else ``None`` (see :func:`.thresholds.adam_step`)."""
+        if not self._structured:
+            return [None] * len(self._tensors)
         measured = self._projection.measure(structured_only=True)
         return [m if t.layout is not None else None for t, m in zip(self._tensors, measured)]
 

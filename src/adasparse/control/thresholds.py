@@ -24,14 +24,14 @@ ADAM_EPS = 1e-12
 def check_finite(tensors: list[PrunedTensor], weights: bool = True) -> None:
     """``ValueError`` naming the first tensor whose threshold (or, with ``weights``, weights) are NaN or infinite.
 
-    A NaN or inf anywhere makes the sum non-finite: one reduction per tensor and one host sync per call; the
-    per-tensor search runs only then.
+    The thresholds are read as Python floats (one scalar each); a NaN or inf in the weights makes their sum
+    non-finite: one reduction per tensor and one host sync per call. The per-tensor search runs only then.
     """
-    total: torch.Tensor | None = None
-    for pruned in tensors:
-        part = pruned.raw.sum() + pruned.threshold.sum() if weights else pruned.threshold.sum()
-        total = part if total is None else total + part
-    if total is None or math.isfinite(float(total)):
+    finite = all(math.isfinite(pruned.threshold.item()) for pruned in tensors)
+    if finite and weights and tensors:
+        total = torch.stack([pruned.raw.sum() for pruned in tensors]).sum()
+        finite = math.isfinite(float(total))
+    if finite:
         return
     for pruned in tensors:
         if not bool(torch.isfinite(pruned.threshold).all()):
