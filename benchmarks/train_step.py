@@ -205,7 +205,12 @@ def main() -> None:
         help="torch CPU thread counts to measure (default: 1 and all)",
     )
     parser.add_argument(
-        "--cases", nargs="+", choices=list(CASES), default=list(CASES), metavar="CASE", help="models to time (default all)"
+        "--cases",
+        nargs="+",
+        choices=list(CASES),
+        default=list(CASES),
+        metavar="CASE",
+        help="models to time (default all)",
     )
     parser.add_argument("--no-write", action="store_true", help="print only; do not update docs/benchmarks.md")
     args = parser.parse_args()
