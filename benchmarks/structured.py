@@ -15,6 +15,14 @@ the accuracy table only (without ``--runs`` no latency is measured):
     python benchmarks/structured.py --records docs/structured-heldout.jsonl --docs docs/structured.md \
         --section structured-heldout
 
+The same with every kept channel count rounded to a multiple of 8 (suite ``structured-multiple``; its latency table
+also times the ``structured`` suite's unrounded run of ours, so give it the run directories holding both):
+
+    python benchmarks/zoo_sweep.py --suite structured-multiple --jobs 16 --out runs/bench \
+        --records docs/structured-multiple.jsonl
+    python benchmarks/structured.py --records docs/structured-multiple.jsonl --runs runs/bench/runs \
+        --docs docs/structured.md --section structured-multiple
+
 Latency: each seed-0 run's final weights are shrunk (:func:`adasparse.shrink`) and timed against its dense
 pre-training run and against the floor of channel pruning (the same graph with every prunable channel set down to one
 channel, :func:`adasparse.app.latency.one_channel_model`), alternately in one process, one thread, at batch 1 and at
@@ -208,6 +216,53 @@ def folded_table(rows: list[dict], models: _Models, batch: int, rounds: int, sin
     return "\n".join(lines)
 
 
+def multiple_latency_table(rows: list[dict], models: _Models, batch: int, rounds: int, single_rounds: int) -> str:
+    """Suite ``structured-multiple``: per model and target (seed 0), the dense model, ours without rounding (the
+    ``structured`` suite's run, looked up in the same run directories), ours and L1 with every kept count rounded to a
+    multiple of 8, timed alternately (four models), at batch 1 and ``batch``, one thread: MACs kept and time, each
+    over the dense model's."""
+    unrounded = next(variant.label for variant in SUITES["structured"].variants if variant.ours)
+    rounded = [variant.label for variant in SUITES["structured-multiple"].variants if variant.label != "dense"]
+    lines = [
+        f"| model | FLOPs removed | MACs kept: ours, ours x8, L1 x8 | batch 1: ours, ours x8, L1 x8 | batch {batch}: "
+        "ours, ours x8, L1 x8 | kept channels per set: ours; ours x8 |",
+        "|---|---|---|---|---|---|",
+    ]
+    seen = set()
+    for row, dataset, model, prefix, _ in _seed_zero_runs(rows, models.runs, rounded):
+        if (prefix, row["target"]) in seen:
+            continue
+        seen.add((prefix, row["target"]))
+        example = models.example(dataset)
+        dense = models.dense_model(prefix)
+        runs = [models.runs / prefix / _slug(label) / f"t{row['target']:g}" / "s0" for label in (unrounded, *rounded)]
+        if not all((run / "summary.json").exists() for run in runs):
+            continue
+        shrunk = [shrink(load_run_weights(run).build_model(), example) for run in runs]
+        kept = [_macs(m, example) / _macs(dense, example) for m in shrunk]
+        single = latency_medians([dense, *shrunk], example[:1], 1, rounds=single_rounds)
+        many = latency_medians([dense, *shrunk], example[:1], batch, rounds=rounds)
+        widths = [_widths(m) for m in shrunk[:2]]
+        lines.append(
+            f"| {dataset}/{model} | {row['target']:g} | "
+            + ", ".join(f"{k:.3f}" for k in kept)
+            + " | "
+            + ", ".join(f"{t / single[0]:.2f}x" for t in single[1:])
+            + " | "
+            + ", ".join(f"{t / many[0]:.2f}x" for t in many[1:])
+            + f" | {widths[0]}; {widths[1]} |"
+        )
+    return "\n".join(lines)
+
+
+def _widths(model: torch.nn.Module) -> str:
+    """The output widths of the model's convolutions and hidden linear layers (its last layer left out)."""
+    layers = [m for m in model.modules() if isinstance(m, (torch.nn.Linear, torch.nn.modules.conv._ConvNd))]
+    return " ".join(
+        str(m.out_channels if isinstance(m, torch.nn.modules.conv._ConvNd) else m.out_features) for m in layers[:-1]
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", required=True, help="JSON lines of the structured suite (zoo_sweep.py)")
@@ -229,8 +284,11 @@ def main() -> None:
     tables = {"accuracy": accuracy_table(rows)}
     if args.runs is not None:
         models = _Models(Path(args.runs))
-        tables["latency"] = latency_table(rows, models, args.batch, args.rounds, args.single_rounds)
-        tables["latency-folded"] = folded_table(rows, models, args.batch, args.rounds, args.single_rounds)
+        if _suite(rows) == "structured-multiple":
+            tables["latency"] = multiple_latency_table(rows, models, args.batch, args.rounds, args.single_rounds)
+        else:
+            tables["latency"] = latency_table(rows, models, args.batch, args.rounds, args.single_rounds)
+            tables["latency-folded"] = folded_table(rows, models, args.batch, args.rounds, args.single_rounds)
     print(*tables.values(), sep="\n\n")
     if args.docs:
         for name, table in tables.items():

@@ -28,6 +28,15 @@ def test_the_defaults_are_the_library_defaults() -> None:
     assert config_from_args(parser.parse_args(["train", "--no-cuda"])).device == "cpu"
 
 
+def test_channel_multiple_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = build_parser()
+    argv = ["train", "--granularity", "channel", "--channel-multiple", "8"]
+    config = config_from_args(parser.parse_args(argv))
+    assert config.channel_multiple == 8 and config.pruner_config().channel_multiple == 8
+    one_line_error(capsys, [*argv[:3], "--channel-multiple", "0"], "channel_multiple must be an integer >= 1, got 0")
+    one_line_error(capsys, ["train", "--channel-multiple", "8"], "it needs granularity='channel'")
+
+
 def test_original_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "fixed"
     argv = train_digits_mlp(

@@ -53,3 +53,16 @@ def test_bad_arguments_name_themselves() -> None:
         magnitude_channel_prune(model, x, 0.5, budget="latency")
     with pytest.raises(ValueError, match="target"):
         magnitude_channel_prune(model, x, 1.5)
+
+
+@pytest.mark.parametrize("allocation", ["global", "uniform"])
+def test_channel_multiple_rounds_the_kept_channels(allocation: str) -> None:
+    torch.manual_seed(0)
+    model = create_model("resnet2d", num_classes=10, input_shape=(1, 8, 8))
+    x = torch.randn(2, 1, 8, 8)
+    reached = magnitude_channel_prune(model, x, 0.5, allocation=allocation, min_params=100, channel_multiple=8)
+    cost = adasparse.pruned_tensors(model)[0].layout.cost
+    for channel_set in cost.channel_sets:
+        kept = int(channel_set.current_keep().sum())
+        assert kept % 8 == 0 or kept == channel_set.channels or channel_set.channels <= 8
+    assert abs(reached - 0.5) <= 8 * cost.channel_cost(cost.fractions(), "flops")

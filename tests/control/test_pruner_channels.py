@@ -215,3 +215,33 @@ def test_the_final_projection_narrows_a_gap_a_coarse_set_leaves_with_the_fine_se
     assert all(abs(a - b) <= MAX_REFINE_SHIFT + 1e-6 for a, b in zip(after, before))
     heads_after = [t.layout.current_keep() for t in tensors if t.layout.kind == "head"]
     assert heads_before and all(torch.equal(a, b) for a, b in zip(heads_before, heads_after))
+
+
+def test_channel_multiple_rounds_the_kept_channels_when_the_zeros_are_fixed() -> None:
+    torch.manual_seed(0)
+    model = create_model("resnet1d", num_classes=2, input_shape=(1, 40))
+    x, _ = _data()
+    pruner = _pruner(model, 0.5, 40, budget="flops", channel_multiple=8)
+    _train(model, pruner, 40)
+    frozen = pruner.freeze_result
+    assert frozen is not None and frozen.reached
+    cost = adasparse.pruned_tensors(model)[0].layout.cost
+    kept = [int(s.current_keep().sum()) for s in cost.channel_sets]
+    assert all(count % 8 == 0 or count == s.channels for count, s in zip(kept, cost.channel_sets))
+    assert abs(frozen.sparsity - 0.5) <= 8 * cost.channel_cost(cost.fractions(), "flops")
+    smaller = adasparse.shrink(pruner.finish(), x[:4])
+    widths = [m.out_channels for m in smaller.modules() if isinstance(m, torch.nn.Conv1d) and m.out_channels > 1]
+    assert sorted(set(widths)) != [] and all(w % 8 == 0 or w in (32, 64, 128) for w in widths)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"channel_multiple": 0}, "channel_multiple must be an integer >= 1"),
+        ({"channel_multiple": True}, "channel_multiple must be an integer >= 1"),
+        ({"channel_multiple": 8, "granularity": "element"}, "channel_multiple=8 rounds channel counts"),
+    ],
+)
+def test_channel_multiple_is_checked(options: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        adasparse.PrunerConfig(**options).validated()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,8 @@ pl = pytest.importorskip("lightning.pytorch")
 pytest.importorskip("sklearn")
 
 from adasparse.integrations.lightning import SparsityCallback, param_groups  # noqa: E402
+
+from ..zoo import ATTENTION_HEADS, AttentionNet  # noqa: E402
 
 
 class DigitsModule(pl.LightningModule):
@@ -150,3 +153,41 @@ def test_resumed_fit_ends_bit_for_bit_like_an_uninterrupted_one(tmp_path: Path) 
     assert resumed_callback.pruner is not None and resumed_callback.pruner.steps == 69
     assert expected.keys() == resumed.keys()
     assert all(torch.equal(expected[key], resumed[key]) for key in expected)
+
+
+class AttentionModule(pl.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = AttentionNet()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_index: int) -> torch.Tensor:
+        x, y = batch
+        return F.cross_entropy(self(x), y)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(param_groups(self, lr=1e-3))
+
+
+def test_declared_heads_reach_the_pruner_and_shrink_away(tmp_path: Path) -> None:
+    pytest.importorskip("torch_pruning")
+    torch.manual_seed(0)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 5, 8, generator=generator)
+    y = x[:, :, :3].sum(dim=1).argmax(dim=1)
+    module = AttentionModule()
+    callback = SparsityCallback(
+        target=0.5, granularity="channel", budget="flops", min_params=100, example_input=x[:4], heads=ATTENTION_HEADS
+    )
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _trainer(tmp_path, max_epochs=8, callbacks=[callback]).fit(module, loader)
+    assert callback.result is not None and callback.result.reached
+    smaller = adasparse.shrink(module.net, x[:4], heads=ATTENTION_HEADS)
+    assert sum(block.attn.num_heads for block in smaller.blocks) < 8
+    module.eval()
+    with torch.no_grad():
+        assert torch.allclose(smaller(x), module.net(x), atol=1e-5)

@@ -138,6 +138,24 @@ STRUCTURED = (
 the model's multiply-accumulates (targets 0.5 and 0.75: half and a quarter of the dense FLOPs), against L1-norm
 channel pruning of the dense model with the same fine-tuning budget."""
 
+STRUCTURED_MULTIPLE = (
+    DENSE,
+    Variant(
+        "pretrained + adasparse channels, multiple of 8",
+        {**_CHANNELS, "channel_multiple": 8},
+        ours=True,
+        init_from="dense",
+    ),
+    Variant(
+        "pretrained + L1 channels (global), multiple of 8",
+        {**_CHANNELS, "method": "l1-channels", "channel_multiple": 8},
+        init_from="dense",
+    ),
+)
+"""The structured suite's protocol with every channel set's kept count rounded to a multiple of 8 when the zeros
+are fixed (``channel_multiple=8``), for ours and for L1-norm channel pruning: what the rounding costs in accuracy and
+gains in latency."""
+
 STRUCTURED_HELDOUT = (("digits", "mobilenet2d"), ("digits", "wrn-16-2"))
 """Models the channel controller was not designed on: inverted residual blocks with depthwise convolutions, and a
 wide ResNet (pre-activation blocks, 1x1 shortcuts)."""
@@ -195,6 +213,9 @@ SUITES: dict[str, Suite] = {
     ),
     "pretrained": Suite("pretrained", PRETRAINED, ZOO, (0.9, 0.98), epochs=PRETRAIN_EPOCHS),
     "structured": Suite("structured", STRUCTURED, STRUCTURED_ZOO, (0.5, 0.75), epochs=PRETRAIN_EPOCHS),
+    "structured-multiple": Suite(
+        "structured-multiple", STRUCTURED_MULTIPLE, STRUCTURED_ZOO, (0.5, 0.75), epochs=PRETRAIN_EPOCHS
+    ),
     "structured-heldout": Suite(
         "structured-heldout", STRUCTURED, STRUCTURED_HELDOUT, (0.5, 0.75), epochs=PRETRAIN_EPOCHS
     ),

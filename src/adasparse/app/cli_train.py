@@ -48,6 +48,7 @@ _PRUNING_FLAGS: tuple[tuple[tuple[str, ...], str, tuple[str, ...]], ...] = (
     (("--init-fraction",), "init_fraction", ()),
     (("--budget",), "budget", ()),
     (("--granularity",), "granularity", ()),
+    (("--channel-multiple",), "channel_multiple", ()),
 )
 """The pruning options of ``adasparse train``: flag, ``TrainConfig`` field, choices beyond the library's."""
 

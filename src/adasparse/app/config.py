@@ -82,9 +82,10 @@ class TrainConfig:
     Gaussian threshold of ``init_fraction * target`` when there is no ramp (the original recipe: 0.6).
     ``granularity`` prunes single weights (``"element"``), output channels and attention heads (``"channel"``: the
     target is then the fraction of the model's cost removed once they are, see :func:`adasparse.shrink`) or
-    ``"block:RxC"``. ``threshold_update`` is ``"adam"`` (the pruner moves the thresholds, ``threshold_lr``
-    standard deviations over the whole training at most) or ``"optimizer"`` (an SGD group at
-    ``lr * threshold_lr_scale``, the original).
+    ``"block:RxC"``; ``channel_multiple`` rounds every channel set's kept count to a multiple of it when the zeros
+    are fixed (for the L1 channel baselines too). ``threshold_update`` is ``"adam"`` (the pruner moves the
+    thresholds, ``threshold_lr`` standard deviations over the whole training at most) or ``"optimizer"`` (an SGD
+    group at ``lr * threshold_lr_scale``, the original).
     The pruning defaults are :class:`adasparse.PrunerConfig`'s.
 
     ``optimizer`` is ``"sgd"`` (momentum ``momentum``, the paper's recipe) or ``"adamw"`` (default betas; its
@@ -113,6 +114,7 @@ class TrainConfig:
     threshold_schedule: str = "constant"
     budget: str = _PRUNER.budget
     granularity: str = _PRUNER.granularity
+    channel_multiple: int = _PRUNER.channel_multiple
     finetune: float = _PRUNER.finetune
     init_fraction: float = _PRUNER.init_fraction
     epochs: int | None = None
@@ -151,6 +153,7 @@ class TrainConfig:
             init_fraction=self.init_fraction,
             budget=self.budget,
             granularity=self.granularity,
+            channel_multiple=self.channel_multiple,
         )
 
     def resolved(self) -> TrainConfig:
@@ -181,6 +184,7 @@ class TrainConfig:
         _checks.check_fraction(config.target, "target")
         _checks.check_nonnegative(config.lv, "lv")
         _checks.check_int(config.pthres, "pthres", 0)
+        _checks.check_int(config.channel_multiple, "channel_multiple", 1)
         _checks.check_positive(config.dual_step, "dual_step")
         if not 0.0 <= _checks.check_nonnegative(config.init_fraction, "init_fraction") <= 1.0:
             raise ValueError(f"init_fraction must be in [0, 1], got {config.init_fraction!r}")

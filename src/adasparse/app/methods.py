@@ -203,7 +203,13 @@ class MagnitudeChannels(Method):
         if example_input is None:
             raise ValueError(f"method {self.name} needs an example input to trace the model")
         magnitude_channel_prune(
-            model, example_input, config.target, budget=config.budget, allocation=allocation, min_params=config.pthres
+            model,
+            example_input,
+            config.target,
+            budget=config.budget,
+            allocation=allocation,
+            min_params=config.pthres,
+            channel_multiple=config.channel_multiple,
         )
 
     def sparsity(self) -> float:
@@ -213,7 +219,8 @@ class MagnitudeChannels(Method):
         report = sparsity_report(self.model)
         sparsity = _budget_sparsity(report, self.config.budget)
         cost = pruning_units(self.model)[0].layout.cost
-        reached = abs(sparsity - self.config.target) <= cost.channel_cost(cost.fractions(), self.config.budget)
+        one_channel = cost.channel_cost(cost.fractions(), self.config.budget)
+        reached = abs(sparsity - self.config.target) <= self.config.channel_multiple * one_channel
         desparsify(self.model)
         return Finish(sparsity, sparsity, report=report, reached=reached)
 

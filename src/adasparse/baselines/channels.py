@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ..core._checks import check_choice, check_fraction
+from ..core.channel_rounding import rounded_kept_counts
 from ..core.channel_sets import ChannelSet
 from ..core.coupling import _torch_pruning, dependency_graph
 from ..core.parametrization import pruned_tensors
@@ -64,6 +65,7 @@ def magnitude_channel_prune(
     budget: str = "flops",
     allocation: str = "global",
     min_params: int = 1000,
+    channel_multiple: int = 1,
 ) -> float:
     """Sparsify ``model`` by output channels and fix the smallest-L1 channels as pruned, in place.
 
@@ -74,9 +76,11 @@ def magnitude_channel_prune(
         budget: ``"flops"`` (multiply-accumulates per example) or ``"params"`` (weights).
         allocation: ``"global"`` (one ranking) or ``"uniform"`` (the same fraction in every set).
         min_params: as in :func:`adasparse.sparsify`.
+        channel_multiple: every set then keeps a multiple of this many channels, rounded down or up
+            (:func:`~adasparse.core.channel_rounding.rounded_kept_counts`), the smallest-L1 channels still pruned.
 
     Returns:
-        The cost sparsity reached (within one channel of ``target``).
+        The cost sparsity reached (within one channel of ``target``, ``channel_multiple`` channels when rounded).
     """
     target = check_fraction(target, "target")
     budget = check_choice(budget, "budget", ("flops", "params"))
@@ -119,6 +123,10 @@ def magnitude_channel_prune(
         return cost.sparsity([count / size for count, size in zip(counts_at(step), sizes)], budget)
 
     counts = counts_at(_closest(steps, sparsity_at, target))
+    kept = rounded_kept_counts(
+        cost, [size - count for count, size in zip(counts, sizes)], channel_multiple, target, budget
+    )
+    counts = [size - count for count, size in zip(kept, sizes)]
     for channel_set, set_scores, count in zip(sets, scores, counts):
         keep = torch.ones(channel_set.channels, dtype=torch.bool)
         keep[torch.argsort(set_scores, stable=True)[:count]] = False

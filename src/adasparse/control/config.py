@@ -75,6 +75,12 @@ class PrunerConfig:
         "heads, tied layers together; the budget is then the model's cost once they are removed, and "
         "adasparse.shrink removes them), or block:RxC",
     )
+    channel_multiple: int = _option(
+        1,
+        "granularity channel: when the zeros are fixed, every channel set keeps a multiple of this many channels "
+        "(8 or 16 fill the vector units of CPU and GPU kernels; heads are left as they are), the budget then met "
+        "to within that many channels",
+    )
 
     def validated(self) -> PrunerConfig:
         """Check every value (``ValueError``/``TypeError`` naming the option); returns ``self``."""
@@ -84,6 +90,12 @@ class PrunerConfig:
         check_nonnegative(self.weight, "weight")
         check_int(self.correction_interval, "correction_interval", 1)
         check_int(self.min_params, "min_params", 0)
+        check_int(self.channel_multiple, "channel_multiple", 1)
+        if self.channel_multiple > 1 and parse_granularity(self.granularity).kind != "channel":
+            raise ValueError(
+                f"channel_multiple={self.channel_multiple} rounds channel counts: it needs granularity='channel', "
+                f"got granularity={self.granularity!r}"
+            )
         if parse_granularity(self.granularity).kind == "channel" and self.mode != "projection":
             raise ValueError(
                 f"granularity='channel' is held to its budget by mode='projection', got mode={self.mode!r}"

@@ -313,7 +313,14 @@ class Pruner:
 
     # -- fixing the zeros and finishing -------------------------------------------------------------------------
     def _calibrated(self) -> tuple[SparsityReport, CalibrationResult | None]:
-        return calibrated(self.model, self.criterion, self.target, self.costs, self.config.calibrate)
+        return calibrated(
+            self.model, self.criterion, self.target, self.costs, self.config.calibrate, self.config.channel_multiple
+        )
+
+    def _result(self, before: SparsityReport, calibration: CalibrationResult | None) -> PrunerResult:
+        return measured_result(
+            self.model, self._tensors, self.target, self.costs, before, calibration, self.config.channel_multiple
+        )
 
     @torch.no_grad()
     def freeze(self) -> PrunerResult:
@@ -326,7 +333,7 @@ class Pruner:
         for pruned in self._tensors:
             freeze(pruned.module, pruned.tensor_name)
         self.frozen = True
-        self.freeze_result = measured_result(self.model, self._tensors, self.target, self.costs, before, calibration)
+        self.freeze_result = self._result(before, calibration)
         return self.freeze_result
 
     @torch.no_grad()
@@ -344,7 +351,7 @@ class Pruner:
             self.result = replace(frozen, sparsity=sparsity, report=frozen.report)
         else:
             before, calibration = self._calibrated()
-            self.result = measured_result(self.model, self._tensors, self.target, self.costs, before, calibration)
+            self.result = self._result(before, calibration)
         desparsify(self.model)
         self.finished = True
         return self.model

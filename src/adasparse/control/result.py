@@ -5,12 +5,13 @@ form."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from torch import nn
 
 from ..core.calibrate import CalibrationResult, calibrate
+from ..core.channel_rounding import round_kept_channels
 from ..core.distribution import unit_costs
 from ..core.parametrization import PrunedTensor
 from ..core.report import SparsityReport, sparsity_report
@@ -52,17 +53,24 @@ def calibrated(
     target: float,
     costs: Mapping[str, float] | str | None,
     calibrate_zeros: bool,
+    channel_multiple: int = 1,
 ) -> tuple[SparsityReport, CalibrationResult | None]:
     """The report before the final calibration and the calibration's result (``None`` unless ``calibrate_zeros``).
 
     A corrected projection first projects onto ``target`` on fresh distributions (its final projection), so the
-    budget is exact before the calibration."""
+    budget is exact before the calibration. With ``channel_multiple > 1`` (a model pruned by channels) every
+    channel set's kept count is then rounded to a multiple of it (:func:`~adasparse.core.channel_rounding.
+    round_kept_channels`), closest to ``target``."""
     if criterion.mode == "projection" and criterion.correction:
         criterion.target = target
         criterion.measure_distributions()
         criterion.project(final=True)
     before = sparsity_report(model)
     result = calibrate(model, target, budget=costs) if calibrate_zeros else None
+    if channel_multiple > 1:
+        round_kept_channels(model, channel_multiple, target, costs if isinstance(costs, str) else "params")
+        if result is not None:
+            result = replace(result, after=sparsity_report(model))
     return before, result
 
 
@@ -73,12 +81,13 @@ def measured_result(
     costs: Mapping[str, float] | str | None,
     before: SparsityReport,
     calibration: CalibrationResult | None,
+    channel_multiple: int = 1,
 ) -> PrunerResult:
     """The :class:`PrunerResult` of a sparsified ``model`` (its pruned ``tensors``): ``before`` the calibration, after
     it (or now, without one); ``reached`` when the zeros are the target to within one weight (of the cost in
     ``costs``, a mapping of tensor name to cost, or ``None`` for the weight count). For a model pruned by channels
     ``costs`` is ``"params"`` or ``"flops"`` and the sparsities are the fractions of that cost the pruned channels
-    take off, met to within one channel."""
+    take off, met to within one channel (``channel_multiple`` channels when the kept counts were rounded)."""
     after = calibration.after if calibration is not None else sparsity_report(model)
     if isinstance(costs, str):  # pruned by channels: the fraction of the model's cost removed once shrunk
         cost = tensors[0].layout.cost
@@ -89,7 +98,7 @@ def measured_result(
             sparsity_before=before.shrunk[costs] if before.shrunk else sparsity,
             sparsity=sparsity,
             analytic=None,
-            reached=abs(sparsity - target) <= cost.channel_cost(fractions, costs) + 1e-9,
+            reached=abs(sparsity - target) <= channel_multiple * cost.channel_cost(fractions, costs) + 1e-9,
             report=after,
             message=str(calibration) if calibration is not None else "",
         )

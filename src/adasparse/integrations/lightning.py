@@ -38,6 +38,7 @@ import torch
 
 from ..control.pruner import Pruner, PrunerConfig, PrunerResult
 from ..core._checks import check_fraction, check_int
+from ..core.attention_heads import HeadsArgument
 from ..core.report import sparsity_report
 from ..core.selection import Selector
 from ..core.sparsify import threshold_parameters
@@ -62,7 +63,9 @@ class SparsityCallback(pl.Callback):
             leaves the module sparsified so that ``callback.pruner.finish()`` can be called later.
         total_steps: the optimizer steps of the fit, when ``trainer.estimated_stepping_batches`` cannot say it (an
             endless fit) or should not be used.
-        example_input: an input batch, needed with ``budget="flops"``.
+        example_input: an input batch, needed with ``budget="flops"`` and ``granularity="channel"``.
+        heads: with ``granularity="channel"``, the heads of the module's own attention layers
+            (:class:`adasparse.AttentionHeads`, as for :class:`adasparse.Pruner`); give ``adasparse.shrink`` the same.
 
     Attributes:
         pruner: the :class:`adasparse.Pruner` (``None`` before ``setup``).
@@ -81,6 +84,7 @@ class SparsityCallback(pl.Callback):
         desparsify_at_end: bool = True,
         total_steps: int | None = None,
         example_input: torch.Tensor | None = None,
+        heads: HeadsArgument | None = None,
         **pruner_options: Any,
     ) -> None:
         self.target = check_fraction(target, "target")
@@ -92,6 +96,7 @@ class SparsityCallback(pl.Callback):
         self.desparsify_at_end = desparsify_at_end
         self.total_steps = None if total_steps is None else check_int(total_steps, "total_steps", 1)
         self.example_input = example_input
+        self.heads = heads
         self.pruner: Pruner | None = None
         self._pending_state: dict[str, Any] | None = None
         self._optimizer_steps = 0
@@ -119,7 +124,13 @@ class SparsityCallback(pl.Callback):
             return
         if self.pruner is None:
             self.pruner = Pruner(
-                pl_module, self.target, None, self.config, example_input=self.example_input, **self.selection
+                pl_module,
+                self.target,
+                None,
+                self.config,
+                example_input=self.example_input,
+                heads=self.heads,
+                **self.selection,
             )
         if self.pruner.finished or self._original_training_step is not None:
             return
