@@ -28,6 +28,12 @@ def test_the_defaults_are_the_library_defaults() -> None:
     assert config_from_args(parser.parse_args(["train", "--no-cuda"])).device == "cpu"
 
 
+def test_projection_slope_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    config = config_from_args(build_parser().parse_args(["train", "--projection-slope", "measured"]))
+    assert config.projection_slope == "measured" and config.pruner_config().projection_slope == "measured"
+    one_line_error(capsys, ["train", "--projection-slope", "steep"], "invalid choice: 'steep'")
+
+
 def test_channel_multiple_flag(capsys: pytest.CaptureFixture[str]) -> None:
     parser = build_parser()
     argv = ["train", "--granularity", "channel", "--channel-multiple", "8"]

@@ -160,3 +160,59 @@ def test_update_idle_marks_the_tensors_the_loss_never_reaches() -> None:
     model[1](torch.randn(4, 100)).sum().backward()
     assert update_idle(tensors, reached, idle)
     assert reached == [True, True, False] and idle == [False, False, False]  # reached once: reached for good
+
+
+def _heavy_tailed_and_gaussian() -> nn.Module:
+    """Two layers of equal size: one Gaussian, one whose weights are almost all tiny beside a few large ones (so
+    that from r = 0.5 on it has hardly any weight left near its threshold)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(100, 100, bias=False), nn.Linear(100, 100, bias=False))
+    with torch.no_grad():
+        model[0].weight.normal_()
+        heavy = torch.randn(100, 100) * 1e-3
+        heavy.view(-1)[:150] = torch.randn(150).sign() * 10.0
+        model[1].weight.copy_(heavy)
+    return model
+
+
+def test_measured_slope_is_the_zero_fractions_and_near_zero_where_no_weight_is_left() -> None:
+    model = adasparse.sparsify(_heavy_tailed_and_gaussian(), init_threshold=1.0)
+    gaussian, heavy = (
+        adasparse.core.distribution.MagnitudeDistribution(t).measure() for t in adasparse.pruned_tensors(model)
+    )
+    expected = math.sqrt(2 / math.pi) * math.exp(-0.5)
+    assert gaussian.zero_fraction_slope(1.0) == pytest.approx(expected, abs=0.03)
+    assert heavy.zero_fraction_slope(1.0) == 0.0  # every tiny weight is below, every large one far above
+    low, high = 0.0, 0.1  # one-sided at 0
+    assert gaussian.zero_fraction_slope(0.0) == (gaussian.zero_fraction(high) - gaussian.zero_fraction(low)) / 0.1
+
+
+@pytest.mark.parametrize("slope", ["gaussian", "measured"])
+def test_measured_slope_moves_only_the_layer_that_has_weights_to_give(slope: str) -> None:
+    model = adasparse.sparsify(_heavy_tailed_and_gaussian(), init_threshold=1.0)
+    tensors = adasparse.pruned_tensors(model)
+    criterion = adasparse.SparsityLoss(model, 0.0, mode="projection", correction=True, projection_slope=slope)
+    criterion.measure_distributions()
+    before = criterion._projection.measured
+    start = [t.threshold.item() for t in tensors]
+    target = 0.5 * (before[0].zero_fraction(start[0]) + before[1].zero_fraction(start[1])) + 0.05
+    criterion.target = target
+    assert criterion.project() == pytest.approx(target, abs=1e-4)
+    moved = [t.threshold.item() - r for t, r in zip(tensors, start)]
+    assert moved[0] > 0.0
+    if slope == "measured":  # the saturated layer moves at the floor's pace only
+        assert before[1].zero_fraction_slope(start[1]) == 0.0
+        assert moved[1] / moved[0] == pytest.approx(
+            SLOPE_FLOOR / before[0].zero_fraction_slope(start[0]), rel=1e-4
+        )  # float32 thresholds
+        assert moved[1] < 0.02 * moved[0]
+    else:  # the Gaussian slope pushes both alike
+        assert moved[1] == pytest.approx(moved[0], rel=1e-9)
+
+
+def test_projection_slope_is_checked() -> None:
+    model = adasparse.sparsify(nn.Sequential(nn.Linear(100, 100)), target=0.5)
+    with pytest.raises(ValueError, match="projection_slope"):
+        adasparse.SparsityLoss(model, 0.5, mode="projection", projection_slope="steep")
+    with pytest.raises(ValueError, match="projection_slope"):
+        adasparse.PrunerConfig(projection_slope="steep").validated()

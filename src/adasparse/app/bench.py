@@ -141,6 +141,7 @@ _LEARNED_THRESHOLD_OPTIONS = (
     "lv",
     "dual_step",
     "correction",
+    "projection_slope",
     "ramp",
     "task_gradient",
     "centred",

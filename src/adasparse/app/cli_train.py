@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..control.config import BUDGETS, THRESHOLD_UPDATES, PrunerConfig
 from ..control.loss import MODES
+from ..control.projection import PROJECTION_SLOPES
 from . import distributed
 from .data import DATASETS
 from .methods import METHODS
@@ -38,6 +39,7 @@ _PRUNING_FLAGS: tuple[tuple[tuple[str, ...], str, tuple[str, ...]], ...] = (
     (("--calibrate",), "calibrate", ()),
     (("--dual-step",), "dual_step", ()),
     (("--correction",), "correction", ()),
+    (("--projection-slope",), "projection_slope", ()),
     (("--ramp",), "ramp", ()),
     (("--finetune",), "finetune", ()),
     (("--threshold-update",), "threshold_update", ()),
@@ -55,7 +57,12 @@ _PRUNING_FLAGS: tuple[tuple[tuple[str, ...], str, tuple[str, ...]], ...] = (
 _PRUNER_FIELD = {"sparsity": "mode", "lv": "weight", "pthres": "min_params"}
 """``TrainConfig`` keeps the original script's names for three ``PrunerConfig`` fields."""
 
-_PRUNER_CHOICES = {"mode": MODES, "threshold_update": THRESHOLD_UPDATES, "budget": BUDGETS}
+_PRUNER_CHOICES = {
+    "mode": MODES,
+    "threshold_update": THRESHOLD_UPDATES,
+    "budget": BUDGETS,
+    "projection_slope": PROJECTION_SLOPES,
+}
 
 
 def _add_pruning_option(

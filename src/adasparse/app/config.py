@@ -86,6 +86,7 @@ class TrainConfig:
     are fixed (for the L1 channel baselines too). ``threshold_update`` is ``"adam"`` (the pruner moves the
     thresholds, ``threshold_lr`` standard deviations over the whole training at most) or ``"optimizer"`` (an SGD
     group at ``lr * threshold_lr_scale``, the original).
+    ``projection_slope`` is the slope the projection moves the thresholds along (``"gaussian"`` or ``"measured"``).
     The pruning defaults are :class:`adasparse.PrunerConfig`'s.
 
     ``optimizer`` is ``"sgd"`` (momentum ``momentum``, the paper's recipe) or ``"adamw"`` (default betas; its
@@ -106,6 +107,7 @@ class TrainConfig:
     pthres: int = _PRUNER.min_params
     dual_step: float = _PRUNER.dual_step
     correction: bool = _PRUNER.correction
+    projection_slope: str = _PRUNER.projection_slope
     ramp: float = _PRUNER.ramp
     task_gradient: bool = _PRUNER.task_gradient
     centred: bool = _PRUNER.centred
@@ -142,6 +144,7 @@ class TrainConfig:
             min_params=self.pthres,
             dual_step=self.dual_step,
             correction=self.correction,
+            projection_slope=self.projection_slope,
             ramp=self.ramp,
             finetune=self.finetune,
             calibrate=self.calibrate,

@@ -11,6 +11,7 @@ from typing import Any
 from ..core._checks import check_choice, check_int, check_nonnegative, check_positive
 from ..core.granularity import parse_granularity
 from .loss import DEFAULT_CORRECTION_INTERVAL, DEFAULT_DUAL_STEP, MODES
+from .projection import PROJECTION_SLOPES
 
 __all__ = ["BUDGETS", "THRESHOLD_UPDATES", "PrunerConfig", "check_same_settings", "configured"]
 
@@ -34,6 +35,12 @@ class PrunerConfig:
     )
     weight: float = _option(10.0, "loss weight lv of the penalty modes (>= 0)")
     correction: bool = _option(True, "steer on the measured zero fractions instead of the Gaussian estimate")
+    projection_slope: str = _option(
+        "gaussian",
+        "the slope ds/dr the projection moves each threshold along: gaussian (erf's at the threshold) or measured "
+        "(the layer's measured zero fraction's, with correction: a layer whose weights turned heavy-tailed and "
+        "has almost none left near its threshold is no longer pushed further)",
+    )
     correction_interval: int = _option(
         DEFAULT_CORRECTION_INTERVAL, "optimizer steps between two measurements of the weight distributions (>= 1)"
     )
@@ -87,6 +94,7 @@ class PrunerConfig:
         check_choice(self.mode, "mode", MODES)
         check_choice(self.threshold_update, "threshold_update", THRESHOLD_UPDATES)
         check_choice(self.budget, "budget", BUDGETS)
+        check_choice(self.projection_slope, "projection_slope", PROJECTION_SLOPES)
         check_nonnegative(self.weight, "weight")
         check_int(self.correction_interval, "correction_interval", 1)
         check_int(self.min_params, "min_params", 0)

@@ -86,6 +86,9 @@ class SparsityLoss:
             For a model pruned by channels (``sparsify(..., granularity="channel")``), ``"params"`` or ``"flops"``:
             the target is the fraction of the model's weights or multiply-accumulates that removing the pruned
             channels takes off (:class:`ChannelBudget`), held by ``mode="projection"``.
+        projection_slope: the slope ``ds/dr`` the projection moves each threshold along, ``"gaussian"`` (default)
+            or ``"measured"`` (each layer's measured one, with ``correction``; see
+            :data:`~adasparse.control.projection.PROJECTION_SLOPES`).
 
     Example::
 
@@ -112,6 +115,7 @@ class SparsityLoss:
         correction: bool = False,
         correction_interval: int = DEFAULT_CORRECTION_INTERVAL,
         budget: str | Mapping[str, float] = "params",
+        projection_slope: str = "gaussian",
     ) -> None:
         check_choice(mode, "mode", MODES)
         self.target = target
@@ -142,7 +146,7 @@ class SparsityLoss:
         self._calls = 0
         self._steps = 0
         self._warned_no_step = False
-        self._projection = Projection(self._tensors, self._share_list, self._channels)
+        self._projection = Projection(self._tensors, self._share_list, self._channels, projection_slope)
         self._cache: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
 
     @property

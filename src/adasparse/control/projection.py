@@ -14,11 +14,16 @@ from typing import Any
 
 import torch
 
+from ..core._checks import check_choice
 from ..core.distribution import MagnitudeDistribution
 from ..core.operator import MAX_THRESHOLD, analytic_sparsity_value
 from ..core.parametrization import PrunedTensor
 
-__all__ = ["MAX_SAMPLE", "Projection", "SLOPE_FLOOR", "UNREACHABLE_GAP", "update_idle"]
+__all__ = ["MAX_SAMPLE", "PROJECTION_SLOPES", "Projection", "SLOPE_FLOOR", "UNREACHABLE_GAP", "update_idle"]
+
+PROJECTION_SLOPES = ("gaussian", "measured")
+"""The slope ``ds/dr`` the projection moves each threshold along: the Gaussian ``erf`` slope at the threshold, or
+the layer's measured one (:meth:`MagnitudeDistribution.zero_fraction_slope`, with ``correction`` only)."""
 
 UNREACHABLE_GAP = 0.005
 """The projection warns (once) when it ends farther than this from the target: the target is out of reach."""
@@ -48,21 +53,26 @@ def _projected_thresholds(
     sparsity_of: list[Callable[[float], float]],
     tolerance: float = 1e-7,
     fixed: list[bool] | None = None,
+    measured_slopes: list[float] | None = None,
 ) -> list[float]:
     """The thresholds moved along the constraint's gradient so that the overall sparsity equals ``target``.
 
-    ``r_i + delta * d_i`` with ``d_i = p_i * s_i'(r_i)`` (the Gaussian slope: the direction the constraint's
-    multiplier pushes, so the step is the linearised Euclidean projection onto ``sum p_i s_i = target``), the
-    slope bounded below by :data:`SLOPE_FLOOR` so that a threshold at a range limit can still be moved. The
+    ``r_i + delta * d_i`` with ``d_i = p_i * s_i'(r_i)`` (the Gaussian slope, or ``measured_slopes`` when given:
+    the direction the constraint's multiplier pushes, so the step is the linearised Euclidean projection onto
+    ``sum p_i s_i = target``), the slope bounded below by :data:`SLOPE_FLOOR` so that a threshold at a range limit
+    can still be moved. The
     scalar ``delta`` solves ``sum p_i sparsity_of[i](r_i + delta d_i) = target`` by safeguarded secant steps (the
     Gaussian slope for the first, bisection whenever a step leaves the bracket), stopping within ``tolerance`` of
     the target or when the bracket is a point: thresholds are projected every training step and are already close,
     so this takes a few evaluations. A target out of reach leaves the thresholds at the closest end. Layers marked
     ``fixed`` keep their threshold (their sparsity still counts).
     """
-    slopes = [
-        max(_DENSITY_SCALE * math.exp(-0.5 * min(max(r, 0.0), MAX_THRESHOLD) ** 2), SLOPE_FLOOR) for r in r_values
-    ]
+    if measured_slopes is not None:
+        slopes = [max(slope, SLOPE_FLOOR) for slope in measured_slopes]
+    else:
+        slopes = [
+            max(_DENSITY_SCALE * math.exp(-0.5 * min(max(r, 0.0), MAX_THRESHOLD) ** 2), SLOPE_FLOOR) for r in r_values
+        ]
     directions = [0.0 if fixed and fixed[i] else p * slope for i, (p, slope) in enumerate(zip(shares, slopes))]
     largest = max(directions)
     if largest <= 0.0:
@@ -114,9 +124,13 @@ class Projection:
         shares: each tensor's share of the budget (sums to 1).
     """
 
-    def __init__(self, tensors: list[PrunedTensor], shares: list[float], budget: Any = None) -> None:
+    def __init__(
+        self, tensors: list[PrunedTensor], shares: list[float], budget: Any = None, slope: str = "gaussian"
+    ) -> None:
         self._tensors = tensors
         self._shares = shares
+        self.slope = check_choice(slope, "projection_slope", PROJECTION_SLOPES)
+        """The slope each threshold moves along (:data:`PROJECTION_SLOPES`)."""
         self._budget = budget
         """For a model pruned by channels: an object with ``sparsity(fractions)`` and ``gradient(fractions)`` in
         the tensors' order (:class:`~adasparse.control.loss.ChannelBudget`); ``None`` otherwise."""
@@ -261,7 +275,10 @@ class Projection:
             else:
                 values = [MAX_THRESHOLD if idle else value for value, idle in zip(values, self.idle)]
                 fixed = list(self.idle)
-        projected = _projected_thresholds(values, self._shares, target, sparsity_of, tolerance, fixed)
+        slopes = None
+        if correction and self.slope == "measured":
+            slopes = [m.zero_fraction_slope(value) for m, value in zip(measured, values)]
+        projected = _projected_thresholds(values, self._shares, target, sparsity_of, tolerance, fixed, slopes)
         with torch.no_grad():
             for r, value in zip(thresholds, projected):
                 r.fill_(min(max(value, 0.0), MAX_THRESHOLD))  # the same sparsity: the forward clamps r there anyway

@@ -136,6 +136,7 @@ class Pruner:
             correction=config.correction,
             correction_interval=config.correction_interval,
             budget=costs if costs is not None else "params",
+            projection_slope=config.projection_slope,
         )
         self._tensors: list[PrunedTensor] = pruning_units(model)
         self._identity = self._signature()

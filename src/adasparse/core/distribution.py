@@ -19,10 +19,14 @@ from ._checks import check_choice
 from .operator import EPSILON, MAX_THRESHOLD, pruning_bound, sorted_magnitudes
 from .parametrization import PrunedTensor
 
-__all__ = ["MagnitudeDistribution", "budget_costs", "unit_costs"]
+__all__ = ["SLOPE_WIDTH", "MagnitudeDistribution", "budget_costs", "unit_costs"]
 
 MAX_EQUIVALENT_FRACTION = 1.0 - 1e-9
 """The largest fraction :meth:`MagnitudeDistribution.gaussian_equivalent` maps (to a finite threshold, about 6.1)."""
+
+
+SLOPE_WIDTH = 0.1
+"""Half the span, in standard deviations, over which :meth:`MagnitudeDistribution.zero_fraction_slope` measures."""
 
 
 class MagnitudeDistribution:
@@ -98,6 +102,13 @@ class MagnitudeDistribution:
             self._float64 = self._values.double().cpu().numpy()
         bound = min(max(r, 0.0), MAX_THRESHOLD) * float(self._std) + EPSILON
         return float(self._float64.searchsorted(bound, side="right")) / max(len(self._float64), 1)
+
+    def zero_fraction_slope(self, r: float, width: float = SLOPE_WIDTH) -> float:
+        """The measured ``d zero_fraction / d r`` at ``r``: the fraction of recorded weights between ``r - width``
+        (not below 0) and ``r + width``, over that span. Unlike the Gaussian slope it is near 0 for a layer with
+        almost no weights left near its threshold (one whose weights became heavy-tailed)."""
+        low, high = max(r - width, 0.0), r + width
+        return (self.zero_fraction(high) - self.zero_fraction(low)) / (high - low)
 
     def _sorted64(self) -> numpy.ndarray:
         if self._float64 is None:
