@@ -155,17 +155,12 @@ def test_resumed_fit_ends_bit_for_bit_like_an_uninterrupted_one(tmp_path: Path) 
     assert all(torch.equal(expected[key], resumed[key]) for key in expected)
 
 
-class AttentionModule(pl.LightningModule):
+class AttentionModule(DigitsModule):
+    """The same module around a network of declared attention heads, trained with AdamW."""
+
     def __init__(self) -> None:
         super().__init__()
         self.net = AttentionNet()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_index: int) -> torch.Tensor:
-        x, y = batch
-        return F.cross_entropy(self(x), y)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.AdamW(param_groups(self, lr=1e-3))
