@@ -107,6 +107,8 @@ THRESHOLDS_IN_OPTIMIZER = Variant(
     "default, thresholds in the optimizer (lr/100)", {"threshold_update": "optimizer"}, ours=True
 )
 DENSE = Variant("dense", {"sparsity": "none"})
+MEASURED_SLOPE = Variant("adasparse, measured slope", {"projection_slope": "measured"}, ours=True)
+"""The default with the projection moving each threshold along its layer's measured slope."""
 
 PRETRAIN_EPOCHS, FINETUNE_EPOCHS = 30, 7
 """The pretrained suite: dense pre-training (the zoo's dense runs, SGD), then pruning during a fine-tuning run of
@@ -213,6 +215,9 @@ SUITES: dict[str, Suite] = {
     ),
     "pretrained": Suite("pretrained", PRETRAINED, ZOO, (0.9, 0.98), epochs=PRETRAIN_EPOCHS),
     "structured": Suite("structured", STRUCTURED, STRUCTURED_ZOO, (0.5, 0.75), epochs=PRETRAIN_EPOCHS),
+    "slope": Suite(
+        "slope", (BASELINES[2], DEFAULT, MEASURED_SLOPE), (*ZOO, *STRUCTURED_HELDOUT), (0.9, 0.98), epochs=30
+    ),
     "structured-multiple": Suite(
         "structured-multiple", STRUCTURED_MULTIPLE, STRUCTURED_ZOO, (0.5, 0.75), epochs=PRETRAIN_EPOCHS
     ),
