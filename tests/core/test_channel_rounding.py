@@ -141,3 +141,11 @@ def test_multiple_one_changes_nothing_and_bad_input_is_named() -> None:
     adasparse.sparsify(plain, target=0.5)
     with pytest.raises(ValueError, match="granularity='channel'"):
         round_kept_channels(plain, 8, 0.5)
+
+
+def test_an_empty_set_is_rounded_up_to_one_multiple() -> None:
+    model, _ = _pruned("resnet1d", (1, 40))
+    cost = _cost(model)
+    kept = [0] + _kept(cost)[1:]
+    counts = rounded_kept_counts(cost, kept, 8, 0.5, "flops")
+    assert counts[0] == 8 and all(c % 8 == 0 or c == s.channels for c, s in zip(counts, cost.channel_sets))

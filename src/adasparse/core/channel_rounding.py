@@ -73,7 +73,7 @@ def rounded_kept_counts(
         for index, up in zip(rounded, choice):
             candidate[index] = options[index][up]
         gap = abs(cost.sparsity([1.0 - c / s for c, s in zip(candidate, sizes)], budget) - target)
-        cut = max((counts[i] - candidate[i]) / counts[i] for i in rounded)
+        cut = max((counts[i] - candidate[i]) / max(counts[i], 1) for i in rounded)
         moved = sum(abs(candidate[index] - counts[index]) / sizes[index] for index in rounded)
         return round(max(gap, ROUNDING_TOLERANCE), 12), round(cut, 12), moved
 
