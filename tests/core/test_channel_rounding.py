@@ -143,9 +143,9 @@ def test_multiple_one_changes_nothing_and_bad_input_is_named() -> None:
         round_kept_channels(plain, 8, 0.5)
 
 
-def test_an_empty_set_is_rounded_up_to_one_multiple() -> None:
+def test_a_set_with_no_kept_channel_stays_so() -> None:
     model, _ = _pruned("resnet1d", (1, 40))
     cost = _cost(model)
     kept = [0] + _kept(cost)[1:]
-    counts = rounded_kept_counts(cost, kept, 8, 0.5, "flops")
-    assert counts[0] == 8 and all(c % 8 == 0 or c == s.channels for c, s in zip(counts, cost.channel_sets))
+    counts = rounded_kept_counts(cost, kept, 8, 0.5, "flops")  # 0 is a multiple; the others are rounded
+    assert counts[0] == 0 and all(c % 8 == 0 or c == s.channels for c, s in zip(counts, cost.channel_sets))
