@@ -218,6 +218,22 @@ SUITES: dict[str, Suite] = {
     "slope": Suite(
         "slope", (BASELINES[2], DEFAULT, MEASURED_SLOPE), (*ZOO, *STRUCTURED_HELDOUT), (0.9, 0.98), epochs=30
     ),
+    "slope-pretrained": Suite(
+        "slope-pretrained",
+        (
+            DENSE,
+            PRETRAINED[1],
+            Variant(
+                "pretrained + adasparse, measured slope",
+                {**_FINETUNE, "projection_slope": "measured"},
+                ours=True,
+                init_from="dense",
+            ),
+        ),
+        ZOO,
+        (0.9, 0.98),
+        epochs=PRETRAIN_EPOCHS,
+    ),
     "structured-multiple": Suite(
         "structured-multiple", STRUCTURED_MULTIPLE, STRUCTURED_ZOO, (0.5, 0.75), epochs=PRETRAIN_EPOCHS
     ),
