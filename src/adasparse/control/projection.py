@@ -23,7 +23,8 @@ __all__ = ["MAX_SAMPLE", "PROJECTION_SLOPES", "Projection", "SLOPE_FLOOR", "UNRE
 
 PROJECTION_SLOPES = ("gaussian", "measured")
 """The slope ``ds/dr`` the projection moves each threshold along: the Gaussian ``erf`` slope at the threshold, or
-the layer's measured one (:meth:`MagnitudeDistribution.zero_fraction_slope`, with ``correction`` only)."""
+the layer's measured one (:meth:`MagnitudeDistribution.zero_fraction_slope`, with ``correction`` only). A model
+pruned by channels is projected on its own scale (the Gaussian-equivalent thresholds) and takes neither."""
 
 UNREACHABLE_GAP = 0.005
 """The projection warns (once) when it ends farther than this from the target: the target is out of reach."""
