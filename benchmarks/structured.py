@@ -284,7 +284,7 @@ def main() -> None:
     tables = {"accuracy": accuracy_table(rows)}
     if args.runs is not None:
         models = _Models(Path(args.runs))
-        if _suite(rows) == "structured-multiple":
+        if _suite(rows).startswith("structured-multiple"):
             tables["latency"] = multiple_latency_table(rows, models, args.batch, args.rounds, args.single_rounds)
         else:
             tables["latency"] = latency_table(rows, models, args.batch, args.rounds, args.single_rounds)

@@ -237,6 +237,9 @@ SUITES: dict[str, Suite] = {
     "structured-multiple": Suite(
         "structured-multiple", STRUCTURED_MULTIPLE, STRUCTURED_ZOO, (0.5, 0.75), epochs=PRETRAIN_EPOCHS
     ),
+    "structured-multiple-heldout": Suite(
+        "structured-multiple-heldout", STRUCTURED_MULTIPLE, STRUCTURED_HELDOUT, (0.5, 0.75), epochs=PRETRAIN_EPOCHS
+    ),
     "structured-heldout": Suite(
         "structured-heldout", STRUCTURED, STRUCTURED_HELDOUT, (0.5, 0.75), epochs=PRETRAIN_EPOCHS
     ),
