@@ -218,6 +218,9 @@ SUITES: dict[str, Suite] = {
     "slope": Suite(
         "slope", (BASELINES[2], DEFAULT, MEASURED_SLOPE), (*ZOO, *STRUCTURED_HELDOUT), (0.9, 0.98), epochs=30
     ),
+    "slope-methods": Suite(
+        "slope-methods", (BASELINES[2], DEFAULT, MEASURED_SLOPE), EMBEDDED, (0.5, 0.8, 0.9, 0.95, 0.98)
+    ),
     "slope-pretrained": Suite(
         "slope-pretrained",
         (
