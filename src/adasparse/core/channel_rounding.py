@@ -8,8 +8,8 @@ multiply-accumulates promise.
 
 :func:`rounded_kept_counts` chooses, for every channel set, to round its kept count down or up to a multiple so that
 the cost removed stays closest to the target (a small subset-sum: every choice is tried for a dozen sets, a local
-search beyond); :func:`round_kept_channels` moves a sparsified model's thresholds to
-those counts (before the zeros are fixed). Sets of attention heads are left as they are: a head is already a block.
+search beyond); :func:`round_kept_channels` moves a sparsified model's thresholds to those counts (before the zeros
+are fixed). Sets of attention heads are left as they are: a head is already a block.
 """
 
 from __future__ import annotations
@@ -47,10 +47,9 @@ def rounded_kept_counts(
     may keep all its channels). The choice makes the cost removed (:meth:`ChannelCost.sparsity`) closest to
     ``target`` (all within :data:`ROUNDING_TOLERANCE` count as equally close); among equally close ones it takes the
     smallest share of any set's kept channels away, then moves the counts least (in fractions of each set): tried
-    exhaustively
-    for up to :data:`EXHAUSTIVE_SETS` sets to round, else from every set rounded to its nearest multiple by single
-    and paired changes while they bring the cost closer. How close the target can be met depends on the model: a
-    set of 64 channels moves by 8 at once (on a model of two such sets, 2-4% of its FLOPs).
+    exhaustively for up to :data:`EXHAUSTIVE_SETS` sets to round, else from every set rounded to its nearest
+    multiple by single and paired changes while they bring the cost closer. How close the target can be met
+    depends on the model: a set of 64 channels moves by 8 at once (on a model of two such sets, 2-4% of its FLOPs).
     """
     multiple = check_int(multiple, "channel_multiple", 1)
     sets = cost.channel_sets
