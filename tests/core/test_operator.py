@@ -194,6 +194,10 @@ def test_uncentred_operator_keeps_values_and_prunes_the_same_weights() -> None:
     assert not torch.signbit(kept[kept == 0]).any()  # +0.0, so compressed formats round-trip bitwise
     nothing = effective_weight(weight, torch.tensor(0.0), centred=False)
     assert torch.equal(nothing, weight)
+    # The training path (a residual kept for the threshold's gradient) gives the same bits.
+    learned = effective_weight(weight.clone().requires_grad_(), r.clone().requires_grad_(), centred=False)
+    assert torch.equal(learned.detach(), kept)
+    assert not torch.signbit(learned.detach()[kept == 0]).any()
 
 
 @pytest.mark.parametrize("centred", [True, False])

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..core._checks import check_choice, check_fraction, check_nonnegative
+from ..core._no_grad import no_grad
 from ..core.channel_sets import ChannelSet
 from ..core.distribution import MagnitudeDistribution, budget_costs
 from ..core.operator import analytic_sparsity
@@ -320,7 +321,7 @@ class SparsityLoss:
             self._active_penalty().after_training_call(overall, self.target)
         return loss
 
-    @torch.no_grad()
+    @no_grad
     def step(self) -> None:
         """Advance the loss after ``optimizer.step()``. Every mode: check that the training has not diverged and
         put each threshold parameter back into ``[0, 5]`` (its forward value is clamped anyway; a parameter pushed far
@@ -356,12 +357,12 @@ class SparsityLoss:
         parameter pushed far outside by one large gradient (or an optimizer's momentum) would stay there."""
         clamp_thresholds(self._tensors)
 
-    @torch.no_grad()
+    @no_grad
     def measure_distributions(self) -> None:
         """Record every layer's distribution of ``|w_c| / std`` for the corrected projection."""
         self._projection.measure()
 
-    @torch.no_grad()
+    @no_grad
     def project(self, final: bool = False) -> float:
         """Move the thresholds (in place) so that the overall sparsity equals the target; returns the new overall.
 

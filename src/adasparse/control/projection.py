@@ -12,9 +12,8 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-import torch
-
 from ..core._checks import check_choice
+from ..core._no_grad import no_grad
 from ..core.distribution import MagnitudeDistribution
 from ..core.operator import MAX_THRESHOLD, analytic_sparsity_value
 from ..core.parametrization import PrunedTensor
@@ -141,7 +140,7 @@ class Projection:
         """Each tensor's recorded distribution (``None`` until :meth:`measure`)."""
         self._warned_unreachable = False
 
-    @torch.no_grad()
+    @no_grad
     def measure(self, structured_only: bool = False) -> list[MagnitudeDistribution]:
         """Record every tensor's distribution of ``|w_c|`` (at most :data:`MAX_SAMPLE` weights each); with
         ``structured_only``, only those of tensors pruned by groups (their scores are few and already computed by
@@ -154,6 +153,7 @@ class Projection:
                 measured.measure()
         return self.measured
 
+    @no_grad
     def _project_channels(self, target: float, final: bool = False) -> float:
         """The projection of a model pruned by channels: every set's threshold moves by the same amount on the
         Gaussian-equivalent scale (:meth:`MagnitudeDistribution.gaussian_equivalent`: the threshold a Gaussian
@@ -184,9 +184,8 @@ class Projection:
         if final:
             positions = self._refined_positions(measured, positions, sizes, target)
         fractions = _fractions_at(measured, positions)
-        with torch.no_grad():
-            for r, distribution, position in zip(thresholds, measured, positions):
-                r.fill_(distribution.threshold_at(position))
+        for r, distribution, position in zip(thresholds, measured, positions):
+            r.fill_(distribution.threshold_at(position))
         overall_now = self._budget.sparsity(fractions)
         unreachable = max(UNREACHABLE_GAP, self._budget.channel_cost(fractions))  # one channel may weigh more
         if abs(overall_now - target) > unreachable and not self._warned_unreachable:
@@ -243,6 +242,7 @@ class Projection:
         for layer, layer_state in zip(self.measured, states):
             layer.load_state_dict(layer_state)
 
+    @no_grad
     def project(self, target: float, correction: bool, final: bool = False) -> float:
         """Move the thresholds (in place) so that the overall sparsity equals ``target``; returns the new overall.
 
@@ -280,9 +280,8 @@ class Projection:
         if correction and self.slope == "measured":
             slopes = [m.zero_fraction_slope(value) for m, value in zip(measured, values)]
         projected = _projected_thresholds(values, self._shares, target, sparsity_of, tolerance, fixed, slopes)
-        with torch.no_grad():
-            for r, value in zip(thresholds, projected):
-                r.fill_(min(max(value, 0.0), MAX_THRESHOLD))  # the same sparsity: the forward clamps r there anyway
+        for r, value in zip(thresholds, projected):
+            r.fill_(min(max(value, 0.0), MAX_THRESHOLD))  # the same sparsity: the forward clamps r there anyway
         overall = sum(p * f(r) for p, f, r in zip(self._shares, sparsity_of, projected))
         if abs(overall - target) > UNREACHABLE_GAP and not self._warned_unreachable:
             self._warned_unreachable = True

@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from ..core._checks import check_fraction, check_int
+from ..core._no_grad import no_grad
 from ..core.attention_heads import HeadsArgument
 from ..core.calibrate import CalibrationResult
 from ..core.flops import layer_macs
@@ -247,7 +248,7 @@ class Pruner:
                 "re-sparsified): build a new Pruner for the new model"
             )
 
-    @torch.no_grad()
+    @no_grad
     def step(self) -> None:
         """Advance the life cycle by one optimizer step; call it right after ``optimizer.step()`` (and before
         ``optimizer.zero_grad()`` when that comes after the step).

@@ -7,6 +7,7 @@ import math
 
 import torch
 
+from ..core._no_grad import no_grad
 from ..core.distribution import MagnitudeDistribution
 from ..core.operator import MAX_THRESHOLD
 from ..core.parametrization import PrunedTensor
@@ -20,7 +21,7 @@ ADAM_EPS = 1e-12
 """Added to the root of the second moment in :func:`adam_step`."""
 
 
-@torch.no_grad()
+@no_grad
 def check_finite(tensors: list[PrunedTensor], weights: bool = True) -> None:
     """``ValueError`` naming the first tensor whose threshold (or, with ``weights``, weights) are NaN or infinite.
 
@@ -45,7 +46,7 @@ def check_finite(tensors: list[PrunedTensor], weights: bool = True) -> None:
             )
 
 
-@torch.no_grad()
+@no_grad
 def clamp_thresholds(tensors: list[PrunedTensor]) -> None:
     """Put every threshold parameter back into ``[0, 5]`` (touching only those outside)."""
     for pruned in tensors:
@@ -65,7 +66,7 @@ def _move_by_equivalent(distribution: MagnitudeDistribution, r: torch.Tensor, st
     r.fill_(distribution.threshold_at(distribution.position_at_equivalent(equivalent + step)))
 
 
-@torch.no_grad()
+@no_grad
 def adam_step(
     tensors: list[PrunedTensor],
     moments: list[list[float]],

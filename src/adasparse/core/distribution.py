@@ -16,6 +16,7 @@ import numpy
 import torch
 
 from ._checks import check_choice
+from ._no_grad import no_grad
 from .operator import EPSILON, MAX_THRESHOLD, pruning_bound, sorted_magnitudes
 from .parametrization import PrunedTensor
 
@@ -59,7 +60,7 @@ class MagnitudeDistribution:
         self._source: torch.Tensor | None = None
         """The scores last sorted, for a structured granularity."""
 
-    @torch.no_grad()
+    @no_grad
     def measure(self) -> MagnitudeDistribution:
         """Record the tensor's distribution as it is now (the only place it is computed); returns ``self``. For a
         structured granularity it is the groups' norms and their root mean square

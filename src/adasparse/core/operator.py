@@ -17,8 +17,9 @@ gradient straight through (``d a / d r = 1``), so a threshold that leaves ``[0, 
 Gaussian assumption the expected pruned fraction is ``erf(a / sqrt(2))`` (:func:`analytic_sparsity`).
 
 Two numerically identical code paths exist: on CPU in eager mode the scalar statistics are read as Python floats
-and the mask is applied by ``F.hardshrink`` (one vectorised pass; CPU kernels for boolean masks are several
-times slower); on other devices and under ``torch.compile`` everything stays in tensors, with no host sync.
+and the mask is applied by vectorised float passes (``F.hardshrink`` for the centred form; a 0/1 float mask
+times the weight for the other: CPU kernels for boolean masks are several times slower); on other devices and
+under ``torch.compile`` everything stays in tensors, with no host sync.
 With a trainable threshold the CPU path also keeps each layer's pruned residual ``w_c - w_eff`` from the forward
 until the backward (one weight-sized tensor per layer, freed by the backward): making it while ``w_c`` is still in
 cache is cheaper than rebuilding it from the weight in the backward, which the tensor path does instead.
@@ -115,7 +116,7 @@ def pruning_bound(r: torch.Tensor, std: float | torch.Tensor, dtype: torch.dtype
     as a 0-d tensor of the weight's dtype; ``std`` comes from :func:`pruning_statistics`."""
     if isinstance(std, float):
         a = min(max(float(r.item()), 0.0), MAX_THRESHOLD)
-        return torch.tensor(a * std + EPSILON, dtype=dtype)
+        return torch.scalar_tensor(a * std + EPSILON, dtype=dtype)
     return r.detach().to(dtype).clamp(0.0, MAX_THRESHOLD) * std + EPSILON
 
 
@@ -141,14 +142,12 @@ def _shrink(
         r_value = float(r.item())
         bound = min(max(r_value, 0.0), MAX_THRESHOLD) * std + EPSILON
         if not centred:
-            # 1 where |w_c| > b, else 0, by vectorised passes only (boolean masks are several times slower on CPU);
-            # times w it is w exactly on kept weights.
-            torch.ops.aten.hardshrink.out(shifted.abs_(), bound, out=shifted)
-            kept = shifted.sign_()
-            zero = torch.zeros((), dtype=weight.dtype)
-            effective = torch.addcmul(zero, kept, weight)  # 0 + kept * w: w exactly where kept, +0.0 (not -0.0) else
-            residual = torch.addcmul(weight, kept, weight, value=-1.0, out=kept) if keep_residual else None
-            return effective, residual, mean, -std / bound
+            # 1.0 where |w_c| <= b, else 0.0, then times w: the residual (w on pruned weights, 0 on kept ones), by
+            # in-place vectorised passes (a boolean mask is several times slower on CPU). w minus it is w exactly on
+            # kept weights and +0.0 (not -0.0) on pruned ones.
+            residual = shifted.abs_().le_(bound).mul_(weight)
+            effective = torch.sub(weight, residual)
+            return effective, residual if keep_residual else None, mean, -std / bound
         if keep_residual:
             effective = torch.ops.aten.hardshrink(shifted, bound)
             return effective, shifted.sub_(effective), mean, -std / bound
@@ -187,7 +186,7 @@ class _HardShrinkSTE(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             if ctx.has_residual:  # CPU float path: the residual was made in the forward
                 (residual,) = ctx.saved_tensors
-                grad_r = torch.tensor(float(_dot(grad, residual)) * ctx.slope, dtype=ctx.r_dtype)
+                grad_r = torch.scalar_tensor(float(_dot(grad, residual)) * ctx.slope, dtype=ctx.r_dtype)
             else:
                 weight, effective = ctx.saved_tensors
                 # What pruning removed, exactly: bitwise 0 on kept weights (w_eff holds the kept value's bits).
