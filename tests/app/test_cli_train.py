@@ -41,6 +41,12 @@ def test_channel_multiple_flag(capsys: pytest.CaptureFixture[str]) -> None:
     assert config.channel_multiple == 8 and config.pruner_config().channel_multiple == 8
     one_line_error(capsys, [*argv[:3], "--channel-multiple", "0"], "channel_multiple must be an integer >= 1, got 0")
     one_line_error(capsys, ["train", "--channel-multiple", "8"], "it needs granularity='channel'")
+    # Rounded channel counts get the longer fine-tuning unless --finetune says otherwise.
+    assert config.finetune is None and config.resolved().finetune == 0.5
+    assert config_from_args(parser.parse_args(["train"])).resolved().finetune == 0.2
+    explicit = config_from_args(parser.parse_args([*argv, "--finetune", "0.3"]))
+    assert explicit.resolved().finetune == 0.3 and explicit.resolved().pruner_config().validated().finetune == 0.3
+    one_line_error(capsys, ["train", "--finetune", "1.5"], "finetune must be in [0, 1), got 1.5")
 
 
 def test_original_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

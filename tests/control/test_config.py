@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import pytest
 
-from adasparse.control.config import BUDGETS, THRESHOLD_UPDATES, PrunerConfig, check_same_settings, configured
+from adasparse.control.config import (
+    BUDGETS,
+    DEFAULT_FINETUNE,
+    ROUNDED_FINETUNE,
+    THRESHOLD_UPDATES,
+    PrunerConfig,
+    check_same_settings,
+    configured,
+    default_finetune,
+)
 
 
 def test_configured_applies_options_to_the_defaults_or_a_config() -> None:
-    assert configured(None, {}, "unknown") == PrunerConfig()
+    assert configured(None, {}, "unknown") == PrunerConfig().validated()
     config = configured(PrunerConfig(mode="adaptive"), {"ramp": 0.0, "finetune": 0.1}, "unknown")
     assert (config.mode, config.ramp, config.finetune) == ("adaptive", 0.0, 0.1)
     assert PrunerConfig().validated() is not None and PrunerConfig().budget in BUDGETS
@@ -51,3 +60,15 @@ def test_the_names_stay_importable_from_the_pruner_module() -> None:
     assert pruner.PrunerConfig is config.PrunerConfig and pruner.configured is config.configured
     assert pruner.BUDGETS is config.BUDGETS and pruner.THRESHOLD_UPDATES is config.THRESHOLD_UPDATES
     assert pruner.PrunerResult is result.PrunerResult
+
+
+def test_finetune_defaults_to_more_steps_when_channel_counts_are_rounded() -> None:
+    assert PrunerConfig().finetune is None  # filled in when the config is checked
+    assert PrunerConfig().validated().finetune == DEFAULT_FINETUNE == default_finetune(1)
+    rounded = PrunerConfig(granularity="channel", channel_multiple=8).validated()
+    assert rounded.finetune == ROUNDED_FINETUNE == default_finetune(8)
+    explicit = configured(None, {"granularity": "channel", "channel_multiple": 8, "finetune": 0.1}, "unknown")
+    assert explicit.finetune == 0.1  # a given value is kept
+    assert configured(None, {"finetune": 0.0}, "unknown").finetune == 0.0
+    with pytest.raises(ValueError, match="channel_multiple"):
+        PrunerConfig(channel_multiple=0).validated()

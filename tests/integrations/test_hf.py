@@ -69,7 +69,7 @@ def test_trainer_prunes_to_the_exact_target_with_the_pruners_defaults(tmp_path: 
     args = _arguments(tmp_path, num_train_epochs=3, weight_decay=5e-4, logging_steps=10)
     trainer = SparsityTrainer(model=model, args=args, train_dataset=_data(), sparsity_target=0.8)
     pruner = trainer.pruner
-    assert pruner.config == PrunerConfig()  # the CLI's defaults, from one place
+    assert pruner.config == PrunerConfig().validated()  # the CLI's defaults, from one place
     assert trainer.sparsity_loss is pruner.criterion
     thresholds = list(adasparse.threshold_parameters(model))
     trainer.train()
@@ -102,8 +102,9 @@ def test_older_argument_names_and_the_optimizer_threshold_update(tmp_path: Path)
         threshold_update="optimizer",
         threshold_lr_scale=0.2,
     )
-    assert trainer.pruner.config == PrunerConfig(
-        ramp=0.5, calibrate=False, threshold_update="optimizer", threshold_lr_scale=0.2
+    assert (
+        trainer.pruner.config
+        == PrunerConfig(ramp=0.5, calibrate=False, threshold_update="optimizer", threshold_lr_scale=0.2).validated()
     )
     groups = trainer.create_optimizer().param_groups
     assert groups[-1]["lr"] == pytest.approx(0.05 * 0.2) and groups[-1]["weight_decay"] == 0.0

@@ -62,7 +62,7 @@ def test_fit_prunes_to_the_exact_target_with_the_pruners_defaults(tmp_path: Path
     torch.manual_seed(0)
     module = DigitsModule()
     callback = SparsityCallback(target=0.8)
-    assert callback.config == PrunerConfig()  # the CLI's defaults, from one place
+    assert callback.config == PrunerConfig().validated()  # the CLI's defaults, from one place
     trainer = _trainer(tmp_path, max_epochs=3, callbacks=[callback])
     trainer.fit(module, _loader())
     pruner = callback.pruner

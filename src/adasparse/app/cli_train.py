@@ -83,7 +83,12 @@ def _add_pruning_option(
         choices = (*_PRUNER_CHOICES[pruner_field], *extra_choices)
         group.add_argument(*flags, dest=dest, choices=choices, default=default, help=text)
     else:
-        group.add_argument(*flags, dest=dest, type=type(default), default=default, help=text)
+        kind = _UNSET_DEFAULT_TYPES.get(dest, type(default))
+        group.add_argument(*flags, dest=dest, type=kind, default=default, help=text)
+
+
+_UNSET_DEFAULT_TYPES = {"finetune": float}
+"""The type of an option whose default is ``None`` (filled in when the run's configuration is resolved)."""
 
 
 _PRUNER_HELP = {f.name: f.metadata["help"] for f in fields(PrunerConfig)}

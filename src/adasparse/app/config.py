@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from ..control.config import PrunerConfig
+from ..control.config import PrunerConfig, default_finetune
 from ..control.loss import MODES
 from ..core import _checks
 from ..core.granularity import parse_granularity
@@ -78,7 +78,8 @@ class TrainConfig:
     thresholds, ``threshold_schedule`` anneals the thresholds' learning rate with the weights' (``"cosine"``) or
     keeps it (``"constant"``), ``budget`` counts weights (``"params"``) or multiply-accumulates (``"flops"``), and
     ``finetune`` is the final fraction of training spent fine-tuning with the masks fixed after an exact calibration
-    (0: thresholds learn until the end, then calibrate), and ``init_fraction`` starts every threshold at the
+    (0: thresholds learn until the end, then calibrate; ``None``: :func:`adasparse.control.config.default_finetune`),
+    and ``init_fraction`` starts every threshold at the
     Gaussian threshold of ``init_fraction * target`` when there is no ramp (the original recipe: 0.6).
     ``granularity`` prunes single weights (``"element"``), output channels and attention heads (``"channel"``: the
     target is then the fraction of the model's cost removed once they are, see :func:`adasparse.shrink`) or
@@ -117,7 +118,7 @@ class TrainConfig:
     budget: str = _PRUNER.budget
     granularity: str = _PRUNER.granularity
     channel_multiple: int = _PRUNER.channel_multiple
-    finetune: float = _PRUNER.finetune
+    finetune: float | None = _PRUNER.finetune
     init_fraction: float = _PRUNER.init_fraction
     epochs: int | None = None
     lr: float | None = None
@@ -176,9 +177,11 @@ class TrainConfig:
             lr = recipe.adamw_lr if self.optimizer == "adamw" else recipe.lr
             if lr is None:
                 raise ValueError(f"optimizer adamw has no default lr for {self.dataset}: give lr (--lr) explicitly")
+        _checks.check_int(self.channel_multiple, "channel_multiple", 1)
         config = replace(
             self,
             model=self.model or default_model(self.dataset),
+            finetune=default_finetune(self.channel_multiple) if self.finetune is None else self.finetune,
             epochs=recipe.epochs if self.epochs is None else self.epochs,
             lr=lr,
             batch_size=recipe.batch_size if self.batch_size is None else self.batch_size,

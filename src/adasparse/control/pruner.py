@@ -18,9 +18,9 @@ integrations is stated there once):
    task gradient decides how fast a threshold moves), keeps every ``r`` inside ``[0, 5]``, raises the target along
    a cubic ramp and projects the thresholds onto the exact budget (:class:`adasparse.SparsityLoss`, mode
    ``"projection"``);
-3. at ``1 - finetune`` of the steps the zeros are calibrated to exactly the target and fixed (a mask inside the
-   parametrization: no parameter or ``state_dict`` key changes), and the remaining steps fine-tune the surviving
-   weights;
+3. at ``1 - finetune`` of the steps (80%; 50% when ``channel_multiple`` rounds the channel counts there) the zeros
+   are calibrated to exactly the target and fixed (a mask inside the parametrization: no parameter or
+   ``state_dict`` key changes), and the remaining steps fine-tune the surviving weights;
 4. :meth:`Pruner.finish` bakes the zeros into a plain model.
 
 ``mode="adaptive", ramp=0, finetune=0, threshold_update="optimizer"`` is the original method of the paper with
