@@ -57,6 +57,9 @@ _PRUNING_FLAGS: tuple[tuple[tuple[str, ...], str, tuple[str, ...]], ...] = (
 _PRUNER_FIELD = {"sparsity": "mode", "lv": "weight", "pthres": "min_params"}
 """``TrainConfig`` keeps the original script's names for three ``PrunerConfig`` fields."""
 
+_UNSET_DEFAULT_TYPES = {"finetune": float}
+"""The type of an option whose default is ``None`` (filled in when the run's configuration is resolved)."""
+
 _PRUNER_CHOICES = {
     "mode": MODES,
     "threshold_update": THRESHOLD_UPDATES,
@@ -85,10 +88,6 @@ def _add_pruning_option(
     else:
         kind = _UNSET_DEFAULT_TYPES.get(dest, type(default))
         group.add_argument(*flags, dest=dest, type=kind, default=default, help=text)
-
-
-_UNSET_DEFAULT_TYPES = {"finetune": float}
-"""The type of an option whose default is ``None`` (filled in when the run's configuration is resolved)."""
 
 
 _PRUNER_HELP = {f.name: f.metadata["help"] for f in fields(PrunerConfig)}

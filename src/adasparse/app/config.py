@@ -177,7 +177,7 @@ class TrainConfig:
             lr = recipe.adamw_lr if self.optimizer == "adamw" else recipe.lr
             if lr is None:
                 raise ValueError(f"optimizer adamw has no default lr for {self.dataset}: give lr (--lr) explicitly")
-        _checks.check_int(self.channel_multiple, "channel_multiple", 1)
+        _checks.check_int(self.channel_multiple, "channel_multiple", 1)  # it decides the default finetune
         config = replace(
             self,
             model=self.model or default_model(self.dataset),
@@ -190,7 +190,6 @@ class TrainConfig:
         _checks.check_fraction(config.target, "target")
         _checks.check_nonnegative(config.lv, "lv")
         _checks.check_int(config.pthres, "pthres", 0)
-        _checks.check_int(config.channel_multiple, "channel_multiple", 1)
         _checks.check_positive(config.dual_step, "dual_step")
         if not 0.0 <= _checks.check_nonnegative(config.init_fraction, "init_fraction") <= 1.0:
             raise ValueError(f"init_fraction must be in [0, 1], got {config.init_fraction!r}")
