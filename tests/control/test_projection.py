@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import adasparse
-from adasparse.control.projection import SLOPE_FLOOR, Projection, _projected_thresholds, update_idle
+from adasparse.control.projection import SLOPE_FLOOR, Projection, _solve_projection, update_idle
 from adasparse.core.operator import MAX_THRESHOLD, analytic_sparsity_value
 
 
@@ -22,7 +22,7 @@ def _gaussian_overall(shares: list[float], r_values: list[float]) -> float:
 
 def test_projection_moves_a_threshold_at_the_range_limit() -> None:
     shares = [0.5, 0.5]
-    projected = _projected_thresholds([MAX_THRESHOLD, MAX_THRESHOLD], shares, 0.9, [analytic_sparsity_value] * 2)
+    projected = _solve_projection([MAX_THRESHOLD, MAX_THRESHOLD], shares, 0.9, [analytic_sparsity_value] * 2)[0]
     assert all(value < MAX_THRESHOLD - 0.5 for value in projected)
     overall = sum(p * analytic_sparsity_value(r) for p, r in zip(shares, projected))
     assert overall == pytest.approx(0.9, abs=1e-6)
@@ -31,7 +31,7 @@ def test_projection_moves_a_threshold_at_the_range_limit() -> None:
 @pytest.mark.parametrize("target", [0.0, 0.2, 0.5, 0.9, 0.99])
 def test_solver_hits_the_target_along_the_constraint_gradient(target: float) -> None:
     r_values, shares = [0.3, 1.0, 1.8, 2.5], [0.1, 0.4, 0.3, 0.2]
-    projected = _projected_thresholds(r_values, shares, target, [analytic_sparsity_value] * 4)
+    projected = _solve_projection(r_values, shares, target, [analytic_sparsity_value] * 4)[0]
     assert _gaussian_overall(shares, projected) == pytest.approx(target, abs=1e-7)
     if 0.0 < target:  # the move is r_i + delta * p_i * s_i'(r_i), the slope bounded below
         moves = [b - a for a, b in zip(r_values, projected)]
@@ -40,14 +40,31 @@ def test_solver_hits_the_target_along_the_constraint_gradient(target: float) -> 
             assert move / moves[1] == pytest.approx(slope / slopes[1], rel=1e-9)
 
 
+@pytest.mark.parametrize("target", [0.3, 0.7, 0.995])
+def test_solver_returns_the_overall_it_reached_and_evaluates_no_point_twice(target: float) -> None:
+    r_values, shares = [0.5, 1.0, 2.0], [0.2, 0.3, 0.5]
+    calls: list[float] = []
+
+    def counted(r: float) -> float:
+        calls.append(r)
+        return analytic_sparsity_value(r)
+
+    projected, overall = _solve_projection(r_values, shares, target, [counted] * 3, tolerance=1e-9)
+    assert overall == _gaussian_overall(shares, projected)  # bit for bit: the same sum at the same thresholds
+    first_layer = calls[0::3]  # every evaluation calls each layer once, in order
+    assert len(first_layer) == len(set(first_layer)) >= 2
+    fixed = _solve_projection(r_values, shares, target, [counted] * 3, fixed=[True] * 3)
+    assert fixed == (r_values, _gaussian_overall(shares, r_values))
+
+
 def test_solver_keeps_fixed_layers_and_stops_at_the_closest_end() -> None:
     r_values, shares, gaussian = [0.5, 1.0, 2.0], [0.5, 0.25, 0.25], [analytic_sparsity_value] * 3
     fixed = [True, False, False]
-    projected = _projected_thresholds(r_values, shares, 0.6, gaussian, fixed=fixed)
+    projected = _solve_projection(r_values, shares, 0.6, gaussian, fixed=fixed)[0]
     assert projected[0] == 0.5 and _gaussian_overall(shares, projected) == pytest.approx(0.6, abs=1e-7)
-    unreachable = _projected_thresholds(r_values, shares, 0.8, gaussian, fixed=fixed)  # at most 0.19 + 0.5
+    unreachable = _solve_projection(r_values, shares, 0.8, gaussian, fixed=fixed)[0]  # at most 0.19 + 0.5
     assert unreachable[0] == 0.5 and min(unreachable[1:]) >= MAX_THRESHOLD - 1e-9  # as close as it gets
-    assert _projected_thresholds(r_values, shares, 0.5, gaussian, fixed=[True] * 3) == r_values
+    assert _solve_projection(r_values, shares, 0.5, gaussian, fixed=[True] * 3)[0] == r_values
 
 
 def _model(seed: int = 0) -> nn.Module:

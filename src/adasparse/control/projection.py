@@ -1,6 +1,6 @@
 """The projection mode of the sparsity loss: the thresholds moved onto the exact budget after every step.
 
-:func:`_projected_thresholds` solves for the thresholds along the constraint's gradient; :class:`Projection` holds
+:func:`_solve_projection` solves for the thresholds along the constraint's gradient; :class:`Projection` holds
 what the projection needs between steps (each layer's measured distribution, the idle layers) and warns once when
 the target is out of reach; :func:`update_idle` finds the layers the loss never reaches.
 """
@@ -46,7 +46,7 @@ SLOPE_FLOOR = _DENSITY_SCALE * math.exp(-0.5 * 3.0**2)
 the clamp (``r = 5``) the Gaussian slope is 1e-6, which left a layer pushed there fully pruned for good."""
 
 
-def _projected_thresholds(
+def _solve_projection(
     r_values: list[float],
     shares: list[float],
     target: float,
@@ -54,8 +54,9 @@ def _projected_thresholds(
     tolerance: float = 1e-7,
     fixed: list[bool] | None = None,
     measured_slopes: list[float] | None = None,
-) -> list[float]:
-    """The thresholds moved along the constraint's gradient so that the overall sparsity equals ``target``.
+) -> tuple[list[float], float]:
+    """The thresholds moved along the constraint's gradient so that the overall sparsity equals ``target``, and the
+    overall sparsity ``sum p_i sparsity_of[i](r_i)`` they reach.
 
     ``r_i + delta * d_i`` with ``d_i = p_i * s_i'(r_i)`` (the Gaussian slope, or ``measured_slopes`` when given:
     the direction the constraint's multiplier pushes, so the step is the linearised Euclidean projection onto
@@ -64,8 +65,9 @@ def _projected_thresholds(
     scalar ``delta`` solves ``sum p_i sparsity_of[i](r_i + delta d_i) = target`` by safeguarded secant steps (the
     Gaussian slope for the first, bisection whenever a step leaves the bracket), stopping within ``tolerance`` of
     the target or when the bracket is a point: thresholds are projected every training step and are already close,
-    so this takes a few evaluations. A target out of reach leaves the thresholds at the closest end. Layers marked
-    ``fixed`` keep their threshold (their sparsity still counts).
+    so this takes a few evaluations (each one ``sparsity_of`` call per layer, the step's main cost: none is made
+    twice). A target out of reach leaves the thresholds at the closest end. Layers marked ``fixed`` keep their
+    threshold (their sparsity still counts).
     """
     if measured_slopes is not None:
         slopes = [max(slope, SLOPE_FLOOR) for slope in measured_slopes]
@@ -76,14 +78,19 @@ def _projected_thresholds(
     directions = [0.0 if fixed and fixed[i] else p * slope for i, (p, slope) in enumerate(zip(shares, slopes))]
     largest = max(directions)
     if largest <= 0.0:
-        return list(r_values)
+        return list(r_values), sum(p * f(r) for p, f, r in zip(shares, sparsity_of, r_values))
     directions = [d / largest for d in directions]
     moving = [(r, d) for r, d in zip(r_values, directions) if d > 0.0]
     low = min(min((0.0 - r) / d for r, d in moving), 0.0)
     high = max(max((MAX_THRESHOLD - r) / d for r, d in moving), 0.0)
+    evaluated: dict[float, float] = {}
 
     def overall(delta: float) -> float:
-        return sum(p * f(r + delta * d) for r, d, p, f in zip(r_values, directions, shares, sparsity_of))
+        value = evaluated.get(delta)
+        if value is None:
+            value = sum(p * f(r + delta * d) for r, d, p, f in zip(r_values, directions, shares, sparsity_of))
+            evaluated[delta] = value
+        return value
 
     def gaussian_slope(delta: float) -> float:
         total = 0.0
@@ -113,7 +120,7 @@ def _projected_thresholds(
         delta = step if low < step < high else 0.5 * (low + high)
     if abs(overall(high) - target) < best[0]:
         best = (abs(overall(high) - target), high)
-    return [r + best[1] * d for r, d in zip(r_values, directions)]
+    return [r + best[1] * d for r, d in zip(r_values, directions)], overall(best[1])
 
 
 class Projection:
@@ -279,10 +286,9 @@ class Projection:
         slopes = None
         if correction and self.slope == "measured":
             slopes = [m.zero_fraction_slope(value) for m, value in zip(measured, values)]
-        projected = _projected_thresholds(values, self._shares, target, sparsity_of, tolerance, fixed, slopes)
+        projected, overall = _solve_projection(values, self._shares, target, sparsity_of, tolerance, fixed, slopes)
         for r, value in zip(thresholds, projected):
             r.fill_(min(max(value, 0.0), MAX_THRESHOLD))  # the same sparsity: the forward clamps r there anyway
-        overall = sum(p * f(r) for p, f, r in zip(self._shares, sparsity_of, projected))
         if abs(overall - target) > UNREACHABLE_GAP and not self._warned_unreachable:
             self._warned_unreachable = True
             warnings.warn(
