@@ -177,6 +177,15 @@ def test_update_idle_marks_the_tensors_the_loss_never_reaches() -> None:
     model[1](torch.randn(4, 100)).sum().backward()
     assert update_idle(tensors, reached, idle)
     assert reached == [True, True, False] and idle == [False, False, False]  # reached once: reached for good
+    for pruned in tensors:
+        pruned.raw.grad = None
+    assert not update_idle(tensors, reached, idle)  # cleared again: nothing concluded, nothing changed
+    assert reached == [True, True, False] and idle == [False, False, False]
+    tensors[0].raw.grad = torch.zeros_like(tensors[0].raw)  # an all-zero gradient is no gradient
+    assert not update_idle(tensors, reached, idle)
+    tensors[0].raw.grad[0, 0] = 1.0  # a reached tensor alone answers whether any gradient exists
+    assert update_idle(tensors, reached, idle)
+    assert reached == [True, True, False] and idle == [False, False, False]
 
 
 def _heavy_tailed_and_gaussian() -> nn.Module:

@@ -335,11 +335,20 @@ def update_idle(tensors: list[PrunedTensor], reached: list[bool], idle: list[boo
     """Mark as idle the tensors the loss never reaches (trainable weights that got no gradient at any check so far,
     e.g. an unused pooler), so that the budget goes to the layers that matter; a tensor reached later rejoins the
     others. ``reached`` (each tensor's gradient ever seen) and ``idle`` are updated in place. Returns ``False``,
-    changing nothing, when no tensor has a gradient now (cleared before the call: nothing can be concluded)."""
-    has_gradient = [pruned.raw.grad is not None and bool(pruned.raw.grad.any()) for pruned in tensors]
-    if not any(has_gradient):
+    changing nothing, when no tensor has a gradient now (cleared before the call: nothing can be concluded).
+
+    Only the tensors not reached yet are read in full; whether any gradient exists at all is then asked of the
+    reached ones smallest first, stopping at the first (once every tensor is reached: one small reduction, not a
+    pass over every gradient)."""
+
+    def has_gradient(pruned: PrunedTensor) -> bool:
+        return pruned.raw.grad is not None and bool(pruned.raw.grad.any())
+
+    unreached = {index: has_gradient(tensors[index]) for index, seen in enumerate(reached) if not seen}
+    smallest_first = sorted((index for index, seen in enumerate(reached) if seen), key=lambda i: tensors[i].numel)
+    if not any(unreached.values()) and not any(has_gradient(tensors[index]) for index in smallest_first):
         return False
     for index, pruned in enumerate(tensors):
-        reached[index] = reached[index] or has_gradient[index]
+        reached[index] = reached[index] or unreached.get(index, False)
         idle[index] = not reached[index] and pruned.raw.requires_grad
     return True

@@ -102,9 +102,11 @@ def sorted_magnitudes(
     """``|w_c|`` sorted ascending (of every element, or of the flat indices ``sample``) and the std, both as the
     forward pass computes them: the zero count at any threshold is then one ``searchsorted`` of its bound."""
     mean, std = pruning_statistics(weight)
-    magnitudes = centre(weight, mean).abs().reshape(-1)
-    if sample is not None:
-        magnitudes = magnitudes[sample.to(magnitudes.device)]
+    if sample is None:
+        magnitudes = centre(weight, mean).abs_().reshape(-1)
+    else:  # only the sampled elements, gathered first (in memory order, :class:`MagnitudeDistribution` sorts them)
+        flat = weight.reshape(-1)
+        magnitudes = torch.index_select(flat, 0, sample.to(flat.device)).sub_(mean).abs_()
     if magnitudes.device.type == "cpu" and magnitudes.dtype in _FAST_DTYPES and not _is_compiling():
         # The same sorted values, some 30x faster than torch.sort on one CPU thread (measured on 65,536 floats).
         return torch.from_numpy(numpy.sort(magnitudes.numpy())), std
