@@ -345,9 +345,10 @@ def update_idle(tensors: list[PrunedTensor], reached: list[bool], idle: list[boo
         return pruned.raw.grad is not None and bool(pruned.raw.grad.any())
 
     unreached = {index: has_gradient(tensors[index]) for index, seen in enumerate(reached) if not seen}
-    smallest_first = sorted((index for index, seen in enumerate(reached) if seen), key=lambda i: tensors[i].numel)
-    if not any(unreached.values()) and not any(has_gradient(tensors[index]) for index in smallest_first):
-        return False
+    if not any(unreached.values()):
+        smallest_first = sorted((tensors[index] for index, seen in enumerate(reached) if seen), key=lambda t: t.numel)
+        if not any(has_gradient(pruned) for pruned in smallest_first):
+            return False
     for index, pruned in enumerate(tensors):
         reached[index] = reached[index] or unreached.get(index, False)
         idle[index] = not reached[index] and pruned.raw.requires_grad
