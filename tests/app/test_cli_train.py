@@ -111,6 +111,8 @@ def test_module_entry_point_help() -> None:
         "--init-from",
     ):
         assert option in completed.stdout, option
+    assert "(default: None)" not in completed.stdout  # such defaults are filled in; their help says how
+    assert "0.5 when channel_multiple > 1" in " ".join(completed.stdout.split())
 
 
 def test_method_and_controller_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -102,6 +102,16 @@ def _recipe_help() -> str:
     )
 
 
+class _DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, except ``None``: such a default is filled in from the data set or other options,
+    and the option's help says how."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def add_train_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``train`` command and its options to ``commands`` (the subparsers of ``adasparse``)."""
     train = commands.add_parser(
@@ -114,7 +124,7 @@ def add_train_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentP
             "for comparison. Unset options "
             "take the data set's recipe: " + _recipe_help() + "."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_DefaultsHelpFormatter,
     )
     data = train.add_argument_group("data")
     data.add_argument(
@@ -176,7 +186,9 @@ def add_train_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentP
         default=None,
         help="learning rate of the weights (default: the data set's recipe for the optimizer)",
     )
-    optim.add_argument("--batch-size", type=int, default=None, help="examples per batch")
+    optim.add_argument(
+        "--batch-size", type=int, default=None, help="examples per batch (default: the data set's recipe)"
+    )
     optim.add_argument(
         "--seed", type=int, default=_DEFAULTS.seed, help="seeds data generation/split, initialisation and order"
     )
