@@ -216,3 +216,44 @@ def test_threshold_gradient_is_minus_std_over_bound_times_the_removed_part(centr
         expected = -(std / bound) * (grad * removed).sum()
     assert r.grad.item() == pytest.approx(expected.item(), rel=1e-9)
     assert torch.equal(weight.grad, grad)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_pruned_interval_prunes_exactly_what_the_centred_comparison_prunes(dtype: torch.dtype) -> None:
+    """The CPU path prunes the values strictly inside ``_pruned_interval``; that must be, bit for bit, the set with
+    ``|w - mean| <= bound`` as the tensor ops compute it, also for the values one unit in the last place from either
+    end, from the mean and from ``mean ± bound`` (where rounding decides)."""
+    generator = torch.Generator().manual_seed(3)
+    up = torch.tensor(math.inf, dtype=dtype)
+    for trial in range(300):
+        scale = 10.0 ** (-5 + 7 * torch.rand((), generator=generator).item())
+        offset = scale * [0.0, 0.01, 1.0, 100.0][trial % 4] * torch.randn((), generator=generator).item()
+        weight = torch.randn(400, dtype=dtype, generator=generator) * scale + offset
+        mean, std = float(weight.mean()), float(weight.std())
+        bound = [0.0, 1.3, 5.0][trial % 3] * std + EPSILON
+        interval = operator._pruned_interval(mean, bound, dtype)
+        assert interval is not None
+        near = []
+        for value in (*interval, mean, mean + bound, mean - bound):
+            step = torch.tensor(value, dtype=dtype)
+            down = step.clone()
+            for _ in range(4):
+                near += [step.clone(), down.clone()]
+                step, down = torch.nextafter(step, up), torch.nextafter(down, -up)
+        weight = torch.cat([weight, torch.stack(near)])
+        expected = (weight - mean).abs() <= bound
+        low, high = interval
+        assert torch.equal((weight > low) & (weight < high), expected)
+        residual = torch.ops.aten.hardtanh_backward(weight, weight, low, high)
+        assert torch.equal(residual != 0, expected & (weight != 0))
+
+
+def test_pruned_interval_declines_what_it_cannot_find() -> None:
+    """Non-finite statistics and other dtypes take the comparison path (``None``), which stays correct."""
+    assert operator._pruned_interval(math.nan, 1.0, torch.float32) is None
+    assert operator._pruned_interval(0.0, math.inf, torch.float32) is None
+    assert operator._pruned_interval(0.0, 1.0, torch.bfloat16) is None
+    assert operator._pruned_interval(3e38, 1e38, torch.float32) is None  # mean + bound overflows
+    weight = torch.tensor([1.0, math.nan, -2.0, 0.5])
+    effective = effective_weight(weight, torch.tensor(1.0), centred=False)
+    assert torch.isnan(effective[1])

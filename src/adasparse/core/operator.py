@@ -17,9 +17,10 @@ gradient straight through (``d a / d r = 1``), so a threshold that leaves ``[0, 
 Gaussian assumption the expected pruned fraction is ``erf(a / sqrt(2))`` (:func:`analytic_sparsity`).
 
 Two numerically identical code paths exist: on CPU in eager mode the scalar statistics are read as Python floats
-and the mask is applied by vectorised float passes (``F.hardshrink`` for the centred form; a 0/1 float mask
-times the weight for the other: CPU kernels for boolean masks are several times slower); on other devices and
-under ``torch.compile`` everything stays in tensors, with no host sync.
+and the mask is applied by vectorised float passes (``F.hardshrink`` for the centred form; for the other, the
+pruned values form one interval of the weight's values, found exactly in scalar arithmetic, so one pass keeps
+what lies inside it and one subtraction removes it: CPU kernels for boolean masks are several times slower); on
+other devices and under ``torch.compile`` everything stays in tensors, with no host sync.
 With a trainable threshold the CPU path also keeps each layer's pruned residual ``w_c - w_eff`` from the forward
 until the backward (one weight-sized tensor per layer, freed by the backward): making it while ``w_c`` is still in
 cache is cheaper than rebuilding it from the weight in the backward, which the tensor path does instead.
@@ -28,6 +29,8 @@ cache is cheaper than rebuilding it from the weight in the backward, which the t
 from __future__ import annotations
 
 import math
+import struct
+from collections.abc import Callable
 
 import numpy
 import torch
@@ -122,6 +125,102 @@ def pruning_bound(r: torch.Tensor, std: float | torch.Tensor, dtype: torch.dtype
     return r.detach().to(dtype).clamp(0.0, MAX_THRESHOLD) * std + EPSILON
 
 
+class _FloatBits:
+    """Floats of one width as ordered integers (adjacent values are adjacent integers), the value next to one, and
+    rounding to them, all on Python floats."""
+
+    def __init__(self, float_code: str, int_code: str, bits: int, mantissa_bits: int, min_exponent: int) -> None:
+        self._float, self._int = struct.Struct("<" + float_code), struct.Struct("<" + int_code)
+        self._sign = 1 << (bits - 1)
+        self.infinity = self.key(math.inf)
+        self._mantissa_bits = mantissa_bits
+        self._min_exponent = min_exponent
+        self._subnormal_spacing = math.ldexp(1.0, min_exponent - mantissa_bits)
+        self.rounded: Callable[[float], float] = float if bits == 64 else self._rounded
+
+    def _rounded(self, value: float) -> float:
+        return self._float.unpack(self._float.pack(value))[0]
+
+    def key(self, value: float) -> int:
+        bits = self._int.unpack(self._float.pack(value))[0]
+        return -(bits - self._sign) if bits >= self._sign else bits
+
+    def value(self, key: int) -> float:
+        key = min(max(key, -self.infinity), self.infinity)
+        return self._float.unpack(self._int.pack(key if key >= 0 else self._sign - key))[0]
+
+    def next_value(self, value: float, upward: bool) -> float:
+        """The value of this width next to the finite ``value`` (of this width), by its spacing there."""
+        if value == 0.0:
+            return self._subnormal_spacing if upward else -self._subnormal_spacing
+        fraction, exponent = math.frexp(value)  # value = fraction * 2**exponent, 0.5 <= |fraction| < 1
+        if exponent <= self._min_exponent:
+            spacing = self._subnormal_spacing
+        else:
+            spacing = math.ldexp(1.0, exponent - self._mantissa_bits)
+            if abs(fraction) == 0.5 and (value > 0.0) != upward:  # towards zero from a power of two
+                spacing *= 0.5
+        return value + spacing if upward else value - spacing
+
+
+_FLOAT_BITS = {
+    torch.float32: _FloatBits("f", "I", 32, 24, -125),
+    torch.float64: _FloatBits("d", "Q", 64, 53, -1021),
+}
+
+
+def _first_outside(start: int, inside: Callable[[int], bool], direction: int) -> int:
+    """The first key, going in ``direction`` (+1 or -1), outside a run of keys where ``inside`` holds that contains
+    the run's start or lies behind ``start``: galloping from ``start``, then bisection."""
+    if inside(start):
+        last_in, step = start, 1
+        while inside(last_in + direction * step):
+            last_in, step = last_in + direction * step, 2 * step
+        first_out = last_in + direction * step
+    else:
+        first_out, step = start, 1
+        while not inside(first_out - direction * step):
+            first_out, step = first_out - direction * step, 2 * step
+        last_in = first_out - direction * step
+    while abs(first_out - last_in) > 1:
+        middle = (first_out + last_in) // 2
+        if inside(middle):
+            last_in = middle
+        else:
+            first_out = middle
+    return first_out
+
+
+def _pruned_interval(mean: float, bound: float, dtype: torch.dtype) -> tuple[float, float] | None:
+    """The open interval ``(low, high)`` of the values ``w`` of ``dtype`` that the CPU path prunes, i.e. those with
+    ``|fl(w - mean)| <= fl(bound)`` as ``(weight - mean).abs() <= bound`` computes it in that dtype, or ``None``
+    for another dtype or a statistic that is not finite.
+
+    ``fl(w - mean)`` never decreases as ``w`` grows and is 0 at ``w = fl(mean)``, so the pruned values are one run of
+    consecutive values around the mean; its ends are searched from ``mean ± bound`` (a step or two in practice).
+    Float32 differences are taken in double precision and rounded once to float32, which is exact (double carries
+    more than twice float32's digits plus two).
+    """
+    bits = _FLOAT_BITS.get(dtype)
+    if bits is None or not (math.isfinite(mean) and math.isfinite(bound)):
+        return None
+    rounded = bits.rounded
+    try:
+        m, b = rounded(mean), rounded(bound)
+        high, low = rounded(m + b), rounded(m - b)
+        if not (math.isfinite(high) and math.isfinite(low)):
+            return None
+        above, below = bits.next_value(high, True), bits.next_value(low, False)
+        # Nearly always the values next to mean ± bound are the first kept ones; otherwise search for them.
+        if not (rounded(high - m) <= b < rounded(above - m)):
+            above = bits.value(_first_outside(bits.key(high), lambda key: rounded(bits.value(key) - m) <= b, 1))
+        if not (rounded(below - m) < -b <= rounded(low - m)):
+            below = bits.value(_first_outside(bits.key(low), lambda key: rounded(bits.value(key) - m) >= -b, -1))
+    except OverflowError:  # a value beyond the dtype's range
+        return None
+    return below, above
+
+
 def _shrink(
     weight: torch.Tensor, r: torch.Tensor, keep_residual: bool = False, centred: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor | None, float | torch.Tensor, float | torch.Tensor]:
@@ -139,23 +238,30 @@ def _shrink(
     through, so a threshold pushed below 0 (or above 5) can come back instead of being stuck with a zero gradient.
     """
     mean, std = pruning_statistics(weight)
-    shifted = centre(weight, mean)
     if isinstance(std, float):
         r_value = float(r.item())
         bound = min(max(r_value, 0.0), MAX_THRESHOLD) * std + EPSILON
         if not centred:
-            # 1.0 where |w_c| <= b, else 0.0, then times w: the residual (w on pruned weights, 0 on kept ones), by
-            # in-place vectorised passes (a boolean mask is several times slower on CPU). w minus it is w exactly on
-            # kept weights and +0.0 (not -0.0) on pruned ones.
-            residual = shifted.abs_().le_(bound).mul_(weight)
+            # The residual (w on pruned weights, 0 on kept ones), then w minus it: w exactly on kept weights and
+            # +0.0 (not -0.0) on pruned ones. |w - mean| <= b holds on one open interval of w's values, found
+            # exactly in scalar arithmetic, so one vectorised pass (hardtanh's backward keeps its input strictly
+            # inside an interval) gives the residual: a boolean mask is several times slower on CPU, and centring,
+            # abs, compare and multiply were four passes.
+            interval = _pruned_interval(mean, bound, weight.dtype)
+            if interval is None:
+                residual = centre(weight, mean).abs_().le_(bound).mul_(weight)
+            else:
+                residual = torch.ops.aten.hardtanh_backward(weight, weight, interval[0], interval[1])
             effective = torch.sub(weight, residual)
             return effective, residual if keep_residual else None, mean, -std / bound
+        shifted = centre(weight, mean)
         if keep_residual:
             effective = torch.ops.aten.hardshrink(shifted, bound)
             return effective, shifted.sub_(effective), mean, -std / bound
         # In place: one fresh buffer per call instead of two (fresh pages dominate the cost on CPU).
         torch.ops.aten.hardshrink.out(shifted, bound, out=shifted)
         return shifted, None, mean, -std / bound
+    shifted = centre(weight, mean)
     r = r.detach().to(weight.dtype)
     bound = pruning_bound(r, std, weight.dtype)
     zero = torch.zeros((), dtype=shifted.dtype, device=shifted.device)
