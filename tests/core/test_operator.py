@@ -257,3 +257,26 @@ def test_pruned_interval_declines_what_it_cannot_find() -> None:
     weight = torch.tensor([1.0, math.nan, -2.0, 0.5])
     effective = effective_weight(weight, torch.tensor(1.0), centred=False)
     assert torch.isnan(effective[1])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("mean, bound", [(-1e-6, 1.0000001e-6), (1e-6, 1e-6), (-3e-7, 3e-7)])
+def test_pruned_interval_searches_when_an_end_lies_near_zero(
+    dtype: torch.dtype, mean: float, bound: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the mean near ``∓bound`` one end of the interval lies near 0, where values are far denser than at
+    ``mean ± bound``: the end is then searched for, and must still be exact."""
+    searches = []
+    search = operator._first_outside
+    monkeypatch.setattr(operator, "_first_outside", lambda *args: searches.append(args) or search(*args))
+    low, high = operator._pruned_interval(mean, bound, dtype)
+    assert searches
+    up = torch.tensor(math.inf, dtype=dtype)
+    near = []
+    for value in (low, high, 0.0, mean):
+        above = below = torch.tensor(value, dtype=dtype)
+        for _ in range(40):
+            near += [above, below]
+            above, below = torch.nextafter(above, up), torch.nextafter(below, -up)
+    weight = torch.stack(near)
+    assert torch.equal((weight > low) & (weight < high), (weight - mean).abs() <= bound)
