@@ -62,15 +62,65 @@ def test_pruned_weights_get_no_gradient_and_remove_bakes_zeros() -> None:
     assert float((model[0].weight == 0).float().mean()) > 0.8
 
 
-def test_freeze_zeros_and_attention_warning() -> None:
+def test_freeze_zeros_and_bad_sparsity() -> None:
     model = _model()
     with torch.no_grad():
         model[0].weight[:10] = 0.0
     pruner = MagnitudePruner(model)
     pruner.freeze_zeros()
     assert pruner.sparsity() == pytest.approx(1000 / 11_200)
-    with pytest.warns(UserWarning, match="leave attention layers dense: attn"):
-        pruner = MagnitudePruner(nn.ModuleDict({"attn": nn.MultiheadAttention(32, 4), "fc": nn.Linear(64, 64)}))
-    assert pruner.names == ["fc.weight"]
     with pytest.raises(ValueError, match=r"sparsity must be in \[0, 1\)"):
         pruner.prune_to(1.0)
+
+
+class _Attention(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(64, 4, batch_first=True)
+        self.head = nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.attn(x, x, x, need_weights=False)[0].mean(1))
+
+
+def test_attention_projections_are_masked_at_every_step() -> None:
+    """``nn.MultiheadAttention`` reads ``out_proj.weight`` without calling ``out_proj``: its mask must still be
+    applied with the current ``weight_orig`` at every forward, through training steps, and baked in by ``remove``."""
+    torch.manual_seed(0)
+    model = _Attention()
+    pruner = MagnitudePruner(model, scope="layer")
+    assert pruner.names == ["attn.in_proj_weight", "attn.out_proj.weight"]
+    pruner.prune_to(0.75)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    x = torch.randn(8, 5, 64)
+    for _ in range(3):  # a stale out_proj.weight fails here (a graph freed by the previous backward)
+        loss = model(x).square().mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    out_proj = model.attn.out_proj
+    reference = model.head(
+        nn.functional.multi_head_attention_forward(
+            *(x.transpose(0, 1),) * 3,
+            64,
+            4,
+            model.attn.in_proj_weight_orig * model.attn.in_proj_weight_mask,
+            model.attn.in_proj_bias,
+            None,
+            None,
+            False,
+            0.0,
+            out_proj.weight_orig * out_proj.weight_mask,
+            out_proj.bias,
+            training=False,
+            need_weights=False,
+        )[0]
+        .transpose(0, 1)
+        .mean(1)
+    )
+    assert torch.allclose(model(x), reference, atol=1e-6)
+    assert pruner.layer_sparsities() == pytest.approx([0.75, 0.75])
+    pruner.remove()
+    assert float((out_proj.weight == 0).float().mean()) == pytest.approx(0.75)
+    assert not model.attn._forward_pre_hooks and not hasattr(out_proj, "weight_orig")
+    assert torch.allclose(model(x), reference, atol=1e-6)

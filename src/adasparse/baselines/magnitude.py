@@ -8,7 +8,6 @@ weights receive no gradient; a pruned weight never comes back.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterable
 
 import torch
@@ -30,9 +29,10 @@ class MagnitudePruner:
     Args:
         model: a plain model; every selected weight gets an all-ones mask now (``torch.nn.utils.prune.identity``).
         scope: ``"global"`` ranks all selected weights together; ``"layer"`` prunes every layer to the same sparsity.
-        min_params, include, exclude: layer selection, as for :func:`adasparse.sparsify`. ``nn.MultiheadAttention``
-            is left dense: it reads ``out_proj.weight`` without calling ``out_proj``, which ``torch.nn.utils.prune``
-            masks cannot follow.
+        min_params, include, exclude: layer selection, as for :func:`adasparse.sparsify`, attention projections
+            included. ``nn.MultiheadAttention`` reads ``out_proj.weight`` without calling ``out_proj``, so the
+            ``torch.nn.utils.prune`` mask of that weight would be applied once and never again; the attention module
+            re-applies it before each of its forward passes (:func:`_follow_submodule_masks`).
 
     Example::
 
@@ -57,16 +57,6 @@ class MagnitudePruner:
                 f"model is sparsified with learned thresholds ({len(sparsified)} tensors, e.g. "
                 f"{sparsified[0].name!r}): call adasparse.desparsify(model) first"
             )
-        attention = [name for name, module in model.named_modules() if isinstance(module, nn.MultiheadAttention)]
-        if attention:
-            warnings.warn(
-                f"magnitude baselines leave attention layers dense: {', '.join(attention)}", UserWarning, stacklevel=2
-            )
-            globs = [name + "*" if name else "*" for name in attention]
-            exclude = [
-                *([] if exclude is None else ([exclude] if isinstance(exclude, (str, type)) else exclude)),
-                *globs,
-            ]
         selections = select_layers(model, min_params=min_params, include=include, exclude=exclude)
         if not selections:
             raise ValueError(f"model has no prunable layer with at least min_params={min_params} weight elements")
@@ -75,6 +65,11 @@ class MagnitudePruner:
             for tensor_name in selection.tensor_names:
                 torch_prune.identity(selection.module, tensor_name)
                 self.targets.append((selection.name, selection.module, tensor_name))
+        self._hooks = [
+            module.register_forward_pre_hook(_follow_submodule_masks)
+            for module in model.modules()
+            if isinstance(module, nn.MultiheadAttention)
+        ]
 
     @property
     def names(self) -> list[str]:
@@ -131,6 +126,19 @@ class MagnitudePruner:
         """Make the masks permanent: plain ``weight`` parameters with zeros, no ``weight_orig``/``weight_mask``."""
         for _, module, tensor_name in self.targets:
             torch_prune.remove(module, tensor_name)
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks = []
+
+
+def _follow_submodule_masks(module: nn.Module, inputs: object) -> None:
+    """Re-apply the ``torch.nn.utils.prune`` masks of ``module.out_proj`` (a forward pre-hook of an attention module,
+    which reads ``out_proj.weight`` without calling ``out_proj``): ``weight = weight_orig * weight_mask`` now, with
+    this step's ``weight_orig``, as ``out_proj``'s own hook would if it were called."""
+    out_proj = module.out_proj
+    for hook in list(out_proj._forward_pre_hooks.values()):
+        if isinstance(hook, torch_prune.BasePruningMethod):
+            hook(out_proj, inputs)
 
 
 def _keep_largest(scores: torch.Tensor, pruned: int) -> torch.Tensor:
