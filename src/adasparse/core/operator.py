@@ -170,8 +170,10 @@ _FLOAT_BITS = {
 
 
 def _first_outside(start: int, inside: Callable[[int], bool], direction: int) -> int:
-    """The first key, going in ``direction`` (+1 or -1), outside a run of keys where ``inside`` holds that contains
-    the run's start or lies behind ``start``: galloping from ``start``, then bisection."""
+    """The first key past the end, in ``direction`` (+1 or -1), of the one run of keys where ``inside`` holds.
+
+    The run either contains ``start`` or lies behind it (against ``direction``); the end is found by galloping from
+    ``start`` (steps doubling) until both sides of it are known, then by bisection."""
     if inside(start):
         last_in, step = start, 1
         while inside(last_in + direction * step):
