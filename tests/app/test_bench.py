@@ -99,7 +99,7 @@ def test_pretrained_suite_prunes_during_fine_tuning_after_its_dense_runs(
         assert job.init_from.startswith(f"{job.dataset}-{job.model}/dense/") and job.init_from.endswith(f"/s{job.seed}")
         assert job.variant.options["optimizer"] == "adamw"
         assert job.variant.options["epochs"] <= 0.25 * suite.epochs  # at most a quarter of the pre-training steps
-    assert {job.target for job in second} == {0.9, 0.98}
+    assert {job.target for job in second} == {0.9, 0.95, 0.98}
 
     tiny = _tiny(suite, monkeypatch)
     records = run_suite(tiny, tmp_path, workers=1, log=lambda m: None)
@@ -151,3 +151,65 @@ def test_threshold_lr_suite_and_the_sweep_table(tmp_path: Path, monkeypatch: pyt
     header = next(line for line in text.splitlines() if line.startswith("| model |"))
     assert header.split(" | ")[2:4] == ["dense", "threshold_lr 0.2, SGD"]  # the suite's order
     assert "thresholds in the optimizer x1, AdamW |" in header and "| mlp (digits) | 0.98 |" in text
+
+
+def _sweep_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "zoo_sweep", Path(__file__).parents[2] / "benchmarks" / "zoo_sweep.py"
+    )
+    sweep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sweep)
+    return sweep
+
+
+def test_sweep_target_filter_runs_the_starts_it_needs_and_records_only_the_chosen_runs() -> None:
+    sweep = _sweep_module()
+    every = jobs(SUITES["pretrained"])
+    todo, recorded = sweep.select(every, targets=[0.95], models=["resnet1d"])
+    chosen = [job for job in todo if job.key in recorded]
+    assert chosen and all(job.target == 0.95 and job.model == "resnet1d" for job in chosen)
+    assert not any(job.variant.dense for job in chosen)  # a dense run is not per target: not recorded again
+    starts = [job for job in todo if job.key not in recorded]
+    assert {job.key for job in starts} == {job.init_from for job in chosen}  # but run (or reused) as the start
+    assert all(job.variant.dense for job in starts) and len(starts) == 3
+    # on a suite without starts, the target filter keeps its runs at that target only, dense left out
+    todo, recorded = sweep.select(jobs(SUITES["zoo"]), targets=[0.95])
+    assert {job.key for job in todo} == recorded and {job.target for job in todo} == {0.95}
+    assert len(todo) == 5 * 4 * 3  # five pruning variants, four models, three seeds
+    # --only dense with a target filter keeps the dense runs
+    todo, recorded = sweep.select(jobs(SUITES["zoo"]), only=["dense"], targets=[0.95])
+    assert todo and all(job.variant.dense for job in todo) and len(recorded) == len(todo)
+
+
+def test_sweep_page_reads_the_default_against_gmp_and_its_next_lower_target(tmp_path: Path) -> None:
+    sweep = _sweep_module()
+    rows = []
+    for target, ours, gmp in ((0.9, (0.97,) * 3, (0.95,) * 3), (0.95, (0.925, 0.95, 0.955), (0.94,) * 3)):
+        for seed, (mine, theirs) in enumerate(zip(ours, gmp)):
+            for variant, accuracy in (("adasparse (default)", mine), ("GMP global", theirs)):
+                rows.append(
+                    {
+                        "suite": "zoo",
+                        "variant": variant,
+                        "dataset": "d",
+                        "model": "m",
+                        "target": target,
+                        "seed": seed,
+                        "accuracy": accuracy,
+                        "sparsity_before": target,
+                        "ours": variant != "GMP global",
+                    }
+                )
+    rows.append(dict(rows[0], variant="dense", accuracy=0.99))
+    records = tmp_path / "r.jsonl"
+    records.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    goals = next(line for line in sweep.table(str(records)).splitlines() if line.startswith("`adasparse (default)`"))
+    assert "mean at or above on 2 of 2 cells" in goals  # 0.970 vs 0.950, 0.943 vs 0.940
+    assert "Seeds more than 1 point below GMP's mean: m (d) 0.95 (worst 0.925)" in goals
+    assert "next lower target: m (d) 0.9 → 0.95 (0.970 → 0.943; GMP 0.950 → 0.940)" in goals
+    rows = [dict(row, accuracy=row["accuracy"] - 0.05) if row["variant"] != "GMP global" else row for row in rows]
+    records.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    goals = next(line for line in sweep.table(str(records)).splitlines() if line.startswith("`adasparse (default)`"))
+    assert "mean at or above on 0 of 2 cells; below on m (d) 0.9 (0.920 vs 0.950)" in goals

@@ -79,10 +79,13 @@ def test_freeze_keeps_parameters_and_state_dict_keys() -> None:
     assert all(torch.equal(t.effective() == 0, z) for t, z in zip(adasparse.pruned_tensors(model), zeros))
 
 
-def test_resumed_loop_ends_bit_for_bit_like_an_uninterrupted_one() -> None:
+@pytest.mark.parametrize(("slope", "stop"), [("gaussian", 35), ("lamp", 20), ("lamp", 35)])
+def test_resumed_loop_ends_bit_for_bit_like_an_uninterrupted_one(slope: str, stop: int) -> None:
     def build() -> tuple[nn.Module, Pruner, torch.optim.Optimizer]:
         model = _model()
-        pruner = Pruner(model, target=0.9, total_steps=40, min_params=500, correction_interval=3)
+        pruner = Pruner(
+            model, target=0.9, total_steps=40, min_params=500, correction_interval=3, projection_slope=slope
+        )
         return model, pruner, torch.optim.SGD(pruner.param_groups(lr=0.05), momentum=0.9)
 
     model, pruner, optimizer = build()
@@ -90,7 +93,7 @@ def test_resumed_loop_ends_bit_for_bit_like_an_uninterrupted_one() -> None:
     expected = pruner.finish().state_dict()
 
     model, pruner, optimizer = build()
-    _train(model, pruner, optimizer, range(35))  # past the freeze at step 32
+    _train(model, pruner, optimizer, range(stop))  # 35: past the freeze at step 32; 20: between two measurements
     saved = copy.deepcopy(
         {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "pruner": pruner.state_dict()}
     )
@@ -98,7 +101,7 @@ def test_resumed_loop_ends_bit_for_bit_like_an_uninterrupted_one() -> None:
     pruner.load_state_dict(saved["pruner"])  # any order: masks live in the model's own state
     model.load_state_dict(saved["model"])
     optimizer.load_state_dict(saved["optimizer"])
-    _train(model, pruner, optimizer, range(35, 40))
+    _train(model, pruner, optimizer, range(stop, 40))
     resumed = pruner.finish().state_dict()
     assert all(torch.equal(expected[key], resumed[key]) for key in expected)
 

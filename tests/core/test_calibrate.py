@@ -89,3 +89,15 @@ def test_calibrates_a_cost_budget() -> None:
     assert achieved == pytest.approx(0.8, abs=max(unit.values()) / sum(costs.values()))
     with pytest.raises(ValueError, match="budget has no cost for 3.weight"):
         adasparse.calibrate(model, 0.8, budget={"0.weight": 1.0, "2.weight": 1.0})
+
+
+def test_block_granularity_reaches_the_target_without_a_false_warning() -> None:
+    import warnings
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, 16))
+    adasparse.sparsify(model, target=0.5, granularity="block:4x4", min_params=100)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the reached count was read in weights against a goal in blocks
+        result = adasparse.calibrate(model, 0.9)
+    assert result.reached and adasparse.sparsity_report(model, min_params=100).overall == pytest.approx(0.9)

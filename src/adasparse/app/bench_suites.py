@@ -17,6 +17,7 @@ __all__ = [
     "ABLATION",
     "EMBEDDED",
     "ZOO",
+    "LAMP",
     "THRESHOLDS_IN_OPTIMIZER",
     "DENSE",
     "PRETRAIN_EPOCHS",
@@ -109,6 +110,8 @@ THRESHOLDS_IN_OPTIMIZER = Variant(
 DENSE = Variant("dense", {"sparsity": "none"})
 MEASURED_SLOPE = Variant("adasparse, measured slope", {"projection_slope": "measured"}, ours=True)
 """The default with the projection moving each threshold along its layer's measured slope."""
+LAMP = Variant("adasparse, LAMP allocation", {"projection_slope": "lamp"}, ours=True)
+"""The default with the projection setting every threshold at one level of the layer-adaptive magnitude score."""
 
 PRETRAIN_EPOCHS, FINETUNE_EPOCHS = 30, 7
 """The pretrained suite: dense pre-training (the zoo's dense runs, SGD), then pruning during a fine-tuning run of
@@ -210,13 +213,32 @@ SUITES: dict[str, Suite] = {
             DEFAULT,
         ),
         ZOO,
-        (0.9, 0.98),
+        (0.9, 0.95, 0.98),
         epochs=30,
     ),
-    "pretrained": Suite("pretrained", PRETRAINED, ZOO, (0.9, 0.98), epochs=PRETRAIN_EPOCHS),
+    "pretrained": Suite("pretrained", PRETRAINED, ZOO, (0.9, 0.95, 0.98), epochs=PRETRAIN_EPOCHS),
     "structured": Suite("structured", STRUCTURED, STRUCTURED_ZOO, (0.5, 0.75), epochs=PRETRAIN_EPOCHS),
     "slope": Suite(
         "slope", (BASELINES[2], DEFAULT, MEASURED_SLOPE), (*ZOO, *STRUCTURED_HELDOUT), (0.9, 0.98), epochs=30
+    ),
+    "lamp": Suite("lamp", (BASELINES[2], DEFAULT, LAMP), (*ZOO, *STRUCTURED_HELDOUT), (0.9, 0.95, 0.98), epochs=30),
+    "lamp-methods": Suite("lamp-methods", (BASELINES[2], DEFAULT, LAMP), EMBEDDED, (0.5, 0.8, 0.9, 0.95, 0.98)),
+    "lamp-pretrained": Suite(
+        "lamp-pretrained",
+        (
+            DENSE,
+            PRETRAINED[2],
+            PRETRAINED[1],
+            Variant(
+                "pretrained + adasparse, LAMP allocation",
+                {**_FINETUNE, "projection_slope": "lamp"},
+                ours=True,
+                init_from="dense",
+            ),
+        ),
+        ZOO,
+        (0.9, 0.95, 0.98),
+        epochs=PRETRAIN_EPOCHS,
     ),
     "slope-methods": Suite(
         "slope-methods", (BASELINES[2], DEFAULT, MEASURED_SLOPE), EMBEDDED, (0.5, 0.8, 0.9, 0.95, 0.98)

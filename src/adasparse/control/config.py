@@ -11,7 +11,7 @@ from typing import Any
 from ..core._checks import check_choice, check_int, check_nonnegative, check_positive
 from ..core.granularity import parse_granularity
 from .loss import DEFAULT_CORRECTION_INTERVAL, DEFAULT_DUAL_STEP, MODES
-from .projection import PROJECTION_SLOPES
+from .projection import PROJECTION_SLOPES, check_slope_needs_correction
 
 __all__ = [
     "BUDGETS",
@@ -61,9 +61,11 @@ class PrunerConfig:
     correction: bool = _option(True, "steer on the measured zero fractions instead of the Gaussian estimate")
     projection_slope: str = _option(
         "gaussian",
-        "the slope ds/dr the projection moves each threshold along: gaussian (erf's at the threshold) or measured "
-        "(the layer's measured zero fraction's, with correction: a layer whose weights turned heavy-tailed and "
-        "has almost none left near its threshold is no longer pushed further)",
+        "how the projection moves the thresholds onto the budget: gaussian (along erf's slope ds/dr at each "
+        "threshold), measured (along the layer's measured zero fraction's: a layer whose weights turned "
+        "heavy-tailed and has almost none left near its threshold is no longer pushed further) or lamp (every "
+        "layer at one level of the layer-adaptive magnitude score, LAMP: the allocation is the weights' own); "
+        "measured and lamp need correction",
     )
     correction_interval: int = _option(
         DEFAULT_CORRECTION_INTERVAL, "optimizer steps between two measurements of the weight distributions (>= 1)"
@@ -90,7 +92,11 @@ class PrunerConfig:
     threshold_lr_scale: float = _option(
         0.01, "with threshold_update=optimizer: the thresholds' learning rate over the weights' (>= 0)"
     )
-    task_gradient: bool = _option(True, "let the task loss move the thresholds through the weights they prune")
+    task_gradient: bool = _option(
+        True,
+        "let the task loss move the thresholds through the weights they prune (projection_slope lamp sets them "
+        "from the weights alone and takes none)",
+    )
     centred: bool = _option(
         False,
         "kept weights hold w - mean(w) as in the paper's hardshrink(w - mean(w), b) (True), or keep their own "
@@ -115,6 +121,16 @@ class PrunerConfig:
         "to within that many channels",
     )
 
+    @property
+    def allocates_by_level(self) -> bool:
+        """Whether the projection sets every threshold from the weights alone (``projection_slope="lamp"``, by
+        elements or blocks): the thresholds then take no step of their own and need no task gradient."""
+        return (
+            self.mode == "projection"
+            and self.projection_slope == "lamp"
+            and parse_granularity(self.granularity).kind != "channel"
+        )
+
     def validated(self) -> PrunerConfig:
         """Check every value (``ValueError``/``TypeError`` naming the option); returns the config with
         ``finetune`` filled in (:func:`default_finetune` when it is ``None``)."""
@@ -125,6 +141,7 @@ class PrunerConfig:
         check_choice(self.threshold_update, "threshold_update", THRESHOLD_UPDATES)
         check_choice(self.budget, "budget", BUDGETS)
         check_choice(self.projection_slope, "projection_slope", PROJECTION_SLOPES)
+        check_slope_needs_correction(self.projection_slope, self.correction, self.mode)
         check_nonnegative(self.weight, "weight")
         check_int(self.correction_interval, "correction_interval", 1)
         check_int(self.min_params, "min_params", 0)

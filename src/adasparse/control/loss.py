@@ -24,7 +24,7 @@ from .channel_budget import ChannelBudget
 from .penalties import PENALTIES, ConstraintPenalty, Penalty, closed_form_loss
 from .projection import SLOPE_FLOOR as SLOPE_FLOOR  # defined here before: still importable from this module
 from .projection import UNREACHABLE_GAP as UNREACHABLE_GAP
-from .projection import Projection
+from .projection import Projection, check_slope_needs_correction
 from .thresholds import check_finite, clamp_thresholds
 
 __all__ = ["MODES", "SparsityLoss", "DEFAULT_DUAL_STEP", "DEFAULT_CORRECTION_INTERVAL"]
@@ -147,6 +147,7 @@ class SparsityLoss:
         self._calls = 0
         self._steps = 0
         self._warned_no_step = False
+        check_slope_needs_correction(projection_slope, self.correction, mode)
         self._projection = Projection(self._tensors, self._share_list, self._channels, projection_slope)
         self._cache: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
 

@@ -17,13 +17,26 @@ from ..core._no_grad import no_grad
 from ..core.distribution import MagnitudeDistribution
 from ..core.operator import MAX_THRESHOLD, analytic_sparsity_value
 from ..core.parametrization import PrunedTensor
+from .layer_adaptive import LevelTable, lamp_levels
 
-__all__ = ["MAX_SAMPLE", "PROJECTION_SLOPES", "Projection", "SLOPE_FLOOR", "UNREACHABLE_GAP", "update_idle"]
+__all__ = [
+    "MAX_SAMPLE",
+    "PROJECTION_SLOPES",
+    "Projection",
+    "SLOPE_FLOOR",
+    "UNREACHABLE_GAP",
+    "check_slope_needs_correction",
+    "update_idle",
+]
 
-PROJECTION_SLOPES = ("gaussian", "measured")
-"""The slope ``ds/dr`` the projection moves each threshold along: the Gaussian ``erf`` slope at the threshold, or
-the layer's measured one (:meth:`MagnitudeDistribution.zero_fraction_slope`, with ``correction`` only). A model
-pruned by channels is projected on its own scale (the Gaussian-equivalent thresholds) and takes neither."""
+PROJECTION_SLOPES = ("gaussian", "measured", "lamp")
+"""How the projection moves the thresholds onto the budget: along the Gaussian ``erf`` slope ``ds/dr`` at each
+threshold, along the layer's measured one (:meth:`MagnitudeDistribution.zero_fraction_slope`), or, with
+``"lamp"``, to one common level of the layer-adaptive magnitude score (:mod:`.layer_adaptive`: the allocation is
+then the weights' own, and the threshold steps between projections do not change it). ``"measured"`` and
+``"lamp"`` read the measured distributions (``correction``). A model pruned by channels is projected on its own
+scale (the Gaussian-equivalent thresholds) and takes none of them."""
+
 
 UNREACHABLE_GAP = 0.005
 """The projection warns (once) when it ends farther than this from the target: the target is out of reach."""
@@ -44,6 +57,16 @@ Gaussian-equivalent scale: from half of a set's channels pruned, to 33% or 65% o
 SLOPE_FLOOR = _DENSITY_SCALE * math.exp(-0.5 * 3.0**2)
 """Smallest slope ``ds/dr`` the projection moves a threshold with: the Gaussian slope at ``r = 3`` (0.0089). At
 the clamp (``r = 5``) the Gaussian slope is 1e-6, which left a layer pushed there fully pruned for good."""
+
+
+def check_slope_needs_correction(slope: str, correction: bool, mode: str = "projection") -> None:
+    """``ValueError`` when the projection would move the thresholds by the measured distributions (``slope``
+    ``"measured"`` or ``"lamp"``) without measuring them (``correction=False``)."""
+    if mode == "projection" and slope != "gaussian" and not correction:
+        raise ValueError(
+            f"projection_slope={slope!r} needs correction=True: it reads the measured weight distributions "
+            "(use projection_slope='gaussian' without correction)"
+        )
 
 
 def _solve_projection(
@@ -145,6 +168,11 @@ class Projection:
         """Per pruned tensor: the loss does not reach it, so it is pruned first (see :meth:`project`)."""
         self.measured: list[MagnitudeDistribution] | None = None
         """Each tensor's recorded distribution (``None`` until :meth:`measure`)."""
+        self._levels: list[Any] | None = None
+        """With ``slope="lamp"``: each tensor's layer-adaptive levels of its recorded magnitudes (made when first
+        needed after each measurement), their tables per set of moving tensors, and the last solution."""
+        self._tables: dict[tuple[int, ...], LevelTable] = {}
+        self._solved: tuple[Any, list[float], float] | None = None
         self._warned_unreachable = False
 
     @no_grad
@@ -152,6 +180,7 @@ class Projection:
         """Record every tensor's distribution of ``|w_c|`` (at most :data:`MAX_SAMPLE` weights each); with
         ``structured_only``, only those of tensors pruned by groups (their scores are few and already computed by
         the forward pass, so they are re-measured at every step; the others only when never measured)."""
+        self._levels = None
         if self.measured is None:
             self.measured = [MagnitudeDistribution(t, MAX_SAMPLE).measure() for t in self._tensors]
             return self.measured
@@ -235,6 +264,54 @@ class Projection:
         delta = _closest_shift(overall, target, -MAX_REFINE_SHIFT, MAX_REFINE_SHIFT)
         return refined(delta) if abs(overall(delta) - target) < gap else positions
 
+    def _project_levels(self, target: float) -> float:
+        """The projection with ``slope="lamp"``: every threshold at one common layer-adaptive level
+        (:class:`.layer_adaptive.LevelTable`), the level that makes the overall sparsity the target. Idle tensors
+        first, as in :meth:`project`: alone at a common level if they can carry the target (the others keep every
+        weight), else fully pruned and the others share the rest. The thresholds depend only on the target, the
+        measured distributions and the idle tensors: while none of them changes, the last ones are put back."""
+        if self.measured is None:
+            self.measure()
+        measured: list[MagnitudeDistribution] = self.measured  # type: ignore[assignment]
+        if self._levels is None:
+            self._levels = [  # group scores (blocks) are all recorded; weights may be a sample of the tensor
+                lamp_levels(m.sorted_float64(), len(m) if t.layout is not None else t.numel)
+                for m, t in zip(measured, self._tensors)
+            ]
+            self._tables, self._solved = {}, None
+        key = (target, tuple(self.idle))
+        if self._solved is None or self._solved[0] != key:
+            self._solved = (key, *self._solve_levels(target, measured))
+        _, values, overall = self._solved
+        for pruned, value in zip(self._tensors, values):
+            pruned.threshold.fill_(value)
+        self._warn_if_unreachable(overall, target)
+        return overall
+
+    def _solve_levels(self, target: float, measured: list[MagnitudeDistribution]) -> tuple[list[float], float]:
+        """The thresholds of :meth:`_project_levels` and the overall sparsity they reach."""
+        values = [0.0] * len(self._tensors)
+        moving = [i for i, m in enumerate(measured) if len(m)]
+        if any(self.idle):
+            idle = [i for i in moving if self.idle[i]]
+            if sum(self._shares[i] * measured[i].zero_fraction(MAX_THRESHOLD) for i in idle) >= target:
+                moving = idle
+            else:
+                moving = [i for i in moving if not self.idle[i]]
+                values = [MAX_THRESHOLD if flag else 0.0 for flag in self.idle]
+        others = set(range(len(values))) - set(moving)
+        rest = target - sum(self._shares[i] * measured[i].zero_fraction(values[i]) for i in others)
+        if moving and rest > 0.0:
+            table = self._tables.get(tuple(moving))
+            if table is None:
+                table = self._tables[tuple(moving)] = LevelTable([self._levels[i] for i in moving])
+            shares = [self._shares[i] for i in moving]
+            tolerance = 1e-3 * min(p / len(measured[i]) for p, i in zip(shares, moving))  # of one weight
+            for i, position in zip(moving, table.solve(shares, rest, tolerance)):
+                values[i] = measured[i].threshold_at(float(position))
+        overall = sum(p * m.zero_fraction(value) for p, m, value in zip(self._shares, measured, values))
+        return values, overall
+
     def measured_state(self) -> list[dict[str, Any]] | None:
         """The recorded distributions' states (``None`` when never measured)."""
         return None if self.measured is None else [m.state_dict() for m in self.measured]
@@ -248,6 +325,7 @@ class Projection:
         self.measured = [MagnitudeDistribution(t, MAX_SAMPLE) for t in self._tensors]
         for layer, layer_state in zip(self.measured, states):
             layer.load_state_dict(layer_state)
+        self._levels = None
 
     @no_grad
     def project(self, target: float, correction: bool, final: bool = False) -> float:
@@ -260,6 +338,8 @@ class Projection:
         """
         if self._budget is not None:
             return self._project_channels(target, final)
+        if correction and self.slope == "lamp":
+            return self._project_levels(target)
         thresholds = [t.threshold for t in self._tensors]
         if correction:
             if self.measured is None:
@@ -289,6 +369,10 @@ class Projection:
         projected, overall = _solve_projection(values, self._shares, target, sparsity_of, tolerance, fixed, slopes)
         for r, value in zip(thresholds, projected):
             r.fill_(min(max(value, 0.0), MAX_THRESHOLD))  # the same sparsity: the forward clamps r there anyway
+        self._warn_if_unreachable(overall, target)
+        return overall
+
+    def _warn_if_unreachable(self, overall: float, target: float) -> None:
         if abs(overall - target) > UNREACHABLE_GAP and not self._warned_unreachable:
             self._warned_unreachable = True
             warnings.warn(
@@ -296,9 +380,8 @@ class Projection:
                 f"{overall:.4f} with every threshold at its limit (e.g. a layer of constant weights is always "
                 "fully pruned); warning once",
                 UserWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
-        return overall
 
 
 def _shifted_positions(

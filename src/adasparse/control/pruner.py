@@ -116,7 +116,7 @@ class Pruner:
             min_params=config.min_params,
             include=include,
             exclude=exclude,
-            task_gradient=config.task_gradient,
+            task_gradient=config.task_gradient and not config.allocates_by_level,
             centred=config.centred,
             granularity=config.granularity,
             example_input=example_input,
@@ -277,7 +277,7 @@ class Pruner:
         if self.frozen:
             self.criterion.clamp_thresholds()  # an optimizer's momentum may still move them
         else:
-            if self.config.threshold_update == "adam":
+            if self.config.threshold_update == "adam" and not self.config.allocates_by_level:
                 self._update_thresholds()
             if self.config.mode == "projection" and self.steps % self.config.correction_interval == 0:
                 self._release_unreached()

@@ -131,8 +131,8 @@ def calibrate(
         scale = _bisect(zeros_at, goal, high, max_iterations, tolerance)
         for layer in layers:
             layer.parameter.copy_(layer.threshold_at(scale))
+        achieved = zeros_at(scale)  # in the distributions' units: weights, or groups for a block granularity
     after = sparsity_report(model)
-    achieved = sum(u * layer.zeros for u, layer in zip(unit, after.layers))
     reached = abs(achieved - goal) <= tolerance
     if not reached:
         warnings.warn(

@@ -112,7 +112,8 @@ class MagnitudeDistribution:
         low, high = max(r - width, 0.0), r + width
         return (self.zero_fraction(high) - self.zero_fraction(low)) / (high - low)
 
-    def _sorted64(self) -> numpy.ndarray:
+    def sorted_float64(self) -> numpy.ndarray:
+        """The recorded magnitudes, ascending, as a float64 array (made once per measurement; do not modify)."""
         if self._float64 is None:
             self._float64 = self._values.double().cpu().numpy()
         return self._float64
@@ -122,7 +123,7 @@ class MagnitudeDistribution:
         ``i`` (ascending) sits at ``i + 0.5`` and positions between are linear in the bound, so a threshold that
         moves a little moves its position a little, however coarse the groups (the pruned count is the position
         rounded)."""
-        values, scale = self._sorted64(), float(self._std)
+        values, scale = self.sorted_float64(), float(self._std)
         if not len(values):
             return 0.0
         bound = min(max(r, 0.0), MAX_THRESHOLD) * scale + EPSILON
@@ -149,7 +150,7 @@ class MagnitudeDistribution:
 
     def threshold_at(self, position: float) -> float:
         """The threshold ``r`` in ``[0, 5]`` at a continuous ``position`` (the inverse of :meth:`position`)."""
-        values, scale = self._sorted64(), float(self._std)
+        values, scale = self.sorted_float64(), float(self._std)
         if scale <= 0.0 or not len(values) or position <= 0.0:
             return 0.0
         if position >= len(values):

@@ -1,0 +1,137 @@
+"""The layer-adaptive magnitude allocation of the projection (``projection_slope="lamp"``).
+
+LAMP (Lee, Park, Mo, Ahn, Shin, "Layer-adaptive Sparsity for the Magnitude-based Pruning", ICLR 2021) scores a
+weight ``u`` of a layer by ``w_u^2 / sum_{|w_v| >= |w_u|} w_v^2``: its squared magnitude over the energy of the
+layer's weights at least as large. One global level on that score prunes each layer by magnitude, as a per-layer
+threshold does, and chooses how many weights each layer loses: a weight counts for little when many larger ones
+carry its layer, so a large layer gives up a larger fraction than a small one, and no layer is emptied (its largest
+weight scores 1). The score does not change when a layer's weights are scaled, which a normalisation after the
+layer makes arbitrary; one global magnitude threshold does.
+
+The projection finds the level at which the overall pruned fraction equals the target and puts each threshold
+there, on each layer's measured magnitudes (:class:`~adasparse.core.distribution.MagnitudeDistribution`). Levels
+are kept as ``log(a_j^2 / sum_{l > j} a_l^2)`` for the ascending magnitudes ``a`` (the order of LAMP's score, whose
+value is ``x / (1 + x)`` of this ``x``), the sum scaled up to the tensor's size when the distribution is a sample.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy
+
+__all__ = ["LevelTable", "lamp_levels"]
+
+_LEVEL_LIMIT = 1e3
+"""Levels are clipped into ``[-1e3, 1e3]`` inside a :class:`LevelTable` (an exact zero's ``-inf`` and a largest
+weight's ``+inf`` included): finite, so every layer's block fits its own stretch of one sorted array."""
+
+_BLOCK = 4 * _LEVEL_LIMIT
+"""The distance between two layers' stretches in a :class:`LevelTable`'s array."""
+
+
+def lamp_levels(magnitudes: numpy.ndarray, numel: int) -> numpy.ndarray:
+    """The level of each recorded magnitude (ascending, float64): ``log(a_j^2 / (scale * sum_{l > j} a_l^2))`` with
+    ``scale = numel / len(magnitudes)`` (a sample's sums stand for the whole tensor's), non-decreasing; the largest
+    magnitude's level is ``+inf`` (it is never pruned), an exact zero's ``-inf`` (always pruned)."""
+    count = len(magnitudes)
+    if count == 0:
+        return numpy.empty(0, dtype=numpy.float64)
+    squares = magnitudes.astype(numpy.float64) ** 2
+    above = numpy.empty(count, dtype=numpy.float64)
+    above[:-1] = numpy.cumsum(squares[::-1])[::-1][1:]  # the sum of the squares after each position
+    above[-1] = 0.0
+    above *= numel / count
+    with numpy.errstate(divide="ignore", invalid="ignore"):
+        levels = numpy.log(squares) - numpy.log(above)
+    levels[-1] = math.inf
+    levels[numpy.isnan(levels)] = -math.inf  # 0 / 0: a zero among zeros
+    return numpy.maximum.accumulate(levels)  # exact sums are monotone; rounding must not make them otherwise
+
+
+class LevelTable:
+    """The levels of several layers in one sorted array, so that every layer's position at a level is one
+    vectorised binary search.
+
+    A layer's continuous position at a level (the scale of :meth:`MagnitudeDistribution.position`: value ``j`` at
+    ``j + 0.5``) is that of a threshold pruning every magnitude whose level is at most it: linear in the level
+    between two recorded levels, ``0.5 * exp(level - first)`` below the first; it never decreases as the level
+    rises, and stays below the layer's size (its largest weight is kept).
+
+    Args:
+        levels: each layer's :func:`lamp_levels` (none empty).
+    """
+
+    def __init__(self, levels: Sequence[numpy.ndarray]) -> None:
+        if any(len(layer) == 0 for layer in levels):
+            raise ValueError("every layer of a LevelTable needs at least one recorded magnitude")
+        self.sizes = numpy.array([len(layer) for layer in levels], dtype=numpy.float64)
+        self._offsets = _BLOCK * numpy.arange(len(levels), dtype=numpy.float64)
+        self._flat = numpy.concatenate(
+            [numpy.clip(layer, -_LEVEL_LIMIT, _LEVEL_LIMIT) + offset for layer, offset in zip(levels, self._offsets)]
+        )
+        self._starts = numpy.concatenate([[0], numpy.cumsum([len(layer) for layer in levels])[:-1]]).astype(int)
+        self._first = self._flat[self._starts] - self._offsets
+        finite = [value for layer in levels for value in layer[:-1] if math.isfinite(value)]
+        self.low = (min(finite) if finite else 0.0) - 40.0
+        """A level below which every position is under ``0.5 * exp(-40)``."""
+        self.high = (max(finite) if finite else 0.0) + 1.0
+        """A level above which every layer keeps only what its largest weight's level keeps."""
+
+    def positions(self, level: float) -> numpy.ndarray:
+        """Every layer's continuous position at ``level`` (clipped into the table's range)."""
+        queries = min(max(level, -_LEVEL_LIMIT), _LEVEL_LIMIT - 1.0) + self._offsets
+        after = self._flat.searchsorted(queries, side="right")  # each layer's top (+1e3) is above its query
+        pruned = after - self._starts
+        low, high = self._flat[after - 1], self._flat[after]
+        span = high - low
+        with numpy.errstate(divide="ignore", invalid="ignore"):
+            step = (queries - low) / span
+        step[(span <= 0.0) | (low - self._offsets <= -_LEVEL_LIMIT) | (pruned == 0)] = 0.0  # from a zero: none
+        numpy.minimum(numpy.maximum(step, 0.0, out=step), 1.0, out=step)
+        positions = pruned - 0.5 + step
+        below = pruned == 0
+        if below.any():
+            positions[below] = 0.5 * numpy.exp(numpy.minimum(level - self._first[below], 0.0))
+        return numpy.minimum(positions, self.sizes - 0.5, out=positions)
+
+    def solve(self, shares: Sequence[float], target: float, tolerance: float) -> numpy.ndarray:
+        """The positions at the level where ``sum_i shares[i] * position_i / size_i`` is closest to ``target``
+        (within ``tolerance`` when it can be reached): regula falsi inside a bracket, with the Illinois rule (the
+        end kept twice has its gap halved, so neither end stalls), on a sum that is monotone and piecewise linear in
+        the level."""
+        weights = numpy.asarray(shares, dtype=numpy.float64) / self.sizes
+
+        def gap_at(level: float) -> tuple[float, numpy.ndarray]:
+            positions = self.positions(level)
+            return float(weights @ positions) - target, positions
+
+        low, high = self.low, self.high
+        (low_gap, low_positions), (high_gap, high_positions) = gap_at(low), gap_at(high)
+        if low_gap >= 0.0:
+            return low_positions
+        if high_gap <= 0.0:
+            return high_positions
+        best = (-low_gap, low_positions) if -low_gap <= high_gap else (high_gap, high_positions)
+        kept = 0
+        for _ in range(200):
+            level = (low * high_gap - high * low_gap) / (high_gap - low_gap)
+            if not low < level < high:
+                level = 0.5 * (low + high)
+            gap, positions = gap_at(level)
+            if abs(gap) < best[0]:
+                best = (abs(gap), positions)
+            if abs(gap) <= tolerance or high - low <= 1e-12:
+                break
+            if gap < 0.0:
+                low, low_gap = level, gap
+                if kept == -1:
+                    high_gap *= 0.5
+                kept = -1
+            else:
+                high, high_gap = level, gap
+                if kept == 1:
+                    low_gap *= 0.5
+                kept = 1
+        return best[1]

@@ -1,0 +1,172 @@
+"""The layer-adaptive (LAMP) allocation of the projection: its levels order weights as LAMP's score does, ignore a
+layer's scale, take more from large layers than from small ones, and land on the target."""
+
+from __future__ import annotations
+
+import math
+
+import numpy
+import pytest
+import torch
+from torch import nn
+
+import adasparse
+from adasparse.control.layer_adaptive import LevelTable, lamp_levels
+from adasparse.control.projection import Projection
+from adasparse.core.operator import MAX_THRESHOLD
+
+
+def _magnitudes(count: int, seed: int, scale: float = 1.0) -> numpy.ndarray:
+    return numpy.sort(numpy.abs(numpy.random.default_rng(seed).standard_normal(count))) * scale
+
+
+def test_levels_are_lamp_scores_in_order_and_keep_every_layer_s_largest_weight() -> None:
+    values = _magnitudes(500, 0)
+    levels = lamp_levels(values, len(values))
+    squares = values**2
+    lamp = squares / numpy.cumsum(squares[::-1])[::-1]  # LAMP: w_u^2 / sum over weights at least as large
+    ratio = numpy.exp(levels[:-1])
+    assert numpy.allclose(ratio / (1 + ratio), lamp[:-1], rtol=1e-9)
+    assert levels[-1] == math.inf and lamp[-1] == 1.0
+    assert numpy.all(numpy.diff(levels) >= 0)
+    with_zeros = lamp_levels(numpy.concatenate([[0.0, 0.0], values]), len(values) + 2)
+    assert with_zeros[0] == with_zeros[1] == -math.inf and numpy.all(with_zeros[1:] >= with_zeros[:-1])
+    # a sample stands for a tensor ten times its size: its sums are scaled, every level falls by log(10)
+    assert numpy.allclose(lamp_levels(values, 10 * len(values))[:-1], levels[:-1] - math.log(10))
+
+
+def test_levels_ignore_the_layer_s_scale_and_positions_grow_with_the_level() -> None:
+    values = _magnitudes(300, 1)
+    assert numpy.allclose(lamp_levels(values, 300)[:-1], lamp_levels(1000.0 * values, 300)[:-1], atol=1e-9)
+    levels = lamp_levels(values, 300)
+    table = LevelTable([levels, lamp_levels(_magnitudes(50, 2), 50)])
+    grid = numpy.linspace(levels[0] - 5, levels[-2] + 1, 2000)
+    positions = numpy.array([table.positions(level) for level in grid])
+    assert numpy.all(numpy.diff(positions, axis=0) >= 0)
+    assert positions[0, 0] < 0.01 and 298 < positions[-1, 0] < 300  # its largest weight stays
+    assert table.positions(levels[10])[0] == pytest.approx(10.5)  # value j sits at j + 0.5
+    assert table.positions(0.5 * (levels[10] + levels[11]))[0] == pytest.approx(11.0)  # linear between levels
+    zeros = LevelTable([lamp_levels(numpy.concatenate([[0.0] * 3, values]), 303)])
+    assert zeros.positions(levels[0] - 1e-3)[0] == pytest.approx(2.5)  # exact zeros pruned, the next one not
+
+
+@pytest.mark.parametrize("target", [0.05, 0.5, 0.9, 0.99])
+def test_solver_lands_on_the_target_and_takes_more_from_the_larger_layer(target: float) -> None:
+    small, large = _magnitudes(1_000, 2), _magnitudes(20_000, 3, scale=0.01)  # the large one also much smaller
+    table = LevelTable([lamp_levels(small, 1_000), lamp_levels(large, 20_000)])
+    shares = [1 / 21, 20 / 21]
+    positions = table.solve(shares, target, tolerance=1e-9)
+    reached = shares[0] * positions[0] / 1_000 + shares[1] * positions[1] / 20_000
+    assert reached == pytest.approx(target, abs=1e-8)
+    assert positions[1] / 20_000 > positions[0] / 1_000  # more of its weights carry each one
+    assert table.solve(shares, 0.0, 1e-9).max() < 1e-6
+    everything = table.solve(shares, 1.0, 1e-9)  # out of reach: as far as it goes, each layer's largest weight kept
+    assert numpy.all(everything >= table.sizes - 2.0) and numpy.all(everything <= table.sizes - 0.5)
+
+
+def _model() -> nn.Module:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(200, 100), nn.Linear(100, 50), nn.Linear(50, 40))  # 20,000, 5,000, 2,000
+    return adasparse.sparsify(model, target=0.5, min_params=100)
+
+
+def _projection(model: nn.Module) -> Projection:
+    pruned = adasparse.pruned_tensors(model)
+    total = sum(t.numel for t in pruned)
+    return Projection(pruned, [t.numel / total for t in pruned], slope="lamp")
+
+
+def _counted(model: nn.Module) -> list[float]:
+    return [int((t.effective() == 0).sum()) / t.numel for t in adasparse.pruned_tensors(model)]
+
+
+@pytest.mark.parametrize("target", [0.3, 0.9, 0.98])
+def test_lamp_projection_reaches_the_counted_target_whatever_the_layers_scale(target: float) -> None:
+    model = _model()
+    overall = _projection(model).project(target, correction=True)
+    counted = _counted(model)
+    sizes = [20_000, 5_000, 2_000]
+    assert overall == pytest.approx(target, abs=3 / 27_000)
+    assert sum(c * n for c, n in zip(counted, sizes)) / 27_000 == pytest.approx(overall, abs=1e-12)
+    assert counted[0] > counted[1] > counted[2]  # the larger the layer, the more it gives
+    assert all(0.0 <= r.item() <= MAX_THRESHOLD for r in adasparse.threshold_parameters(model))
+    scaled = _model()
+    with torch.no_grad():
+        scaled[1].weight_orig.mul_(1000.0)  # a normalisation after it would make its scale arbitrary
+    _projection(scaled).project(target, correction=True)
+    assert _counted(scaled) == pytest.approx(counted, abs=2e-4)  # the thresholds are in std units: ~ the same
+
+
+def test_lamp_projection_prunes_idle_layers_first() -> None:
+    model = _model()
+    projection = _projection(model)
+    projection.idle[1] = True  # 5,000 of 27,000 weights
+    projection.project(0.1, correction=True)
+    r = [r.item() for r in adasparse.threshold_parameters(model)]
+    assert r[0] == 0.0 and r[2] == 0.0 and 0.0 < r[1] < MAX_THRESHOLD
+    assert sum(c * n for c, n in zip(_counted(model), [20_000, 5_000, 2_000])) / 27_000 == pytest.approx(
+        0.1, abs=2 / 27_000
+    )
+    projection.project(0.6, correction=True)
+    assert _counted(model)[1] == 1.0
+    assert sum(c * n for c, n in zip(_counted(model), [20_000, 5_000, 2_000])) / 27_000 == pytest.approx(
+        0.6, abs=3 / 27_000
+    )
+
+
+def test_lamp_needs_the_measured_distributions() -> None:
+    model = _model()
+    with pytest.raises(ValueError, match="projection_slope='lamp' needs correction=True"):
+        adasparse.SparsityLoss(model, 0.5, mode="projection", projection_slope="lamp")
+    with pytest.raises(ValueError, match="projection_slope='lamp' needs correction=True"):
+        adasparse.PrunerConfig(projection_slope="lamp", correction=False).validated()
+
+
+def test_pruner_with_lamp_holds_the_target_through_training() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, 10))
+    pruner = adasparse.Pruner(model, target=0.9, total_steps=40, config=adasparse.PrunerConfig(projection_slope="lamp"))
+    optimizer = torch.optim.SGD(pruner.param_groups(lr=0.05), lr=0.05)
+    x, y = torch.randn(128, 64), torch.randint(0, 10, (128,))
+    for _ in range(40):
+        loss = nn.functional.cross_entropy(model(x), y) + pruner.loss()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        pruner.step()
+    plain = pruner.finish()
+    layers = [m.weight for m in plain.modules() if isinstance(m, nn.Linear)]
+    zeros = sum(int((w == 0).sum()) for w in layers) / sum(w.numel() for w in layers)
+    assert zeros == pytest.approx(0.9, abs=1e-4)
+
+
+def test_with_lamp_the_thresholds_take_no_gradient_and_are_solved_only_when_something_changed() -> None:
+    import adasparse.control.layer_adaptive as layer_adaptive
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 10))
+    pruner = adasparse.Pruner(model, target=0.8, total_steps=100, projection_slope="lamp", ramp=0.1)
+    optimizer = torch.optim.SGD(pruner.param_groups(lr=0.05), lr=0.05)
+    x, y = torch.randn(64, 64), torch.randint(0, 10, (64,))
+    solves = []
+    original = layer_adaptive.LevelTable.solve
+
+    def counted(self, *args, **kwargs):
+        solves.append(pruner.steps)
+        return original(self, *args, **kwargs)
+
+    layer_adaptive.LevelTable.solve = counted
+    try:
+        for _ in range(60):
+            loss = nn.functional.cross_entropy(model(x), y) + pruner.loss()
+            optimizer.zero_grad()
+            loss.backward()
+            assert all(r.grad is None for r in adasparse.threshold_parameters(model))  # the loss does not reach them
+            optimizer.step()
+            pruner.step()
+    finally:
+        layer_adaptive.LevelTable.solve = original
+    ramp_steps = [step for step in solves if step < 10]
+    assert len(ramp_steps) >= 9  # the target moves every step of the ramp
+    later = sorted({step for step in solves if step >= 10})
+    assert later == [10, 20, 40]  # then only when the target stops moving and when the distributions are measured
