@@ -170,3 +170,22 @@ def test_with_lamp_the_thresholds_take_no_gradient_and_are_solved_only_when_some
     assert len(ramp_steps) >= 9  # the target moves every step of the ramp
     later = sorted({step for step in solves if step >= 10})
     assert later == [10, 20, 40]  # then only when the target stops moving and when the distributions are measured
+
+
+def test_a_layer_whose_share_lies_beyond_five_std_leaves_it_to_the_others() -> None:
+    torch.manual_seed(0)
+    model = adasparse.sparsify(nn.Sequential(nn.Linear(100, 20), nn.Linear(100, 20)), target=0.5, min_params=100)
+    with torch.no_grad():
+        heavy = model[1].weight_orig
+        heavy.normal_()
+        heavy.view(-1)[:3] = torch.tensor([1000.0, -1000.0, 1000.0])  # std ~55: no threshold reaches them
+    projection = _projection(model)
+    projection.measure()
+    limit = projection.measured[1].position(MAX_THRESHOLD)
+    assert limit < 1997.5  # the three large weights stay whatever the threshold
+    levels = [lamp_levels(m.sorted_float64(), t.numel) for m, t in zip(projection.measured, projection._tensors)]
+    unlimited = LevelTable(levels).solve([0.5, 0.5], 0.999, 1e-9)
+    assert unlimited[1] > limit  # LAMP alone would ask the heavy layer for more than its thresholds can take
+    overall = projection.project(0.999, correction=True)
+    assert overall == pytest.approx(0.999, abs=1.5 / 4000)  # the other layer takes it
+    assert model[1].weight_orig.abs().max() == 1000.0 and _counted(model)[1] <= 1997 / 2000

@@ -87,7 +87,8 @@ class TrainConfig:
     are fixed (for the L1 channel baselines too). ``threshold_update`` is ``"adam"`` (the pruner moves the
     thresholds, ``threshold_lr`` standard deviations over the whole training at most) or ``"optimizer"`` (an SGD
     group at ``lr * threshold_lr_scale``, the original).
-    ``projection_slope`` is the slope the projection moves the thresholds along (``"gaussian"`` or ``"measured"``).
+    ``projection_slope`` is how the projection moves the thresholds onto the budget (``"gaussian"``, ``"measured"`` or
+    ``"lamp"``).
     The pruning defaults are :class:`adasparse.PrunerConfig`'s.
 
     ``optimizer`` is ``"sgd"`` (momentum ``momentum``, the paper's recipe) or ``"adamw"`` (default betas; its

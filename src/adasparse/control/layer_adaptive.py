@@ -96,15 +96,21 @@ class LevelTable:
             positions[below] = 0.5 * numpy.exp(numpy.minimum(level - self._first[below], 0.0))
         return numpy.minimum(positions, self.sizes - 0.5, out=positions)
 
-    def solve(self, shares: Sequence[float], target: float, tolerance: float) -> numpy.ndarray:
+    def solve(
+        self, shares: Sequence[float], target: float, tolerance: float, limits: Sequence[float] | None = None
+    ) -> numpy.ndarray:
         """The positions at the level where ``sum_i shares[i] * position_i / size_i`` is closest to ``target``
         (within ``tolerance`` when it can be reached): regula falsi inside a bracket, with the Illinois rule (the
         end kept twice has its gap halved, so neither end stalls), on a sum that is monotone and piecewise linear in
-        the level."""
+        the level. ``limits`` caps each layer's position (the most a threshold can prune): what a capped layer
+        cannot take, the others do at a higher level."""
         weights = numpy.asarray(shares, dtype=numpy.float64) / self.sizes
+        caps = None if limits is None else numpy.asarray(limits, dtype=numpy.float64)
 
         def gap_at(level: float) -> tuple[float, numpy.ndarray]:
             positions = self.positions(level)
+            if caps is not None:
+                numpy.minimum(positions, caps, out=positions)
             return float(weights @ positions) - target, positions
 
         low, high = self.low, self.high

@@ -307,7 +307,8 @@ class Projection:
                 table = self._tables[tuple(moving)] = LevelTable([self._levels[i] for i in moving])
             shares = [self._shares[i] for i in moving]
             tolerance = 1e-3 * min(p / len(measured[i]) for p, i in zip(shares, moving))  # of one weight
-            for i, position in zip(moving, table.solve(shares, rest, tolerance)):
+            limits = [measured[i].position(MAX_THRESHOLD) for i in moving]  # a threshold prunes at most 5 std
+            for i, position in zip(moving, table.solve(shares, rest, tolerance, limits)):
                 values[i] = measured[i].threshold_at(float(position))
         overall = sum(p * m.zero_fraction(value) for p, m, value in zip(self._shares, measured, values))
         return values, overall
