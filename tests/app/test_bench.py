@@ -147,7 +147,7 @@ def test_threshold_lr_suite_and_the_sweep_table(tmp_path: Path, monkeypatch: pyt
     monkeypatch.setattr(sys, "argv", ["zoo_sweep.py", "--records", str(records), "--table", str(page)])
     sweep.main()
     text = page.read_text()
-    assert text.startswith("# Sensitivity of the default to the thresholds' step size")
+    assert text.startswith("# Sensitivity of the Gaussian projection to the thresholds' step size")
     header = next(line for line in text.splitlines() if line.startswith("| model |"))
     assert header.split(" | ")[2:4] == ["dense", "threshold_lr 0.2, SGD"]  # the suite's order
     assert "thresholds in the optimizer x1, AdamW |" in header and "| mlp (digits) | 0.98 |" in text
@@ -177,7 +177,7 @@ def test_sweep_target_filter_runs_the_starts_it_needs_and_records_only_the_chose
     # on a suite without starts, the target filter keeps its runs at that target only, dense left out
     todo, recorded = sweep.select(jobs(SUITES["zoo"]), targets=[0.95])
     assert {job.key for job in todo} == recorded and {job.target for job in todo} == {0.95}
-    assert len(todo) == 5 * 4 * 3  # five pruning variants, four models, three seeds
+    assert len(todo) == 6 * 4 * 3  # six pruning variants, four models, three seeds
     # --only dense with a target filter keeps the dense runs
     todo, recorded = sweep.select(jobs(SUITES["zoo"]), only=["dense"], targets=[0.95])
     assert todo and all(job.variant.dense for job in todo) and len(recorded) == len(todo)

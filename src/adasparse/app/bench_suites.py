@@ -17,7 +17,8 @@ __all__ = [
     "ABLATION",
     "EMBEDDED",
     "ZOO",
-    "LAMP",
+    "GAUSSIAN",
+    "PRETRAINED_GAUSSIAN",
     "THRESHOLDS_IN_OPTIMIZER",
     "DENSE",
     "PRETRAIN_EPOCHS",
@@ -72,6 +73,7 @@ BASELINES = (
     Variant("GMP per layer", {"method": "gmp-layer"}),
 )
 _ORIGINAL_OPTIONS = {
+    "projection_slope": "gaussian",
     "threshold_update": "optimizer",
     "centred": True,
     "correction": False,
@@ -98,20 +100,26 @@ ABLATION = (
     Variant("+ fine-tune with fixed masks", {**ORIGINAL[0].options, "finetune": 0.2}, ours=True),
     DEFAULT,
     Variant("default, constraint instead of projection", {"sparsity": "constraint"}, ours=True),
-    Variant("default, no task gradient", {"task_gradient": False}, ours=True),
+    Variant(
+        "Gaussian projection, no task gradient", {"projection_slope": "gaussian", "task_gradient": False}, ours=True
+    ),
     Variant("GMP global", {"method": "gmp"}),
 )
 EMBEDDED = (("mnist1d", "cnn1d"), ("digits", "cnn2d"))
 ZOO = (("mnist1d", "cnn1d"), ("mnist1d", "resnet1d"), ("mnist1d", "transformer"), ("digits", "resnet2d"))
 """Normalization, residual blocks and attention beside the plain CNN."""
 THRESHOLDS_IN_OPTIMIZER = Variant(
-    "default, thresholds in the optimizer (lr/100)", {"threshold_update": "optimizer"}, ours=True
+    "default, thresholds in the optimizer (lr/100)",
+    {"projection_slope": "gaussian", "threshold_update": "optimizer"},
+    ours=True,
 )
+"""The default two steps back: the Gaussian projection, the thresholds an SGD group at lr/100."""
+GAUSSIAN = Variant("adasparse, Gaussian projection", {"projection_slope": "gaussian"}, ours=True)
+"""The default before the layer-adaptive allocation: the projection along the Gaussian slope, the thresholds
+moved by the task gradient with the pruner's own scale-free step."""
 DENSE = Variant("dense", {"sparsity": "none"})
 MEASURED_SLOPE = Variant("adasparse, measured slope", {"projection_slope": "measured"}, ours=True)
 """The default with the projection moving each threshold along its layer's measured slope."""
-LAMP = Variant("adasparse, LAMP allocation", {"projection_slope": "lamp"}, ours=True)
-"""The default with the projection setting every threshold at one level of the layer-adaptive magnitude score."""
 
 PRETRAIN_EPOCHS, FINETUNE_EPOCHS = 30, 7
 """The pretrained suite: dense pre-training (the zoo's dense runs, SGD), then pruning during a fine-tuning run of
@@ -123,6 +131,13 @@ PRETRAINED = (
     Variant("pretrained + GMP global", {**_FINETUNE, "method": "gmp"}, init_from="dense"),
     Variant("pretrained + one-shot + FT", {**_FINETUNE, "method": "oneshot-ft"}, init_from="dense"),
 )
+PRETRAINED_GAUSSIAN = Variant(
+    "pretrained + adasparse, Gaussian projection",
+    {**_FINETUNE, "projection_slope": "gaussian"},
+    ours=True,
+    init_from="dense",
+)
+"""The default before the layer-adaptive allocation, from a pretrained start."""
 
 STRUCTURED_ZOO = (*ZOO, ("digits", "cnn2d"))
 """The structured suite's models: the zoo and the plain 2-D CNN."""
@@ -174,7 +189,11 @@ THRESHOLD_LR = tuple(
     for optimizer, name in (("sgd", "SGD"), ("adamw", "AdamW"))
     for variant in (
         *(
-            Variant(f"threshold_lr {lr:g}, {name}", {"threshold_lr": lr, "optimizer": optimizer}, ours=True)
+            Variant(
+                f"threshold_lr {lr:g}, {name}",
+                {"projection_slope": "gaussian", "threshold_lr": lr, "optimizer": optimizer},
+                ours=True,
+            )
             for lr in THRESHOLD_LRS
         ),
         *(
@@ -210,44 +229,42 @@ SUITES: dict[str, Suite] = {
             BASELINES[2],
             ORIGINAL[0],
             THRESHOLDS_IN_OPTIMIZER,
+            GAUSSIAN,
             DEFAULT,
         ),
         ZOO,
         (0.9, 0.95, 0.98),
         epochs=30,
     ),
-    "pretrained": Suite("pretrained", PRETRAINED, ZOO, (0.9, 0.95, 0.98), epochs=PRETRAIN_EPOCHS),
+    "pretrained": Suite(
+        "pretrained", (*PRETRAINED, PRETRAINED_GAUSSIAN), ZOO, (0.9, 0.95, 0.98), epochs=PRETRAIN_EPOCHS
+    ),
     "structured": Suite("structured", STRUCTURED, STRUCTURED_ZOO, (0.5, 0.75), epochs=PRETRAIN_EPOCHS),
     "slope": Suite(
-        "slope", (BASELINES[2], DEFAULT, MEASURED_SLOPE), (*ZOO, *STRUCTURED_HELDOUT), (0.9, 0.98), epochs=30
+        "slope", (BASELINES[2], GAUSSIAN, MEASURED_SLOPE), (*ZOO, *STRUCTURED_HELDOUT), (0.9, 0.98), epochs=30
     ),
-    "lamp": Suite("lamp", (BASELINES[2], DEFAULT, LAMP), (*ZOO, *STRUCTURED_HELDOUT), (0.9, 0.95, 0.98), epochs=30),
-    "lamp-methods": Suite("lamp-methods", (BASELINES[2], DEFAULT, LAMP), EMBEDDED, (0.5, 0.8, 0.9, 0.95, 0.98)),
+    "lamp": Suite("lamp", (BASELINES[2], GAUSSIAN, DEFAULT), (*ZOO, *STRUCTURED_HELDOUT), (0.9, 0.95, 0.98), epochs=30),
+    "lamp-methods": Suite("lamp-methods", (BASELINES[2], GAUSSIAN, DEFAULT), EMBEDDED, (0.5, 0.8, 0.9, 0.95, 0.98)),
     "lamp-pretrained": Suite(
         "lamp-pretrained",
         (
             DENSE,
             PRETRAINED[2],
+            PRETRAINED_GAUSSIAN,
             PRETRAINED[1],
-            Variant(
-                "pretrained + adasparse, LAMP allocation",
-                {**_FINETUNE, "projection_slope": "lamp"},
-                ours=True,
-                init_from="dense",
-            ),
         ),
         ZOO,
         (0.9, 0.95, 0.98),
         epochs=PRETRAIN_EPOCHS,
     ),
     "slope-methods": Suite(
-        "slope-methods", (BASELINES[2], DEFAULT, MEASURED_SLOPE), EMBEDDED, (0.5, 0.8, 0.9, 0.95, 0.98)
+        "slope-methods", (BASELINES[2], GAUSSIAN, MEASURED_SLOPE), EMBEDDED, (0.5, 0.8, 0.9, 0.95, 0.98)
     ),
     "slope-pretrained": Suite(
         "slope-pretrained",
         (
             DENSE,
-            PRETRAINED[1],
+            PRETRAINED_GAUSSIAN,
             Variant(
                 "pretrained + adasparse, measured slope",
                 {**_FINETUNE, "projection_slope": "measured"},

@@ -116,13 +116,13 @@ def add_train_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentP
     """Add the ``train`` command and its options to ``commands`` (the subparsers of ``adasparse``)."""
     train = commands.add_parser(
         "train",
-        help="train a model with learned per-layer pruning thresholds",
+        help="train a model pruned by per-layer thresholds to an exact sparsity",
         description=(
-            "Train a model with one learned pruning threshold per layer and the adaptive sparsity loss. With no "
-            "options: MNIST-1D (generated locally, no download), a 1-D CNN pruned to 90% (the overall budget held "
-            "exactly at every step while the task loss moves the per-layer thresholds), plus a dense baseline run "
-            "for comparison. Unset options "
-            "take the data set's recipe: " + _recipe_help() + "."
+            "Train a model with one pruning threshold per layer, held to an exact overall budget (or the paper's "
+            "adaptive sparsity loss: -s adaptive). With no options: MNIST-1D (generated locally, no download), a "
+            "1-D CNN pruned to 90% (the budget held exactly at every step, spread over the layers by one level of "
+            "the layer-adaptive magnitude score), plus a dense baseline run for comparison. Unset options take "
+            "the data set's recipe: " + _recipe_help() + "."
         ),
         formatter_class=_DefaultsHelpFormatter,
     )

@@ -60,7 +60,7 @@ class PrunerConfig:
     weight: float = _option(10.0, "loss weight lv of the penalty modes (>= 0)")
     correction: bool = _option(True, "steer on the measured zero fractions instead of the Gaussian estimate")
     projection_slope: str = _option(
-        "gaussian",
+        "lamp",
         "how the projection moves the thresholds onto the budget: gaussian (along erf's slope ds/dr at each "
         "threshold), measured (along the layer's measured zero fraction's: a layer whose weights turned "
         "heavy-tailed and has almost none left near its threshold is no longer pushed further) or lamp (every "

@@ -116,6 +116,7 @@ class Pruner:
             min_params=config.min_params,
             include=include,
             exclude=exclude,
+            trainable=not config.allocates_by_level,  # set from the weights: no gradient (DDP needs none unused)
             task_gradient=config.task_gradient and not config.allocates_by_level,
             centred=config.centred,
             granularity=config.granularity,
