@@ -71,6 +71,7 @@ VARIANTS = (
     "adaptive",
     "projection",
     "Pruner",
+    "Pruner, Gaussian projection",
     "fixed",
     "torch.nn.utils.prune",
     "adaptive, copy operator",
@@ -78,8 +79,10 @@ VARIANTS = (
 )
 """What is timed: the dense model; adasparse with learned thresholds and the adaptive loss (the loop of the
 README quickstart); adasparse's default controller (``mode="projection"``: zero loss term, thresholds projected in
-``criterion.step()``); ``adasparse.Pruner`` with its defaults in the pruning phase (the projection, the thresholds'
-own Adam step, the unreached-layer check; no ramp, so the budget is the full target from the first step);
+``criterion.step()``); ``adasparse.Pruner`` with its defaults in the pruning phase (the layer-adaptive projection,
+solved again when the distributions are measured, the unreached-layer check; no ramp, so the budget is the full
+target from the first step), and with the previous default, the Gaussian projection (the thresholds' own Adam step
+from their task gradient, the projection at every step);
 adasparse with fixed thresholds (``trainable=False``, no loss: the operator alone);
 ``torch.nn.utils.prune`` L1 masks (a fixed mask multiplied in; nothing learned); and a lower bound that is not a
 usable method: the adaptive setup with the operator replaced by a plain copy of the weight (identity gradient, no
@@ -134,7 +137,8 @@ def _setup(variant: str, make: Callable[[], nn.Module]) -> _Setup:
     if variant == "fixed":
         return _Setup(adasparse.sparsify(model, target=0.9, trainable=False))
     if variant.startswith("Pruner"):
-        pruner = adasparse.Pruner(model, target=0.9, total_steps=10**9, ramp=0.0)
+        slope = "gaussian" if "Gaussian" in variant else "lamp"
+        pruner = adasparse.Pruner(model, target=0.9, total_steps=10**9, ramp=0.0, projection_slope=slope)
         return _Setup(model, pruner, _copy_operator if variant.endswith("copy operator") else None)
     model = adasparse.sparsify(model, target=0.9)
     if variant.startswith("adaptive"):

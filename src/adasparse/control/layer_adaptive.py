@@ -73,10 +73,10 @@ class LevelTable:
         )
         self._starts = numpy.concatenate([[0], numpy.cumsum([len(layer) for layer in levels])[:-1]]).astype(int)
         self._first = self._flat[self._starts] - self._offsets
-        finite = [value for layer in levels for value in layer[:-1] if math.isfinite(value)]
-        self.low = (min(finite) if finite else 0.0) - 40.0
+        finite = [kept for kept in (layer[:-1][numpy.isfinite(layer[:-1])] for layer in levels) if len(kept)]
+        self.low = (min(kept[0] for kept in finite) if finite else 0.0) - 40.0  # levels ascend: first is least
         """A level below which every position is under ``0.5 * exp(-40)``."""
-        self.high = (max(finite) if finite else 0.0) + 1.0
+        self.high = (max(kept[-1] for kept in finite) if finite else 0.0) + 1.0
         """A level above which every layer keeps only what its largest weight's level keeps."""
 
     def positions(self, level: float) -> numpy.ndarray:

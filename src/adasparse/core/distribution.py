@@ -100,10 +100,9 @@ class MagnitudeDistribution:
 
     def zero_fraction(self, r: float) -> float:
         """The fraction of recorded weights the threshold ``r`` prunes, on float64 (1 weight = ``1 / len``)."""
-        if self._float64 is None:
-            self._float64 = self._values.double().cpu().numpy()
+        values = self.sorted_float64()
         bound = min(max(r, 0.0), MAX_THRESHOLD) * float(self._std) + EPSILON
-        return float(self._float64.searchsorted(bound, side="right")) / max(len(self._float64), 1)
+        return float(values.searchsorted(bound, side="right")) / max(len(values), 1)
 
     def zero_fraction_slope(self, r: float, width: float = SLOPE_WIDTH) -> float:
         """The measured ``d zero_fraction / d r`` at ``r``: the fraction of recorded weights between ``r - width``
@@ -169,9 +168,7 @@ class MagnitudeDistribution:
 
     def state_dict(self) -> dict[str, Any]:
         """The recorded distribution: ``{"std": float, "sorted": float64 tensor}`` (``weights_only`` safe)."""
-        if self._float64 is None:
-            self._float64 = self._values.double().cpu().numpy()
-        return {"std": float(self._std), "sorted": torch.from_numpy(self._float64.copy())}
+        return {"std": float(self._std), "sorted": torch.from_numpy(self.sorted_float64().copy())}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict` (the values are then held in float64)."""
