@@ -86,12 +86,12 @@ class LevelTable:
         pruned = after - self._starts
         low, high = self._flat[after - 1], self._flat[after]
         span = high - low
+        below = pruned == 0
         with numpy.errstate(divide="ignore", invalid="ignore"):
             step = (queries - low) / span
-        step[(span <= 0.0) | (low - self._offsets <= -_LEVEL_LIMIT) | (pruned == 0)] = 0.0  # from a zero: none
+        step[(span <= 0.0) | (low - self._offsets <= -_LEVEL_LIMIT) | below] = 0.0  # from a zero: none
         numpy.minimum(numpy.maximum(step, 0.0, out=step), 1.0, out=step)
         positions = pruned - 0.5 + step
-        below = pruned == 0
         if below.any():
             positions[below] = 0.5 * numpy.exp(numpy.minimum(level - self._first[below], 0.0))
         return numpy.minimum(positions, self.sizes - 0.5, out=positions)

@@ -170,9 +170,11 @@ class Projection:
         """Each tensor's recorded distribution (``None`` until :meth:`measure`)."""
         self._levels: list[Any] | None = None
         """With ``slope="lamp"``: each tensor's layer-adaptive levels of its recorded magnitudes (made when first
-        needed after each measurement), their tables per set of moving tensors, and the last solution."""
+        needed after each measurement)."""
         self._tables: dict[tuple[int, ...], LevelTable] = {}
+        """The levels' tables, per set of tensors the level moves (idle ones aside)."""
         self._solved: tuple[Any, list[float], float] | None = None
+        """The last solution: its (target, idle flags), the thresholds and the overall sparsity they reach."""
         self._warned_unreachable = False
 
     @no_grad
@@ -285,7 +287,6 @@ class Projection:
         _, values, overall = self._solved
         for pruned, value in zip(self._tensors, values):
             pruned.threshold.fill_(value)
-        self._warn_if_unreachable(overall, target)
         return overall
 
     def _solve_levels(self, target: float, measured: list[MagnitudeDistribution]) -> tuple[list[float], float]:
@@ -340,7 +341,23 @@ class Projection:
         if self._budget is not None:
             return self._project_channels(target, final)
         if correction and self.slope == "lamp":
-            return self._project_levels(target)
+            overall = self._project_levels(target)
+        else:
+            overall = self._project_along_slopes(target, correction)
+        if abs(overall - target) > UNREACHABLE_GAP and not self._warned_unreachable:
+            self._warned_unreachable = True
+            warnings.warn(
+                f"the projection cannot reach the target {target:.4f}: the overall sparsity stays at "
+                f"{overall:.4f} with every threshold at its limit (e.g. a layer of constant weights is always "
+                "fully pruned); warning once",
+                UserWarning,
+                stacklevel=3,  # the caller of project(), past the no_grad wrapper
+            )
+        return overall
+
+    def _project_along_slopes(self, target: float, correction: bool) -> float:
+        """The projection along each threshold's slope (``"gaussian"`` or ``"measured"``, see
+        :func:`_solve_projection`); returns the overall sparsity reached."""
         thresholds = [t.threshold for t in self._tensors]
         if correction:
             if self.measured is None:
@@ -370,19 +387,7 @@ class Projection:
         projected, overall = _solve_projection(values, self._shares, target, sparsity_of, tolerance, fixed, slopes)
         for r, value in zip(thresholds, projected):
             r.fill_(min(max(value, 0.0), MAX_THRESHOLD))  # the same sparsity: the forward clamps r there anyway
-        self._warn_if_unreachable(overall, target)
         return overall
-
-    def _warn_if_unreachable(self, overall: float, target: float) -> None:
-        if abs(overall - target) > UNREACHABLE_GAP and not self._warned_unreachable:
-            self._warned_unreachable = True
-            warnings.warn(
-                f"the projection cannot reach the target {target:.4f}: the overall sparsity stays at "
-                f"{overall:.4f} with every threshold at its limit (e.g. a layer of constant weights is always "
-                "fully pruned); warning once",
-                UserWarning,
-                stacklevel=3,
-            )
 
 
 def _shifted_positions(
