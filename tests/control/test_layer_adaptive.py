@@ -64,6 +64,16 @@ def test_solver_lands_on_the_target_and_takes_more_from_the_larger_layer(target:
     assert numpy.all(everything >= table.sizes - 2.0) and numpy.all(everything <= table.sizes - 0.5)
 
 
+def test_solver_keeps_each_position_between_its_floor_and_its_cap() -> None:
+    table = LevelTable([lamp_levels(_magnitudes(1_000, 2), 1_000), lamp_levels(_magnitudes(2_000, 3), 2_000)])
+    shares = [1 / 3, 2 / 3]
+    positions = table.solve(shares, 0.5, 1e-9, limits=[1_000.0, 2_000.0], floors=[800.0, 0.0])
+    assert positions[0] >= 800.0  # held up: the other layer gives less at a lower level
+    assert shares[0] * positions[0] / 1_000 + shares[1] * positions[1] / 2_000 == pytest.approx(0.5, abs=1e-8)
+    free = table.solve(shares, 0.5, 1e-9)
+    assert free[0] < 800.0 and positions[1] < free[1]
+
+
 def _model() -> nn.Module:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(200, 100), nn.Linear(100, 50), nn.Linear(50, 40))  # 20,000, 5,000, 2,000
@@ -172,6 +182,21 @@ def test_with_lamp_the_thresholds_take_no_gradient_and_are_solved_only_when_some
     assert later == [10, 20, 40]  # then only when the target stops moving and when the distributions are measured
 
 
+def test_a_cached_solution_is_written_again_only_when_a_threshold_was_changed() -> None:
+    model = _model()
+    projection = _projection(model)
+    projection.project(0.9, correction=True)
+    thresholds = list(adasparse.threshold_parameters(model))
+    solved = [r.item() for r in thresholds]
+    versions = [r._version for r in thresholds]
+    projection.project(0.9, correction=True)
+    assert [r._version for r in thresholds] == versions  # the same solution: nothing written
+    with torch.no_grad():
+        thresholds[1].fill_(0.0)  # e.g. a user's edit, or a state loaded into the model
+    projection.project(0.9, correction=True)
+    assert [r.item() for r in thresholds] == solved
+
+
 def test_a_layer_whose_share_lies_beyond_five_std_leaves_it_to_the_others() -> None:
     torch.manual_seed(0)
     model = adasparse.sparsify(nn.Sequential(nn.Linear(100, 20), nn.Linear(100, 20)), target=0.5, min_params=100)
@@ -189,3 +214,41 @@ def test_a_layer_whose_share_lies_beyond_five_std_leaves_it_to_the_others() -> N
     overall = projection.project(0.999, correction=True)
     assert overall == pytest.approx(0.999, abs=1.5 / 4000)  # the other layer takes it
     assert model[1].weight_orig.abs().max() == 1000.0 and _counted(model)[1] <= 1997 / 2000
+
+
+@pytest.mark.parametrize("target", [0.3, 0.5, 0.7, 0.9])
+def test_lamp_projection_splits_a_run_of_equal_magnitudes_off(target: float) -> None:
+    """With the paper's centred operator a pruned layer's zeros become one run of equal magnitudes (at its mean),
+    which any threshold prunes whole: the projection puts that layer on one side of the run and solves the others
+    to the target."""
+    model = _pruned_before(centred=True)
+    pruned = adasparse.pruned_tensors(model)
+    overall = Projection(pruned, [t.numel / 7_000 for t in pruned], slope="lamp").project(target, correction=True)
+    counted = sum(int((t.effective() == 0).sum()) for t in pruned) / 7_000
+    assert counted == pytest.approx(overall, abs=1e-12)
+    assert overall == pytest.approx(target, abs=2 / 7_000)
+
+
+@pytest.mark.parametrize("target", [0.5, 0.7, 0.9])
+def test_zeros_of_a_pruned_layer_count_as_pruned_when_kept_weights_keep_their_values(target: float) -> None:
+    model = _pruned_before(centred=False)
+    pruned = adasparse.pruned_tensors(model)
+    projection = Projection(pruned, [t.numel / 7_000 for t in pruned], slope="lamp")
+    overall = projection.project(target, correction=True)
+    assert sum(int((t.effective() == 0).sum()) for t in pruned) / 7_000 == pytest.approx(overall, abs=1e-12)
+    assert overall == pytest.approx(target, abs=2 / 7_000)
+    zeros = int((pruned[0].raw == 0).sum())
+    assert projection.measured[0].zero_fraction(0.0) == zeros / 5_000  # zero whatever the threshold
+    with pytest.warns(UserWarning, match="cannot reach the target 0.3000"):  # below what the zeros already make
+        projection.project(0.3, correction=True)
+
+
+def _pruned_before(centred: bool) -> nn.Module:
+    """Two layers, the first with a non-zero mean and 60% of its weights exactly zero (as after an earlier prune)."""
+    torch.manual_seed(0)
+    model = adasparse.sparsify(nn.Sequential(nn.Linear(100, 50), nn.Linear(50, 40)), target=0.5, centred=centred)
+    with torch.no_grad():
+        weight = model[0].weight_orig
+        weight.add_(0.05)
+        weight[torch.rand_like(weight) < 0.6] = 0.0
+    return model

@@ -38,16 +38,20 @@ def lamp_levels(magnitudes: numpy.ndarray, numel: int) -> numpy.ndarray:
     count = len(magnitudes)
     if count == 0:
         return numpy.empty(0, dtype=numpy.float64)
-    squares = magnitudes.astype(numpy.float64) ** 2
+    levels = magnitudes.astype(numpy.float64)  # the squares, then the levels, in place
+    numpy.multiply(levels, levels, out=levels)
     above = numpy.empty(count, dtype=numpy.float64)
-    above[:-1] = numpy.cumsum(squares[::-1])[::-1][1:]  # the sum of the squares after each position
+    numpy.cumsum(levels[:0:-1], out=above[-2::-1])  # the sum of the squares after each position, from the top
     above[-1] = 0.0
-    above *= numel / count
+    numpy.multiply(above, numel / count, out=above)
     with numpy.errstate(divide="ignore", invalid="ignore"):
-        levels = numpy.log(squares) - numpy.log(above)
+        numpy.log(levels, out=levels)
+        numpy.subtract(levels, numpy.log(above, out=above), out=levels)
     levels[-1] = math.inf
     levels[numpy.isnan(levels)] = -math.inf  # 0 / 0: a zero among zeros
-    return numpy.maximum.accumulate(levels)  # exact sums are monotone; rounding must not make them otherwise
+    return numpy.maximum.accumulate(
+        levels, out=levels
+    )  # exact sums are monotone; rounding must not make them otherwise
 
 
 class LevelTable:
@@ -66,17 +70,25 @@ class LevelTable:
     def __init__(self, levels: Sequence[numpy.ndarray]) -> None:
         if any(len(layer) == 0 for layer in levels):
             raise ValueError("every layer of a LevelTable needs at least one recorded magnitude")
-        self.sizes = numpy.array([len(layer) for layer in levels], dtype=numpy.float64)
+        lengths = [len(layer) for layer in levels]
+        self.sizes = numpy.array(lengths, dtype=numpy.float64)
         self._offsets = _BLOCK * numpy.arange(len(levels), dtype=numpy.float64)
-        self._flat = numpy.concatenate(
-            [numpy.clip(layer, -_LEVEL_LIMIT, _LEVEL_LIMIT) + offset for layer, offset in zip(levels, self._offsets)]
-        )
-        self._starts = numpy.concatenate([[0], numpy.cumsum([len(layer) for layer in levels])[:-1]]).astype(int)
+        self._starts = numpy.concatenate([[0], numpy.cumsum(lengths)[:-1]]).astype(int)
+        self._flat = numpy.empty(sum(lengths), dtype=numpy.float64)
+        lows, highs = [], []
+        for layer, offset, start, length in zip(levels, self._offsets, self._starts, lengths):
+            block = self._flat[start : start + length]
+            numpy.clip(layer, -_LEVEL_LIMIT, _LEVEL_LIMIT, out=block)
+            block += offset
+            inner = layer[:-1]  # ascending: its finite levels are one stretch between the -inf and the +inf ones
+            first, end = inner.searchsorted(-math.inf, side="right"), inner.searchsorted(math.inf, side="left")
+            if first < end:
+                lows.append(inner[first])
+                highs.append(inner[end - 1])
         self._first = self._flat[self._starts] - self._offsets
-        finite = [kept for kept in (layer[:-1][numpy.isfinite(layer[:-1])] for layer in levels) if len(kept)]
-        self.low = (min(kept[0] for kept in finite) if finite else 0.0) - 40.0  # levels ascend: first is least
+        self.low = (min(lows) if lows else 0.0) - 40.0  # levels ascend: first is least
         """A level below which every position is under ``0.5 * exp(-40)``."""
-        self.high = (max(kept[-1] for kept in finite) if finite else 0.0) + 1.0
+        self.high = (max(highs) if highs else 0.0) + 1.0
         """A level above which every layer keeps only what its largest weight's level keeps."""
 
     def positions(self, level: float) -> numpy.ndarray:
@@ -97,20 +109,29 @@ class LevelTable:
         return numpy.minimum(positions, self.sizes - 0.5, out=positions)
 
     def solve(
-        self, shares: Sequence[float], target: float, tolerance: float, limits: Sequence[float] | None = None
+        self,
+        shares: Sequence[float],
+        target: float,
+        tolerance: float,
+        limits: Sequence[float] | None = None,
+        floors: Sequence[float] | None = None,
     ) -> numpy.ndarray:
         """The positions at the level where ``sum_i shares[i] * position_i / size_i`` is closest to ``target``
         (within ``tolerance`` when it can be reached): regula falsi inside a bracket, with the Illinois rule (the
         end kept twice has its gap halved, so neither end stalls), on a sum that is monotone and piecewise linear in
         the level. ``limits`` caps each layer's position (the most a threshold can prune): what a capped layer
-        cannot take, the others do at a higher level."""
+        cannot take, the others do at a higher level. ``floors`` is the least position of each layer (applied after
+        the caps)."""
         weights = numpy.asarray(shares, dtype=numpy.float64) / self.sizes
         caps = None if limits is None else numpy.asarray(limits, dtype=numpy.float64)
+        least = None if floors is None else numpy.asarray(floors, dtype=numpy.float64)
 
         def gap_at(level: float) -> tuple[float, numpy.ndarray]:
             positions = self.positions(level)
             if caps is not None:
                 numpy.minimum(positions, caps, out=positions)
+            if least is not None:
+                numpy.maximum(positions, least, out=positions)
             return float(weights @ positions) - target, positions
 
         low, high = self.low, self.high

@@ -12,6 +12,8 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+import numpy
+
 from ..core._checks import check_choice
 from ..core._no_grad import no_grad
 from ..core.distribution import MagnitudeDistribution
@@ -175,6 +177,8 @@ class Projection:
         """The levels' tables, per set of tensors the level moves (idle ones aside)."""
         self._solved: tuple[Any, list[float], float] | None = None
         """The last solution: its (target, idle flags), the thresholds and the overall sparsity they reach."""
+        self._filled: tuple[int, ...] | None = None
+        """The thresholds' versions right after the last solution was written (nothing to write while equal)."""
         self._warned_unreachable = False
 
     @no_grad
@@ -284,10 +288,16 @@ class Projection:
         key = (target, tuple(self.idle))
         if self._solved is None or self._solved[0] != key:
             self._solved = (key, *self._solve_levels(target, measured))
+            self._filled = None
         _, values, overall = self._solved
-        for pruned, value in zip(self._tensors, values):
-            pruned.threshold.fill_(value)
+        if self._filled != self._threshold_versions():
+            for pruned, value in zip(self._tensors, values):
+                pruned.threshold.fill_(value)
+            self._filled = self._threshold_versions()
         return overall
+
+    def _threshold_versions(self) -> tuple[int, ...]:
+        return tuple(pruned.threshold._version for pruned in self._tensors)
 
     def _solve_levels(self, target: float, measured: list[MagnitudeDistribution]) -> tuple[list[float], float]:
         """The thresholds of :meth:`_project_levels` and the overall sparsity they reach."""
@@ -309,7 +319,9 @@ class Projection:
             shares = [self._shares[i] for i in moving]
             tolerance = 1e-3 * min(p / len(measured[i]) for p, i in zip(shares, moving))  # of one weight
             limits = [measured[i].position(MAX_THRESHOLD) for i in moving]  # a threshold prunes at most 5 std
-            for i, position in zip(moving, table.solve(shares, rest, tolerance, limits)):
+            positions = table.solve(shares, rest, tolerance, limits)
+            positions = _split_runs(table, [measured[i] for i in moving], shares, rest, tolerance, limits, positions)
+            for i, position in zip(moving, positions):
                 values[i] = measured[i].threshold_at(float(position))
         overall = sum(p * m.zero_fraction(value) for p, m, value in zip(self._shares, measured, values))
         return values, overall
@@ -397,6 +409,51 @@ def _shifted_positions(
     shift ``delta`` of its Gaussian-equivalent threshold ``starts`` (:meth:`MagnitudeDistribution.gaussian_equivalent`),
     at most ``size - 1``: every set keeps a channel."""
     return [min(m.position_at_equivalent(start + delta), size - 1.0) for m, start, size in zip(measured, starts, sizes)]
+
+
+def _split_runs(
+    table: LevelTable,
+    measured: list[MagnitudeDistribution],
+    shares: list[float],
+    target: float,
+    tolerance: float,
+    limits: list[float],
+    positions: numpy.ndarray,
+) -> numpy.ndarray:
+    """``positions`` (a :meth:`LevelTable.solve` of ``target``) with the runs of equal magnitudes split off.
+
+    A threshold prunes a run of equal magnitudes whole wherever inside the run it falls, so a level inside a run
+    prunes more than the continuous position says (a constant layer's weights are all one run, and the zeros of a
+    pruned layer become one after centring). Such a layer, the one whose run costs most first, is put on the side of
+    its run that brings the overall count closer to the target, and the others are solved again at their own common
+    level; as long as the gap is larger than one weight per layer (chance ties of two trained weights are left)."""
+    weights = numpy.array([p / len(m) for p, m in zip(shares, measured)])
+    slack = tolerance + 2.0 * float(weights.sum())
+    caps, floors = list(limits), [0.0] * len(measured)
+
+    def counts_at(candidate: numpy.ndarray) -> numpy.ndarray:
+        return numpy.array([len(m) * m.zero_fraction(m.threshold_at(float(x))) for m, x in zip(measured, candidate)])
+
+    counts = counts_at(positions)
+    settled: set[int] = set()
+    while abs(float(weights @ counts) - target) > slack:
+        excess = weights * (counts - positions)
+        runs = [k for k in range(len(measured)) if counts[k] - positions[k] > 1.0 and k not in settled]
+        if not runs:
+            break
+        k = max(runs, key=lambda index: excess[index])
+        values = measured[k].sorted_float64()
+        run_start = float(values.searchsorted(values[int(counts[k]) - 1], side="left"))
+        options = []
+        for cap, floor in ((min(run_start, caps[k]), 0.0), (caps[k], float(counts[k]))):
+            trial_caps, trial_floors = caps.copy(), floors.copy()
+            trial_caps[k], trial_floors[k] = cap, floor
+            trial = table.solve(shares, target, tolerance, trial_caps, trial_floors)
+            trial_counts = counts_at(trial)
+            options.append((abs(float(weights @ trial_counts) - target), trial, trial_counts, trial_caps, trial_floors))
+        _, positions, counts, caps, floors = min(options, key=lambda option: option[0])
+        settled.add(k)
+    return positions
 
 
 def _fractions_at(measured: list[MagnitudeDistribution], positions: list[float]) -> list[float]:

@@ -74,7 +74,9 @@ class MagnitudeDistribution:
                 self._std, self._source, self._float64 = scale, scores, None
             self._dtype = self._values.dtype
             return self
-        self._values, self._std = sorted_magnitudes(self._pruned.raw.detach(), self._sample)
+        self._values, self._std = sorted_magnitudes(
+            self._pruned.raw.detach(), self._sample, zeros_stay=not self._pruned.centred
+        )
         self._dtype = self._pruned.raw.dtype
         self._float64 = None
         return self

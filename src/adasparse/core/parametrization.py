@@ -508,6 +508,11 @@ class PrunedTensor:
         return values, math.sqrt(float(values.double().pow(2).mean())) if values.numel() else 0.0
 
     @property
+    def centred(self) -> bool:
+        """Whether kept weights hold ``w - mean(w)`` (the paper's operator) rather than their own value ``w``."""
+        return self.module.__dict__[CENTRED_ATTRIBUTE][self.tensor_name]
+
+    @property
     def layout(self) -> BlockLayout | ChannelSet | None:
         """The tensor's structured granularity, or ``None`` when single weights are pruned."""
         return self.module.__dict__.get(LAYOUT_ATTRIBUTE, {}).get(self.tensor_name)
