@@ -252,3 +252,15 @@ def _pruned_before(centred: bool) -> nn.Module:
         weight.add_(0.05)
         weight[torch.rand_like(weight) < 0.6] = 0.0
     return model
+
+
+def test_only_layers_with_runs_a_threshold_prunes_whole_are_split() -> None:
+    from adasparse.control.projection import _has_runs
+
+    random = numpy.sort(numpy.abs(numpy.random.default_rng(0).standard_normal(10_000)))
+    assert not _has_runs(random)
+    assert not _has_runs(numpy.concatenate([[0.0] * 50, random]))  # exact zeros: pruned at every level anyway
+    tied = random.copy()
+    tied[100:103] = tied[100]
+    assert _has_runs(tied)
+    assert _has_runs(numpy.concatenate([[3e-8, 5e-7], random]))  # under the bound's epsilon: pruned by any threshold

@@ -49,9 +49,8 @@ def lamp_levels(magnitudes: numpy.ndarray, numel: int) -> numpy.ndarray:
         numpy.subtract(levels, numpy.log(above, out=above), out=levels)
     levels[-1] = math.inf
     levels[numpy.isnan(levels)] = -math.inf  # 0 / 0: a zero among zeros
-    return numpy.maximum.accumulate(
-        levels, out=levels
-    )  # exact sums are monotone; rounding must not make them otherwise
+    # Exact sums are monotone; rounding must not make them otherwise.
+    return numpy.maximum.accumulate(levels, out=levels)
 
 
 class LevelTable:

@@ -17,7 +17,7 @@ import numpy
 from ..core._checks import check_choice
 from ..core._no_grad import no_grad
 from ..core.distribution import MagnitudeDistribution
-from ..core.operator import MAX_THRESHOLD, analytic_sparsity_value
+from ..core.operator import EPSILON, MAX_THRESHOLD, analytic_sparsity_value
 from ..core.parametrization import PrunedTensor
 from .layer_adaptive import LevelTable, lamp_levels
 
@@ -173,6 +173,9 @@ class Projection:
         self._levels: list[Any] | None = None
         """With ``slope="lamp"``: each tensor's layer-adaptive levels of its recorded magnitudes (made when first
         needed after each measurement)."""
+        self._runs: list[bool] = []
+        """With ``slope="lamp"``: per tensor, whether its recorded magnitudes have runs a threshold prunes whole
+        (:func:`_has_runs`)."""
         self._tables: dict[tuple[int, ...], LevelTable] = {}
         """The levels' tables, per set of tensors the level moves (idle ones aside)."""
         self._solved: tuple[Any, list[float], float] | None = None
@@ -284,6 +287,7 @@ class Projection:
                 lamp_levels(m.sorted_float64(), len(m) if t.layout is not None else t.numel)
                 for m, t in zip(measured, self._tensors)
             ]
+            self._runs = [_has_runs(m.sorted_float64()) for m in measured]
             self._tables, self._solved = {}, None
         key = (target, tuple(self.idle))
         if self._solved is None or self._solved[0] != key:
@@ -320,7 +324,9 @@ class Projection:
             tolerance = 1e-3 * min(p / len(measured[i]) for p, i in zip(shares, moving))  # of one weight
             limits = [measured[i].position(MAX_THRESHOLD) for i in moving]  # a threshold prunes at most 5 std
             positions = table.solve(shares, rest, tolerance, limits)
-            positions = _split_runs(table, [measured[i] for i in moving], shares, rest, tolerance, limits, positions)
+            if any(self._runs[i] for i in moving):
+                layers = [measured[i] for i in moving]
+                positions = _split_runs(table, layers, shares, rest, tolerance, limits, positions)
             for i, position in zip(moving, positions):
                 values[i] = measured[i].threshold_at(float(position))
         overall = sum(p * m.zero_fraction(value) for p, m, value in zip(self._shares, measured, values))
@@ -409,6 +415,16 @@ def _shifted_positions(
     shift ``delta`` of its Gaussian-equivalent threshold ``starts`` (:meth:`MagnitudeDistribution.gaussian_equivalent`),
     at most ``size - 1``: every set keeps a channel."""
     return [min(m.position_at_equivalent(start + delta), size - 1.0) for m, start, size in zip(measured, starts, sizes)]
+
+
+def _has_runs(values: numpy.ndarray) -> bool:
+    """Whether a threshold can prune more of the ascending magnitudes ``values`` than its continuous position says
+    by more than a weight: three equal ones in a row, or more than one above zero that every threshold prunes (at
+    most the bound's ``EPSILON``; exact zeros are pruned at every level anyway)."""
+    above_zero = values[int(values.searchsorted(0.0, side="right")) :]
+    if len(above_zero) > 2 and bool(numpy.any(above_zero[2:] == above_zero[:-2])):
+        return True
+    return int(above_zero.searchsorted(EPSILON, side="right")) > 1
 
 
 def _split_runs(
