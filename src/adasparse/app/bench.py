@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import shutil
-import statistics
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
@@ -237,9 +237,15 @@ def run_suite(
 
 
 def measure_overhead(
-    dataset: str = "mnist1d", model: str = "cnn1d", steps: int = 200, methods: Iterable[str] | None = None
+    dataset: str = "mnist1d", model: str = "cnn1d", steps: int | None = None, methods: Iterable[str] | None = None
 ) -> dict[str, float]:
-    """Median train-step time of each method over dense on one model, steps interleaved in one process."""
+    """Mean train-step time of each method over dense on one model, one thread.
+
+    Every method runs a whole training's schedule on one batch: ``steps`` optimizer steps, by default the data set's
+    recipe (its epochs of batches), so that each phase (our ramp, measurements and fine-tuning; GMP's pruning
+    events) weighs what it weighs in a training. The methods' steps are interleaved in one process, so the
+    machine's noise hits them alike; the mean of all steps counts the rare costly ones (a calibration, a pruning
+    event) as a training does."""
     import torch.nn.functional as F
 
     from .data import load_dataset
@@ -252,16 +258,17 @@ def measure_overhead(
     x = data.train_transform(data.x_train[: recipe.batch_size], None)
     y = data.y_train[: recipe.batch_size]
     names = list(methods or METHODS)
+    total_steps = steps or recipe.epochs * math.ceil(len(data.x_train) / recipe.batch_size)
     setups = {}
     for name in names:
         torch.manual_seed(0)
         config = TrainConfig(dataset=dataset, model=model, method=name, epochs=recipe.epochs).resolved()
         net = create_model(model, num_classes=data.num_classes, input_shape=data.input_shape)
-        method = create_method(name, net, config, x[:1], total_steps=10**9)
+        method = create_method(name, net, config, x[:1], total_steps=total_steps)
         optimizer = torch.optim.SGD(method.param_groups(recipe.lr, 5e-4), lr=recipe.lr, momentum=0.9)
         setups[name] = (net, method, optimizer)
 
-    def step(name: str) -> float:
+    def step(name: str, index: int) -> float:
         net, method, optimizer = setups[name]
         start = time.perf_counter()
         loss = F.cross_entropy(net(x), y)
@@ -271,15 +278,11 @@ def measure_overhead(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        method.end_step(1, 10**9)
+        method.end_step(index + 1, total_steps)
         return time.perf_counter() - start
 
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for _ in range(20):
+    times: dict[str, float] = dict.fromkeys(names, 0.0)
+    for index in range(total_steps):
         for name in names:
-            step(name)
-    for _ in range(steps):
-        for name in names:
-            times[name].append(step(name))
-    dense = statistics.median(times["dense"])
-    return {name: statistics.median(values) / dense for name, values in times.items()}
+            times[name] += step(name, index)
+    return {name: elapsed / times["dense"] for name, elapsed in times.items()}

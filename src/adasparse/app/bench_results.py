@@ -276,8 +276,10 @@ def write_results(
             "",
             "## Training-step time over dense",
             "",
-            "Median of interleaved steps in one process (forward, backward, optimizer and the method's own "
-            "work), one thread.",
+            "Mean time of a training step (forward, backward, optimizer and the method's own work) over dense's, "
+            "one thread: every method runs a whole training's schedule (the recipe's epochs of steps, on one "
+            "batch), so each phase and each rare costly step (our calibration, GMP's pruning events) weighs what it "
+            "weighs in a training; the methods' steps are interleaved in one process.",
             "",
         ]
         for label, ratios in overhead.items():
