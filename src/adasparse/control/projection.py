@@ -328,7 +328,8 @@ class Projection:
                 layers = [measured[i] for i in moving]
                 positions = _split_runs(table, layers, shares, rest, tolerance, limits, positions)
             for i, position in zip(moving, positions):
-                values[i] = measured[i].threshold_at(float(position))
+                at = _threshold_off_runs if self._runs[i] else MagnitudeDistribution.threshold_at
+                values[i] = at(measured[i], float(position))
         overall = sum(p * m.zero_fraction(value) for p, m, value in zip(self._shares, measured, values))
         return values, overall
 
@@ -427,6 +428,17 @@ def _has_runs(values: numpy.ndarray) -> bool:
     return int(above_zero.searchsorted(EPSILON, side="right")) > 1
 
 
+def _threshold_off_runs(measured: MagnitudeDistribution, position: float) -> float:
+    """:meth:`MagnitudeDistribution.threshold_at`, except that a position inside a run of equal magnitudes gives the
+    threshold just above the run: the run is pruned whole, as it would be anyway, and the bound does not sit on the
+    run's value, where the count in float64 and the forward pass in the weight's dtype could disagree."""
+    values = measured.sorted_float64()
+    index = int(position - 0.5)
+    if 0.5 < position < len(values) - 0.5 and values[index] == values[index + 1]:
+        position = float(values.searchsorted(values[index], side="right"))  # between the run and the next value
+    return measured.threshold_at(position)
+
+
 def _split_runs(
     table: LevelTable,
     measured: list[MagnitudeDistribution],
@@ -448,7 +460,9 @@ def _split_runs(
     caps, floors = list(limits), [0.0] * len(measured)
 
     def counts_at(candidate: numpy.ndarray) -> numpy.ndarray:
-        return numpy.array([len(m) * m.zero_fraction(m.threshold_at(float(x))) for m, x in zip(measured, candidate)])
+        return numpy.array(
+            [len(m) * m.zero_fraction(_threshold_off_runs(m, float(x))) for m, x in zip(measured, candidate)]
+        )
 
     counts = counts_at(positions)
     settled: set[int] = set()
