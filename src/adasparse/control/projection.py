@@ -324,12 +324,12 @@ class Projection:
             tolerance = 1e-3 * min(p / len(measured[i]) for p, i in zip(shares, moving))  # of one weight
             limits = [measured[i].position(MAX_THRESHOLD) for i in moving]  # a threshold prunes at most 5 std
             positions = table.solve(shares, rest, tolerance, limits)
-            if any(self._runs[i] for i in moving):
-                layers = [measured[i] for i in moving]
-                positions = _split_runs(table, layers, shares, rest, tolerance, limits, positions)
-            for i, position in zip(moving, positions):
-                at = _threshold_off_runs if self._runs[i] else MagnitudeDistribution.threshold_at
-                values[i] = at(measured[i], float(position))
+            runs = [self._runs[i] for i in moving]
+            layers = [measured[i] for i in moving]
+            if any(runs):
+                positions = _split_runs(table, layers, runs, shares, rest, tolerance, limits, positions)
+            for i, layer, has_runs, position in zip(moving, layers, runs, positions):
+                values[i] = _threshold_at(layer, float(position), has_runs)
         overall = sum(p * m.zero_fraction(value) for p, m, value in zip(self._shares, measured, values))
         return values, overall
 
@@ -428,13 +428,14 @@ def _has_runs(values: numpy.ndarray) -> bool:
     return int(above_zero.searchsorted(EPSILON, side="right")) > 1
 
 
-def _threshold_off_runs(measured: MagnitudeDistribution, position: float) -> float:
-    """:meth:`MagnitudeDistribution.threshold_at`, except that a position inside a run of equal magnitudes gives the
-    threshold just above the run: the run is pruned whole, as it would be anyway, and the bound does not sit on the
-    run's value, where the count in float64 and the forward pass in the weight's dtype could disagree."""
+def _threshold_at(measured: MagnitudeDistribution, position: float, has_runs: bool) -> float:
+    """:meth:`MagnitudeDistribution.threshold_at`, except that in a layer with runs (:func:`_has_runs`) a position
+    inside a run of equal magnitudes gives the threshold just above the run: the run is pruned whole, as it would be
+    anyway, and the bound does not sit on the run's value, where the count in float64 and the forward pass in the
+    weight's dtype could disagree."""
     values = measured.sorted_float64()
     index = int(position - 0.5)
-    if 0.5 < position < len(values) - 0.5 and values[index] == values[index + 1]:
+    if has_runs and 0.5 < position < len(values) - 0.5 and values[index] == values[index + 1]:
         position = float(values.searchsorted(values[index], side="right"))  # between the run and the next value
     return measured.threshold_at(position)
 
@@ -442,6 +443,7 @@ def _threshold_off_runs(measured: MagnitudeDistribution, position: float) -> flo
 def _split_runs(
     table: LevelTable,
     measured: list[MagnitudeDistribution],
+    runs: list[bool],
     shares: list[float],
     target: float,
     tolerance: float,
@@ -454,24 +456,25 @@ def _split_runs(
     prunes more than the continuous position says (a constant layer's weights are all one run, and the zeros of a
     pruned layer become one after centring). Such a layer, the one whose run costs most first, is put on the side of
     its run that brings the overall count closer to the target, and the others are solved again at their own common
-    level; as long as the gap is larger than one weight per layer (chance ties of two trained weights are left)."""
+    level; as long as the gap is larger than one weight per layer (chance ties of two trained weights are left).
+    ``runs`` flags the layers whose thresholds are placed off their runs (:func:`_threshold_at`)."""
     weights = numpy.array([p / len(m) for p, m in zip(shares, measured)])
     slack = tolerance + 2.0 * float(weights.sum())
     caps, floors = list(limits), [0.0] * len(measured)
 
     def counts_at(candidate: numpy.ndarray) -> numpy.ndarray:
         return numpy.array(
-            [len(m) * m.zero_fraction(_threshold_off_runs(m, float(x))) for m, x in zip(measured, candidate)]
+            [len(m) * m.zero_fraction(_threshold_at(m, float(x), r)) for m, x, r in zip(measured, candidate, runs)]
         )
 
     counts = counts_at(positions)
     settled: set[int] = set()
     while abs(float(weights @ counts) - target) > slack:
         excess = weights * (counts - positions)
-        runs = [k for k in range(len(measured)) if counts[k] - positions[k] > 1.0 and k not in settled]
-        if not runs:
+        straddled = [k for k in range(len(measured)) if counts[k] - positions[k] > 1.0 and k not in settled]
+        if not straddled:
             break
-        k = max(runs, key=lambda index: excess[index])
+        k = max(straddled, key=lambda index: excess[index])
         values = measured[k].sorted_float64()
         run_start = float(values.searchsorted(values[int(counts[k]) - 1], side="left"))
         options = []
