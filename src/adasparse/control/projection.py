@@ -433,10 +433,11 @@ def _threshold_at(measured: MagnitudeDistribution, position: float, has_runs: bo
     inside a run of equal magnitudes gives the threshold just above the run: the run is pruned whole, as it would be
     anyway, and the bound does not sit on the run's value, where the count in float64 and the forward pass in the
     weight's dtype could disagree."""
-    values = measured.sorted_float64()
-    index = int(position - 0.5)
-    if has_runs and 0.5 < position < len(values) - 0.5 and values[index] == values[index + 1]:
-        position = float(values.searchsorted(values[index], side="right"))  # between the run and the next value
+    if has_runs:
+        values = measured.sorted_float64()
+        index = int(position - 0.5)
+        if 0.5 < position < len(values) - 0.5 and values[index] == values[index + 1]:
+            position = float(values.searchsorted(values[index], side="right"))  # between the run and the next value
     return measured.threshold_at(position)
 
 
@@ -458,14 +459,13 @@ def _split_runs(
     its run that brings the overall count closer to the target, and the others are solved again at their own common
     level; as long as the gap is larger than one weight per layer (chance ties of two trained weights are left).
     ``runs`` flags the layers whose thresholds are placed off their runs (:func:`_threshold_at`)."""
-    weights = numpy.array([p / len(m) for p, m in zip(shares, measured)])
+    sizes = numpy.array([len(m) for m in measured], dtype=numpy.float64)
+    weights = numpy.asarray(shares, dtype=numpy.float64) / sizes
     slack = tolerance + 2.0 * float(weights.sum())
     caps, floors = list(limits), [0.0] * len(measured)
 
     def counts_at(candidate: numpy.ndarray) -> numpy.ndarray:
-        return numpy.array(
-            [len(m) * m.zero_fraction(_threshold_at(m, float(x), r)) for m, x, r in zip(measured, candidate, runs)]
-        )
+        return sizes * numpy.array(_fractions_at(measured, list(candidate), runs))
 
     counts = counts_at(positions)
     settled: set[int] = set()
@@ -489,9 +489,13 @@ def _split_runs(
     return positions
 
 
-def _fractions_at(measured: list[MagnitudeDistribution], positions: list[float]) -> list[float]:
-    """Each set's pruned fraction at its continuous ``position`` among its measured scores."""
-    return [m.zero_fraction(m.threshold_at(p)) for m, p in zip(measured, positions)]
+def _fractions_at(
+    measured: list[MagnitudeDistribution], positions: list[float], runs: list[bool] | None = None
+) -> list[float]:
+    """Each set's pruned fraction at its continuous ``position`` among its measured scores (thresholds placed off
+    the runs of the sets ``runs`` flags, see :func:`_threshold_at`)."""
+    flags = runs or [False] * len(measured)
+    return [m.zero_fraction(_threshold_at(m, float(p), r)) for m, p, r in zip(measured, positions, flags)]
 
 
 def _closest_shift(overall: Callable[[float], float], target: float, low: float, high: float) -> float:
