@@ -51,6 +51,58 @@ def test_levels_ignore_the_layer_s_scale_and_positions_grow_with_the_level() -> 
     assert zeros.positions(levels[0] - 1e-3)[0] == pytest.approx(2.5)  # exact zeros pruned, the next one not
 
 
+def _positions_by_arrays(table: LevelTable, level: float) -> numpy.ndarray:
+    """:meth:`LevelTable.positions` as whole-array arithmetic on the table's one sorted array (every layer's block
+    shifted by its offset): what the scalar loop must reproduce bit for bit."""
+    flat, offsets, starts = table._flat, table._offsets, table._starts
+    queries = min(max(level, -1e3), 1e3 - 1.0) + offsets
+    after = flat.searchsorted(queries, side="right")
+    low, high = flat[after - 1], flat[after]
+    span = high - low
+    below = after == starts
+    with numpy.errstate(divide="ignore", invalid="ignore"):
+        step = (queries - low) / span
+    step[(span <= 0.0) | (low - offsets <= -1e3) | below] = 0.0
+    positions = after - starts - 0.5 + numpy.minimum(numpy.maximum(step, 0.0), 1.0)
+    if below.any():
+        positions[below] = 0.5 * numpy.exp(numpy.minimum(level - (flat[starts] - offsets)[below], 0.0))
+    return numpy.minimum(positions, table.sizes - 0.5)
+
+
+def test_positions_are_the_array_formula_s_bit_for_bit() -> None:
+    rng = numpy.random.default_rng(5)
+    for _ in range(40):
+        levels = []
+        for kind in rng.integers(0, 4, size=int(rng.integers(1, 8))):
+            count = int(rng.integers(1, 2_000))
+            values = {
+                0: numpy.abs(rng.standard_normal(count)),
+                1: rng.choice([0.0, 0.5, 1.0], size=count),  # ternary: runs and exact zeros
+                2: numpy.abs(numpy.round(rng.standard_normal(count), 2)),  # quantised: runs
+                3: numpy.abs(rng.standard_t(2, size=count)) * 10 ** rng.uniform(-3, 3),  # heavy tails, any scale
+            }[int(kind)]
+            levels.append(lamp_levels(numpy.sort(values.astype(numpy.float32)).astype(numpy.float64), 3 * count))
+        table = LevelTable(levels)
+        finite = [float(v) for layer in levels for v in layer[numpy.isfinite(layer)][::97]]
+        grid = [*rng.uniform(-60.0, 30.0, size=30), table.low, table.high, -2e3, 2e3, -math.inf, math.inf, *finite]
+        for level in grid:
+            expected = _positions_by_arrays(table, level)
+            assert numpy.array_equal(table.positions(level).view(numpy.int64), expected.view(numpy.int64)), level
+
+
+def test_levels_stay_in_order_where_rounding_of_the_logarithms_could_break_it() -> None:
+    # magnitudes one float apart: the squares and sums barely move, so the rounding of each log decides the order
+    values = numpy.nextafter(1.0, 2.0, dtype=numpy.float64) ** numpy.arange(5_000, dtype=numpy.float64)
+    levels = lamp_levels(values, len(values))
+    assert numpy.all(levels[1:] >= levels[:-1])
+    squares = values**2
+    above = numpy.concatenate([numpy.cumsum(squares[:0:-1])[::-1], [0.0]])
+    with numpy.errstate(divide="ignore"):
+        raw = numpy.log(squares) - numpy.log(above)
+    raw[-1] = math.inf
+    assert numpy.array_equal(levels, numpy.maximum.accumulate(raw))
+
+
 @pytest.mark.parametrize("target", [0.05, 0.5, 0.9, 0.99])
 def test_solver_lands_on_the_target_and_takes_more_from_the_larger_layer(target: float) -> None:
     small, large = _magnitudes(1_000, 2), _magnitudes(20_000, 3, scale=0.01)  # the large one also much smaller

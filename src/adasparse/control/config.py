@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
+from functools import cached_property
 from typing import Any
 
 from ..core._checks import check_choice, check_int, check_nonnegative, check_positive
@@ -121,10 +122,11 @@ class PrunerConfig:
         "to within that many channels",
     )
 
-    @property
+    @cached_property
     def allocates_by_level(self) -> bool:
         """Whether the projection sets every threshold from the weights alone (``projection_slope="lamp"``, by
-        elements or blocks): the thresholds then take no step of their own and need no task gradient."""
+        elements or blocks): the thresholds then take no step of their own and need no task gradient (read at
+        every ``Pruner.step()``: computed once, the config being frozen)."""
         return (
             self.mode == "projection"
             and self.projection_slope == "lamp"

@@ -334,8 +334,8 @@ class SparsityLoss:
             ValueError: a threshold or weight is NaN or infinite (the training diverged), naming the layer.
         """
         # Thresholds every step; the weights (a pass over all of them) every correction_interval steps.
-        check_finite(self._tensors, weights=self._steps % self.correction_interval == 0)
-        self.clamp_thresholds()
+        values = check_finite(self._tensors, weights=self._steps % self.correction_interval == 0)
+        clamp_thresholds(self._tensors, values)
         if self.mode != "projection":
             return
         if self.correction and self._steps % self.correction_interval == 0:

@@ -176,6 +176,8 @@ class Projection:
         self._runs: list[bool] = []
         """With ``slope="lamp"``: per tensor, whether its recorded magnitudes have runs a threshold prunes whole
         (:func:`_has_runs`)."""
+        self._limits: list[float] = []
+        """With ``slope="lamp"``: per tensor, the position of a 5-std threshold (the most it can prune)."""
         self._tables: dict[tuple[int, ...], LevelTable] = {}
         """The levels' tables, per set of tensors the level moves (idle ones aside)."""
         self._solved: tuple[Any, list[float], float] | None = None
@@ -288,6 +290,7 @@ class Projection:
                 for m, t in zip(measured, self._tensors)
             ]
             self._runs = [_has_runs(m.sorted_float64()) for m in measured]
+            self._limits = [m.position(MAX_THRESHOLD) for m in measured]  # a threshold prunes at most 5 std
             self._tables, self._solved = {}, None
         key = (target, tuple(self.idle))
         if self._solved is None or self._solved[0] != key:
@@ -322,7 +325,7 @@ class Projection:
                 table = self._tables[tuple(moving)] = LevelTable([self._levels[i] for i in moving])
             shares = [self._shares[i] for i in moving]
             tolerance = 1e-3 * min(p / len(measured[i]) for p, i in zip(shares, moving))  # of one weight
-            limits = [measured[i].position(MAX_THRESHOLD) for i in moving]  # a threshold prunes at most 5 std
+            limits = [self._limits[i] for i in moving]
             positions = table.solve(shares, rest, tolerance, limits)
             runs = [self._runs[i] for i in moving]
             layers = [measured[i] for i in moving]

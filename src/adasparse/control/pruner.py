@@ -286,9 +286,10 @@ class Pruner:
         self.steps += 1
         if not self.frozen and self.steps == self.freeze_step:
             self.freeze()
+            versions = self._parameter_versions()  # fixing the zeros wrote the weights
         if not self.frozen:
             self.criterion.target = self._target_at(self.steps)
-        self._versions = self._parameter_versions()
+        self._versions = versions
 
     def _release_unreached(self) -> None:
         """Mark the layers the loss never reaches as idle: the projection prunes them first (see

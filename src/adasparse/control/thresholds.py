@@ -22,18 +22,20 @@ ADAM_EPS = 1e-12
 
 
 @no_grad
-def check_finite(tensors: list[PrunedTensor], weights: bool = True) -> None:
-    """``ValueError`` naming the first tensor whose threshold (or, with ``weights``, weights) are NaN or infinite.
+def check_finite(tensors: list[PrunedTensor], weights: bool = True) -> list[float]:
+    """``ValueError`` naming the first tensor whose threshold (or, with ``weights``, weights) are NaN or infinite;
+    returns the thresholds' values (for :func:`clamp_thresholds`, so that they are read once per step).
 
     The thresholds are read as Python floats (one scalar each); a NaN or inf in the weights makes their sum
     non-finite: one reduction per tensor and one host sync per call. The per-tensor search runs only then.
     """
-    finite = all(math.isfinite(pruned.threshold.item()) for pruned in tensors)
+    values = [pruned.threshold.item() for pruned in tensors]
+    finite = all(map(math.isfinite, values))
     if finite and weights and tensors:
         total = torch.stack([pruned.raw.sum() for pruned in tensors]).sum()
         finite = math.isfinite(float(total))
     if finite:
-        return
+        return values
     for pruned in tensors:
         if not bool(torch.isfinite(pruned.threshold).all()):
             raise ValueError(
@@ -44,16 +46,18 @@ def check_finite(tensors: list[PrunedTensor], weights: bool = True) -> None:
             raise ValueError(
                 f"training diverged: {pruned.name} has non-finite values (NaN or inf); a lower learning rate may help"
             )
+    return values  # every value finite, only their sum overflowed
 
 
 @no_grad
-def clamp_thresholds(tensors: list[PrunedTensor]) -> None:
-    """Put every threshold parameter back into ``[0, 5]`` (touching only those outside)."""
-    for pruned in tensors:
-        r = pruned.threshold
-        value = r.item()
+def clamp_thresholds(tensors: list[PrunedTensor], values: list[float] | None = None) -> None:
+    """Put every threshold parameter back into ``[0, 5]`` (touching only those outside); ``values``: the
+    thresholds as just read by :func:`check_finite` (read here when not given)."""
+    if values is None:
+        values = [pruned.threshold.item() for pruned in tensors]
+    for pruned, value in zip(tensors, values):
         if not 0.0 <= value <= MAX_THRESHOLD:
-            r.clamp_(0.0, MAX_THRESHOLD)
+            pruned.threshold.clamp_(0.0, MAX_THRESHOLD)
 
 
 def _move_by_equivalent(distribution: MagnitudeDistribution, r: torch.Tensor, step: float) -> None:

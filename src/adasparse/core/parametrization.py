@@ -478,8 +478,12 @@ class PrunedTensor:
         """Qualified name of the effective tensor, e.g. ``"features.0.weight"``."""
         return f"{self.module_name}.{self.tensor_name}" if self.module_name else self.tensor_name
 
-    def _parameter(self, suffix: str) -> nn.Parameter:
-        parameter = self.module._parameters.get(self.tensor_name + suffix)
+    def __post_init__(self) -> None:
+        # The parameters' keys, made once: raw and threshold are read many times per step.
+        object.__setattr__(self, "_raw_key", self.tensor_name + ORIG_SUFFIX)
+        object.__setattr__(self, "_threshold_key", self.tensor_name + THRESHOLD_SUFFIX)
+
+    def _checked(self, parameter: nn.Parameter | None) -> nn.Parameter:
         if parameter is None:
             raise ValueError(f"{self.name} is no longer sparsified (the model was desparsified)")
         return parameter
@@ -487,12 +491,14 @@ class PrunedTensor:
     @property
     def raw(self) -> nn.Parameter:
         """The raw trainable weight (``<name>_orig``)."""
-        return self._parameter(ORIG_SUFFIX)
+        parameter = self.module._parameters.get(self._raw_key)
+        return parameter if parameter is not None else self._checked(parameter)
 
     @property
     def threshold(self) -> nn.Parameter:
         """The scalar threshold ``r`` (``<name>_threshold``), in units of the weight's standard deviation."""
-        return self._parameter(THRESHOLD_SUFFIX)
+        parameter = self.module._parameters.get(self._threshold_key)
+        return parameter if parameter is not None else self._checked(parameter)
 
     @property
     def numel(self) -> int:
@@ -524,7 +530,7 @@ class PrunedTensor:
 
     def effective(self) -> torch.Tensor:
         """The effective (pruned) weight, computed without autograd."""
-        self._parameter(ORIG_SUFFIX)
+        self._checked(self.module._parameters.get(self._raw_key))
         return _effective(self.module, self.tensor_name)
 
 
