@@ -157,6 +157,25 @@ def test_frozen_threshold_still_passes_weight_gradient() -> None:
     assert torch.equal(grad, torch.ones_like(grad))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_threshold_without_gradient_gives_the_custom_function_s_bits_through_a_plain_subtraction(
+    dtype: torch.dtype,
+) -> None:
+    weight = (torch.randn(300, 784, dtype=dtype) * 0.05 + 0.003).requires_grad_()
+    upstream = torch.randn(300, 784, dtype=dtype)
+    for r_value in (0.0, 0.7, 1.645, 4.0, 6.0):
+        r = torch.tensor(r_value, dtype=dtype)  # no gradient: the layer-adaptive default's thresholds
+        out = effective_weight(weight, r, centred=False)
+        assert type(out.grad_fn).__name__ == "SubBackward0"  # a native node, not the custom function
+        (grad,) = torch.autograd.grad(out, weight, upstream)
+        expected = operator._HardShrinkSTE.apply(weight, r, False)
+        (expected_grad,) = torch.autograd.grad(expected, weight, upstream)
+        assert torch.equal(out.view(-1).view(torch.int8), expected.view(-1).view(torch.int8)), r_value
+        assert torch.equal(grad, expected_grad) and torch.equal(grad, upstream)
+    trainable = torch.tensor(1.0, dtype=dtype, requires_grad=True)  # with a gradient: the custom function
+    assert type(effective_weight(weight, trainable, centred=False).grad_fn).__name__ == "_HardShrinkSTEBackward"
+
+
 @pytest.mark.parametrize("sparsity", [0.1, 0.5, 0.8, 0.9, 0.95, 0.98])
 def test_analytic_sparsity_matches_gaussian_weights(sparsity: float) -> None:
     weight = torch.randn(20_000) * 0.05 + 0.3

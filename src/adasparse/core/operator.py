@@ -21,6 +21,9 @@ and the mask is applied by vectorised float passes (``F.hardshrink`` for the cen
 pruned values form one interval of the weight's values, found exactly in scalar arithmetic, so one pass keeps
 what lies inside it and one subtraction removes it: CPU kernels for boolean masks are several times slower); on
 other devices and under ``torch.compile`` everything stays in tensors, with no host sync.
+When the threshold takes no gradient (fixed thresholds, and the layer-adaptive default, which sets them from the
+weights) and the kept weights keep their values, the CPU path builds no custom autograd function: the effective
+weight is ``w`` minus the pruned residual, a plain subtraction whose gradient for ``w`` is the same identity.
 With a trainable threshold the CPU path also keeps each layer's pruned residual ``w_c - w_eff`` from the forward
 until the backward (one weight-sized tensor per layer, freed by the backward): making it while ``w_c`` is still in
 cache is cheaper than rebuilding it from the weight in the backward, which the tensor path does instead.
@@ -85,7 +88,8 @@ def pruning_statistics(weight: torch.Tensor) -> tuple[float | torch.Tensor, floa
     n = weight.numel()
     if _use_float_path(weight):
         total = float(weight.sum(dtype=torch.float64 if weight.dtype == torch.float64 else torch.float32))
-        square_sum = float(_dot(weight, weight))
+        flat = weight.reshape(-1)
+        square_sum = float(_dot(flat, flat))
         mean = total / n
         variance = max(square_sum - n * mean * mean, 0.0) / max(n - 1, 1)
         return mean, math.sqrt(variance)
@@ -124,8 +128,7 @@ def pruning_bound(r: torch.Tensor, std: float | torch.Tensor, dtype: torch.dtype
     """The bound ``b`` the forward pass compares ``|w_c|`` with (a weight is pruned iff ``|w_c| <= b``),
     as a 0-d tensor of the weight's dtype; ``std`` comes from :func:`pruning_statistics`."""
     if isinstance(std, float):
-        a = min(max(float(r.item()), 0.0), MAX_THRESHOLD)
-        return torch.scalar_tensor(a * std + EPSILON, dtype=dtype)
+        return torch.scalar_tensor(_float_bound(r, std), dtype=dtype)
     return r.detach().to(dtype).clamp(0.0, MAX_THRESHOLD) * std + EPSILON
 
 
@@ -227,6 +230,23 @@ def _pruned_interval(mean: float, bound: float, dtype: torch.dtype) -> tuple[flo
     return below, above
 
 
+def _float_bound(r: torch.Tensor, std: float) -> float:
+    """:func:`pruning_bound` on the CPU float path, as a Python float."""
+    return min(max(float(r.item()), 0.0), MAX_THRESHOLD) * std + EPSILON
+
+
+def _uncentred_residual(weight: torch.Tensor, mean: float, bound: float) -> torch.Tensor:
+    """What the uncentred operator removes on the CPU float path: ``w`` where ``|w - mean| <= bound``, else 0.
+
+    Those values of ``w`` form one open interval, found exactly in scalar arithmetic, so one vectorised pass
+    (hardtanh's backward keeps its input strictly inside an interval) gives the residual: a boolean mask is several
+    times slower on CPU, and centring, abs, compare and multiply were four passes."""
+    interval = _pruned_interval(mean, bound, weight.dtype)
+    if interval is None:
+        return centre(weight, mean).abs_().le_(bound).mul_(weight)
+    return torch.ops.aten.hardtanh_backward(weight, weight, interval[0], interval[1])
+
+
 def _shrink(
     weight: torch.Tensor, r: torch.Tensor, keep_residual: bool = False, centred: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor | None, float | torch.Tensor, float | torch.Tensor]:
@@ -245,19 +265,10 @@ def _shrink(
     """
     mean, std = pruning_statistics(weight)
     if isinstance(std, float):
-        r_value = float(r.item())
-        bound = min(max(r_value, 0.0), MAX_THRESHOLD) * std + EPSILON
+        bound = _float_bound(r, std)
         if not centred:
-            # The residual (w on pruned weights, 0 on kept ones), then w minus it: w exactly on kept weights and
-            # +0.0 (not -0.0) on pruned ones. |w - mean| <= b holds on one open interval of w's values, found
-            # exactly in scalar arithmetic, so one vectorised pass (hardtanh's backward keeps its input strictly
-            # inside an interval) gives the residual: a boolean mask is several times slower on CPU, and centring,
-            # abs, compare and multiply were four passes.
-            interval = _pruned_interval(mean, bound, weight.dtype)
-            if interval is None:
-                residual = centre(weight, mean).abs_().le_(bound).mul_(weight)
-            else:
-                residual = torch.ops.aten.hardtanh_backward(weight, weight, interval[0], interval[1])
+            # The residual, then w minus it: w exactly on kept weights and +0.0 (not -0.0) on pruned ones.
+            residual = _uncentred_residual(weight, mean, bound)
             effective = torch.sub(weight, residual)
             return effective, residual if keep_residual else None, mean, -std / bound
         shifted = centre(weight, mean)
@@ -334,6 +345,13 @@ def effective_weight(weight: torch.Tensor, r: torch.Tensor, *, centred: bool = T
         0.9
     """
     if torch.is_grad_enabled() and (weight.requires_grad or r.requires_grad):
+        if not (r.requires_grad or centred) and _use_float_path(weight):
+            # No gradient for the threshold: the straight-through identity for w is a plain subtraction's, a native
+            # autograd node (the custom function costs tens of µs per call in Python); the same bits either way.
+            raw = weight.detach()
+            mean, std = pruning_statistics(raw)
+            if isinstance(mean, float) and isinstance(std, float):
+                return torch.sub(weight, _uncentred_residual(raw, mean, _float_bound(r, std)))
         return _HardShrinkSTE.apply(weight, r, centred)
     return _shrink(weight.detach(), r.detach(), centred=centred)[0]
 
