@@ -176,6 +176,21 @@ def test_a_threshold_without_gradient_gives_the_custom_function_s_bits_through_a
     assert type(effective_weight(weight, trainable, centred=False).grad_fn).__name__ == "_HardShrinkSTEBackward"
 
 
+def test_a_fixed_mask_with_a_threshold_without_gradient_is_a_native_multiply_of_the_same_bits() -> None:
+    weight = torch.randn(50, 40, requires_grad=True)
+    mask = torch.rand(50, 40) > 0.7
+    upstream = torch.randn(50, 40)
+    out = operator.masked_weight(weight, mask, torch.tensor(1.0))
+    assert type(out.grad_fn).__name__ == "MulBackward0"
+    expected = operator._FixedMask.apply(weight, mask, torch.tensor(1.0))
+    (grad,), (expected_grad,) = (torch.autograd.grad(t, weight, upstream) for t in (out, expected))
+    assert torch.equal(out.view(torch.int32), expected.view(torch.int32))
+    assert torch.equal(grad.view(torch.int32), expected_grad.view(torch.int32))  # -0.0 where pruned, as before
+    r = torch.tensor(1.0, requires_grad=True)  # a threshold with a gradient stays in the graph (data parallel)
+    (grad_r,) = torch.autograd.grad(operator.masked_weight(weight, mask, r), r, upstream)
+    assert grad_r == 0.0
+
+
 @pytest.mark.parametrize("sparsity", [0.1, 0.5, 0.8, 0.9, 0.95, 0.98])
 def test_analytic_sparsity_matches_gaussian_weights(sparsity: float) -> None:
     weight = torch.randn(20_000) * 0.05 + 0.3

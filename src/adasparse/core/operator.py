@@ -376,11 +376,12 @@ class _FixedMask(torch.autograd.Function):
 def masked_weight(weight: torch.Tensor, mask: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
     """The effective weight once the zeros are fixed: ``weight * mask`` (a boolean mask of the weight's shape).
 
-    Pruned weights get no gradient and stay zero; ``r`` no longer acts but receives a zero gradient.
+    Pruned weights get no gradient and stay zero; ``r`` no longer acts but, if it requires a gradient, receives a
+    zero one (so that data-parallel wrappers built while it was learning still see it used).
     """
-    if torch.is_grad_enabled() and (weight.requires_grad or r.requires_grad):
+    if torch.is_grad_enabled() and r.requires_grad:
         return _FixedMask.apply(weight, mask, r)
-    return weight.detach() * mask
+    return weight * mask  # a threshold without gradient needs no place in the graph: a native multiply
 
 
 def clamp_threshold(r: torch.Tensor) -> torch.Tensor:
