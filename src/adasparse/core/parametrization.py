@@ -483,22 +483,24 @@ class PrunedTensor:
         object.__setattr__(self, "_raw_key", self.tensor_name + ORIG_SUFFIX)
         object.__setattr__(self, "_threshold_key", self.tensor_name + THRESHOLD_SUFFIX)
 
-    def _checked(self, parameter: nn.Parameter | None) -> nn.Parameter:
-        if parameter is None:
-            raise ValueError(f"{self.name} is no longer sparsified (the model was desparsified)")
-        return parameter
+    def _desparsified(self) -> ValueError:
+        return ValueError(f"{self.name} is no longer sparsified (the model was desparsified)")
 
     @property
     def raw(self) -> nn.Parameter:
         """The raw trainable weight (``<name>_orig``)."""
         parameter = self.module._parameters.get(self._raw_key)
-        return parameter if parameter is not None else self._checked(parameter)
+        if parameter is None:
+            raise self._desparsified()
+        return parameter
 
     @property
     def threshold(self) -> nn.Parameter:
         """The scalar threshold ``r`` (``<name>_threshold``), in units of the weight's standard deviation."""
         parameter = self.module._parameters.get(self._threshold_key)
-        return parameter if parameter is not None else self._checked(parameter)
+        if parameter is None:
+            raise self._desparsified()
+        return parameter
 
     @property
     def numel(self) -> int:
@@ -530,7 +532,8 @@ class PrunedTensor:
 
     def effective(self) -> torch.Tensor:
         """The effective (pruned) weight, computed without autograd."""
-        self._checked(self.module._parameters.get(self._raw_key))
+        if self.module._parameters.get(self._raw_key) is None:
+            raise self._desparsified()
         return _effective(self.module, self.tensor_name)
 
 
