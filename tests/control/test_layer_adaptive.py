@@ -54,7 +54,7 @@ def test_levels_ignore_the_layer_s_scale_and_positions_grow_with_the_level() -> 
 def _positions_by_arrays(table: LevelTable, level: float) -> numpy.ndarray:
     """:meth:`LevelTable.positions` as whole-array arithmetic on the table's one sorted array (every layer's block
     shifted by its offset): what the scalar loop must reproduce bit for bit."""
-    flat, offsets, starts = table._flat, table._offsets, table._starts
+    flat, offsets, starts = table._flat, numpy.array(table._offset_list), numpy.array(table._start_list)
     queries = min(max(level, -1e3), 1e3 - 1.0) + offsets
     after = flat.searchsorted(queries, side="right")
     low, high = flat[after - 1], flat[after]

@@ -74,11 +74,11 @@ class LevelTable:
             raise ValueError("every layer of a LevelTable needs at least one recorded magnitude")
         lengths = [len(layer) for layer in levels]
         self.sizes = numpy.array(lengths, dtype=numpy.float64)
-        self._offsets = _BLOCK * numpy.arange(len(levels), dtype=numpy.float64)
-        self._starts = numpy.concatenate([[0], numpy.cumsum(lengths)[:-1]]).astype(int)
+        offsets = _BLOCK * numpy.arange(len(levels), dtype=numpy.float64)
+        starts = numpy.concatenate([[0], numpy.cumsum(lengths)[:-1]]).astype(int)
         self._flat = numpy.empty(sum(lengths), dtype=numpy.float64)
         lows, highs = [], []
-        for layer, offset, start, length in zip(levels, self._offsets, self._starts, lengths):
+        for layer, offset, start, length in zip(levels, offsets, starts, lengths):
             block = self._flat[start : start + length]
             numpy.clip(layer, -_LEVEL_LIMIT, _LEVEL_LIMIT, out=block)
             block += offset
@@ -87,9 +87,10 @@ class LevelTable:
             if first < end:
                 lows.append(inner[first])
                 highs.append(inner[end - 1])
-        self._first = self._flat[self._starts] - self._offsets
-        self._offset_list: list[float] = self._offsets.tolist()
-        self._start_list: list[int] = self._starts.tolist()
+        self._first = self._flat[starts] - offsets
+        # Python lists: positions() reads them one layer at a time.
+        self._offset_list: list[float] = offsets.tolist()
+        self._start_list: list[int] = starts.tolist()
         self._end_list: list[float] = (self.sizes - 0.5).tolist()
         self.low = (min(lows) if lows else 0.0) - 40.0  # levels ascend: first is least
         """A level below which every position is under ``0.5 * exp(-40)``."""
