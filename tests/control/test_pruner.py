@@ -275,6 +275,69 @@ def test_a_diverged_threshold_is_named_at_the_next_step() -> None:
         pruner.step()
 
 
+def _held_target_pruner(steps: int = 60) -> tuple[nn.Module, Pruner, torch.optim.Optimizer]:
+    """A pruner past its ramp (the target held) and short of its fine-tuning, ``steps`` steps in."""
+    model = _model()
+    pruner = Pruner(model, target=0.9, total_steps=200, ramp=0.1, min_params=500)
+    optimizer = torch.optim.SGD(pruner.param_groups(lr=0.05), momentum=0.9)
+    _train(model, pruner, optimizer, range(steps))
+    return model, pruner, optimizer
+
+
+def test_held_target_steps_check_thresholds_only_when_something_wrote_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    model, pruner, optimizer = _held_target_pruner(61)
+    from adasparse.control import loss as loss_module
+
+    checks: list[bool] = []
+    check_finite = loss_module.check_finite
+
+    def counting(tensors: list, weights: bool = True) -> list[float]:
+        checks.append(weights)
+        return check_finite(tensors, weights)
+
+    monkeypatch.setattr(loss_module, "check_finite", counting)
+    _train(model, pruner, optimizer, range(61, 101))
+    # Forty steps of a held target: only the two weight checks (every 20 steps) and the step after each
+    # measurement, whose new solution the projection wrote.
+    assert 2 <= len(checks) <= 6 and checks.count(True) == 2
+    solution = model[2].weight_threshold.item()
+    with torch.no_grad():
+        model[2].weight_threshold.fill_(7.5)  # written between steps (a user, a loaded state): checked again
+    checks.clear()
+    _train(model, pruner, optimizer, range(101, 102))
+    assert checks == [False]
+    assert model[2].weight_threshold.item() == solution
+
+
+def test_a_threshold_written_while_the_target_is_held_is_checked_at_the_next_step() -> None:
+    model, pruner, _ = _held_target_pruner()
+    with torch.no_grad():
+        model[2].weight_threshold.fill_(float("nan"))
+        model[2].weight_orig.add_(1.0)  # an optimizer step happened
+    with pytest.raises(ValueError, match="training diverged: the threshold of 2.weight"):
+        pruner.step()
+
+
+def test_a_threshold_moved_during_fine_tuning_is_clamped_at_the_next_step() -> None:
+    model, pruner, optimizer = _held_target_pruner(170)
+    assert pruner.frozen
+    with torch.no_grad():
+        model[2].weight_threshold.fill_(-3.0)
+    _train(model, pruner, optimizer, range(170, 171))
+    assert model[2].weight_threshold.item() == 0.0
+    with torch.no_grad():
+        model[2].weight_threshold.fill_(9.0)
+    _train(model, pruner, optimizer, range(171, 172))
+    assert model[2].weight_threshold.item() == MAX_THRESHOLD
+
+
+def test_the_default_loss_is_a_zero_of_the_thresholds_dtype() -> None:
+    model = _model().double()
+    pruner = Pruner(model, target=0.9, total_steps=10, min_params=500)
+    loss = pruner.loss()
+    assert loss.dtype == torch.float64 and loss.item() == 0.0 and not loss.requires_grad
+
+
 class _WithUnusedLayer(nn.Module):
     def __init__(self) -> None:
         super().__init__()

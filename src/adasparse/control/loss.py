@@ -25,7 +25,7 @@ from .penalties import PENALTIES, ConstraintPenalty, Penalty, closed_form_loss
 from .projection import SLOPE_FLOOR as SLOPE_FLOOR  # defined here before: still importable from this module
 from .projection import UNREACHABLE_GAP as UNREACHABLE_GAP
 from .projection import Projection, check_slope_needs_correction
-from .thresholds import check_finite, clamp_thresholds
+from .thresholds import check_finite, clamp_thresholds, threshold_versions
 
 __all__ = ["MODES", "SparsityLoss", "DEFAULT_DUAL_STEP", "DEFAULT_CORRECTION_INTERVAL"]
 
@@ -147,6 +147,8 @@ class SparsityLoss:
         self._calls = 0
         self._steps = 0
         self._warned_no_step = False
+        self._checked: tuple[int, ...] | None = None
+        """The thresholds' versions when they last passed the divergence check and the clamp unchanged."""
         check_slope_needs_correction(projection_slope, self.correction, mode)
         self._projection = Projection(self._tensors, self._share_list, self._channels, projection_slope)
         self._cache: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
@@ -322,7 +324,6 @@ class SparsityLoss:
             self._active_penalty().after_training_call(overall, self.target)
         return loss
 
-    @no_grad
     def step(self) -> None:
         """Advance the loss after ``optimizer.step()``. Every mode: check that the training has not diverged and
         put each threshold parameter back into ``[0, 5]`` (its forward value is clamped anyway; a parameter pushed far
@@ -330,10 +331,27 @@ class SparsityLoss:
         layers' weight distributions (with ``correction``, every ``correction_interval`` steps) and project the
         thresholds onto ``S = target``.
 
+        A step that would change nothing (projection mode, no measurement due, no threshold written since the last
+        check, the last solution still standing) only counts itself: the thresholds hold values already checked.
+
         Raises:
             ValueError: a threshold or weight is NaN or infinite (the training diverged), naming the layer.
         """
+        if (
+            self.mode == "projection"
+            and not self._structured
+            and self._steps % self.correction_interval != 0
+            and self._checked == threshold_versions(self._tensors)
+            and self._projection.is_current(self.target, self.correction)
+        ):
+            self._steps += 1
+            return
+        self._full_step()
+
+    @no_grad
+    def _full_step(self) -> None:
         # Thresholds every step; the weights (a pass over all of them) every correction_interval steps.
+        checked = threshold_versions(self._tensors)
         values = check_finite(self._tensors, weights=self._steps % self.correction_interval == 0)
         clamp_thresholds(self._tensors, values)
         if self.mode != "projection":
@@ -344,6 +362,8 @@ class SparsityLoss:
             self._projection.measure(structured_only=True)
         self._steps += 1
         self._projection.project(self.target, self.correction)  # checked for divergence above
+        # Checked values that nothing rewrote (neither the clamp nor the projection) need no check next step.
+        self._checked = checked if threshold_versions(self._tensors) == checked else None
 
     def structured_distributions(self) -> list[MagnitudeDistribution | None]:
         """Per pruned tensor: the distribution of its group scores measured now if it is pruned by groups
@@ -414,6 +434,7 @@ class SparsityLoss:
         self._offsets = [float(v) for v in offsets]
         self._calls = int(state.get("calls", self._calls))
         self._steps = int(state.get("steps", self._steps))
+        self._checked = None
         idle = state.get("idle", [False] * len(self._tensors))
         if len(idle) != len(self._tensors):
             raise ValueError(f"state has {len(idle)} idle flags, the model has {len(self._tensors)} pruned tensors")

@@ -20,6 +20,7 @@ from ..core.distribution import MagnitudeDistribution
 from ..core.operator import EPSILON, MAX_THRESHOLD, analytic_sparsity_value
 from ..core.parametrization import PrunedTensor
 from .layer_adaptive import LevelTable, lamp_levels
+from .thresholds import threshold_versions
 
 __all__ = [
     "MAX_SAMPLE",
@@ -297,14 +298,23 @@ class Projection:
             self._solved = (key, *self._solve_levels(target, measured))
             self._filled = None
         _, values, overall = self._solved
-        if self._filled != self._threshold_versions():
+        if self._filled != threshold_versions(self._tensors):
             for pruned, value in zip(self._tensors, values):
                 pruned.threshold.fill_(value)
-            self._filled = self._threshold_versions()
+            self._filled = threshold_versions(self._tensors)
         return overall
 
-    def _threshold_versions(self) -> tuple[int, ...]:
-        return tuple(pruned.threshold._version for pruned in self._tensors)
+    def is_current(self, target: float, correction: bool) -> bool:
+        """Whether :meth:`project` with these arguments would write no threshold and warn nothing: the layer-adaptive
+        solution for ``target`` and the idle flags stands, on the same distributions, and the thresholds still
+        hold it. Lets a step of a held target skip the projection without entering it."""
+        if self._budget is not None or not correction or self.slope != "lamp":
+            return False
+        if self._levels is None or self._solved is None or self._solved[0] != (target, tuple(self.idle)):
+            return False
+        if self._filled != threshold_versions(self._tensors):
+            return False
+        return self._warned_unreachable or abs(self._solved[2] - target) <= UNREACHABLE_GAP
 
     def _solve_levels(self, target: float, measured: list[MagnitudeDistribution]) -> tuple[list[float], float]:
         """The thresholds of :meth:`_project_levels` and the overall sparsity they reach."""

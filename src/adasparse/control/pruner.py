@@ -57,7 +57,7 @@ from .config import BUDGETS, THRESHOLD_UPDATES, PrunerConfig, check_same_setting
 from .loss import SparsityLoss
 from .projection import update_idle
 from .result import PrunerResult, calibrated, measured_result, result_from_dict, result_to_dict
-from .thresholds import adam_step
+from .thresholds import adam_step, threshold_versions
 
 __all__ = ["BUDGETS", "THRESHOLD_UPDATES", "Pruner", "PrunerConfig", "PrunerResult"]
 
@@ -151,6 +151,7 @@ class Pruner:
         self.freeze_result: PrunerResult | None = None
         self.result: PrunerResult | None = None
         self._warned: set[str] = set()
+        self._clamped: tuple[int, ...] | None = None  # the thresholds' versions after the last clamp (fine-tuning)
 
     # -- schedule ---------------------------------------------------------------------------------------------
     @property
@@ -223,8 +224,9 @@ class Pruner:
         ``constraint`` modes, a zero tensor in the projection mode and once the zeros are fixed."""
         if self.finished:
             raise RuntimeError("Pruner.loss() after finish(): the model is already a plain pruned model")
-        if self.frozen:
-            return torch.zeros((), dtype=self._tensors[0].threshold.dtype, device=self._tensors[0].threshold.device)
+        if self.frozen or self.config.mode == "projection":
+            threshold = self._tensors[0].threshold
+            return torch.zeros((), dtype=threshold.dtype, device=threshold.device)
         return self.criterion()
 
     # -- the step -----------------------------------------------------------------------------------------------
@@ -249,7 +251,6 @@ class Pruner:
                 "re-sparsified): build a new Pruner for the new model"
             )
 
-    @no_grad
     def step(self) -> None:
         """Advance the life cycle by one optimizer step; call it right after ``optimizer.step()`` (and before
         ``optimizer.zero_grad()`` when that comes after the step).
@@ -276,12 +277,13 @@ class Pruner:
                 f"{self.target} is kept",
             )
         if self.frozen:
-            self.criterion.clamp_thresholds()  # an optimizer's momentum may still move them
+            versions_now = threshold_versions(self._tensors)
+            if versions_now != self._clamped:  # an optimizer's momentum may still move them
+                self.criterion.clamp_thresholds()
+                self._clamped = threshold_versions(self._tensors)
+        elif self._adam_steps or self.steps % self.config.correction_interval == 0:
+            self._advance()
         else:
-            if self.config.threshold_update == "adam" and not self.config.allocates_by_level:
-                self._update_thresholds()
-            if self.config.mode == "projection" and self.steps % self.config.correction_interval == 0:
-                self._release_unreached()
             self.criterion.step()  # divergence check, thresholds back into [0, 5], then the projection
         self.steps += 1
         if not self.frozen and self.steps == self.freeze_step:
@@ -290,6 +292,20 @@ class Pruner:
         if not self.frozen:
             self.criterion.target = self._target_at(self.steps)
         self._versions = versions
+
+    @no_grad
+    def _advance(self) -> None:
+        """The pruning phase's step with the thresholds' own update or the unreached-layer check due."""
+        if self._adam_steps:
+            self._update_thresholds()
+        if self.config.mode == "projection" and self.steps % self.config.correction_interval == 0:
+            self._release_unreached()
+        self.criterion.step()
+
+    @property
+    def _adam_steps(self) -> bool:
+        """Whether the pruner moves the thresholds by their own Adam step (not when they follow the level)."""
+        return self.config.threshold_update == "adam" and not self.config.allocates_by_level
 
     def _release_unreached(self) -> None:
         """Mark the layers the loss never reaches as idle: the projection prunes them first (see
@@ -407,6 +423,7 @@ class Pruner:
         frozen_result = state.get("freeze_result")
         self.freeze_result = result_from_dict(frozen_result) if frozen_result is not None else None
         self._versions = self._parameter_versions()
+        self._clamped = None
 
     def __repr__(self) -> str:
         phase = "finished" if self.finished else "fine-tuning" if self.frozen else "pruning"

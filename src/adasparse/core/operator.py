@@ -85,17 +85,24 @@ def pruning_statistics(weight: torch.Tensor) -> tuple[float | torch.Tensor, floa
     On the CPU eager path both are Python floats obtained from one sum and one dot product (no centred copy is
     made); otherwise they are 0-d tensors and nothing is synchronised with the host.
     """
-    n = weight.numel()
     if _use_float_path(weight):
-        total = float(weight.sum(dtype=torch.float64 if weight.dtype == torch.float64 else torch.float32))
-        flat = weight.reshape(-1)
-        square_sum = float(_dot(flat, flat))
-        mean = total / n
-        variance = max(square_sum - n * mean * mean, 0.0) / max(n - 1, 1)
-        return mean, math.sqrt(variance)
+        return _float_statistics(weight)
+    n = weight.numel()
     mean = weight.mean()
     std = torch.linalg.vector_norm((weight - mean).float()) / math.sqrt(max(n - 1, 1))
     return mean, std.to(weight.dtype)
+
+
+def _float_statistics(weight: torch.Tensor) -> tuple[float, float]:
+    """:func:`pruning_statistics` on the CPU eager path: one sum and one dot product, read as Python floats."""
+    n = weight.numel()
+    dtype = weight.dtype
+    total = weight.sum(dtype=torch.float64 if dtype == torch.float64 else torch.float32).item()
+    flat = weight.reshape(-1)
+    square_sum = (torch.dot(flat, flat) if dtype in _FAST_DTYPES else torch.sum(flat.float() * flat.float())).item()
+    mean = total / n
+    variance = max(square_sum - n * mean * mean, 0.0) / max(n - 1, 1)
+    return mean, math.sqrt(variance)
 
 
 def centre(weight: torch.Tensor, mean: float | torch.Tensor) -> torch.Tensor:
@@ -349,9 +356,8 @@ def effective_weight(weight: torch.Tensor, r: torch.Tensor, *, centred: bool = T
             # No gradient for the threshold: the straight-through identity for w is a plain subtraction's, a native
             # autograd node (the custom function costs tens of µs per call in Python); the same bits either way.
             raw = weight.detach()
-            mean, std = pruning_statistics(raw)
-            if isinstance(mean, float) and isinstance(std, float):
-                return torch.sub(weight, _uncentred_residual(raw, mean, _float_bound(r, std)))
+            mean, std = _float_statistics(raw)
+            return torch.sub(weight, _uncentred_residual(raw, mean, _float_bound(r, std)))
         return _HardShrinkSTE.apply(weight, r, centred)
     return _shrink(weight.detach(), r.detach(), centred=centred)[0]
 
