@@ -337,21 +337,21 @@ class SparsityLoss:
         Raises:
             ValueError: a threshold or weight is NaN or infinite (the training diverged), naming the layer.
         """
+        versions = threshold_versions(self._tensors)
         if (
             self.mode == "projection"
             and not self._structured
             and self._steps % self.correction_interval != 0
-            and self._checked == threshold_versions(self._tensors)
-            and self._projection.is_current(self.target, self.correction)
+            and self._checked == versions
+            and self._projection.is_current(self.target, self.correction, versions)
         ):
             self._steps += 1
             return
-        self._full_step()
+        self._full_step(versions)
 
     @no_grad
-    def _full_step(self) -> None:
+    def _full_step(self, checked: tuple[int, ...]) -> None:
         # Thresholds every step; the weights (a pass over all of them) every correction_interval steps.
-        checked = threshold_versions(self._tensors)
         values = check_finite(self._tensors, weights=self._steps % self.correction_interval == 0)
         clamp_thresholds(self._tensors, values)
         if self.mode != "projection":

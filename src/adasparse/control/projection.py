@@ -304,15 +304,16 @@ class Projection:
             self._filled = threshold_versions(self._tensors)
         return overall
 
-    def is_current(self, target: float, correction: bool) -> bool:
+    def is_current(self, target: float, correction: bool, versions: tuple[int, ...]) -> bool:
         """Whether :meth:`project` with these arguments would write no threshold and warn nothing: the layer-adaptive
         solution for ``target`` and the idle flags stands, on the same distributions, and the thresholds still
-        hold it. Lets a step of a held target skip the projection without entering it."""
+        hold it (``versions``: their :func:`.thresholds.threshold_versions` now). Lets a step of a held target skip
+        the projection without entering it."""
         if self._budget is not None or not correction or self.slope != "lamp":
             return False
         if self._levels is None or self._solved is None or self._solved[0] != (target, tuple(self.idle)):
             return False
-        if self._filled != threshold_versions(self._tensors):
+        if self._filled != versions:
             return False
         return self._warned_unreachable or abs(self._solved[2] - target) <= UNREACHABLE_GAP
 

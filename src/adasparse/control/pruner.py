@@ -277,11 +277,10 @@ class Pruner:
                 f"{self.target} is kept",
             )
         if self.frozen:
-            versions_now = threshold_versions(self._tensors)
-            if versions_now != self._clamped:  # an optimizer's momentum may still move them
+            if threshold_versions(self._tensors) != self._clamped:  # an optimizer's momentum may still move them
                 self.criterion.clamp_thresholds()
                 self._clamped = threshold_versions(self._tensors)
-        elif self._adam_steps or self.steps % self.config.correction_interval == 0:
+        elif self._takes_threshold_steps or self.steps % self.config.correction_interval == 0:
             self._advance()
         else:
             self.criterion.step()  # divergence check, thresholds back into [0, 5], then the projection
@@ -296,14 +295,14 @@ class Pruner:
     @no_grad
     def _advance(self) -> None:
         """The pruning phase's step with the thresholds' own update or the unreached-layer check due."""
-        if self._adam_steps:
+        if self._takes_threshold_steps:
             self._update_thresholds()
         if self.config.mode == "projection" and self.steps % self.config.correction_interval == 0:
             self._release_unreached()
         self.criterion.step()
 
     @property
-    def _adam_steps(self) -> bool:
+    def _takes_threshold_steps(self) -> bool:
         """Whether the pruner moves the thresholds by their own Adam step (not when they follow the level)."""
         return self.config.threshold_update == "adam" and not self.config.allocates_by_level
 
