@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import platform
 from pathlib import Path
 
+import torch
 from adasparse._io import atomic_write_text
+
+BENCHMARKS_PAGE = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+"""The page the timing benchmarks write their tables into."""
+
+
+def machine() -> str:
+    """The processor and torch version, for a table's caption."""
+    return f"{platform.processor() or platform.machine()}, torch {torch.__version__}"
 
 
 def write_section(path: Path, key: str, body: str) -> None:

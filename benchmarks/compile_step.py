@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _docs import write_section  # noqa: E402
+from _docs import BENCHMARKS_PAGE, write_section  # noqa: E402
 from train_step import CASES  # noqa: E402
 
 import adasparse  # noqa: E402
@@ -75,7 +75,7 @@ def main() -> None:
     )
     print(body)
     if not args.no_write:
-        write_section(Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md", "compile", body)
+        write_section(BENCHMARKS_PAGE, "compile", body)
 
 
 if __name__ == "__main__":

@@ -15,25 +15,18 @@ timed: ``end_to_end.py`` times whole processes, whose drift between runs is wide
 from __future__ import annotations
 
 import argparse
-import math
-import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _docs import write_section
+from _docs import BENCHMARKS_PAGE, machine, write_section
 from train_step import _copy_operator
 
 from adasparse import parametrization
-from adasparse.app.data import load_dataset
-from adasparse.app.methods import create_method
-from adasparse.app.models import create_model
-from adasparse.app.train import RECIPES, TrainConfig
+from adasparse.app.bench import Schedule
 from adasparse.core.operator import effective_weight
 
 VARIANTS = {"dense": "dense", "default": "adasparse", "default, copy operator": "adasparse", "GMP": "gmp"}
@@ -42,35 +35,14 @@ VARIANTS = {"dense": "dense", "default": "adasparse", "default, copy operator": 
 
 def measure(dataset: str, model: str) -> dict[str, float]:
     """Whole-schedule step time of every variant in seconds, steps interleaved."""
-    data = load_dataset(dataset, seed=0)
-    recipe = RECIPES[dataset]
-    x = data.train_transform(data.x_train[: recipe.batch_size], None)
-    y = data.y_train[: recipe.batch_size]
-    total_steps = recipe.epochs * math.ceil(len(data.x_train) / recipe.batch_size)
-    setups = {}
-    for label, method_name in VARIANTS.items():
-        torch.manual_seed(0)
-        config = TrainConfig(dataset=dataset, model=model, method=method_name, epochs=recipe.epochs).resolved()
-        net = create_model(model, num_classes=data.num_classes, input_shape=data.input_shape)
-        method = create_method(method_name, net, config, x[:1], total_steps=total_steps)
-        optimizer = torch.optim.SGD(method.param_groups(recipe.lr, 5e-4), lr=recipe.lr, momentum=0.9)
-        setups[label] = (net, method, optimizer)
+    schedule = Schedule(dataset, model, VARIANTS)
     times = dict.fromkeys(VARIANTS, 0.0)
-    for index in range(total_steps):
-        for label, (net, method, optimizer) in setups.items():
+    for index in range(schedule.total_steps):
+        for label in VARIANTS:
             if label.endswith("copy operator"):
                 parametrization.effective_weight = _copy_operator
             try:
-                start = time.perf_counter()
-                loss = F.cross_entropy(net(x), y)
-                extra = method.loss()
-                if extra is not None:
-                    loss = loss + extra
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                method.end_step(index + 1, total_steps)
-                times[label] += time.perf_counter() - start
+                times[label] += schedule.step(label, index)
             finally:
                 parametrization.effective_weight = effective_weight
     return times
@@ -105,16 +77,15 @@ def main() -> None:
             *rows,
         ]
     )
-    machine = f"{platform.processor() or platform.machine()}, torch {torch.__version__}"
     body = (
         f"Mean step time over each variant's whole schedule (the recipe's steps on one batch, steps interleaved in "
-        f"one process, one thread); median over {args.repeats} schedules, range in brackets. Machine: {machine}.\n\n"
+        f"one process, one thread); median over {args.repeats} schedules, range in brackets. Machine: {machine()}.\n\n"
         f"Command: `python benchmarks/schedule_step.py --models {' '.join(args.models)} --repeats {args.repeats}`"
         f"\n\n{table}\n"
     )
     print(body)
     if not args.no_write:
-        write_section(Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md", "schedule-step", body)
+        write_section(BENCHMARKS_PAGE, "schedule-step", body)
 
 
 if __name__ == "__main__":

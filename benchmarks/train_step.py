@@ -14,7 +14,6 @@ MLP between runs on a shared machine).
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import sys
 import time
@@ -27,7 +26,7 @@ import torch.nn.utils.prune as torch_prune
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _docs import write_section
+from _docs import BENCHMARKS_PAGE, machine, write_section
 
 import adasparse
 from adasparse import parametrization
@@ -238,20 +237,19 @@ def main() -> None:
             *rows,
         ]
     )
-    machine = f"{platform.processor() or platform.machine()}, torch {torch.__version__}"
     threads = " ".join(str(t) for t in args.threads)
     shares = ", ".join(f"{case} {max(int(args.steps * STEP_SHARE[case]), 1)}" for case in args.cases)
     body = (
         f"Each cell: the median step time of a variant over the dense one's, steps of all variants interleaved "
         f"(zero_grad, forward, backward, SGD step, and the sparsity loss and its `step()` where the variant has "
         f"one); median over {args.repeats} repeats with fresh models, range in brackets. Steps per repeat: "
-        f"{shares}. Machine: {machine}.\n\n"
+        f"{shares}. Machine: {machine()}.\n\n"
         f"Command: `python benchmarks/train_step.py --steps {args.steps} --repeats {args.repeats} "
         f"--threads {threads}`\n\n{table}\n"
     )
     print(body)
     if not args.no_write:
-        write_section(Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md", "train-step", body)
+        write_section(BENCHMARKS_PAGE, "train-step", body)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +55,7 @@ __all__ = [
     "run_suite",
     "write_results",
     "measure_overhead",
+    "Schedule",
     "ABLATION",
     "BASELINES",
     "DEFAULT",
@@ -236,53 +237,70 @@ def run_suite(
     return records
 
 
-def measure_overhead(
-    dataset: str = "mnist1d", model: str = "cnn1d", steps: int | None = None, methods: Iterable[str] | None = None
-) -> dict[str, float]:
-    """Mean train-step time of each method over dense on one model, one thread.
+class Schedule:
+    """Several methods set up to run a whole training's schedule on one batch, one step at a time: ``steps``
+    optimizer steps, by default the data set's recipe (its epochs of batches), so that each phase (our ramp,
+    measurements and fine-tuning; GMP's pruning events) weighs what it weighs in a training.
 
-    Every method runs a whole training's schedule on one batch: ``steps`` optimizer steps, by default the data set's
-    recipe (its epochs of batches), so that each phase (our ramp, measurements and fine-tuning; GMP's pruning
-    events) weighs what it weighs in a training. The methods' steps are interleaved in one process, so the
-    machine's noise hits them alike; the mean of all steps counts the rare costly ones (a calibration, a pruning
-    event) as a training does."""
-    import torch.nn.functional as F
+    Args:
+        dataset: the data set (its first batch is the one every step trains on).
+        model: the model name.
+        methods: label → ``adasparse train`` method of each variant (a label may differ from its method).
+        steps: the schedule's length (default: the recipe's).
+    """
 
-    from .data import load_dataset
-    from .methods import METHODS, create_method
-    from .models import create_model
-    from .train import RECIPES, TrainConfig
+    def __init__(self, dataset: str, model: str, methods: Mapping[str, str], steps: int | None = None) -> None:
+        from .data import load_dataset
+        from .methods import create_method
+        from .models import create_model
+        from .train import RECIPES, TrainConfig
 
-    data = load_dataset(dataset, seed=0)
-    recipe = RECIPES[dataset]
-    x = data.train_transform(data.x_train[: recipe.batch_size], None)
-    y = data.y_train[: recipe.batch_size]
-    names = list(methods or METHODS)
-    total_steps = steps or recipe.epochs * math.ceil(len(data.x_train) / recipe.batch_size)
-    setups = {}
-    for name in names:
-        torch.manual_seed(0)
-        config = TrainConfig(dataset=dataset, model=model, method=name, epochs=recipe.epochs).resolved()
-        net = create_model(model, num_classes=data.num_classes, input_shape=data.input_shape)
-        method = create_method(name, net, config, x[:1], total_steps=total_steps)
-        optimizer = torch.optim.SGD(method.param_groups(recipe.lr, 5e-4), lr=recipe.lr, momentum=0.9)
-        setups[name] = (net, method, optimizer)
+        data = load_dataset(dataset, seed=0)
+        recipe = RECIPES[dataset]
+        self.x = data.train_transform(data.x_train[: recipe.batch_size], None)
+        self.y = data.y_train[: recipe.batch_size]
+        self.total_steps = steps or recipe.epochs * math.ceil(len(data.x_train) / recipe.batch_size)
+        self._setups: dict[str, tuple[Any, Any, torch.optim.Optimizer]] = {}
+        for label, name in methods.items():
+            torch.manual_seed(0)
+            config = TrainConfig(dataset=dataset, model=model, method=name, epochs=recipe.epochs).resolved()
+            net = create_model(model, num_classes=data.num_classes, input_shape=data.input_shape)
+            method = create_method(name, net, config, self.x[:1], total_steps=self.total_steps)
+            optimizer = torch.optim.SGD(method.param_groups(recipe.lr, 5e-4), lr=recipe.lr, momentum=0.9)
+            self._setups[label] = (net, method, optimizer)
 
-    def step(name: str, index: int) -> float:
-        net, method, optimizer = setups[name]
+    def step(self, label: str, index: int) -> float:
+        """Seconds of step ``index`` (0-based) of one variant: forward, the method's loss, backward, the optimizer
+        and the method's end of step."""
+        import torch.nn.functional as F
+
+        net, method, optimizer = self._setups[label]
         start = time.perf_counter()
-        loss = F.cross_entropy(net(x), y)
+        loss = F.cross_entropy(net(self.x), self.y)
         extra = method.loss()
         if extra is not None:
             loss = loss + extra
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        method.end_step(index + 1, total_steps)
+        method.end_step(index + 1, self.total_steps)
         return time.perf_counter() - start
 
+
+def measure_overhead(
+    dataset: str = "mnist1d", model: str = "cnn1d", steps: int | None = None, methods: Iterable[str] | None = None
+) -> dict[str, float]:
+    """Mean train-step time of each method over dense on one model, one thread.
+
+    Every method runs a whole training's :class:`Schedule` on one batch. The methods' steps are interleaved in one
+    process, so the machine's noise hits them alike; the mean of all steps counts the rare costly ones (a
+    calibration, a pruning event) as a training does."""
+    from .methods import METHODS
+
+    names = list(methods or METHODS)
+    schedule = Schedule(dataset, model, {name: name for name in names}, steps)
     times: dict[str, float] = dict.fromkeys(names, 0.0)
-    for index in range(total_steps):
+    for index in range(schedule.total_steps):
         for name in names:
-            times[name] += step(name, index)
+            times[name] += schedule.step(name, index)
     return {name: elapsed / times["dense"] for name, elapsed in times.items()}
