@@ -6,8 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
-from adasparse.app.bench import SUITES, jobs, measure_overhead, run_suite, write_results
+from adasparse.app.bench import SUITES, Schedule, jobs, measure_overhead, run_suite, write_results
 
 pytest.importorskip("sklearn")
 
@@ -63,6 +64,16 @@ def test_measure_overhead_reports_ratios() -> None:
     ratios = measure_overhead("digits", "mlp", steps=5, methods=["dense", "adasparse", "gmp"])
     assert set(ratios) == {"dense", "adasparse", "gmp"} and ratios["dense"] == 1.0
     assert all(r > 0 for r in ratios.values())
+
+
+def test_a_schedule_keeps_one_model_per_label_even_for_the_same_method() -> None:
+    schedule = Schedule("digits", "mlp", {"default": "adasparse", "copy": "adasparse"}, steps=3)
+    assert schedule.total_steps == 3
+    for index in range(3):
+        assert schedule.step("default", index) > 0.0 and schedule.step("copy", index) > 0.0
+    first, second = (schedule._setups[label][0] for label in ("default", "copy"))
+    assert first is not second
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values()))
 
 
 def _tiny(suite, monkeypatch: pytest.MonkeyPatch):
