@@ -37,6 +37,33 @@ def test_mnist1d_leaves_global_generators_alone() -> None:
     assert (random.random(), np.random.rand()) == expected
 
 
+def test_mnist1d_is_generated_once_per_seed_and_every_load_owns_its_tensors(monkeypatch: pytest.MonkeyPatch) -> None:
+    import mnist1d.data
+
+    from adasparse.app.data import mnist1d as loader
+
+    calls: list[int] = []
+    make_dataset = mnist1d.data.make_dataset
+
+    def counting(args):  # type: ignore[no-untyped-def]
+        calls.append(args.seed)
+        return make_dataset(args)
+
+    monkeypatch.setattr(mnist1d.data, "make_dataset", counting)
+    loader._generated.cache_clear()
+    first = load_dataset("mnist1d", seed=3)
+    second = load_dataset("mnist1d", seed=3)
+    assert calls == [3]
+    assert torch.equal(first.x_train, second.x_train) and torch.equal(first.y_train, second.y_train)
+    first.x_train.zero_()
+    first.y_test.zero_()
+    third = load_dataset("mnist1d", seed=3)
+    assert torch.equal(third.x_train, second.x_train) and not torch.equal(third.x_train, first.x_train)
+    assert torch.equal(third.y_test, second.y_test) and calls == [3]
+    load_dataset("mnist1d", seed=4)
+    assert calls == [3, 4]
+
+
 def test_digits_split_and_standardisation() -> None:
     data = load_dataset("digits", seed=0)
     assert data.x_train.shape == (1438, 1, 8, 8) and data.x_test.shape == (359, 1, 8, 8)
