@@ -296,21 +296,35 @@ def test_held_target_steps_check_thresholds_only_when_something_wrote_them(monke
         return check_finite(tensors, weights)
 
     monkeypatch.setattr(loss_module, "check_finite", counting)
-    _train(model, pruner, optimizer, range(61, 101))
-    # Forty steps of a held target: only the two weight checks (every 20 steps) and the step after each
-    # measurement, whose new solution the projection wrote.
-    assert 2 <= len(checks) <= 6 and checks.count(True) == 2
+    _train(model, pruner, optimizer, range(61, 103))
+    # 42 steps of a held target: the two weight checks (every 20 steps), the step after each measurement (the
+    # projection wrote its new solution then) and the first step (after the measurement at step 60).
+    assert checks == [False, True, False, True, False]
     solution = model[2].weight_threshold.item()
     with torch.no_grad():
         model[2].weight_threshold.fill_(7.5)  # written between steps (a user, a loaded state): checked again
     checks.clear()
-    _train(model, pruner, optimizer, range(101, 102))
+    _train(model, pruner, optimizer, range(103, 104))
     assert checks == [False]
     assert model[2].weight_threshold.item() == solution
 
 
+def test_a_threshold_replaced_while_the_target_is_held_is_projected_again_at_the_next_step() -> None:
+    model, pruner, optimizer = _held_target_pruner(63)  # steps 61 and 62 came after the measurement at 60
+    old = model[2].weight_threshold
+    solution = old.item()
+    replacement = nn.Parameter(torch.tensor(7.5))
+    with torch.no_grad():
+        while replacement._version < old._version:  # the same version count: only the identity tells them apart
+            replacement.add_(0.0)
+    assert replacement._version == old._version
+    model[2].weight_threshold = replacement
+    _train(model, pruner, optimizer, range(63, 64))
+    assert model[2].weight_threshold is replacement and replacement.item() == solution
+
+
 def test_a_threshold_written_while_the_target_is_held_is_checked_at_the_next_step() -> None:
-    model, pruner, _ = _held_target_pruner()
+    model, pruner, _ = _held_target_pruner(63)
     with torch.no_grad():
         model[2].weight_threshold.fill_(float("nan"))
         model[2].weight_orig.add_(1.0)  # an optimizer step happened

@@ -25,7 +25,7 @@ from .penalties import PENALTIES, ConstraintPenalty, Penalty, closed_form_loss
 from .projection import SLOPE_FLOOR as SLOPE_FLOOR  # defined here before: still importable from this module
 from .projection import UNREACHABLE_GAP as UNREACHABLE_GAP
 from .projection import Projection, check_slope_needs_correction
-from .thresholds import check_finite, clamp_thresholds, threshold_versions
+from .thresholds import ThresholdVersions, check_finite, clamp_thresholds, threshold_versions
 
 __all__ = ["MODES", "SparsityLoss", "DEFAULT_DUAL_STEP", "DEFAULT_CORRECTION_INTERVAL"]
 
@@ -147,7 +147,7 @@ class SparsityLoss:
         self._calls = 0
         self._steps = 0
         self._warned_no_step = False
-        self._checked: tuple[int, ...] | None = None
+        self._checked: ThresholdVersions | None = None
         """The thresholds' versions when they last passed the divergence check and the clamp unchanged."""
         check_slope_needs_correction(projection_slope, self.correction, mode)
         self._projection = Projection(self._tensors, self._share_list, self._channels, projection_slope)
@@ -350,7 +350,7 @@ class SparsityLoss:
         self._full_step(versions)
 
     @no_grad
-    def _full_step(self, checked: tuple[int, ...]) -> None:
+    def _full_step(self, checked: ThresholdVersions) -> None:
         # Thresholds every step; the weights (a pass over all of them) every correction_interval steps.
         values = check_finite(self._tensors, weights=self._steps % self.correction_interval == 0)
         clamp_thresholds(self._tensors, values)

@@ -20,7 +20,7 @@ from ..core.distribution import MagnitudeDistribution
 from ..core.operator import EPSILON, MAX_THRESHOLD, analytic_sparsity_value
 from ..core.parametrization import PrunedTensor
 from .layer_adaptive import LevelTable, lamp_levels
-from .thresholds import threshold_versions
+from .thresholds import ThresholdVersions, threshold_versions
 
 __all__ = [
     "MAX_SAMPLE",
@@ -183,7 +183,7 @@ class Projection:
         """The levels' tables, per set of tensors the level moves (idle ones aside)."""
         self._solved: tuple[Any, list[float], float] | None = None
         """The last solution: its (target, idle flags), the thresholds and the overall sparsity they reach."""
-        self._filled: tuple[int, ...] | None = None
+        self._filled: ThresholdVersions | None = None
         """The thresholds' versions right after the last solution was written (nothing to write while equal)."""
         self._warned_unreachable = False
 
@@ -304,7 +304,7 @@ class Projection:
             self._filled = threshold_versions(self._tensors)
         return overall
 
-    def is_current(self, target: float, correction: bool, versions: tuple[int, ...]) -> bool:
+    def is_current(self, target: float, correction: bool, versions: ThresholdVersions) -> bool:
         """Whether :meth:`project` with these arguments would write no threshold and warn nothing: the layer-adaptive
         solution for ``target`` and the idle flags stands, on the same distributions, and the thresholds still
         hold it (``versions``: their :func:`.thresholds.threshold_versions` now). Lets a step of a held target skip

@@ -57,7 +57,7 @@ from .config import BUDGETS, THRESHOLD_UPDATES, PrunerConfig, check_same_setting
 from .loss import SparsityLoss
 from .projection import update_idle
 from .result import PrunerResult, calibrated, measured_result, result_from_dict, result_to_dict
-from .thresholds import adam_step, threshold_versions
+from .thresholds import ThresholdVersions, adam_step, threshold_versions
 
 __all__ = ["BUDGETS", "THRESHOLD_UPDATES", "Pruner", "PrunerConfig", "PrunerResult"]
 
@@ -151,7 +151,7 @@ class Pruner:
         self.freeze_result: PrunerResult | None = None
         self.result: PrunerResult | None = None
         self._warned: set[str] = set()
-        self._clamped: tuple[int, ...] | None = None  # the thresholds' versions after the last clamp (fine-tuning)
+        self._clamped: ThresholdVersions | None = None  # the thresholds' versions after the last clamp (fine-tuning)
 
     # -- schedule ---------------------------------------------------------------------------------------------
     @property

@@ -12,7 +12,15 @@ from ..core.distribution import MagnitudeDistribution
 from ..core.operator import MAX_THRESHOLD
 from ..core.parametrization import PrunedTensor
 
-__all__ = ["ADAM_BETAS", "ADAM_EPS", "adam_step", "check_finite", "clamp_thresholds", "threshold_versions"]
+__all__ = [
+    "ADAM_BETAS",
+    "ADAM_EPS",
+    "adam_step",
+    "check_finite",
+    "clamp_thresholds",
+    "threshold_versions",
+    "ThresholdVersions",
+]
 
 ADAM_BETAS = (0.9, 0.999)
 """The moment decay rates of :func:`adam_step`."""
@@ -21,10 +29,15 @@ ADAM_EPS = 1e-12
 """Added to the root of the second moment in :func:`adam_step`."""
 
 
-def threshold_versions(tensors: list[PrunedTensor]) -> tuple[int, ...]:
-    """The thresholds' version counters: equal tuples mean no threshold was written in place in between (every
-    optimizer, ``fill_``, ``clamp_`` and ``load_state_dict`` writes in place)."""
-    return tuple(pruned.threshold._version for pruned in tensors)
+ThresholdVersions = tuple[tuple[int, int], ...]
+"""Each threshold's identity and version counter (:func:`threshold_versions`)."""
+
+
+def threshold_versions(tensors: list[PrunedTensor]) -> ThresholdVersions:
+    """Each threshold parameter's identity and version counter: equal tuples mean no threshold was written in place
+    (every optimizer, ``fill_``, ``clamp_`` and ``load_state_dict`` writes in place) or replaced by another
+    parameter (``load_state_dict(..., assign=True)``) in between."""
+    return tuple((id(threshold), threshold._version) for threshold in (pruned.threshold for pruned in tensors))
 
 
 @no_grad
