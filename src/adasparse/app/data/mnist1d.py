@@ -52,15 +52,15 @@ def load_mnist1d(seed: int = 0) -> Dataset:
         DataError: the optional ``mnist1d`` package is not installed.
     """
     data = _generated(int(seed))
-    x_train = torch.tensor(np.asarray(data["x"]), dtype=torch.float32).unsqueeze(1)
-    x_test = torch.tensor(np.asarray(data["x_test"]), dtype=torch.float32).unsqueeze(1)
+    x_train = torch.tensor(data["x"], dtype=torch.float32).unsqueeze(1)
+    x_test = torch.tensor(data["x_test"], dtype=torch.float32).unsqueeze(1)
     x_train, x_test, stats = standardise(x_train, x_test)
     return Dataset(
         name="mnist1d",
         x_train=x_train,
-        y_train=torch.tensor(np.asarray(data["y"]), dtype=torch.int64),
+        y_train=torch.tensor(data["y"], dtype=torch.int64),
         x_test=x_test,
-        y_test=torch.tensor(np.asarray(data["y_test"]), dtype=torch.int64),
+        y_test=torch.tensor(data["y_test"], dtype=torch.int64),
         num_classes=10,
         input_shape=(1, 40),
         train_transform=float_transform,
