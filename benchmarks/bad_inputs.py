@@ -198,6 +198,17 @@ def _cases(work: Path) -> list[tuple[str, Callable[[], tuple[str, str]]]]:
             "`sparsify` of a model with no prunable layer",
             lambda: _api(lambda: adasparse.sparsify(nn.Sequential(nn.ReLU()), target=0.5)),
         ),
+        (
+            "`sparsify(..., granularity='channel')` where no channel set reaches `min_params` weights",
+            lambda: _api(
+                lambda: adasparse.sparsify(
+                    nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2)),
+                    target=0.5,
+                    granularity="channel",
+                    example_input=torch.randn(2, 8),
+                )
+            ),
+        ),
         ("`sparsify` twice", lambda: _api(lambda: adasparse.sparsify(sparse, target=0.5))),
         ("`sparsify` with NaN weights", lambda: _api(lambda: adasparse.sparsify(nan_model, target=0.5))),
         (

@@ -148,6 +148,61 @@ def test_channels_mixed_by_layernorm_stay_dense() -> None:
     assert [p.name for p in adasparse.pruned_tensors(model)] == ["fc1.weight"]
 
 
+class SmallStem(nn.Module):
+    """A first convolution of 1 * 16 * 3 = 48 weights read by one of 16 * 32 * 3 = 1536, then a classifier."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv1d(1, 16, 3, padding=1)
+        self.conv = nn.Conv1d(16, 32, 3, padding=1)
+        self.head = nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.conv(torch.relu(self.stem(x)))).mean(dim=-1))
+
+
+def test_a_set_counts_the_weights_its_channels_reach() -> None:
+    model, x = SmallStem(), torch.randn(2, 1, 12)
+    sparsify(model, init_threshold=1.0, min_params=1, granularity="channel", example_input=x)
+    reached = {tuple(s.names): s.weights_reached() for s in _sets(model)}
+    # the stem's rows and the convolution's columns; the convolution's rows and the classifier's columns
+    assert reached == {("stem",): 48 + 1536, ("conv",): 1536 + 320}
+
+
+@pytest.mark.parametrize(
+    ("min_params", "expected"),
+    [(1000, ["stem", "conv"]), (1584, ["stem", "conv"]), (1585, ["conv"]), (1856, ["conv"]), (1857, [])],
+)
+def test_a_set_is_pruned_when_the_weights_it_reaches_are_min_params(min_params: int, expected: list[str]) -> None:
+    """The stem (48 weights) is below every min_params here, yet removing its channels removes 1,584 weights; the
+    convolution's reach 1,856 (its 1,536 and the classifier's 320)."""
+    model, x = SmallStem(), torch.randn(2, 1, 12)
+    if not expected:
+        with pytest.raises(ValueError, match="no channel set reaching min_params=1857"):
+            sparsify(model, init_threshold=1.0, min_params=min_params, granularity="channel", example_input=x)
+        return
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sparsify(model, init_threshold=1.0, min_params=min_params, granularity="channel", example_input=x)
+    assert [s.names for s in _sets(model)] == [[name] for name in expected]  # in model order
+    # the classifier is below min_params: left dense without a word, as element-wise pruning leaves it
+    assert not [w for w in caught if "leaves dense" in str(w.message)]
+
+
+def test_a_small_layer_leading_a_set_is_checked_for_non_finite_weights() -> None:
+    model = SmallStem()
+    with torch.no_grad():
+        model.stem.weight[0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"stem\.weight has non-finite values"):
+        sparsify(model, init_threshold=1.0, granularity="channel", example_input=torch.randn(2, 1, 12))
+
+
+def test_element_granularity_still_leaves_a_small_first_layer_dense() -> None:
+    model = SmallStem()
+    sparsify(model, target=0.5)
+    assert [p.name for p in adasparse.pruned_tensors(model)] == ["conv.weight"]
+
+
 def test_channel_granularity_needs_an_example_input() -> None:
     with pytest.raises(ValueError, match="needs example_input"):
         sparsify(Residual(), init_threshold=1.0, min_params=10, granularity="channel")

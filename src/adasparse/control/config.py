@@ -108,7 +108,11 @@ class PrunerConfig:
         0.6, "without a ramp: thresholds start at the Gaussian threshold of init_fraction * target (the paper: 0.6)"
     )
     budget: str = _option("params", "params: the target counts weights; flops: multiply-accumulates per example")
-    min_params: int = _option(1000, "tensors with fewer elements stay dense (the paper's pthres)")
+    min_params: int = _option(
+        1000,
+        "tensors with fewer elements stay dense (the paper's pthres); a channel set counts the weights its "
+        "channels reach, its readers' columns included",
+    )
     granularity: str = _option(
         "element",
         "what one threshold zeroes at once: element (single weights), channel (output channels and attention "

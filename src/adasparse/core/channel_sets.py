@@ -114,6 +114,18 @@ class ChannelSet:
     def names(self) -> list[str]:
         return [name for name, _, _ in self.members]
 
+    def weights_reached(self) -> int:
+        """How many weights removing all the set's channels would remove: the producers' tensors and, of each
+        consumer, the columns reading the channels (its weight's share of the input features they are).
+        :func:`adasparse.sparsify` compares it with ``min_params``."""
+        total = sum(_raw(module, tensor).numel() for _, module, tensor in self.members)
+        for consumer in self.consumers:
+            weight = _raw(consumer.module, "weight")
+            module = consumer.module
+            features = module.in_features if isinstance(module, nn.Linear) else module.in_channels
+            total += weight.numel() * len(consumer.index) // max(int(features), 1)
+        return int(total)
+
     def _view(self, module: nn.Module, tensor: str) -> tuple[tuple[int, ...], int]:
         """How a member tensor holds the channels: the shape to read it in, and the dimension of the channels."""
         raw = _raw(module, tensor)

@@ -130,7 +130,10 @@ def sparsify(
             ``sqrt(2)·erfinv(0.6·target)`` (trainable) or ``sqrt(2)·erfinv(target)`` (``trainable=False``).
         init_threshold: the initial ``r`` in ``[0, 5]`` for every layer; overrides ``target``.
         trainable: ``False`` freezes every ``r`` (fixed-threshold mode).
-        min_params: tensors with fewer elements stay dense (default 1000, the original ``pthres``).
+        min_params: tensors with fewer elements stay dense (default 1000, the original ``pthres``). With
+            ``granularity="channel"`` it counts what a set's channels reach: a set is pruned when its layers'
+            weights and the columns of the layers reading its channels are at least ``min_params`` (a first
+            convolution of a few hundred weights sets the width its reader takes in).
         include: names, globs, module types or ``fn(module, name)`` predicates adding layers.
         exclude: the same, removing layers.
         task_gradient: let the task loss reach each ``r`` through the weights it prunes (the original method).
@@ -176,8 +179,9 @@ def sparsify(
             f"model is already sparsified ({len(already)} pruned tensors, e.g. {already[0].name!r}); "
             "call adasparse.desparsify(model) first"
         )
+    granularity = parse_granularity(granularity)
     layers = select_layers(model, min_params=min_params, include=include, exclude=exclude)
-    if not layers:
+    if not layers and granularity.kind != "channel":  # a channel set counts the weights it reaches (below)
         raise ValueError(
             f"model has no prunable layer with at least min_params={min_params} weight elements "
             "(known kinds: Linear, Conv*, ConvTranspose*, Bilinear, MultiheadAttention; add others with include=)"
@@ -190,7 +194,6 @@ def sparsify(
             if not bool(torch.isfinite(tensor).all()):
                 where = f"{layer.name}.{tensor_name}" if layer.name else tensor_name
                 raise ValueError(f"{where} has non-finite values (NaN or inf); cannot compute its threshold")
-    granularity = parse_granularity(granularity)
     if heads is not None and granularity.kind != "channel":
         raise ValueError(f"heads= declares attention heads for granularity='channel', got granularity='{granularity}'")
     if granularity.kind == "channel":
@@ -229,9 +232,33 @@ def _attach_channel_sets(
     if _tied_users(model, layers, exclude):
         raise ValueError("granularity='channel' does not prune weights shared between modules (tied weights)")
     candidates = [(_label(layer.name), layer.module, t) for layer in layers for t in layer.tensor_names]
-    allowed = {id(layer.module) for layer in select_layers(model, min_params=0, include=include, exclude=exclude)}
+    every_layer = select_layers(model, min_params=0, include=include, exclude=exclude)
+    allowed = {id(layer.module) for layer in every_layer}
+    selected = {id(layer.module) for layer in layers}
+    # A layer below min_params still leads a set when the set reaches min_params weights (its readers' columns
+    # included, below): its output channels set the width of the next layer. After the selected layers, so that
+    # every set they lead is planned as before.
+    smaller = [
+        (_label(layer.name), layer.module, t)
+        for layer in every_layer
+        for t in layer.tensor_names
+        if id(layer.module) not in selected
+    ]
     declared = declared_head_sets(model, heads, allowed)
-    plan = plan_channel_sets(model, candidates, allowed, example_input, claimed=declared)
+    plan = plan_channel_sets(model, candidates + smaller, allowed, example_input, claimed=declared)
+    order = {id(module): index for index, module in enumerate(model.modules())}
+    planned = [s for s in plan.sets if all(s is not claimed for claimed in declared)]
+    plan.sets = list(declared) + sorted(  # in model order, as if every layer had been selected
+        (s for s in planned if id(s.members[0][1]) in selected or s.weights_reached() >= min_params),
+        key=lambda s: order[id(s.members[0][1])],
+    )
+    selected_names = {name for name, _, _ in candidates}
+    plan.skipped = {name: reason for name, reason in plan.skipped.items() if name in selected_names}
+    for channel_set in plan.sets:
+        for name, module, tensor in channel_set.members:
+            raw = module._parameters[tensor]
+            if id(module) not in selected and not raw.is_meta and not bool(torch.isfinite(raw).all()):
+                raise ValueError(f"{name}.{tensor} has non-finite values (NaN or inf); cannot compute its threshold")
     includes = _as_list(include, "include")
     refused = [
         f"{_label(layer.name)} ({plan.skipped[_label(layer.name)]})"
@@ -240,6 +267,11 @@ def _attach_channel_sets(
     ]
     if refused:
         raise ValueError(f"cannot prune the output channels of {'; '.join(refused)}; remove it from include=")
+    if not plan.sets and not plan.skipped:
+        raise ValueError(
+            f"model has no channel set reaching min_params={min_params} weights (a set counts its layers' weights "
+            "and the columns of the layers reading its channels); lower min_params"
+        )
     if not plan.sets:
         reasons = "; ".join(f"{name}: {reason}" for name, reason in plan.skipped.items())
         raise ValueError(f"no layer's output channels can be removed ({reasons})")
