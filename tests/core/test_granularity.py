@@ -189,6 +189,12 @@ def test_a_set_is_pruned_when_the_weights_it_reaches_are_min_params(min_params: 
     assert not [w for w in caught if "leaves dense" in str(w.message)]
 
 
+def test_exclude_keeps_a_small_first_layer_dense() -> None:
+    model, x = SmallStem(), torch.randn(2, 1, 12)
+    sparsify(model, init_threshold=1.0, exclude="stem", granularity="channel", example_input=x)
+    assert [s.names for s in _sets(model)] == [["conv"]]
+
+
 def test_a_small_layer_leading_a_set_is_checked_for_non_finite_weights() -> None:
     model = SmallStem()
     with torch.no_grad():
