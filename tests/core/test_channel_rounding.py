@@ -85,7 +85,7 @@ def test_the_choice_is_the_closest_rounding(exhaustive: bool, monkeypatch: pytes
     cost = _cost(model)
     kept = _kept(cost)
     sizes = [s.channels for s in cost.channel_sets]
-    target = 0.5
+    target = cost.sparsity([1 - k / s for k, s in zip(kept, sizes)], "flops")  # one the nearest multiples can meet
 
     def gap(counts) -> float:
         return abs(cost.sparsity([1 - c / s for c, s in zip(counts, sizes)], "flops") - target)
@@ -107,6 +107,54 @@ def test_the_choice_is_the_closest_rounding(exhaustive: bool, monkeypatch: pytes
         assert cut(chosen) == min(cut(counts) for counts in every if gap(counts) <= close + 1e-12)
     else:  # the local search: never farther than rounding to the nearest multiples, close to the best
         assert gap(chosen) <= max(gap(nearest), close) + 1e-12 and gap(chosen) <= close + 0.01
+
+
+@pytest.mark.parametrize("exhaustive", [True, False])
+def test_a_coarse_model_moves_one_multiple_further_to_meet_its_budget(
+    exhaustive: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """cnn2d's sets have 32, 64 and 128 channels; learned counts 24, 44, 61 keep half its FLOPs. The nearest multiples
+    of 8 (24, 40|48, 56|64) keep at best 0.542 of them; one multiple further on any set comes closer."""
+    model, _ = by_channels("cnn2d", (1, 8, 8), 2)
+    cost = _cost(model)
+    sizes = [s.channels for s in cost.channel_sets]
+    kept, target = [24, 44, 61], 0.5
+
+    def gap(counts) -> float:
+        return abs(cost.sparsity([1 - c / s for c, s in zip(counts, sizes)], "flops") - target)
+
+    assert sizes == [32, 64, 128] and gap(kept) < 0.001
+    nearest = min(itertools.product([24], [40, 48], [56, 64]), key=gap)
+    assert gap(nearest) > 0.04
+    wider = list(itertools.product([16, 24, 32], [32, 40, 48, 56], [48, 56, 64, 72]))
+    if not exhaustive:
+        monkeypatch.setattr(channel_rounding, "EXHAUSTIVE_CHOICES", 0)
+    chosen = rounded_kept_counts(cost, kept, 8, target, "flops")
+    assert all(count % 8 == 0 for count in chosen)
+    if exhaustive:  # the closest of every choice one multiple further: [32, 32, 72], 0.015 from the target
+        assert gap(chosen) == min(gap(counts) for counts in wider) and gap(chosen) < gap(nearest) / 2
+    else:  # the local search from the nearest multiples' choice: closer than it
+        assert gap(chosen) < gap(nearest)
+
+
+def test_a_budget_the_nearest_multiples_meet_is_not_widened(monkeypatch: pytest.MonkeyPatch) -> None:
+    model, _ = by_channels("cnn2d", (1, 8, 8), 2)
+    cost = _cost(model)
+    sizes = [s.channels for s in cost.channel_sets]
+    target = cost.sparsity([1 - c / s for c, s in zip([24, 48, 56], sizes)], "flops")
+    monkeypatch.setattr(channel_rounding, "_widened", lambda *args: pytest.fail("widened a budget already met"))
+    chosen = rounded_kept_counts(cost, [24, 44, 61], 8, target, "flops")
+    assert chosen[0] == 24 and chosen[1] in (40, 48) and chosen[2] in (56, 64)
+
+
+def test_a_miss_under_half_the_finest_step_is_not_widened() -> None:
+    """cnn1d (three sets of 64): learned 34, 51, 51 keep half its FLOPs; the nearest multiples' best, 40 48 48, keeps
+    0.508, less than half of the finest one-multiple step (0.03) away: moving further would only trade coarse sets
+    (one multiple further reaches 0.500 with 24 64 48, taking 10 of the first set's 34 learned channels)."""
+    model, _ = by_channels("cnn1d", (1, 40), 2)
+    cost = _cost(model)
+    assert [s.channels for s in cost.channel_sets] == [64, 64, 64]
+    assert rounded_kept_counts(cost, [34, 51, 51], 8, 0.5, "flops") == [40, 48, 48]
 
 
 def test_heads_are_left_as_they_are() -> None:
