@@ -8,7 +8,7 @@ multiply-accumulates promise.
 
 :func:`rounded_kept_counts` chooses, for every channel set, to round its kept count down or up to a multiple so that
 the cost removed stays closest to the target (a small subset-sum: every choice is tried for a dozen sets, a local
-search beyond; one multiple further when the nearest ones cannot come within 0.5% of it);
+search beyond; one multiple further when the nearest ones miss it by more than 0.5% and half the finest step);
 :func:`round_kept_channels` moves a sparsified model's thresholds to those counts (before the zeros are fixed). Sets
 of attention heads are left as they are: a head is already a block.
 """
@@ -39,7 +39,8 @@ EXHAUSTIVE_SETS = 12
 
 EXHAUSTIVE_CHOICES = 4096
 """When the choice is widened to one more multiple per set (the nearest ones missing the target by more than
-:data:`ROUNDING_TOLERANCE`), every combination is tried up to this many; beyond, a local search."""
+:data:`ROUNDING_TOLERANCE` and half the finest step), every combination is tried up to this many; beyond, a local
+search."""
 
 
 def rounded_kept_counts(
@@ -134,10 +135,11 @@ def _widened(
     gap_of: Callable[[Sequence[int]], float],
     start: list[int],
 ) -> list[int]:
-    """When the neighbouring multiples cannot meet the target within :data:`ROUNDING_TOLERANCE`: every set of
-    channels that keeps some may also move one multiple further (sets already on a multiple included), so that a
-    coarse set's step is balanced by the others'. Scored as in :func:`rounded_kept_counts`; exhaustive up to
-    :data:`EXHAUSTIVE_CHOICES` combinations, else a local search from ``start`` (the nearest multiples' choice)."""
+    """When the neighbouring multiples miss the target by more than :data:`ROUNDING_TOLERANCE` and half the finest
+    step (:func:`_finest_step`): every set of channels that keeps some may also move one multiple further (sets
+    already on a multiple included), so that a coarse set's step is balanced by the others'. Scored as in
+    :func:`rounded_kept_counts`; exhaustive up to :data:`EXHAUSTIVE_CHOICES` combinations, else a local search from
+    ``start`` (the nearest multiples' choice)."""
     options: dict[int, list[int]] = {}
     for index, (channel_set, count, size) in enumerate(zip(sets, counts, sizes)):
         if channel_set.kind == "channel" and size > multiple and count > 0:
