@@ -29,3 +29,10 @@ def write_section(path: Path, key: str, body: str) -> None:
     else:
         text = text.rstrip() + ("\n\n" if text else "") + block + "\n"
     atomic_write_text(path, text)
+
+
+def publish(key: str, body: str, write: bool = True) -> None:
+    """Print a timing table's section and, when ``write``, put it into :data:`BENCHMARKS_PAGE` under ``key``."""
+    print(body)
+    if write:
+        write_section(BENCHMARKS_PAGE, key, body)

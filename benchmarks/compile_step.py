@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _docs import BENCHMARKS_PAGE, write_section  # noqa: E402
+from _docs import publish  # noqa: E402
 from train_step import CASES  # noqa: E402
 
 import adasparse  # noqa: E402
@@ -73,9 +73,7 @@ def main() -> None:
         + "\n".join(rows)
         + "\n"
     )
-    print(body)
-    if not args.no_write:
-        write_section(BENCHMARKS_PAGE, "compile", body)
+    publish("compile", body, write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _docs import BENCHMARKS_PAGE, machine, write_section
+from _docs import machine, publish
 from train_step import _copy_operator
 
 from adasparse import parametrization
@@ -83,9 +83,7 @@ def main() -> None:
         f"Command: `python benchmarks/schedule_step.py --models {' '.join(args.models)} --repeats {args.repeats}`"
         f"\n\n{table}\n"
     )
-    print(body)
-    if not args.no_write:
-        write_section(BENCHMARKS_PAGE, "schedule-step", body)
+    publish("schedule-step", body, write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ import torch.nn.utils.prune as torch_prune
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _docs import BENCHMARKS_PAGE, machine, write_section
+from _docs import machine, publish
 
 import adasparse
 from adasparse import parametrization
@@ -247,9 +247,7 @@ def main() -> None:
         f"Command: `python benchmarks/train_step.py --steps {args.steps} --repeats {args.repeats} "
         f"--threads {threads}`\n\n{table}\n"
     )
-    print(body)
-    if not args.no_write:
-        write_section(BENCHMARKS_PAGE, "train-step", body)
+    publish("train-step", body, write=not args.no_write)
 
 
 if __name__ == "__main__":
