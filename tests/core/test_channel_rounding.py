@@ -142,7 +142,9 @@ def test_a_budget_the_nearest_multiples_meet_is_not_widened(monkeypatch: pytest.
     cost = _cost(model)
     sizes = [s.channels for s in cost.channel_sets]
     target = cost.sparsity([1 - c / s for c, s in zip([24, 48, 56], sizes)], "flops")
-    monkeypatch.setattr(channel_rounding, "_widened", lambda *args: pytest.fail("widened a budget already met"))
+    monkeypatch.setattr(
+        channel_rounding, "_one_multiple_further", lambda *args: pytest.fail("widened a budget already met")
+    )
     chosen = rounded_kept_counts(cost, [24, 44, 61], 8, target, "flops")
     assert chosen[0] == 24 and chosen[1] in (40, 48) and chosen[2] in (56, 64)
 

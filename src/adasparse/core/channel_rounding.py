@@ -16,6 +16,7 @@ of attention heads are left as they are: a head is already a block.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -69,13 +70,12 @@ def rounded_kept_counts(
     if multiple == 1:
         return counts
     sizes = [s.channels for s in sets]
-    options: dict[int, tuple[int, int]] = {}
+    nearest: dict[int, list[int]] = {}
     for index, (channel_set, count, size) in enumerate(zip(sets, counts, sizes)):
         if channel_set.kind == "channel" and size > multiple and count % multiple != 0:
-            options[index] = (max(count // multiple * multiple, multiple), min(-(-count // multiple) * multiple, size))
-    if not options:
+            nearest[index] = [max(count // multiple * multiple, multiple), min(-(-count // multiple) * multiple, size)]
+    if not nearest:
         return counts
-    rounded = list(options)
 
     def removed_of(candidate: Sequence[int]) -> float:
         return cost.sparsity([1.0 - c / s for c, s in zip(candidate, sizes)], budget)
@@ -83,26 +83,50 @@ def rounded_kept_counts(
     def gap_of(candidate: Sequence[int]) -> float:
         return abs(removed_of(candidate) - target)
 
-    def score(choice: Sequence[int]) -> tuple[float, float, float]:
-        candidate = list(counts)
-        for index, up in zip(rounded, choice):
-            candidate[index] = options[index][up]
-        gap = gap_of(candidate)
-        cut = max((counts[i] - candidate[i]) / max(counts[i], 1) for i in rounded)
-        moved = sum(abs(candidate[index] - counts[index]) / sizes[index] for index in rounded)
-        return round(max(gap, ROUNDING_TOLERANCE), 12), round(cut, 12), moved
-
-    if len(rounded) <= EXHAUSTIVE_SETS:
-        best = min(itertools.product((0, 1), repeat=len(rounded)), key=score)
-    else:
-        best = _local_search([int(counts[i] - options[i][0] >= options[i][1] - counts[i]) for i in rounded], score)
-    result = list(counts)
-    for index, up in zip(rounded, best):
-        result[index] = options[index][up]
-    if gap_of(result) <= max(ROUNDING_TOLERANCE, 0.5 * _finest_step(rounded, result, sizes, multiple, removed_of)):
+    closest = [int(counts[i] - low >= high - counts[i]) for i, (low, high) in nearest.items()]  # nearest multiple
+    result = _closest_choice(counts, sizes, nearest, gap_of, closest, len(nearest) <= EXHAUSTIVE_SETS)
+    if gap_of(result) <= max(
+        ROUNDING_TOLERANCE, 0.5 * _finest_step(list(nearest), result, sizes, multiple, removed_of)
+    ):
         return result
-    widened = _widened(sets, counts, sizes, multiple, gap_of, result)
+    further = _one_multiple_further(sets, counts, sizes, multiple)
+    start = [options.index(result[i]) if result[i] in options else 0 for i, options in further.items()]
+    widened = _closest_choice(
+        counts, sizes, further, gap_of, start, math.prod(map(len, further.values())) <= EXHAUSTIVE_CHOICES
+    )
     return widened if gap_of(widened) < gap_of(result) else result
+
+
+def _closest_choice(
+    counts: Sequence[int],
+    sizes: Sequence[int],
+    options: dict[int, list[int]],
+    gap_of: Callable[[Sequence[int]], float],
+    start: list[int],
+    exhaustive: bool,
+) -> list[int]:
+    """The counts with each set in ``options`` (index -> the counts it may take) at one of its options, chosen as
+    :func:`rounded_kept_counts` says: closest to the target (within :data:`ROUNDING_TOLERANCE` equally close), then
+    the smallest share of any set's kept channels taken away, then the least moved. Every combination when
+    ``exhaustive``, else a local search from ``start`` (a position in each set's options)."""
+    moving = list(options)
+
+    def counts_of(choice: Sequence[int]) -> list[int]:
+        candidate = list(counts)
+        for index, position in zip(moving, choice):
+            candidate[index] = options[index][position]
+        return candidate
+
+    def score(choice: Sequence[int]) -> tuple[float, float, float]:
+        candidate = counts_of(choice)
+        cut = max((counts[i] - candidate[i]) / max(counts[i], 1) for i in moving)
+        moved = sum(abs(candidate[i] - counts[i]) / sizes[i] for i in moving)
+        return round(max(gap_of(candidate), ROUNDING_TOLERANCE), 12), round(cut, 12), moved
+
+    lengths = [len(options[index]) for index in moving]
+    if exhaustive:
+        return counts_of(min(itertools.product(*map(range, lengths)), key=score))
+    return counts_of(_local_search(start, lengths, score))
 
 
 def _finest_step(
@@ -127,87 +151,46 @@ def _finest_step(
     return min(positive) if positive else 0.0
 
 
-def _widened(
-    sets: Sequence[ChannelSet],
-    counts: list[int],
-    sizes: list[int],
-    multiple: int,
-    gap_of: Callable[[Sequence[int]], float],
-    start: list[int],
-) -> list[int]:
-    """When the neighbouring multiples miss the target by more than :data:`ROUNDING_TOLERANCE` and half the finest
-    step (:func:`_finest_step`): every set of channels that keeps some may also move one multiple further (sets
-    already on a multiple included), so that a coarse set's step is balanced by the others'. Scored as in
-    :func:`rounded_kept_counts`; exhaustive up to :data:`EXHAUSTIVE_CHOICES` combinations, else a local search from
-    ``start`` (the nearest multiples' choice)."""
+def _one_multiple_further(
+    sets: Sequence[ChannelSet], counts: Sequence[int], sizes: Sequence[int], multiple: int
+) -> dict[int, list[int]]:
+    """Each set's counts one multiple beyond the nearest ones, for when those miss the target by more than
+    :data:`ROUNDING_TOLERANCE` and half the finest step (:func:`_finest_step`): every set of channels that keeps
+    some, sets already on a multiple included, so that a coarse set's step can be balanced by the others'."""
     options: dict[int, list[int]] = {}
     for index, (channel_set, count, size) in enumerate(zip(sets, counts, sizes)):
         if channel_set.kind == "channel" and size > multiple and count > 0:
             low = max(count // multiple * multiple - multiple, multiple)
             high = min(-(-count // multiple) * multiple + multiple, size)
-            values = set(range(low, high + 1, multiple)) | ({size} if high == size else set())
-            options[index] = sorted(values)
-    moving = list(options)
+            options[index] = sorted(set(range(low, high + 1, multiple)) | ({size} if high == size else set()))
+    return options
 
-    def counts_of(choice: Sequence[int]) -> list[int]:
-        candidate = list(counts)
-        for index, position in zip(moving, choice):
-            candidate[index] = options[index][position]
-        return candidate
 
-    def score(choice: Sequence[int]) -> tuple[float, float, float]:
-        candidate = counts_of(choice)
-        cut = max((counts[i] - candidate[i]) / max(counts[i], 1) for i in moving)
-        moved = sum(abs(candidate[i] - counts[i]) / sizes[i] for i in moving)
-        return round(max(gap_of(candidate), ROUNDING_TOLERANCE), 12), round(cut, 12), moved
-
-    combinations = 1
-    for index in moving:
-        combinations *= len(options[index])
-    if combinations <= EXHAUSTIVE_CHOICES:
-        best = min(itertools.product(*(range(len(options[i])) for i in moving)), key=score)
-        return counts_of(best)
-    choice = [options[i].index(start[i]) if start[i] in options[i] else 0 for i in moving]
+def _local_search(
+    choice: list[int], lengths: Sequence[int], score: Callable[[Sequence[int]], tuple[float, ...]]
+) -> list[int]:
+    """From ``choice`` (a position among ``lengths[k]`` options per set), the best change of one set to any other
+    option, or of two sets by one position each, while one improves ``score``."""
     current = score(choice)
     while True:
-        candidates = [
+        moves = [
             [*choice[:k], position, *choice[k + 1 :]]
-            for k, index in enumerate(moving)
-            for position in range(len(options[index]))
+            for k, length in enumerate(lengths)
+            for position in range(length)
             if position != choice[k]
         ]
-        for a, b in itertools.combinations(range(len(moving)), 2):
+        for a, b in itertools.combinations(range(len(choice)), 2):
             for step_a, step_b in itertools.product((1, -1), repeat=2):
                 pair = list(choice)
                 pair[a] += step_a
                 pair[b] += step_b
-                if 0 <= pair[a] < len(options[moving[a]]) and 0 <= pair[b] < len(options[moving[b]]):
-                    candidates.append(pair)
-        best_candidate = min(candidates, key=score, default=None)
-        if best_candidate is None or score(best_candidate) >= current:
-            return counts_of(choice)
-        choice, current = best_candidate, score(best_candidate)
-
-
-def _local_search(choice: list[int], score: Callable[[Sequence[int]], tuple[float, ...]]) -> list[int]:
-    """From ``choice`` (0: round down, 1: up, per set), the best single or paired change while one improves
-    ``score``."""
-    current = score(choice)
-    while True:
-        moves = [(i,) for i in range(len(choice))] + list(itertools.combinations(range(len(choice)), 2))
-        best_move, best_score = None, current
-        for move in moves:
-            candidate = list(choice)
-            for index in move:
-                candidate[index] = 1 - candidate[index]
-            candidate_score = score(candidate)
-            if candidate_score < best_score:
-                best_move, best_score = move, candidate_score
-        if best_move is None:
+                if 0 <= pair[a] < lengths[a] and 0 <= pair[b] < lengths[b]:
+                    moves.append(pair)
+        best = min(moves, key=score, default=None)
+        best_score = None if best is None else score(best)
+        if best_score is None or best_score >= current:
             return choice
-        for index in best_move:
-            choice[index] = 1 - choice[index]
-        current = best_score
+        choice, current = best, best_score
 
 
 @torch.no_grad()
