@@ -189,11 +189,8 @@ def sparsify(
     for layer in layers:
         for tensor_name in layer.tensor_names:
             tensor = layer.module._parameters[tensor_name]
-            if tensor.is_meta:
-                continue  # no values yet: reset_thresholds checks them once they are loaded
-            if not bool(torch.isfinite(tensor).all()):
-                where = f"{layer.name}.{tensor_name}" if layer.name else tensor_name
-                raise ValueError(f"{where} has non-finite values (NaN or inf); cannot compute its threshold")
+            if not tensor.is_meta:  # no values yet: reset_thresholds checks them once they are loaded
+                _check_finite(f"{layer.name}.{tensor_name}" if layer.name else tensor_name, tensor)
     if heads is not None and granularity.kind != "channel":
         raise ValueError(f"heads= declares attention heads for granularity='channel', got granularity='{granularity}'")
     if granularity.kind == "channel":
@@ -214,6 +211,12 @@ def sparsify(
     for module, owners in users:
         attach_tied(module, owners)
     return model
+
+
+def _check_finite(where: str, tensor: torch.Tensor) -> None:
+    """``ValueError`` naming ``where`` when ``tensor`` holds NaN or inf: no threshold can be computed from it."""
+    if not bool(torch.isfinite(tensor).all()):
+        raise ValueError(f"{where} has non-finite values (NaN or inf); cannot compute its threshold")
 
 
 def _attach_channel_sets(
@@ -257,8 +260,8 @@ def _attach_channel_sets(
     for channel_set in plan.sets:
         for name, module, tensor in channel_set.members:
             raw = module._parameters[tensor]
-            if id(module) not in selected and not raw.is_meta and not bool(torch.isfinite(raw).all()):
-                raise ValueError(f"{name}.{tensor} has non-finite values (NaN or inf); cannot compute its threshold")
+            if id(module) not in selected and not raw.is_meta:  # the selected layers were checked by sparsify
+                _check_finite(f"{name}.{tensor}", raw)
     includes = _as_list(include, "include")
     refused = [
         f"{_label(layer.name)} ({plan.skipped[_label(layer.name)]})"
@@ -372,8 +375,7 @@ def reset_thresholds(
             raise ValueError(
                 f"{item.name} is on the meta device: call model.to_empty(device=...) and load the weights first"
             )
-        if not bool(torch.isfinite(item.raw).all()):
-            raise ValueError(f"{item.name} has non-finite values (NaN or inf); cannot compute its threshold")
+        _check_finite(item.name, item.raw)
     values = [_initial_threshold(target, init_threshold, item.threshold.requires_grad) for item in pruned]
     with torch.no_grad():
         for item, value in zip(pruned, values):
