@@ -1,0 +1,219 @@
+"""How fast can any channel allocation at a FLOPs budget be? Random allocations timed beside the dense model.
+
+The structured page's goal asks a model shrunk to half its FLOPs to run in 0.6 of the dense time at a throughput
+batch. Whether any allocation of the channels gets there is a property of the graph and the CPU kernels, not of the
+pruning method: this script draws random allocations at the budget and times them.
+
+For each model: its channel sets as ``sparsify(granularity="channel", budget="flops")`` plans them; ``--samples``
+random allocations (each set keeps a uniformly drawn share of its channels, all shares scaled together until the
+FLOPs removed are the budget, each count rounded, optionally to a multiple; kept only when the rounded allocation is
+within ``--tolerance`` of the budget); each allocation built as a shrunk copy of the model (the first channels of
+each set kept: the time does not depend on the weights) and screened in groups against the dense model; the fastest
+``--best`` timed again with the structured page's protocol (dense, candidate and the one-channel floor alternately,
+``adasparse.app.latency.latency_medians``). With ``--runs``, the seed-0 runs of ours (``structured`` and
+``structured-multiple`` suites) are timed the same way beside them. One thread; pin the process to one core
+(``taskset -c 1``) on a shared machine.
+
+    taskset -c 1 python benchmarks/allocation_latency.py --runs runs/bench/runs          # writes docs/structured.md
+    python benchmarks/allocation_latency.py --models digits:cnn2d --samples 12 --no-write
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import sys
+import warnings
+from pathlib import Path
+
+import numpy
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _docs import machine, write_section  # noqa: E402
+
+from adasparse import shrink  # noqa: E402
+from adasparse.app.data import load_dataset  # noqa: E402
+from adasparse.app.latency import latency_medians, one_channel_model  # noqa: E402
+from adasparse.app.models import create_model  # noqa: E402
+from adasparse.app.runs import load_run_weights  # noqa: E402
+from adasparse.core.channel_sets import ChannelSet  # noqa: E402
+from adasparse.core.flops import layer_macs  # noqa: E402
+from adasparse.core.parametrization import pruned_tensors  # noqa: E402
+from adasparse.core.sparsify import sparsify  # noqa: E402
+
+MODELS = ("mnist1d:transformer", "mnist1d:resnet1d", "mnist1d:cnn1d", "digits:resnet2d", "digits:cnn2d")
+"""The structured suite's models (its zoo and the plain 2-D CNN)."""
+
+OURS = {
+    "ours": ("pretrained---adasparse-channels", "structured"),
+    "ours x8": ("pretrained---adasparse-channels--multiple-of-8", "structured-multiple"),
+}
+"""Run directories of ours under ``--runs/<dataset>-<model>/`` (the structured suites' slugs)."""
+
+
+class Allocations:
+    """A model's channel sets and the shrunk copy of any allocation of their channels."""
+
+    def __init__(self, model: torch.nn.Module, example: torch.Tensor) -> None:
+        self.example = example
+        self.planned = copy.deepcopy(model)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the layers left dense are not what is measured here
+            sparsify(
+                self.planned,
+                init_threshold=0.0,
+                trainable=False,
+                granularity="channel",
+                example_input=example,
+            )
+        sets = {id(p.layout): p.layout for p in pruned_tensors(self.planned) if isinstance(p.layout, ChannelSet)}
+        self.cost = next(iter(sets.values())).cost
+        self.sizes = [channel_set.channels for channel_set in self.cost.channel_sets]
+
+    def flops_removed(self, counts: list[int]) -> float:
+        return self.cost.sparsity([1.0 - k / size for k, size in zip(counts, self.sizes)], "flops")
+
+    def build(self, counts: list[int]) -> torch.nn.Module:
+        """The shrunk copy in which set ``k`` keeps its first ``counts[k]`` channels."""
+        planned = copy.deepcopy(self.planned)
+        cost = next(p.layout.cost for p in pruned_tensors(planned) if isinstance(p.layout, ChannelSet))
+        for channel_set, count in zip(cost.channel_sets, counts):
+            keep = torch.zeros(channel_set.channels, dtype=torch.bool)
+            keep[:count] = True
+            channel_set.fix(keep)
+        return shrink(planned, self.example).eval()
+
+
+def _rounded(value: float, size: int, multiple: int) -> int:
+    if multiple <= 1 or size <= multiple:
+        return min(max(round(value), 1), size)
+    return min(max(multiple * round(value / multiple), multiple), size)
+
+
+def sample(allocations: Allocations, budget: float, count: int, multiple: int, tolerance: float, seed: int):
+    """Up to ``count`` distinct random allocations (kept channels per set) within ``tolerance`` of ``budget``."""
+    rng = numpy.random.default_rng(seed)
+    sizes = numpy.array(allocations.sizes, dtype=float)
+    found: dict[tuple[int, ...], float] = {}
+    for _ in range(400 * count):
+        if len(found) >= count:
+            break
+        shares = rng.uniform(0.05, 1.0, size=len(sizes))
+        low, high = 0.0, 1.0 / shares.min()
+        for _ in range(40):  # the scale at which the unrounded allocation removes the budget
+            middle = 0.5 * (low + high)
+            kept = numpy.clip(middle * shares, 1.0 / sizes, 1.0)
+            removed = allocations.cost.sparsity(list(1.0 - kept), "flops")
+            low, high = (middle, high) if removed > budget else (low, middle)
+        counts = tuple(_rounded(k * s, int(s), multiple) for k, s in zip(numpy.clip(low * shares, 0, 1), sizes))
+        removed = allocations.flops_removed(list(counts))
+        if abs(removed - budget) <= tolerance:
+            found[counts] = removed
+    return found
+
+
+def _ours(runs: Path | None, dataset: str, model: str, budget: float, example: torch.Tensor):
+    """Each of ours' seed-0 shrunk model at ``budget`` that ``runs`` holds."""
+    if runs is None:
+        return {}
+    found = {}
+    for label, (slug, _) in OURS.items():
+        run = runs / f"{dataset}-{model}" / slug / f"t{budget:g}" / "s0"
+        if (run / "summary.json").exists():
+            found[label] = shrink(load_run_weights(run).build_model(), example).eval()
+    return found
+
+
+def measure(spec: str, args: argparse.Namespace) -> str:
+    dataset, name = spec.split(":")
+    data = load_dataset(dataset)
+    examples = data.x_test[:8]
+    example = data.test_transform(examples, None) if data.test_transform else examples.float()
+    torch.manual_seed(0)
+    dense = create_model(name, num_classes=data.num_classes, input_shape=tuple(example.shape[1:])).eval()
+    allocations = Allocations(dense, example)
+    found = sample(allocations, args.budget, args.samples, args.multiple, args.tolerance, args.seed)
+    candidates = list(found)
+    screened: list[tuple[float, tuple[int, ...]]] = []
+    group = args.group
+    for start in range(0, len(candidates), group):
+        batch_counts = candidates[start : start + group]
+        models = [dense] + [allocations.build(list(c)) for c in batch_counts]
+        times = latency_medians(models, example[:1], args.batch, rounds=args.screen_rounds)
+        screened += [(t / times[0], c) for t, c in zip(times[1:], batch_counts)]
+    screened.sort()
+    floor = one_channel_model(dense, example)
+    timed = [(f"random, best {rank + 1}", counts) for rank, (_, counts) in enumerate(screened[: args.best])]
+    rows = []
+    for label, counts in timed:
+        times = latency_medians(
+            [dense, allocations.build(list(counts)), floor], example[:1], args.batch, rounds=args.rounds
+        )
+        rows.append((label, times[1] / times[0], times[2] / times[0], found[counts], " ".join(map(str, counts))))
+    for label, shrunk in _ours(args.runs, dataset, name, args.budget, example).items():
+        times = latency_medians([dense, shrunk, floor], example[:1], args.batch, rounds=args.rounds)
+        macs = sum(layer_macs(shrunk, example, min_params=0).values()) / sum(
+            layer_macs(dense, example, min_params=0).values()
+        )
+        rows.append((label, times[1] / times[0], times[2] / times[0], 1.0 - macs, "(its run)"))
+    median = statistics.median(ratio for ratio, _ in screened) if screened else float("nan")
+    lines = [
+        f"| {dataset}/{name} | {label} | {removed:.3f} | {ratio:.2f}x | {floor_ratio:.2f}x | {counts} |"
+        for label, ratio, floor_ratio, removed, counts in rows
+    ]
+    lines.append(
+        f"| {dataset}/{name} | random, median of {len(screened)} (screening) | {args.budget:g} ± {args.tolerance:g} "
+        f"| {median:.2f}x | | sets of {' '.join(map(str, allocations.sizes))} |"
+    )
+    return "\n".join(lines)
+
+
+def _shown(argv: list[str]) -> str:
+    """The command's arguments as the page shows them: a run directory as ``RUNS``, ``--no-write`` left out."""
+    shown, hide = [], False
+    for argument in argv:
+        shown.append("RUNS" if hide else argument)
+        hide = argument == "--runs"
+    return " ".join(argument for argument in shown if argument != "--no-write")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=list(MODELS), metavar="DATASET:MODEL")
+    parser.add_argument("--budget", type=float, default=0.5, help="FLOPs removed (default 0.5)")
+    parser.add_argument("--tolerance", type=float, default=0.005, help="largest |FLOPs removed - budget|")
+    parser.add_argument("--multiple", type=int, default=1, help="round every kept count to this multiple")
+    parser.add_argument("--samples", type=int, default=48, help="random allocations per model (default 48)")
+    parser.add_argument("--group", type=int, default=6, help="allocations screened per timing group")
+    parser.add_argument("--screen-rounds", type=int, default=20, help="rounds per screening group")
+    parser.add_argument("--best", type=int, default=4, help="fastest screened allocations timed again")
+    parser.add_argument("--rounds", type=int, default=80, help="rounds of the final three-model timing")
+    parser.add_argument("--batch", type=int, default=256, help="the throughput batch (default 256)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--runs", type=Path, default=None, help="run directories of the structured suites")
+    parser.add_argument("--no-write", action="store_true", help="print only; do not update docs/structured.md")
+    args = parser.parse_args()
+    rounding = f", counts rounded to multiples of {args.multiple}" if args.multiple > 1 else ""
+    header = [
+        f"Batch {args.batch}, one thread, FLOPs removed {args.budget:g} ± {args.tolerance:g}{rounding}; "
+        f"{args.samples} random allocations per model screened ({args.screen_rounds} rounds in groups of "
+        f"{args.group} beside the dense model), the {args.best} fastest timed again with dense and the floor "
+        f"({args.rounds} rounds). Machine: {machine()}.",
+        "",
+        f"Command: `python benchmarks/allocation_latency.py {_shown(sys.argv[1:])}`",
+        "",
+        "| model | allocation | FLOPs removed | shrunk / dense | floor / dense | kept channels per set |",
+        "|---|---|---|---|---|---|",
+    ]
+    body = "\n".join(header + [measure(spec, args) for spec in args.models])
+    print(body)
+    if not args.no_write:
+        key = "allocation-latency" if args.multiple <= 1 else f"allocation-latency-x{args.multiple}"
+        write_section(Path(__file__).resolve().parent.parent / "docs" / "structured.md", key, body)
+
+
+if __name__ == "__main__":
+    main()

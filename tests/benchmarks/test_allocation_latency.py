@@ -1,0 +1,69 @@
+"""benchmarks/allocation_latency.py: its random allocations are at the budget, rounded as asked, and the shrunk
+model it builds for one costs what the cost model says."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from adasparse.core.flops import layer_macs
+
+_SCRIPT = Path(__file__).parents[2] / "benchmarks" / "allocation_latency.py"
+
+
+@pytest.fixture(scope="module")
+def script():
+    spec = importlib.util.spec_from_file_location("allocation_latency", _SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(_SCRIPT.parent))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(_SCRIPT.parent))
+    return module
+
+
+def _model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(32, 48, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(48 * 4, 10),
+    ).eval()
+
+
+def _macs(model: nn.Module, example: torch.Tensor) -> float:
+    return float(sum(layer_macs(model, example, min_params=0).values()))
+
+
+@pytest.mark.parametrize("multiple", [1, 8])
+def test_allocations_are_at_the_budget_and_their_models_cost_what_the_cost_model_says(script, multiple: int) -> None:
+    model, example = _model(), torch.randn(4, 1, 8, 8)
+    allocations = script.Allocations(model, example)
+    assert allocations.sizes == [32, 48]
+    found = script.sample(allocations, 0.5, 6, multiple, 0.03, seed=0)
+    assert found, "no allocation within the tolerance"
+    dense_macs = _macs(model, example)
+    for counts, removed in found.items():
+        assert abs(removed - 0.5) <= 0.03
+        assert all(count % multiple == 0 and 1 <= count <= size for count, size in zip(counts, allocations.sizes))
+        shrunk = allocations.build(list(counts))
+        assert [m.out_channels for m in shrunk.modules() if isinstance(m, nn.Conv2d)] == list(counts)
+        assert 1.0 - _macs(shrunk, example) / dense_macs == pytest.approx(removed, abs=1e-9)
+        assert shrunk(example).shape == (4, 10)
+    assert len({tuple(counts) for counts in found}) == len(found)  # distinct allocations
+
+
+def test_a_budget_out_of_reach_finds_no_allocation(script) -> None:
+    allocations = script.Allocations(_model(), torch.randn(4, 1, 8, 8))
+    # the classifier is not pruned and both sets keep at least one channel: removing all the FLOPs is out of reach
+    assert script.sample(allocations, 0.9999, 3, 1, 1e-6, seed=0) == {}
