@@ -3,29 +3,18 @@ model it builds for one costs what the cost model says."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 from torch import nn
 
 from adasparse.core.flops import layer_macs
 
-_SCRIPT = Path(__file__).parents[2] / "benchmarks" / "allocation_latency.py"
+from . import load_script
 
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("allocation_latency", _SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(_SCRIPT.parent))
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(_SCRIPT.parent))
-    return module
+    return load_script("allocation_latency")
 
 
 def _model() -> nn.Module:

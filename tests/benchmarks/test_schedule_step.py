@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 from torch import nn
 
 import adasparse
 
-_SCRIPT = Path(__file__).parents[2] / "benchmarks" / "schedule_step.py"
+from . import load_script
 
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("schedule_step", _SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(_SCRIPT.parent))
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(_SCRIPT.parent))
-    return module
+    return load_script("schedule_step")
 
 
 def test_the_stepped_ramp_holds_the_target_between_measurements(script) -> None:
