@@ -12,7 +12,9 @@ each set kept: the time does not depend on the weights) and screened in groups a
 ``--best`` timed again with the structured page's protocol (dense, candidate and the one-channel floor alternately,
 ``adasparse.app.latency.latency_medians``). With ``--runs``, the seed-0 runs of ours (``structured`` and
 ``structured-multiple`` suites) are timed the same way beside them. One thread; pin the process to one core
-(``taskset -c 1``) on a shared machine.
+(``taskset -c 1``) on a shared machine. Every row is timed after the screening, in the same process: the rows
+compare with each other, but a model with large activations reads differently in a fresh process (glibc's
+allocator maps them anew on each pass until its threshold has risen, see docs/structured.md).
 
     taskset -c 1 python benchmarks/allocation_latency.py --runs runs/bench/runs          # writes docs/structured.md
     python benchmarks/allocation_latency.py --models digits:cnn2d --samples 12 --no-write
