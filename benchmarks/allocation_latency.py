@@ -4,7 +4,7 @@ The structured page's goal asks a model shrunk to half its FLOPs to run in 0.6 o
 batch. Whether any allocation of the channels gets there is a property of the graph and the CPU kernels, not of the
 pruning method: this script draws random allocations at the budget and times them.
 
-For each model: its channel sets as ``sparsify(granularity="channel", budget="flops")`` plans them; ``--samples``
+For each model: its channel sets as ``sparsify(granularity="channel")`` plans them, costed in FLOPs; ``--samples``
 random allocations (each set keeps a uniformly drawn share of its channels, all shares scaled together until the
 FLOPs removed are the budget, each count rounded, optionally to a multiple; kept only when the rounded allocation is
 within ``--tolerance`` of the budget); each allocation built as a shrunk copy of the model (the first channels of
@@ -49,11 +49,14 @@ from adasparse.core.sparsify import sparsify  # noqa: E402
 MODELS = ("mnist1d:transformer", "mnist1d:resnet1d", "mnist1d:cnn1d", "digits:resnet2d", "digits:cnn2d")
 """The structured suite's models (its zoo and the plain 2-D CNN)."""
 
-OURS = {
-    "ours": ("pretrained---adasparse-channels", "structured"),
-    "ours x8": ("pretrained---adasparse-channels--multiple-of-8", "structured-multiple"),
-}
-"""Run directories of ours under ``--runs/<dataset>-<model>/`` (the structured suites' slugs)."""
+OURS = {"ours": "pretrained---adasparse-channels", "ours x8": "pretrained---adasparse-channels--multiple-of-8"}
+"""Run directories of ours under ``--runs/<dataset>-<model>/``: the variants' slugs in the ``structured`` and
+``structured-multiple`` suites."""
+
+
+def _cost(planned: torch.nn.Module):
+    """The channel cost model of a model sparsified by channels (every channel set shares it)."""
+    return next(p.layout.cost for p in pruned_tensors(planned) if isinstance(p.layout, ChannelSet))
 
 
 class Allocations:
@@ -71,8 +74,7 @@ class Allocations:
                 granularity="channel",
                 example_input=example,
             )
-        sets = {id(p.layout): p.layout for p in pruned_tensors(self.planned) if isinstance(p.layout, ChannelSet)}
-        self.cost = next(iter(sets.values())).cost
+        self.cost = _cost(self.planned)
         self.sizes = [channel_set.channels for channel_set in self.cost.channel_sets]
 
     def flops_removed(self, counts: list[int]) -> float:
@@ -81,8 +83,7 @@ class Allocations:
     def build(self, counts: list[int]) -> torch.nn.Module:
         """The shrunk copy in which set ``k`` keeps its first ``counts[k]`` channels."""
         planned = copy.deepcopy(self.planned)
-        cost = next(p.layout.cost for p in pruned_tensors(planned) if isinstance(p.layout, ChannelSet))
-        for channel_set, count in zip(cost.channel_sets, counts):
+        for channel_set, count in zip(_cost(planned).channel_sets, counts):
             keep = torch.zeros(channel_set.channels, dtype=torch.bool)
             keep[:count] = True
             channel_set.fix(keep)
@@ -122,7 +123,7 @@ def _ours(runs: Path | None, dataset: str, model: str, budget: float, example: t
     if runs is None:
         return {}
     found = {}
-    for label, (slug, _) in OURS.items():
+    for label, slug in OURS.items():
         run = runs / f"{dataset}-{model}" / slug / f"t{budget:g}" / "s0"
         if (run / "summary.json").exists():
             found[label] = shrink(load_run_weights(run).build_model(), example).eval()

@@ -49,7 +49,6 @@ def test_allocations_are_at_the_budget_and_their_models_cost_what_the_cost_model
         assert [m.out_channels for m in shrunk.modules() if isinstance(m, nn.Conv2d)] == list(counts)
         assert 1.0 - _macs(shrunk, example) / dense_macs == pytest.approx(removed, abs=1e-9)
         assert shrunk(example).shape == (4, 10)
-    assert len({tuple(counts) for counts in found}) == len(found)  # distinct allocations
 
 
 def test_a_budget_out_of_reach_finds_no_allocation(script) -> None:
