@@ -10,6 +10,8 @@ import torch
 
 from adasparse.app.bench import SUITES, Schedule, jobs, measure_overhead, run_suite, write_results
 
+from ..benchmarks import load_script
+
 pytest.importorskip("sklearn")
 
 
@@ -138,16 +140,11 @@ def test_pretrained_suite_prunes_during_fine_tuning_after_its_dense_runs(
 
 @pytest.mark.slow
 def test_threshold_lr_suite_and_the_sweep_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import importlib.util
     import sys
 
     suite = SUITES["threshold-lr"]  # its grid: test_bench_suites.py
     _tiny(suite, monkeypatch)
-    spec = importlib.util.spec_from_file_location(
-        "zoo_sweep", Path(__file__).parents[2] / "benchmarks" / "zoo_sweep.py"
-    )
-    sweep = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(sweep)
+    sweep = load_script("zoo_sweep")
     records = tmp_path / "threshold-lr.jsonl"
     argv = ["zoo_sweep.py", "--suite", "threshold-lr", "--jobs", "1", "--out", str(tmp_path), "--records", str(records)]
     monkeypatch.setattr(sys, "argv", argv)
@@ -164,19 +161,8 @@ def test_threshold_lr_suite_and_the_sweep_table(tmp_path: Path, monkeypatch: pyt
     assert "thresholds in the optimizer x1, AdamW |" in header and "| mlp (digits) | 0.98 |" in text
 
 
-def _sweep_module():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "zoo_sweep", Path(__file__).parents[2] / "benchmarks" / "zoo_sweep.py"
-    )
-    sweep = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(sweep)
-    return sweep
-
-
 def test_sweep_target_filter_runs_the_starts_it_needs_and_records_only_the_chosen_runs() -> None:
-    sweep = _sweep_module()
+    sweep = load_script("zoo_sweep")
     every = jobs(SUITES["pretrained"])
     todo, recorded = sweep.select(every, targets=[0.95], models=["resnet1d"])
     chosen = [job for job in todo if job.key in recorded]
@@ -195,7 +181,7 @@ def test_sweep_target_filter_runs_the_starts_it_needs_and_records_only_the_chose
 
 
 def test_sweep_page_reads_the_default_against_gmp_and_its_next_lower_target(tmp_path: Path) -> None:
-    sweep = _sweep_module()
+    sweep = load_script("zoo_sweep")
     rows = []
     for target, ours, gmp in ((0.9, (0.97,) * 3, (0.95,) * 3), (0.95, (0.925, 0.95, 0.955), (0.94,) * 3)):
         for seed, (mine, theirs) in enumerate(zip(ours, gmp)):
