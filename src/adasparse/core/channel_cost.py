@@ -14,10 +14,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from torch import nn
-
 from ._checks import check_choice
-from .channel_sets import ChannelSet
+from .channel_sets import ChannelSet, input_width
 
 __all__ = ["ChannelCost", "ChannelCostLayer"]
 
@@ -31,14 +29,6 @@ class ChannelCostLayer:
     macs: float
     output: int | None
     inputs: tuple[tuple[int, float], ...] = field(default_factory=tuple)
-
-
-def _in_features(module: nn.Module) -> int:
-    if isinstance(module, nn.Linear):
-        return module.in_features
-    if isinstance(module, nn.modules.conv._ConvNd):
-        return module.in_channels
-    raise ValueError(f"{type(module).__name__} reads pruned channels but has no known input width")
 
 
 class ChannelCost:
@@ -64,7 +54,7 @@ class ChannelCost:
                 key = _key(consumer.name, "weight")
                 if produced.get(key) == index:
                     continue  # a grouped convolution carrying the set's own channels: counted once, as a producer
-                read.setdefault(key, []).append((index, len(consumer.index) / _in_features(consumer.module)))
+                read.setdefault(key, []).append((index, len(consumer.index) / input_width(consumer.module)))
         missing = [key for key in [*produced, *read] if key not in params]
         if missing:
             raise ValueError(f"no cost for {', '.join(missing)}, which carry pruned channels")

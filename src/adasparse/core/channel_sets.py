@@ -38,6 +38,15 @@ def _input_column_squares(module: nn.Module, weight: torch.Tensor) -> torch.Tens
     return None
 
 
+def input_width(module: nn.Module) -> int:
+    """The input features a Linear or convolution reads (``ValueError`` for another layer)."""
+    if isinstance(module, nn.Linear):
+        return module.in_features
+    if isinstance(module, nn.modules.conv._ConvNd):
+        return module.in_channels
+    raise ValueError(f"{type(module).__name__} reads pruned channels but has no known input width")
+
+
 @dataclass
 class Consumer:
     """A layer reading the set's channels: input feature ``index[k]`` carries channel ``root[k]``."""
@@ -121,9 +130,7 @@ class ChannelSet:
         total = sum(_raw(module, tensor).numel() for _, module, tensor in self.members)
         for consumer in self.consumers:
             weight = _raw(consumer.module, "weight")
-            module = consumer.module
-            features = module.in_features if isinstance(module, nn.Linear) else module.in_channels
-            total += weight.numel() * len(consumer.index) // max(int(features), 1)
+            total += weight.numel() * len(consumer.index) // max(input_width(consumer.module), 1)
         return int(total)
 
     def _view(self, module: nn.Module, tensor: str) -> tuple[tuple[int, ...], int]:
