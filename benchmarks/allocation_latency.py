@@ -35,6 +35,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _docs import machine, write_section  # noqa: E402
+from structured import _macs  # noqa: E402
 
 from adasparse import shrink  # noqa: E402
 from adasparse.app.data import load_dataset  # noqa: E402
@@ -42,7 +43,6 @@ from adasparse.app.latency import latency_medians, one_channel_model  # noqa: E4
 from adasparse.app.models import create_model  # noqa: E402
 from adasparse.app.runs import load_run_weights  # noqa: E402
 from adasparse.core.channel_sets import ChannelSet  # noqa: E402
-from adasparse.core.flops import layer_macs  # noqa: E402
 from adasparse.core.parametrization import pruned_tensors  # noqa: E402
 from adasparse.core.sparsify import sparsify  # noqa: E402
 
@@ -158,10 +158,8 @@ def measure(spec: str, args: argparse.Namespace) -> str:
         rows.append((label, times[1] / times[0], times[2] / times[0], found[counts], " ".join(map(str, counts))))
     for label, shrunk in _ours(args.runs, dataset, name, args.budget, example).items():
         times = latency_medians([dense, shrunk, floor], example[:1], args.batch, rounds=args.rounds)
-        macs = sum(layer_macs(shrunk, example, min_params=0).values()) / sum(
-            layer_macs(dense, example, min_params=0).values()
-        )
-        rows.append((label, times[1] / times[0], times[2] / times[0], 1.0 - macs, "(its run)"))
+        removed = 1.0 - _macs(shrunk, example) / _macs(dense, example)
+        rows.append((label, times[1] / times[0], times[2] / times[0], removed, "(its run)"))
     median = statistics.median(ratio for ratio, _ in screened) if screened else float("nan")
     lines = [
         f"| {dataset}/{name} | {label} | {removed:.3f} | {ratio:.2f}x | {floor_ratio:.2f}x | {counts} |"
