@@ -12,9 +12,9 @@ each set kept: the time does not depend on the weights) and screened in groups a
 ``--best`` timed again with the structured page's protocol (dense, candidate and the one-channel floor alternately,
 ``adasparse.app.latency.latency_medians``). With ``--runs``, the seed-0 runs of ours (``structured`` and
 ``structured-multiple`` suites) are timed the same way beside them. One thread; pin the process to one core
-(``taskset -c 1``) on a shared machine. Every row is timed after the screening, in the same process: the rows
-compare with each other, but a model with large activations reads differently in a fresh process (glibc's
-allocator maps them anew on each pass until its threshold has risen, see docs/structured.md).
+(``taskset -c 1``) on a shared machine. The C library's allocator is fixed first
+(``adasparse.app.latency.steady_allocator``; ``--default-allocator`` leaves it as the process has it), so a model
+with large activations reads the same after the screening as in a fresh process (see docs/structured.md).
 
     taskset -c 1 python benchmarks/allocation_latency.py --runs runs/bench/runs          # writes docs/structured.md
     python benchmarks/allocation_latency.py --models digits:cnn2d --samples 12 --no-write
@@ -39,7 +39,7 @@ from structured import _macs  # noqa: E402
 
 from adasparse import shrink  # noqa: E402
 from adasparse.app.data import load_dataset  # noqa: E402
-from adasparse.app.latency import latency_medians, one_channel_model  # noqa: E402
+from adasparse.app.latency import latency_medians, one_channel_model, steady_allocator  # noqa: E402
 from adasparse.app.models import create_model  # noqa: E402
 from adasparse.app.runs import load_run_weights  # noqa: E402
 from adasparse.core.channel_sets import ChannelSet  # noqa: E402
@@ -196,7 +196,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--runs", type=Path, default=None, help="run directories of the structured suites")
     parser.add_argument("--no-write", action="store_true", help="print only; do not update docs/structured.md")
+    parser.add_argument(
+        "--default-allocator",
+        action="store_true",
+        help="time with the C library's allocator as the process left it (default: steady_allocator() first)",
+    )
     args = parser.parse_args()
+    if not args.default_allocator:
+        steady_allocator()
     rounding = f", counts rounded to multiples of {args.multiple}" if args.multiple > 1 else ""
     header = [
         f"Batch {args.batch}, one thread, FLOPs removed {args.budget:g} ± {args.tolerance:g}{rounding}; "

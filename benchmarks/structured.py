@@ -26,7 +26,8 @@ also times the ``structured`` suite's unrounded run of ours, so give it the run 
 Latency: each seed-0 run's final weights are shrunk (:func:`adasparse.shrink`) and timed against its dense
 pre-training run and against the floor of channel pruning (the same graph with every prunable channel set down to one
 channel, :func:`adasparse.app.latency.one_channel_model`), alternately in one process, one thread, at batch 1 and at
-a throughput batch (ratios of medians, see ``adasparse/app/latency.py``). Then ours again, with every BatchNorm
+a throughput batch (ratios of medians, see ``adasparse/app/latency.py``), with the C library's allocator fixed first
+(``steady_allocator``; ``--default-allocator`` leaves it as the process has it). Then ours again, with every BatchNorm
 folded into the layer before it in all three models (``adasparse/app/latency.py``).
 """
 
@@ -48,7 +49,12 @@ from _docs import write_section  # noqa: E402
 from adasparse import shrink  # noqa: E402
 from adasparse.app.bench import SUITES  # noqa: E402
 from adasparse.app.data import load_dataset  # noqa: E402
-from adasparse.app.latency import fold_batchnorm, latency_medians, one_channel_model  # noqa: E402
+from adasparse.app.latency import (  # noqa: E402
+    fold_batchnorm,
+    latency_medians,
+    one_channel_model,
+    steady_allocator,
+)
 from adasparse.app.runs import load_run_weights  # noqa: E402
 from adasparse.core.flops import layer_macs  # noqa: E402
 
@@ -279,7 +285,14 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=256, help="the throughput batch size")
     parser.add_argument("--rounds", type=int, default=30, help="timed forward passes per model at the batch size")
     parser.add_argument("--single-rounds", type=int, default=300, help="timed forward passes per model at batch 1")
+    parser.add_argument(
+        "--default-allocator",
+        action="store_true",
+        help="time with the C library's allocator as the process left it (default: steady_allocator() first)",
+    )
     args = parser.parse_args()
+    if not args.default_allocator:
+        steady_allocator()
     rows = _latest([json.loads(line) for line in open(args.records)])
     tables = {"accuracy": accuracy_table(rows)}
     if args.runs is not None:
