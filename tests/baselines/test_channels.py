@@ -66,3 +66,37 @@ def test_channel_multiple_rounds_the_kept_channels(allocation: str) -> None:
         kept = int(channel_set.current_keep().sum())
         assert kept % 8 == 0 or kept == channel_set.channels or channel_set.channels <= 8
     assert abs(reached - 0.5) <= 8 * cost.channel_cost(cost.fractions(), "flops")
+
+
+def test_given_counts_keep_the_largest_l1_channels_of_each_set() -> None:
+    torch.manual_seed(0)
+    model = create_model("cnn2d", num_classes=10, input_shape=(1, 8, 8))
+    x = torch.randn(2, 1, 8, 8)
+    graph = dependency_graph(model, x)
+    first = model.features[0]
+    group = graph.get_pruning_group(first, torch_pruning.prune_conv_out_channels, idxs=list(range(first.out_channels)))
+    expected = torch_pruning.importance.MagnitudeImportance(p=1)(group)
+    dense = sum(layer_macs(model, x, min_params=0).values())
+    reached = magnitude_channel_prune(model, x, 0.0, allocation=[5, 20, 40], min_params=100)
+    cost = adasparse.pruned_tensors(model)[0].layout.cost
+    assert [int(s.current_keep().sum()) for s in cost.channel_sets] == [5, 20, 40]
+    first_set = next(p.layout for p in adasparse.pruned_tensors(model) if p.name == "features.0.weight")
+    assert set(first_set.current_keep().nonzero().flatten().tolist()) == set(
+        torch.argsort(expected, descending=True, stable=True)[:5].tolist()
+    )
+    smaller = adasparse.shrink(model, x)
+    assert 1.0 - sum(layer_macs(smaller, x, min_params=0).values()) / dense == pytest.approx(reached, abs=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("counts", "message"),
+    [([5, 20], "gives 2 kept counts, the model has 3 channel sets"), ([5, 0, 40], r"keeps an integer in \[1, ")],
+)
+def test_bad_given_counts_leave_the_model_as_it_was(counts: list[int], message: str) -> None:
+    model = create_model("cnn2d", num_classes=10, input_shape=(1, 8, 8))
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    with pytest.raises(ValueError, match=message):
+        magnitude_channel_prune(model, torch.randn(2, 1, 8, 8), 0.5, allocation=counts, min_params=100)
+    assert not adasparse.pruned_tensors(model)
+    assert model.state_dict().keys() == before.keys()
+    assert all(torch.equal(model.state_dict()[name], value) for name, value in before.items())

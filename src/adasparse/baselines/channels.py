@@ -6,7 +6,9 @@ implementation of L1-norm channel pruning. The budget is met on the same cost mo
 (:class:`~adasparse.core.channel_cost.ChannelCost`), in one of two allocations:
 
 - ``"global"``: one ranking across every channel set;
-- ``"uniform"``: every set prunes the same fraction of its channels.
+- ``"uniform"``: every set prunes the same fraction of its channels;
+- or a sequence of kept channel counts, one per set in the model's set order: an allocation chosen elsewhere (the
+  fastest, say), the smallest-L1 channels of each set pruned; ``target`` is then not used.
 
 The model is sparsified by channels and the chosen channels are fixed by masks, so fine-tuning, reports,
 ``desparsify`` and :func:`adasparse.shrink` work as after learned pruning.
@@ -15,6 +17,7 @@ The model is sparsified by channels and the chosen channels are fixed by masks, 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -25,7 +28,7 @@ from ..core.channel_rounding import rounded_kept_counts
 from ..core.channel_sets import ChannelSet
 from ..core.coupling import _torch_pruning, dependency_graph
 from ..core.parametrization import pruned_tensors
-from ..core.sparsify import sparsify
+from ..core.sparsify import desparsify, sparsify
 
 __all__ = ["ALLOCATIONS", "magnitude_channel_prune"]
 
@@ -63,7 +66,7 @@ def magnitude_channel_prune(
     target: float,
     *,
     budget: str = "flops",
-    allocation: str = "global",
+    allocation: str | Sequence[int] = "global",
     min_params: int = 1000,
     channel_multiple: int = 1,
 ) -> float:
@@ -74,17 +77,22 @@ def magnitude_channel_prune(
         example_input: a batch the model accepts, to trace its dependencies and count its cost.
         target: the fraction of the model's cost to remove, in ``[0, 1)``.
         budget: ``"flops"`` (multiply-accumulates per example) or ``"params"`` (weights).
-        allocation: ``"global"`` (one ranking) or ``"uniform"`` (the same fraction in every set).
+        allocation: ``"global"`` (one ranking), ``"uniform"`` (the same fraction in every set), or the channels
+            each set keeps (integers in ``[1, channels]``, one per set in the order of
+            :attr:`ChannelCost.channel_sets <adasparse.core.channel_cost.ChannelCost.channel_sets>`; ``ValueError``
+            naming the set otherwise).
         min_params: as in :func:`adasparse.sparsify`.
         channel_multiple: every set then keeps a multiple of this many channels, rounded down or up
             (:func:`~adasparse.core.channel_rounding.rounded_kept_counts`), the smallest-L1 channels still pruned.
 
     Returns:
-        The cost sparsity reached (within one channel of ``target``, ``channel_multiple`` channels when rounded).
+        The cost sparsity reached (within one channel of ``target``, ``channel_multiple`` channels when rounded;
+        that of the given counts when ``allocation`` gives them).
     """
     target = check_fraction(target, "target")
     budget = check_choice(budget, "budget", ("flops", "params"))
-    allocation = check_choice(allocation, "allocation", ALLOCATIONS)
+    if isinstance(allocation, str):
+        allocation = check_choice(allocation, "allocation", ALLOCATIONS)
     graph = dependency_graph(model, example_input)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the layers left dense are the learned method's too
@@ -100,6 +108,14 @@ def magnitude_channel_prune(
     sets = cost.channel_sets
     scores = _importances(graph, sets)
     sizes = [s.channels for s in sets]
+    if not isinstance(allocation, str):
+        try:
+            given = _given_counts(allocation, sets)
+        except ValueError:
+            desparsify(model)  # the model as it was given
+            raise
+        counts = [size - kept for kept, size in zip(given, sizes)]
+        return _fix_smallest(sets, scores, counts, cost, budget)
     if allocation == "uniform":
         steps = max(sizes)
 
@@ -127,8 +143,29 @@ def magnitude_channel_prune(
         cost, [size - count for count, size in zip(counts, sizes)], channel_multiple, target, budget
     )
     counts = [size - count for count, size in zip(kept, sizes)]
+    return _fix_smallest(sets, scores, counts, cost, budget)
+
+
+def _given_counts(allocation: Sequence[int], sets: list[ChannelSet]) -> list[int]:
+    """The kept counts ``allocation`` gives, checked against the model's channel sets."""
+    counts = list(allocation)
+    if len(counts) != len(sets):
+        raise ValueError(f"allocation gives {len(counts)} kept counts, the model has {len(sets)} channel sets")
+    for channel_set, kept in zip(sets, counts):
+        if isinstance(kept, bool) or not isinstance(kept, int) or not 1 <= kept <= channel_set.channels:
+            raise ValueError(
+                f"allocation: the set led by {channel_set.names[0]} keeps an integer in [1, {channel_set.channels}] "
+                f"channels, got {kept!r}"
+            )
+    return counts
+
+
+def _fix_smallest(
+    sets: list[ChannelSet], scores: list[torch.Tensor], counts: list[int], cost: Any, budget: str
+) -> float:
+    """Fix the ``counts[k]`` smallest-scored channels of set ``k`` as pruned; returns the cost sparsity reached."""
     for channel_set, set_scores, count in zip(sets, scores, counts):
         keep = torch.ones(channel_set.channels, dtype=torch.bool)
         keep[torch.argsort(set_scores, stable=True)[:count]] = False
         channel_set.fix(keep)
-    return cost.sparsity([count / size for count, size in zip(counts, sizes)], budget)
+    return cost.sparsity([count / channel_set.channels for count, channel_set in zip(counts, sets)], budget)
