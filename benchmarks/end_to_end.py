@@ -8,7 +8,9 @@ The ratio of each pair is reported, and their median per model.
 
 On a machine with few cores, parallel pairs set each other's speed; ``--jobs 1 --warmup 1 --repeats 4`` instead runs
 every pair four times one process at a time (the two commands alternated, after one pair that is not counted), so a
-drift of the machine's speed hits both sides of a pair alike.
+drift of the machine's speed hits both sides of a pair alike. The order inside a pair alternates from one repeat to
+the next (default first, then GMP first), so that whatever favours the first or the second process of a pair (a cache
+the other left warm, the machine's speed changing inside the pair) weighs on both sides alike.
 
 ``--lower-bound`` adds a third run per pair: the default with its pruning operator replaced by a plain copy of the
 weight (``_copy_operator_train.py``), the floor of any operator in this training loop.
@@ -38,13 +40,18 @@ _COPY_OPERATOR = str(Path(__file__).resolve().parent / "_copy_operator_train.py"
 
 
 def _pair(
-    dataset: str, model: str, seed: int, root: Path, extra: list[str], lower_bound: bool
+    dataset: str, model: str, seed: int, root: Path, extra: list[str], lower_bound: bool, gmp_first: bool = False
 ) -> tuple[str, float, float, float | None]:
+    """One pair's times (default, GMP, the copy operator's or ``None``), GMP's run first when ``gmp_first``."""
     options = ["train", "--dataset", dataset, "--model", model, "--seed", str(seed)]
     options += ["--no-dense-baseline", "--quiet", "--device", "cpu", *extra]
     base = [sys.executable, "-m", "adasparse", *options]
-    ours = _timed([*base, "--out", str(root / f"{dataset}-{model}-{seed}-ours")])
-    gmp = _timed([*base, "--method", "gmp", "--out", str(root / f"{dataset}-{model}-{seed}-gmp")])
+    ours_run = [*base, "--out", str(root / f"{dataset}-{model}-{seed}-ours")]
+    gmp_run = [*base, "--method", "gmp", "--out", str(root / f"{dataset}-{model}-{seed}-gmp")]
+    if gmp_first:
+        gmp, ours = _timed(gmp_run), _timed(ours_run)
+    else:
+        ours, gmp = _timed(ours_run), _timed(gmp_run)
     copy = None
     if lower_bound:
         # Nothing is pruned, so the run ends with "target not reached" (status 1): only its time counts.
@@ -82,7 +89,9 @@ def main() -> None:
             for spec in args.models:
                 _pair(*spec.split(":", 1), args.seeds[0], runs / f"warmup{index}", extra, args.lower_bound)
         futures = [
-            pool.submit(_pair, *spec.split(":", 1), seed, runs / f"repeat{repeat}", extra, args.lower_bound)
+            pool.submit(
+                _pair, *spec.split(":", 1), seed, runs / f"repeat{repeat}", extra, args.lower_bound, repeat % 2 == 1
+            )
             for repeat in range(args.repeats)
             for spec in args.models
             for seed in args.seeds
