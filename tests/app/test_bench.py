@@ -210,3 +210,14 @@ def test_sweep_page_reads_the_default_against_gmp_and_its_next_lower_target(tmp_
     records.write_text("".join(json.dumps(row) + "\n" for row in rows))
     goals = next(line for line in sweep.table(str(records)).splitlines() if line.startswith("`adasparse (default)`"))
     assert "mean at or above on 0 of 2 cells; below on m (d) 0.9 (0.920 vs 0.950)" in goals
+
+
+def test_sweep_runs_other_seeds_of_the_same_grid() -> None:
+    sweep = load_script("zoo_sweep")
+    own = jobs(SUITES["lamp"])
+    more = sweep.suite_jobs("lamp", [3, 4])
+    assert {job.seed for job in more} == {3, 4} and len(more) == len(own) // 3 * 2
+    assert {(job.variant.label, job.model, job.target) for job in more} == {
+        (job.variant.label, job.model, job.target) for job in own
+    }
+    assert sweep.suite_jobs("lamp") == own
