@@ -28,6 +28,7 @@ import statistics
 import sys
 import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy
 import torch
@@ -130,24 +131,52 @@ def _ours(runs: Path | None, dataset: str, model: str, budget: float, example: t
     return found
 
 
-def measure(spec: str, args: argparse.Namespace) -> str:
-    dataset, name = spec.split(":")
+class Screening(NamedTuple):
+    """A model's random allocations at the budget, screened beside the dense model (fastest first)."""
+
+    dense: torch.nn.Module
+    example: torch.Tensor
+    allocations: Allocations
+    found: dict[tuple[int, ...], float]
+    screened: list[tuple[float, tuple[int, ...]]]
+
+
+def add_screening_arguments(parser: argparse.ArgumentParser, samples: int, screen_rounds: int) -> None:
+    """The command-line options :func:`screen` reads (and ``--models``)."""
+    parser.add_argument("--models", nargs="+", default=list(MODELS), metavar="DATASET:MODEL")
+    parser.add_argument("--budget", type=float, default=0.5, help="FLOPs removed (default 0.5)")
+    parser.add_argument("--tolerance", type=float, default=0.005, help="largest |FLOPs removed - budget|")
+    parser.add_argument("--samples", type=int, default=samples, help=f"random allocations per model ({samples})")
+    parser.add_argument("--group", type=int, default=6, help="allocations screened per timing group")
+    parser.add_argument("--screen-rounds", type=int, default=screen_rounds, help="rounds per screening group")
+    parser.add_argument("--batch", type=int, default=256, help="the throughput batch (default 256)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random allocations")
+
+
+def screen(dataset: str, name: str, args: argparse.Namespace, multiple: int = 1) -> Screening:
+    """Draw ``args.samples`` random allocations of the freshly built model within ``args.tolerance`` of
+    ``args.budget`` and time them in groups of ``args.group`` beside the dense model (``args.screen_rounds`` rounds
+    at batch ``args.batch``): their time over dense and counts, fastest first."""
     data = load_dataset(dataset)
     examples = data.x_test[:8]
     example = data.test_transform(examples, None) if data.test_transform else examples.float()
     torch.manual_seed(0)
     dense = create_model(name, num_classes=data.num_classes, input_shape=tuple(example.shape[1:])).eval()
     allocations = Allocations(dense, example)
-    found = sample(allocations, args.budget, args.samples, args.multiple, args.tolerance, args.seed)
+    found = sample(allocations, args.budget, args.samples, multiple, args.tolerance, args.seed)
     candidates = list(found)
     screened: list[tuple[float, tuple[int, ...]]] = []
-    group = args.group
-    for start in range(0, len(candidates), group):
-        batch_counts = candidates[start : start + group]
-        models = [dense] + [allocations.build(list(c)) for c in batch_counts]
+    for start in range(0, len(candidates), args.group):
+        group = candidates[start : start + args.group]
+        models = [dense] + [allocations.build(list(counts)) for counts in group]
         times = latency_medians(models, example[:1], args.batch, rounds=args.screen_rounds)
-        screened += [(t / times[0], c) for t, c in zip(times[1:], batch_counts)]
-    screened.sort()
+        screened += [(time / times[0], counts) for time, counts in zip(times[1:], group)]
+    return Screening(dense, example, allocations, found, sorted(screened))
+
+
+def measure(spec: str, args: argparse.Namespace) -> str:
+    dataset, name = spec.split(":")
+    dense, example, allocations, found, screened = screen(dataset, name, args, args.multiple)
     floor = one_channel_model(dense, example)
     timed = [(f"random, best {rank + 1}", counts) for rank, (_, counts) in enumerate(screened[: args.best])]
     rows = []
@@ -183,17 +212,10 @@ def _shown(argv: list[str]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=list(MODELS), metavar="DATASET:MODEL")
-    parser.add_argument("--budget", type=float, default=0.5, help="FLOPs removed (default 0.5)")
-    parser.add_argument("--tolerance", type=float, default=0.005, help="largest |FLOPs removed - budget|")
+    add_screening_arguments(parser, samples=48, screen_rounds=20)
     parser.add_argument("--multiple", type=int, default=1, help="round every kept count to this multiple")
-    parser.add_argument("--samples", type=int, default=48, help="random allocations per model (default 48)")
-    parser.add_argument("--group", type=int, default=6, help="allocations screened per timing group")
-    parser.add_argument("--screen-rounds", type=int, default=20, help="rounds per screening group")
     parser.add_argument("--best", type=int, default=4, help="fastest screened allocations timed again")
     parser.add_argument("--rounds", type=int, default=80, help="rounds of the final three-model timing")
-    parser.add_argument("--batch", type=int, default=256, help="the throughput batch (default 256)")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--runs", type=Path, default=None, help="run directories of the structured suites")
     parser.add_argument("--no-write", action="store_true", help="print only; do not update docs/structured.md")
     parser.add_argument(

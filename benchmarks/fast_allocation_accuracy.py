@@ -25,18 +25,14 @@ import tempfile
 import warnings
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _docs import machine, write_section  # noqa: E402
-from allocation_latency import MODELS, Allocations, sample  # noqa: E402
+from allocation_latency import add_screening_arguments, screen  # noqa: E402
 
 from adasparse.app import methods  # noqa: E402
 from adasparse.app.bench import SUITES, Job, _run_job  # noqa: E402
-from adasparse.app.data import load_dataset  # noqa: E402
 from adasparse.app.latency import latency_medians, steady_allocator  # noqa: E402
-from adasparse.app.models import create_model  # noqa: E402
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 BASELINE = "pretrained + L1 channels (uniform)"
@@ -49,22 +45,10 @@ def fastest(
 ) -> tuple[list[tuple[float, list[int]]], list[int], float]:
     """The ``args.fastest`` fastest of the screened allocations, timed again beside the dense model (their time over
     dense and kept counts, fastest first), the set sizes and the screening's median ratio."""
-    data = load_dataset(dataset)
-    examples = data.x_test[:8]
-    example = data.test_transform(examples, None) if data.test_transform else examples.float()
-    torch.manual_seed(0)
-    dense = create_model(name, num_classes=data.num_classes, input_shape=tuple(example.shape[1:])).eval()
-    allocations = Allocations(dense, example)
-    candidates = list(sample(allocations, args.budget, args.samples, 1, args.tolerance, args.seed))
-    screened = []
-    for start in range(0, len(candidates), args.group):
-        group = candidates[start : start + args.group]
-        models = [dense] + [allocations.build(list(counts)) for counts in group]
-        times = latency_medians(models, example[:1], args.batch, rounds=args.screen_rounds)
-        screened += [(time / times[0], counts) for time, counts in zip(times[1:], group)]
+    dense, example, allocations, _, screened = screen(dataset, name, args)
     if not screened:
         raise SystemExit(f"{dataset}/{name}: no allocation within {args.tolerance} of the budget")
-    best = [list(counts) for _, counts in sorted(screened)[: args.fastest]]
+    best = [list(counts) for _, counts in screened[: args.fastest]]
     times = latency_medians(
         [dense] + [allocations.build(counts) for counts in best], example[:1], args.batch, rounds=args.rounds
     )
@@ -120,17 +104,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=Path, required=True, help="run directories of the structured suite")
     parser.add_argument("--records", type=Path, default=DOCS / "structured.jsonl")
-    parser.add_argument("--models", nargs="+", default=list(MODELS), metavar="DATASET:MODEL")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--budget", type=float, default=0.5, help="FLOPs removed (default 0.5)")
-    parser.add_argument("--tolerance", type=float, default=0.005, help="largest |FLOPs removed - budget|")
-    parser.add_argument("--samples", type=int, default=24, help="random allocations screened per model")
-    parser.add_argument("--group", type=int, default=6, help="allocations screened per timing group")
-    parser.add_argument("--screen-rounds", type=int, default=15, help="rounds per screening group")
+    add_screening_arguments(parser, samples=24, screen_rounds=15)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="training seeds")
     parser.add_argument("--fastest", type=int, default=3, help="screened allocations timed again and trained")
     parser.add_argument("--rounds", type=int, default=40, help="rounds of the second timing")
-    parser.add_argument("--batch", type=int, default=256, help="the throughput batch (default 256)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random allocations")
     parser.add_argument("--no-write", action="store_true", help="print only; do not update docs/structured.md")
     args = parser.parse_args()
     steady_allocator()

@@ -27,14 +27,19 @@ def test_the_budget_is_met_within_a_channel(allocation: str, name: str, shape: t
     assert reached == pytest.approx(0.5, abs=0.03)
 
 
+def _first_layer_l1(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """torch-pruning's L1 importance of the first convolution's output channels (over their dependency group)."""
+    graph = dependency_graph(model, x)
+    first = model.features[0]
+    group = graph.get_pruning_group(first, torch_pruning.prune_conv_out_channels, idxs=list(range(first.out_channels)))
+    return torch_pruning.importance.MagnitudeImportance(p=1)(group)
+
+
 def test_uniform_prunes_the_same_fraction_and_the_smallest_l1_channels() -> None:
     torch.manual_seed(0)
     model = create_model("cnn2d", num_classes=10, input_shape=(1, 8, 8))
     x = torch.randn(2, 1, 8, 8)
-    graph = dependency_graph(model, x)
-    first = model.features[0]
-    group = graph.get_pruning_group(first, torch_pruning.prune_conv_out_channels, idxs=list(range(first.out_channels)))
-    expected = torch_pruning.importance.MagnitudeImportance(p=1)(group)
+    expected = _first_layer_l1(model, x)
     magnitude_channel_prune(model, x, 0.4, allocation="uniform", min_params=100)
     channel_set = next(p.layout for p in adasparse.pruned_tensors(model) if p.name == "features.0.weight")
     pruned = (~channel_set.current_keep()).nonzero().flatten()
@@ -72,10 +77,7 @@ def test_given_counts_keep_the_largest_l1_channels_of_each_set() -> None:
     torch.manual_seed(0)
     model = create_model("cnn2d", num_classes=10, input_shape=(1, 8, 8))
     x = torch.randn(2, 1, 8, 8)
-    graph = dependency_graph(model, x)
-    first = model.features[0]
-    group = graph.get_pruning_group(first, torch_pruning.prune_conv_out_channels, idxs=list(range(first.out_channels)))
-    expected = torch_pruning.importance.MagnitudeImportance(p=1)(group)
+    expected = _first_layer_l1(model, x)
     dense = sum(layer_macs(model, x, min_params=0).values())
     reached = magnitude_channel_prune(model, x, 0.0, allocation=[5, 20, 40], min_params=100)
     cost = adasparse.pruned_tensors(model)[0].layout.cost
