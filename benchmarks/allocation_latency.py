@@ -36,11 +36,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _docs import machine, write_section  # noqa: E402
+from _timing import add_allocator_argument, fix_allocator  # noqa: E402
 from structured import _macs  # noqa: E402
 
 from adasparse import shrink  # noqa: E402
 from adasparse.app.data import load_dataset  # noqa: E402
-from adasparse.app.latency import latency_medians, one_channel_model, steady_allocator  # noqa: E402
+from adasparse.app.latency import latency_medians, one_channel_model  # noqa: E402
 from adasparse.app.models import create_model  # noqa: E402
 from adasparse.app.runs import load_run_weights  # noqa: E402
 from adasparse.core.channel_sets import ChannelSet  # noqa: E402
@@ -218,14 +219,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=80, help="rounds of the final three-model timing")
     parser.add_argument("--runs", type=Path, default=None, help="run directories of the structured suites")
     parser.add_argument("--no-write", action="store_true", help="print only; do not update docs/structured.md")
-    parser.add_argument(
-        "--default-allocator",
-        action="store_true",
-        help="time with the C library's allocator as the process left it (default: steady_allocator() first)",
-    )
+    add_allocator_argument(parser)
     args = parser.parse_args()
-    if not args.default_allocator:
-        steady_allocator()
+    fix_allocator(args)
     rounding = f", counts rounded to multiples of {args.multiple}" if args.multiple > 1 else ""
     header = [
         f"Batch {args.batch}, one thread, FLOPs removed {args.budget:g} ± {args.tolerance:g}{rounding}; "

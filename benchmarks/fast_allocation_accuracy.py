@@ -1,13 +1,13 @@
 """Do the fastest channel allocations at a FLOPs budget keep the accuracy? Written into docs/structured.md.
 
 For each model, random allocations at the budget are drawn and screened at the throughput batch as in
-``allocation_latency.py`` (beside the dense model, one thread, the C library's allocator fixed first). The fastest
-few are timed again beside the dense model, and each is trained as the structured suite trains its L1 baselines:
-from the suite's dense pre-training run of each seed, the smallest-L1 channels of every set pruned down to the
-allocation's counts (:func:`adasparse.baselines.channels.magnitude_channel_prune` with the counts given), then the
-same fine-tuning with the channels fixed. Their test accuracy (seeds 0-2) stands beside the suite's recorded means
-of ours and of L1-norm pruning at the same budget. Needs the suite's dense runs of every seed (``zoo_sweep.py
---suite structured``):
+``allocation_latency.py`` (beside the dense model, one thread, the C library's allocator fixed first unless
+``--default-allocator``). The fastest few are timed again beside the dense model, and each is trained as the
+structured suite trains its L1 baselines: from the suite's dense pre-training run of each seed, the smallest-L1
+channels of every set pruned down to the allocation's counts
+(:func:`adasparse.baselines.channels.magnitude_channel_prune` with the counts given), then the same fine-tuning with
+the channels fixed. Their test accuracy (seeds 0-2) stands beside the suite's recorded means of ours and of L1-norm
+pruning at the same budget. Needs the suite's dense runs of every seed (``zoo_sweep.py --suite structured``):
 
     taskset -c 1 python benchmarks/fast_allocation_accuracy.py --runs runs/bench/runs   # writes docs/structured.md
     python benchmarks/fast_allocation_accuracy.py --runs runs/bench/runs --models digits:cnn2d --no-write
@@ -28,11 +28,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _docs import machine, write_section  # noqa: E402
+from _timing import add_allocator_argument, fix_allocator  # noqa: E402
 from allocation_latency import add_screening_arguments, screen  # noqa: E402
 
 from adasparse.app import methods  # noqa: E402
 from adasparse.app.bench import SUITES, Job, _run_job  # noqa: E402
-from adasparse.app.latency import latency_medians, steady_allocator  # noqa: E402
+from adasparse.app.latency import latency_medians  # noqa: E402
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 BASELINE = "pretrained + L1 channels (uniform)"
@@ -109,8 +110,9 @@ def main() -> None:
     parser.add_argument("--fastest", type=int, default=3, help="screened allocations timed again and trained")
     parser.add_argument("--rounds", type=int, default=40, help="rounds of the second timing")
     parser.add_argument("--no-write", action="store_true", help="print only; do not update docs/structured.md")
+    add_allocator_argument(parser)
     args = parser.parse_args()
-    steady_allocator()
+    fix_allocator(args)
     warnings.simplefilter("ignore")  # the layers each run leaves dense are the suite's, reported there
     records = [json.loads(line) for line in args.records.open()]
     rows = []

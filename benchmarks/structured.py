@@ -45,16 +45,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _docs import write_section  # noqa: E402
+from _timing import add_allocator_argument, fix_allocator  # noqa: E402
 
 from adasparse import shrink  # noqa: E402
 from adasparse.app.bench import SUITES  # noqa: E402
 from adasparse.app.data import load_dataset  # noqa: E402
-from adasparse.app.latency import (  # noqa: E402
-    fold_batchnorm,
-    latency_medians,
-    one_channel_model,
-    steady_allocator,
-)
+from adasparse.app.latency import fold_batchnorm, latency_medians, one_channel_model  # noqa: E402
 from adasparse.app.runs import load_run_weights  # noqa: E402
 from adasparse.core.flops import layer_macs  # noqa: E402
 
@@ -285,14 +281,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=256, help="the throughput batch size")
     parser.add_argument("--rounds", type=int, default=30, help="timed forward passes per model at the batch size")
     parser.add_argument("--single-rounds", type=int, default=300, help="timed forward passes per model at batch 1")
-    parser.add_argument(
-        "--default-allocator",
-        action="store_true",
-        help="time with the C library's allocator as the process left it (default: steady_allocator() first)",
-    )
+    add_allocator_argument(parser)
     args = parser.parse_args()
-    if not args.default_allocator:
-        steady_allocator()
+    fix_allocator(args)
     rows = _latest([json.loads(line) for line in open(args.records)])
     tables = {"accuracy": accuracy_table(rows)}
     if args.runs is not None:
