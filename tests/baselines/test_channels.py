@@ -91,14 +91,20 @@ def test_given_counts_keep_the_largest_l1_channels_of_each_set() -> None:
 
 
 @pytest.mark.parametrize(
-    ("counts", "message"),
-    [([5, 20], "gives 2 kept counts, the model has 3 channel sets"), ([5, 0, 40], r"keeps an integer in \[1, ")],
+    ("counts", "multiple", "message"),
+    [
+        ([5, 20], 1, "gives 2 kept counts, the model has 3 channel sets"),
+        ([5, 0, 40], 1, r"keeps an integer in \[1, "),
+        ([8, 16, 40], 8, "channel_multiple=8 rounds the counts this function chooses"),
+    ],
 )
-def test_bad_given_counts_leave_the_model_as_it_was(counts: list[int], message: str) -> None:
+def test_bad_given_counts_leave_the_model_as_it_was(counts: list[int], multiple: int, message: str) -> None:
     model = create_model("cnn2d", num_classes=10, input_shape=(1, 8, 8))
     before = {name: value.clone() for name, value in model.state_dict().items()}
     with pytest.raises(ValueError, match=message):
-        magnitude_channel_prune(model, torch.randn(2, 1, 8, 8), 0.5, allocation=counts, min_params=100)
+        magnitude_channel_prune(
+            model, torch.randn(2, 1, 8, 8), 0.5, allocation=counts, min_params=100, channel_multiple=multiple
+        )
     assert not adasparse.pruned_tensors(model)
     assert model.state_dict().keys() == before.keys()
     assert all(torch.equal(model.state_dict()[name], value) for name, value in before.items())

@@ -80,7 +80,7 @@ def magnitude_channel_prune(
         allocation: ``"global"`` (one ranking), ``"uniform"`` (the same fraction in every set), or the channels
             each set keeps (integers in ``[1, channels]``, one per set in the order of
             :attr:`ChannelCost.channel_sets <adasparse.core.channel_cost.ChannelCost.channel_sets>`; ``ValueError``
-            naming the set otherwise).
+            naming the set otherwise, or with ``channel_multiple`` other than 1).
         min_params: as in :func:`adasparse.sparsify`.
         channel_multiple: every set then keeps a multiple of this many channels, rounded down or up
             (:func:`~adasparse.core.channel_rounding.rounded_kept_counts`), the smallest-L1 channels still pruned.
@@ -93,6 +93,11 @@ def magnitude_channel_prune(
     budget = check_choice(budget, "budget", ("flops", "params"))
     if isinstance(allocation, str):
         allocation = check_choice(allocation, "allocation", ALLOCATIONS)
+    elif channel_multiple != 1:
+        raise ValueError(
+            f"channel_multiple={channel_multiple} rounds the counts this function chooses; counts given as the "
+            "allocation are used as they are: round them yourself and pass channel_multiple=1"
+        )
     graph = dependency_graph(model, example_input)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the layers left dense are the learned method's too
