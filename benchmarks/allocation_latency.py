@@ -44,7 +44,7 @@ from adasparse.app.data import load_dataset  # noqa: E402
 from adasparse.app.latency import latency_medians, one_channel_model  # noqa: E402
 from adasparse.app.models import create_model  # noqa: E402
 from adasparse.app.runs import load_run_weights  # noqa: E402
-from adasparse.core.channel_sets import ChannelSet  # noqa: E402
+from adasparse.core.channel_cost import shared_cost  # noqa: E402
 from adasparse.core.parametrization import pruned_tensors  # noqa: E402
 from adasparse.core.sparsify import sparsify  # noqa: E402
 
@@ -58,7 +58,7 @@ OURS = {"ours": "pretrained---adasparse-channels", "ours x8": "pretrained---adas
 
 def _cost(planned: torch.nn.Module):
     """The channel cost model of a model sparsified by channels (every channel set shares it)."""
-    return next(p.layout.cost for p in pruned_tensors(planned) if isinstance(p.layout, ChannelSet))
+    return shared_cost(pruned_tensors(planned))
 
 
 class Allocations:

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ._checks import check_fraction
+from .channel_cost import shared_cost
 from .channel_sets import ChannelSet
 from .distribution import MagnitudeDistribution, unit_costs
 from .operator import MAX_THRESHOLD
@@ -175,7 +176,8 @@ def _calibrate_channels(
     if not isinstance(kind, str) or kind not in ("params", "flops"):
         raise ValueError(f"a model pruned by channels takes budget='params' or 'flops', got {budget!r}")
     units = pruning_units(model)
-    cost = next(item.layout.cost for item in units if isinstance(item.layout, ChannelSet))
+    cost = shared_cost(units)
+    assert cost is not None, "a model pruned by channels has a channel cost model"
     before = sparsity_report(model)
     with torch.no_grad():
         layers = {id(item.layout): _Layer(item) for item in units}

@@ -11,13 +11,14 @@ their cost, so a budget is a fraction of the whole model, as a user states it ("
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from ._checks import check_choice
 from .channel_sets import ChannelSet, input_width
 
-__all__ = ["ChannelCost", "ChannelCostLayer"]
+__all__ = ["ChannelCost", "ChannelCostLayer", "shared_cost"]
 
 
 @dataclass(frozen=True)
@@ -113,3 +114,9 @@ def _kept(layer: ChannelCostLayer, fractions: Sequence[float]) -> float:
 
 def _key(module_name: str, tensor: str) -> str:
     return f"{module_name}.{tensor}" if module_name else tensor
+
+
+def shared_cost(tensors: Iterable[Any]) -> ChannelCost | None:
+    """The cost model the channel sets among ``tensors`` (pruned tensors, each with its ``layout``) share, or
+    ``None`` when none of them is pruned by channels."""
+    return next((t.layout.cost for t in tensors if isinstance(t.layout, ChannelSet)), None)

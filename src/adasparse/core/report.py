@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .channel_sets import ChannelSet
+from .channel_cost import shared_cost
 from .operator import analytic_sparsity_value
 from .parametrization import PrunedTensor, pruned_tensors
 from .selection import select_layers
@@ -271,7 +271,7 @@ def sparsity_report(model: nn.Module, *, min_params: int = 1000) -> SparsityRepo
 
 
 def _shrunk(pruned: list[PrunedTensor]) -> dict[str, float] | None:
-    cost = next((p.layout.cost for p in pruned if isinstance(p.layout, ChannelSet)), None)
+    cost = shared_cost(pruned)
     if cost is None:
         return None
     fractions = cost.fractions()
