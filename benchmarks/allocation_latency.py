@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import statistics
 import sys
 import warnings
@@ -120,6 +121,36 @@ def sample(allocations: Allocations, budget: float, count: int, multiple: int, t
     return found
 
 
+def grid(allocations: Allocations, budget: float, points: int, tolerance: float, limit: int = 5000):
+    """Every allocation on a grid within ``tolerance`` of ``budget``: each set but the largest takes ``points`` evenly
+    spaced counts from 1 to its size (every count when it has no more channels), the largest set the count that
+    comes nearest the budget. A ``ValueError`` when the grid holds more than ``limit`` allocations."""
+    sizes = allocations.sizes
+    solved = sizes.index(max(sizes))
+    axes = [
+        sorted({int(round(value)) for value in numpy.linspace(1, size, min(points, size))})
+        for index, size in enumerate(sizes)
+        if index != solved
+    ]
+    total = int(numpy.prod([len(axis) for axis in axes]))
+    if total > limit:
+        raise ValueError(f"a grid of {points} points per set holds {total} allocations here (limit {limit})")
+    found: dict[tuple[int, ...], float] = {}
+    for others in itertools.product(*axes):
+        counts = list(others[:solved]) + [sizes[solved]] + list(others[solved:])
+        low, high = 1, sizes[solved]  # FLOPs removed falls as the solved set keeps more channels
+        while low < high:
+            middle = (low + high) // 2
+            counts[solved] = middle
+            low, high = (middle + 1, high) if allocations.flops_removed(counts) > budget else (low, middle)
+        for count in {max(low - 1, 1), low}:
+            counts[solved] = count
+            removed = allocations.flops_removed(counts)
+            if abs(removed - budget) <= tolerance:
+                found[tuple(counts)] = removed
+    return found
+
+
 def _ours(runs: Path | None, dataset: str, model: str, budget: float, example: torch.Tensor):
     """Each of ours' seed-0 shrunk model at ``budget`` that ``runs`` holds."""
     if runs is None:
@@ -152,6 +183,14 @@ def add_screening_arguments(parser: argparse.ArgumentParser, samples: int, scree
     parser.add_argument("--screen-rounds", type=int, default=screen_rounds, help="rounds per screening group")
     parser.add_argument("--batch", type=int, default=256, help="the throughput batch (default 256)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random allocations")
+    parser.add_argument(
+        "--grid",
+        type=int,
+        default=None,
+        metavar="POINTS",
+        help="every allocation on a grid of POINTS counts per set (the largest set solved onto the budget) instead "
+        "of random ones: an exhaustive search on models with few sets",
+    )
 
 
 def screen(dataset: str, name: str, args: argparse.Namespace, multiple: int = 1) -> Screening:
@@ -164,7 +203,10 @@ def screen(dataset: str, name: str, args: argparse.Namespace, multiple: int = 1)
     torch.manual_seed(0)
     dense = create_model(name, num_classes=data.num_classes, input_shape=tuple(example.shape[1:])).eval()
     allocations = Allocations(dense, example)
-    found = sample(allocations, args.budget, args.samples, multiple, args.tolerance, args.seed)
+    if getattr(args, "grid", None):
+        found = grid(allocations, args.budget, args.grid, args.tolerance)
+    else:
+        found = sample(allocations, args.budget, args.samples, multiple, args.tolerance, args.seed)
     candidates = list(found)
     screened: list[tuple[float, tuple[int, ...]]] = []
     for start in range(0, len(candidates), args.group):
@@ -179,7 +221,8 @@ def measure(spec: str, args: argparse.Namespace) -> str:
     dataset, name = spec.split(":")
     dense, example, allocations, found, screened = screen(dataset, name, args, args.multiple)
     floor = one_channel_model(dense, example)
-    timed = [(f"random, best {rank + 1}", counts) for rank, (_, counts) in enumerate(screened[: args.best])]
+    kind = f"grid of {args.grid}" if args.grid else "random"
+    timed = [(f"{kind}, best {rank + 1}", counts) for rank, (_, counts) in enumerate(screened[: args.best])]
     rows = []
     for label, counts in timed:
         times = latency_medians(
@@ -196,7 +239,7 @@ def measure(spec: str, args: argparse.Namespace) -> str:
         for label, ratio, floor_ratio, removed, counts in rows
     ]
     lines.append(
-        f"| {dataset}/{name} | random, median of {len(screened)} (screening) | {args.budget:g} ± {args.tolerance:g} "
+        f"| {dataset}/{name} | {kind}, median of {len(screened)} (screening) | {args.budget:g} ± {args.tolerance:g} "
         f"| {median:.2f}x | | sets of {' '.join(map(str, allocations.sizes))} |"
     )
     return "\n".join(lines)
@@ -222,10 +265,17 @@ def main() -> None:
     add_allocator_argument(parser)
     args = parser.parse_args()
     fix_allocator(args)
+    if args.grid and args.multiple > 1:
+        parser.error("--grid and --multiple: the grid's counts are its own")
     rounding = f", counts rounded to multiples of {args.multiple}" if args.multiple > 1 else ""
+    drawn = (
+        f"every allocation on a grid of {args.grid} counts per set"
+        if args.grid
+        else f"{args.samples} random allocations per model"
+    )
     header = [
         f"Batch {args.batch}, one thread, FLOPs removed {args.budget:g} ± {args.tolerance:g}{rounding}; "
-        f"{args.samples} random allocations per model screened ({args.screen_rounds} rounds in groups of "
+        f"{drawn} screened ({args.screen_rounds} rounds in groups of "
         f"{args.group} beside the dense model), the {args.best} fastest timed again with dense and the floor "
         f"({args.rounds} rounds). Machine: {machine()}.",
         "",
@@ -238,6 +288,7 @@ def main() -> None:
     print(body)
     if not args.no_write:
         key = "allocation-latency" if args.multiple <= 1 else f"allocation-latency-x{args.multiple}"
+        key = f"allocation-latency-grid{args.grid}" if args.grid else key
         write_section(Path(__file__).resolve().parent.parent / "docs" / "structured.md", key, body)
 
 

@@ -12,6 +12,13 @@ drift of the machine's speed hits both sides of a pair alike. The order inside a
 the next (default first, then GMP first), so that whatever favours the first or the second process of a pair (a cache
 the other left warm, the machine's speed changing inside the pair) weighs on both sides alike.
 
+``--crossover A B`` instead runs the two commands of a pair at the same time, each pinned to one of the two cores,
+then again with the cores swapped, and takes the geometric mean of the two ratios. Both commands live through the same
+stretch of the machine's speed (which drifts by tens of percent within minutes on shared machines), and a fixed speed
+difference between the two cores cancels: (ours_A / gmp_B · ours_B / gmp_A)^(1/2) no longer depends on it. The longer
+run of a pair finishes alone on the machine, which flatters it slightly; the whole-process alternation above does not
+have that bias but reads the drift instead.
+
 ``--lower-bound`` adds a third run per pair: the default with its pruning operator replaced by a plain copy of the
 weight (``_copy_operator_train.py``), the floor of any operator in this training loop.
 """
@@ -19,6 +26,7 @@ weight (``_copy_operator_train.py``), the floor of any operator in this training
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import subprocess
@@ -29,22 +37,31 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 
-def _timed(argv: list[str], check: bool = True) -> float:
+def _timed(argv: list[str], check: bool = True, cpu: int | None = None) -> float:
+    """Wall time of one command with one torch thread, pinned to ``cpu`` when given."""
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    pin = None if cpu is None else (lambda: os.sched_setaffinity(0, {cpu}))
     start = time.perf_counter()
-    subprocess.run(argv, check=check, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        argv, check=check, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=pin
+    )
     return time.perf_counter() - start
 
 
 _COPY_OPERATOR = str(Path(__file__).resolve().parent / "_copy_operator_train.py")
 
 
+def _options(dataset: str, model: str, seed: int, extra: list[str]) -> list[str]:
+    """``adasparse train``'s arguments shared by both commands of a pair."""
+    options = ["train", "--dataset", dataset, "--model", model, "--seed", str(seed)]
+    return options + ["--no-dense-baseline", "--quiet", "--device", "cpu", *extra]
+
+
 def _pair(
     dataset: str, model: str, seed: int, root: Path, extra: list[str], lower_bound: bool, gmp_first: bool = False
 ) -> tuple[str, float, float, float | None]:
     """One pair's times (default, GMP, the copy operator's or ``None``), GMP's run first when ``gmp_first``."""
-    options = ["train", "--dataset", dataset, "--model", model, "--seed", str(seed)]
-    options += ["--no-dense-baseline", "--quiet", "--device", "cpu", *extra]
+    options = _options(dataset, model, seed, extra)
     base = [sys.executable, "-m", "adasparse", *options]
     ours_run = [*base, "--out", str(root / f"{dataset}-{model}-{seed}-ours")]
     gmp_run = [*base, "--method", "gmp", "--out", str(root / f"{dataset}-{model}-{seed}-gmp")]
@@ -58,6 +75,28 @@ def _pair(
         copy_run = [sys.executable, _COPY_OPERATOR, *options, "--out", str(root / f"{dataset}-{model}-{seed}-copy")]
         copy = _timed(copy_run, check=False)
     return f"{model} ({dataset})", ours, gmp, copy
+
+
+def _crossover(
+    dataset: str, model: str, seed: int, root: Path, extra: list[str], cpus: tuple[int, int]
+) -> tuple[str, list[tuple[float, float]], float]:
+    """Both commands at once on the two cores, then swapped: (name, [(default s, GMP s)] per half, crossed ratio)."""
+    base = [sys.executable, "-m", "adasparse", *_options(dataset, model, seed, extra)]
+    halves = []
+    with ThreadPoolExecutor(2) as pool:
+        for half, (ours_cpu, gmp_cpu) in enumerate((cpus, cpus[::-1])):
+            ours_run = [*base, "--out", str(root / f"{dataset}-{model}-{seed}-ours-{half}")]
+            gmp_run = [*base, "--method", "gmp", "--out", str(root / f"{dataset}-{model}-{seed}-gmp-{half}")]
+            ours = pool.submit(_timed, ours_run, True, ours_cpu)
+            gmp = pool.submit(_timed, gmp_run, True, gmp_cpu)
+            halves.append((ours.result(), gmp.result()))
+    return f"{model} ({dataset})", halves, _crossed_ratio(halves)
+
+
+def _crossed_ratio(halves: list[tuple[float, float]]) -> float:
+    """Geometric mean of the halves' default/GMP ratios: a fixed speed factor between the two cores cancels."""
+    (ours_a, gmp_b), (ours_b, gmp_a) = halves
+    return math.sqrt((ours_a / gmp_b) * (ours_b / gmp_a))
 
 
 def _summary(ratios: list[float]) -> str:
@@ -79,10 +118,25 @@ def main() -> None:
         action="store_true",
         help="also time the default with the operator replaced by a copy (_copy_operator_train.py): a lower bound",
     )
+    parser.add_argument(
+        "--crossover",
+        nargs=2,
+        type=int,
+        metavar=("CPU_A", "CPU_B"),
+        help="run both commands of a pair at once, pinned to these two cores, then swapped (see above)",
+    )
     args = parser.parse_args()
     if args.repeats < 1 or args.warmup < 0 or args.jobs < 1:
         parser.error("--repeats and --jobs must be >= 1, --warmup >= 0")
     extra = ["--epochs", str(args.epochs)] if args.epochs else []
+    if args.crossover:
+        available = os.sched_getaffinity(0)
+        if args.crossover[0] == args.crossover[1] or not set(args.crossover) <= available:
+            parser.error(f"--crossover needs two different cores of this process's {sorted(available)}")
+        if args.lower_bound or args.jobs != 1:
+            parser.error("--crossover takes the two cores itself: no --lower-bound, --jobs 1")
+        _print_crossovers(args, extra)
+        return
     with tempfile.TemporaryDirectory() as root, ThreadPoolExecutor(args.jobs) as pool:
         runs = Path(root)
         for index in range(args.warmup):
@@ -108,6 +162,31 @@ def main() -> None:
         if args.lower_bound:
             row += f" {_summary([c / g for _, g, c in runs])} |"
         print(row)
+
+
+def _print_crossovers(args: argparse.Namespace, extra: list[str]) -> None:
+    """The crossover protocol's table: each model's halves and its crossed ratios' median and range."""
+    cpus = tuple(args.crossover)
+    with tempfile.TemporaryDirectory() as root:
+        runs = Path(root)
+        for index in range(args.warmup):
+            for spec in args.models:
+                _crossover(*spec.split(":", 1), args.seeds[0], runs / f"warmup{index}", extra, cpus)
+        results = [
+            _crossover(*spec.split(":", 1), seed, runs / f"repeat{repeat}", extra, cpus)
+            for repeat in range(args.repeats)
+            for spec in args.models
+            for seed in args.seeds
+        ]
+    print(
+        f"| model | runs (default s / GMP s, cores {cpus[0]}/{cpus[1]} then {cpus[1]}/{cpus[0]}) "
+        "| default / GMP, crossed, median (range) |"
+    )
+    print("|---|---|---|")
+    for name in dict.fromkeys(result[0] for result in results):
+        mine = [result for result in results if result[0] == name]
+        cells = ", ".join(" + ".join(f"{o:.1f}/{g:.1f}" for o, g in halves) for _, halves, _ in mine)
+        print(f"| {name} | {cells} | {_summary([ratio for _, _, ratio in mine])} |")
 
 
 if __name__ == "__main__":

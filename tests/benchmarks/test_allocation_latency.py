@@ -49,3 +49,22 @@ def test_a_budget_out_of_reach_finds_no_allocation(script) -> None:
     allocations = script.Allocations(_model(), torch.randn(4, 1, 8, 8))
     # the classifier is not pruned and both sets keep at least one channel: removing all the FLOPs is out of reach
     assert script.sample(allocations, 0.9999, 3, 1, 1e-6, seed=0) == {}
+
+
+def test_the_grid_finds_every_allocation_at_the_budget_on_its_points(script) -> None:
+    allocations = script.Allocations(_model(), torch.randn(4, 1, 8, 8))
+    found = script.grid(allocations, 0.5, 5, 0.01)
+    assert found, "no allocation within the tolerance"
+    points = {1, 9, 16, 24, 32}  # five evenly spaced counts of the 32-channel set; the 48-channel set is solved
+    expected = {
+        (first, second): allocations.flops_removed([first, second])
+        for first in points
+        for second in range(1, 49)
+        if abs(allocations.flops_removed([first, second]) - 0.5) <= 0.01
+    }
+    # The solved set's count nearest the budget on each side: every point that has one is found, nothing else is.
+    assert {first for first, _ in found} == {first for first, _ in expected}
+    assert set(found) <= set(expected)
+    assert all(found[counts] == expected[counts] for counts in found)
+    with pytest.raises(ValueError, match="limit 3"):
+        script.grid(allocations, 0.5, 5, 0.01, limit=3)
