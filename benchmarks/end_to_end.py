@@ -17,7 +17,8 @@ then again with the cores swapped, and takes the geometric mean of the two ratio
 stretch of the machine's speed (which drifts by tens of percent within minutes on shared machines), and a fixed speed
 difference between the two cores cancels: (ours_A / gmp_B · ours_B / gmp_A)^(1/2) no longer depends on it. The longer
 run of a pair finishes alone on the machine, which flatters it slightly; the whole-process alternation above does not
-have that bias but reads the drift instead.
+have that bias but reads the drift instead. With ``--lower-bound`` the copy-operator run is crossed against GMP
+the same way, in its own pair of halves.
 
 ``--lower-bound`` adds a third run per pair: the default with its pruning operator replaced by a plain copy of the
 weight (``_copy_operator_train.py``), the floor of any operator in this training loop.
@@ -78,16 +79,27 @@ def _pair(
 
 
 def _crossover(
-    dataset: str, model: str, seed: int, root: Path, extra: list[str], cpus: tuple[int, int]
+    dataset: str,
+    model: str,
+    seed: int,
+    root: Path,
+    extra: list[str],
+    cpus: tuple[int, int],
+    copy_operator: bool = False,
 ) -> tuple[str, list[tuple[float, float]], float]:
-    """Both commands at once on the two cores, then swapped: (name, [(default s, GMP s)] per half, crossed ratio)."""
-    base = [sys.executable, "-m", "adasparse", *_options(dataset, model, seed, extra)]
+    """Both commands at once on the two cores, then swapped: (name, [(default s, GMP s)] per half, crossed ratio).
+    With ``copy_operator`` the default's command is the copy-operator lower bound's (``_copy_operator_train.py``)."""
+    options = _options(dataset, model, seed, extra)
+    base = [sys.executable, "-m", "adasparse", *options]
+    first = [sys.executable, _COPY_OPERATOR, *options] if copy_operator else base
+    label = "copy" if copy_operator else "ours"
     halves = []
     with ThreadPoolExecutor(2) as pool:
         for half, (ours_cpu, gmp_cpu) in enumerate((cpus, cpus[::-1])):
-            ours_run = [*base, "--out", str(root / f"{dataset}-{model}-{seed}-ours-{half}")]
-            gmp_run = [*base, "--method", "gmp", "--out", str(root / f"{dataset}-{model}-{seed}-gmp-{half}")]
-            ours = pool.submit(_timed, ours_run, True, ours_cpu)
+            ours_run = [*first, "--out", str(root / f"{dataset}-{model}-{seed}-{label}-{half}")]
+            gmp_run = [*base, "--method", "gmp", "--out", str(root / f"{dataset}-{model}-{seed}-gmp-{label}-{half}")]
+            # The copy operator prunes nothing, so its run ends with "target not reached" (status 1).
+            ours = pool.submit(_timed, ours_run, not copy_operator, ours_cpu)
             gmp = pool.submit(_timed, gmp_run, True, gmp_cpu)
             halves.append((ours.result(), gmp.result()))
     return f"{model} ({dataset})", halves, _crossed_ratio(halves)
@@ -133,8 +145,8 @@ def main() -> None:
         available = os.sched_getaffinity(0)
         if args.crossover[0] == args.crossover[1] or not set(args.crossover) <= available:
             parser.error(f"--crossover needs two different cores of this process's {sorted(available)}")
-        if args.lower_bound or args.jobs != 1:
-            parser.error("--crossover takes the two cores itself: no --lower-bound, --jobs 1")
+        if args.jobs != 1:
+            parser.error("--crossover takes the two cores itself: --jobs 1")
         _print_crossovers(args, extra)
         return
     with tempfile.TemporaryDirectory() as root, ThreadPoolExecutor(args.jobs) as pool:
@@ -165,28 +177,38 @@ def main() -> None:
 
 
 def _print_crossovers(args: argparse.Namespace, extra: list[str]) -> None:
-    """The crossover protocol's table: each model's halves and its crossed ratios' median and range."""
+    """The crossover protocol's table: each model's halves and its crossed ratios' median and range (and the
+    copy-operator bound's, crossed against GMP the same way, with ``--lower-bound``)."""
     cpus = tuple(args.crossover)
+    kinds = (False, True) if args.lower_bound else (False,)
     with tempfile.TemporaryDirectory() as root:
         runs = Path(root)
         for index in range(args.warmup):
             for spec in args.models:
                 _crossover(*spec.split(":", 1), args.seeds[0], runs / f"warmup{index}", extra, cpus)
         results = [
-            _crossover(*spec.split(":", 1), seed, runs / f"repeat{repeat}", extra, cpus)
+            (
+                copy_operator,
+                *_crossover(*spec.split(":", 1), seed, runs / f"repeat{repeat}", extra, cpus, copy_operator),
+            )
             for repeat in range(args.repeats)
             for spec in args.models
             for seed in args.seeds
+            for copy_operator in kinds
         ]
-    print(
-        f"| model | runs (default s / GMP s, cores {cpus[0]}/{cpus[1]} then {cpus[1]}/{cpus[0]}) "
-        "| default / GMP, crossed, median (range) |"
-    )
-    print("|---|---|---|")
-    for name in dict.fromkeys(result[0] for result in results):
-        mine = [result for result in results if result[0] == name]
-        cells = ", ".join(" + ".join(f"{o:.1f}/{g:.1f}" for o, g in halves) for _, halves, _ in mine)
-        print(f"| {name} | {cells} | {_summary([ratio for _, _, ratio in mine])} |")
+    cores = f"cores {cpus[0]}/{cpus[1]} then {cpus[1]}/{cpus[0]}"
+    header = f"| model | runs (default s / GMP s, {cores}) | default / GMP, crossed, median (range) |"
+    if args.lower_bound:
+        header += f" runs (copy s / GMP s, {cores}) | copy operator / GMP, crossed, median (range) |"
+    print(header)
+    print("|---|---|---|" + ("---|---|" if args.lower_bound else ""))
+    for name in dict.fromkeys(result[1] for result in results):
+        row = f"| {name} |"
+        for copy_operator in kinds:
+            mine = [result[2:] for result in results if result[1] == name and result[0] == copy_operator]
+            cells = ", ".join(" + ".join(f"{o:.1f}/{g:.1f}" for o, g in halves) for halves, _ in mine)
+            row += f" {cells} | {_summary([ratio for _, ratio in mine])} |"
+        print(row)
 
 
 if __name__ == "__main__":

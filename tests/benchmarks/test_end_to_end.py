@@ -53,3 +53,17 @@ def test_timed_pins_the_command_to_the_core_given(tmp_path: Path) -> None:
     code = f"import os; open({str(out)!r}, 'w').write(str(sorted(os.sched_getaffinity(0))))"
     script._timed([sys.executable, "-c", code], cpu=core)
     assert out.read_text() == str([core])
+
+
+def test_the_copy_operator_crossover_runs_the_bound_without_checking_its_status(monkeypatch, tmp_path: Path) -> None:
+    script = load_script("end_to_end")
+    calls: list[tuple[bool, bool, bool]] = []
+
+    def timed(argv: list[str], check: bool = True, cpu: int | None = None) -> float:
+        calls.append((script._COPY_OPERATOR in argv, "gmp" in argv, check))
+        return 1.0
+
+    monkeypatch.setattr(script, "_timed", timed)
+    script._crossover("digits", "cnn2d", 0, tmp_path, [], (0, 1), copy_operator=True)
+    # Nothing is pruned by a copy, so its run ends with status 1: only the bound's time counts, GMP's is checked.
+    assert sorted(calls) == [(False, True, True), (False, True, True), (True, False, False), (True, False, False)]
