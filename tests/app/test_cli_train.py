@@ -49,6 +49,13 @@ def test_channel_multiple_flag(capsys: pytest.CaptureFixture[str]) -> None:
     one_line_error(capsys, ["train", "--finetune", "1.5"], "finetune must be in [0, 1), got 1.5")
 
 
+def test_recompute_batchnorm_flag() -> None:
+    parser = build_parser()
+    assert config_from_args(parser.parse_args(["train", "--recompute-batchnorm"])).recompute_batchnorm is True
+    assert config_from_args(parser.parse_args(["train", "--no-recompute-batchnorm"])).recompute_batchnorm is False
+    assert TrainConfig().recompute_batchnorm is False  # off by default: the recorded results were made without it
+
+
 def test_original_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "fixed"
     argv = train_digits_mlp(

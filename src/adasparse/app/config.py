@@ -134,6 +134,7 @@ class TrainConfig:
     data_dir: str = "data"
     download: bool = False
     calibrate: bool = _PRUNER.calibrate
+    recompute_batchnorm: bool = False
     workers: int = 0
     tensorboard: bool = False
 

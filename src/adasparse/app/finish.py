@@ -4,7 +4,7 @@ per-layer report, the plots, ``model_sparse.pt`` and the :class:`RunResult` writ
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ from ..core._io import atomic_torch_save, atomic_write_json, atomic_write_text
 from ..core.flops import layer_macs
 from ..core.report import SparsityReport, sparsity_report
 from . import distributed
+from .batchnorm import has_batchnorm, recompute_batchnorm
 from .config import TrainConfig
 from .data.loader import BatchLoader
 from .epoch import evaluate
@@ -44,6 +45,9 @@ class RunResult:
     """Whether the final sparsity is the target to within one weight (within the cost of one weight for the FLOPs
     budget); ``None`` for a dense run."""
     report_text: str = ""
+    test_accuracy_running_batchnorm: float | None = None
+    """With ``recompute_batchnorm``: the test accuracy with the BatchNorm statistics training left, before they were
+    recomputed (``None`` otherwise, or when the model has no BatchNorm)."""
     metrics: list[dict[str, float]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -85,9 +89,11 @@ def finish_run(
     start_time: float,
     log: Callable[[str], None],
     ctx: distributed.Context,
+    statistics_batches: Callable[[], Iterable[torch.Tensor]] | None = None,
 ) -> RunResult:
     """Let ``method`` finish the trained ``model`` (calibration, fine-tuning with fixed masks), measure it, write
-    the run's final files (rank 0 only) and return its :class:`RunResult`."""
+    the run's final files (rank 0 only) and return its :class:`RunResult`. With ``config.recompute_batchnorm`` the
+    BatchNorm statistics of the finished model are recomputed on ``statistics_batches()`` first."""
     from .plots import plot_curves, plot_layer_sparsity
 
     _, accuracy_before = evaluate(model, test_loader)
@@ -96,6 +102,12 @@ def finish_run(
     if finish.message:
         log(finish.message)
     _, accuracy = evaluate(model, test_loader)
+    accuracy_running = None
+    if config.recompute_batchnorm and statistics_batches is not None and has_batchnorm(model):
+        accuracy_running = accuracy
+        recompute_batchnorm(model, statistics_batches())
+        _, accuracy = evaluate(model, test_loader)
+        log(f"BatchNorm statistics recomputed: test accuracy {accuracy_running:.4f} -> {accuracy:.4f}")
     report = finish.report or sparsity_report(model, min_params=config.pthres)
     macs = layer_macs(model, example, min_params=config.pthres)
     total_macs = sum(macs.get(layer.name, 0.0) for layer in report.layers)
@@ -137,6 +149,7 @@ def finish_run(
             else None
         ),
         report_text=str(report),
+        test_accuracy_running_batchnorm=accuracy_running,
         metrics=metrics,
     )
     if ctx.main:

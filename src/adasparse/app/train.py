@@ -34,6 +34,7 @@ from torch import nn
 from .._version import __version__
 from ..core._io import atomic_torch_save, atomic_write_json, atomic_write_text
 from . import distributed
+from .batchnorm import training_inputs
 from .checkpoints import (
     check_checkpoint,
     load_checkpoint,
@@ -327,7 +328,18 @@ def run_training(
     if writer is not None:
         writer.close()
     result = finish_run(
-        model, method, example, config, run_dir, test_loader, metrics, elapsed_before, start_time, log, ctx
+        model,
+        method,
+        example,
+        config,
+        run_dir,
+        test_loader,
+        metrics,
+        elapsed_before,
+        start_time,
+        log,
+        ctx,
+        statistics_batches=lambda: training_inputs(dataset.x_train, config.batch_size, dataset.test_transform),
     )
     distributed.barrier(ctx)
     return result
