@@ -38,9 +38,24 @@ def test_equal_batches_are_averaged_not_decayed() -> None:
     assert model.training
 
 
-def test_no_batches_is_an_error() -> None:
+def test_no_batches_is_an_error_and_leaves_the_statistics() -> None:
+    model = _model()
+    model[0].running_mean.fill_(3.0)
     with pytest.raises(ValueError, match="at least one batch"):
-        recompute_batchnorm(_model(), [])
+        recompute_batchnorm(model, iter([]))
+    assert torch.equal(model[0].running_mean, torch.full((3,), 3.0))
+
+
+def test_batches_may_come_from_a_generator() -> None:
+    made: list[int] = []
+
+    def batches():
+        for index in range(3):
+            made.append(index)
+            yield torch.randn(8, 3)
+
+    recompute_batchnorm(_model(), batches())
+    assert made == [0, 1, 2]
 
 
 def test_which_models_have_statistics_to_recompute() -> None:
@@ -57,14 +72,16 @@ def test_training_inputs_keep_their_order_and_go_through_the_transform() -> None
         seen.append(generator)
         return batch.float() * 2
 
-    batches = training_inputs(inputs, 4, transform)
+    lazy = training_inputs(inputs, 4, transform)
+    assert seen == []  # nothing transformed before it is read
+    batches = list(lazy)
     assert [batch.tolist() for batch in batches] == [
         [[0.0], [2.0], [4.0], [6.0]],
         [[8.0], [10.0], [12.0], [14.0]],
         [[16.0], [18.0]],
     ]
     assert seen == [None, None, None]  # no augmentation: the transform gets no generator
-    assert training_inputs(inputs, 10)[0].dtype == torch.float32
+    assert next(training_inputs(inputs, 10)).dtype == torch.float32
     with pytest.raises(ValueError, match="batch_size must be at least 1"):
         training_inputs(inputs, 0)
 

@@ -11,7 +11,8 @@ statistics of the model it evaluates.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import itertools
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 from torch import nn
@@ -29,26 +30,29 @@ def has_batchnorm(model: nn.Module) -> bool:
 
 def recompute_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor]) -> None:
     """Replace every BatchNorm layer's running mean and variance by their average over ``batches`` (inputs of
-    ``model``), computed with the current weights and no gradient; the model's train/eval mode is kept.
+    ``model``, read once, one at a time), computed with the current weights and no gradient; the model's train/eval
+    mode is kept.
 
     Raises:
-        ValueError: ``batches`` is empty.
+        ValueError: ``batches`` is empty (checked before any statistic is touched).
     """
-    batches = list(batches)
-    if not batches:
+    iterator = iter(batches)
+    first = next(iterator, None)
+    if first is None:
         raise ValueError("recompute_batchnorm needs at least one batch of inputs")
     device = next(model.parameters()).device
-    update_bn(batches, model, device=device)
+    update_bn(itertools.chain([first], iterator), model, device=device)
 
 
 def training_inputs(
     inputs: torch.Tensor,
     batch_size: int,
     transform: Callable[[torch.Tensor, torch.Generator | None], torch.Tensor] | None = None,
-) -> list[torch.Tensor]:
+) -> Iterator[torch.Tensor]:
     """``inputs`` in their order, in batches of ``batch_size``, through ``transform(batch, None)`` when given (the
-    evaluation transform: no augmentation, so the statistics are those the test inputs are normalised with)."""
+    evaluation transform: no augmentation, so the statistics are those the test inputs are normalised with). The
+    batches are made as they are read, so a large training set is never transformed whole."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    batches = [inputs[start : start + batch_size] for start in range(0, len(inputs), batch_size)]
-    return [transform(batch, None) if transform is not None else batch.float() for batch in batches]
+    batches = (inputs[start : start + batch_size] for start in range(0, len(inputs), batch_size))
+    return (transform(batch, None) if transform is not None else batch.float() for batch in batches)
