@@ -1,0 +1,133 @@
+"""Test accuracy of finished runs with their BatchNorm statistics recomputed, as ``adasparse train
+--recompute-batchnorm`` does, beside the accuracy they recorded.
+
+Reads run directories as ``benchmarks/zoo_sweep.py --out OUT`` leaves them (``OUT/runs/<dataset>-<model>/<variant>/
+t<target>/s<seed>``), rebuilds each finished model (``model_sparse.pt``), checks that it gives the accuracy its
+``summary.json`` recorded, recomputes its BatchNorm statistics on its run's training inputs
+(:func:`adasparse.app.batchnorm.recompute_batchnorm` over :func:`~adasparse.app.batchnorm.training_inputs` at the
+run's batch size) and evaluates it again. Runs of models without BatchNorm are skipped. Writes a table of each
+variant's mean and worst seed, recorded and recomputed, into docs/method.md.
+
+    python benchmarks/zoo_sweep.py --suite lamp --models mobilenet2d resnet2d resnet1d wrn-16-2 \\
+        --only "adasparse (default)" "GMP global" --out OUT --records OUT/records.jsonl
+    python benchmarks/batchnorm_statistics.py OUT
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import warnings
+from collections import defaultdict
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _docs import write_section  # noqa: E402
+
+from adasparse.app.batchnorm import has_batchnorm, recompute_batchnorm, training_inputs  # noqa: E402
+from adasparse.app.data import load_dataset  # noqa: E402
+from adasparse.app.runs import load_run_weights  # noqa: E402
+
+PAGE = Path(__file__).resolve().parent.parent / "docs" / "method.md"
+
+
+class Recomputed(NamedTuple):
+    """One finished run: where it sits in the grid and its test accuracy before and after the recomputation."""
+
+    model: str
+    variant: str
+    target: float
+    seed: int
+    before: float
+    after: float
+
+
+def _accuracy(model: torch.nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> float:
+    with torch.no_grad():
+        return (model.eval()(inputs).argmax(1) == labels).sum().item() / len(labels)
+
+
+def recompute_run(run: Path, data_cache: dict) -> Recomputed | None:
+    """The run's recorded and recomputed accuracy (``None`` for a model without BatchNorm). ``ValueError`` when
+    the rebuilt model does not give the recorded accuracy."""
+    summary = json.loads((run / "summary.json").read_text())
+    config = summary["config"]
+    key = (config["dataset"], config["seed"])
+    if key not in data_cache:
+        data_cache[key] = load_dataset(config["dataset"], seed=config["seed"])
+    data = data_cache[key]
+    model = load_run_weights(run).build_model()
+    if not has_batchnorm(model):
+        return None
+    test = data.test_transform(data.x_test, None) if data.test_transform else data.x_test.float()
+    before = _accuracy(model, test, data.y_test)
+    if abs(before - summary["test_accuracy"]) > 0.5 / len(data.y_test):
+        raise ValueError(
+            f"{run}: the rebuilt model reads {before:.4f}, the run recorded {summary['test_accuracy']:.4f}"
+        )
+    recompute_batchnorm(model, training_inputs(data.x_train, config["batch_size"], data.test_transform))
+    after = _accuracy(model, test, data.y_test)
+    variant, target, seed = run.parts[-3], float(run.parts[-2][1:]), int(run.parts[-1][1:])
+    return Recomputed(f"{config['model']} ({config['dataset']})", variant, target, seed, before, after)
+
+
+def table(results: list[Recomputed]) -> str:
+    """Per model and target: each variant's mean test accuracy (worst seed) as recorded and recomputed."""
+    variants = list(dict.fromkeys(result.variant for result in results))
+    cells: dict[tuple[str, float], dict[str, list[Recomputed]]] = defaultdict(lambda: defaultdict(list))
+    for result in results:
+        cells[(result.model, result.target)][result.variant].append(result)
+    header = "| model | target | " + " | ".join(f"{v} | {v}, recomputed" for v in variants) + " |"
+    lines = [header, "|---|---|" + "---|---|" * len(variants)]
+    for (model, target), by_variant in sorted(cells.items()):
+        row = f"| {model} | {target:g} |"
+        for variant in variants:
+            runs = by_variant.get(variant, [])
+            for values in ([r.before for r in runs], [r.after for r in runs]):
+                row += f" {statistics.mean(values):.3f} ({min(values):.3f}) |" if values else " |"
+        lines.append(row)
+    moved = [round(r.after - r.before, 9) for r in results]
+    lines += [
+        "",
+        f"Runs: {len(results)}; up {sum(m > 0 for m in moved)}, down {sum(m < 0 for m in moved)}, unchanged "
+        f"{sum(m == 0 for m in moved)}; largest moves {min(moved):+.4f} and {max(moved):+.4f}.",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", type=Path, help="the --out directory of benchmarks/zoo_sweep.py")
+    parser.add_argument("--no-write", action="store_true", help="print only; do not update docs/method.md")
+    args = parser.parse_args()
+    runs = sorted(path.parent for path in args.out.glob("runs/*/*/t*/s*/summary.json"))
+    if not runs:
+        parser.error(f"no finished run under {args.out}/runs")
+    cache: dict = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        results = [result for run in runs if (result := recompute_run(run, cache)) is not None]
+    body = "\n".join(
+        [
+            "Each cell: mean test accuracy over seeds (worst seed), as recorded and with the finished model's "
+            "BatchNorm statistics recomputed as `adasparse train --recompute-batchnorm` does.",
+            "",
+            "Command: `python benchmarks/batchnorm_statistics.py OUT` (`OUT`: the runs of "
+            "`python benchmarks/zoo_sweep.py --out OUT`)",
+            "",
+            table(results),
+        ]
+    )
+    print(body)
+    if not args.no_write:
+        write_section(PAGE, "batchnorm-statistics", body)
+
+
+if __name__ == "__main__":
+    main()
