@@ -116,3 +116,28 @@ def test_a_model_without_batchnorm_is_left_alone(tmp_path: Path) -> None:
     result, messages = _run(tmp_path, "mlp", model="mlp", recompute_batchnorm=True)
     assert result.test_accuracy_running_batchnorm is None
     assert not any(message.startswith("BatchNorm statistics recomputed") for message in messages)
+
+
+def test_the_summary_credits_the_recomputation_not_the_calibration(capsys: pytest.CaptureFixture[str]) -> None:
+    from adasparse.app.cli_train import print_summary
+    from adasparse.app.finish import RunResult
+
+    result = RunResult(
+        "run",
+        {"method": "adasparse"},
+        2,
+        0.939,
+        0.471,
+        0.98,
+        0.98,
+        0.98,
+        None,
+        None,
+        1.0,
+        0.1,
+        target_reached=True,
+        test_accuracy_running_batchnorm=0.471,
+    )
+    print_summary(result, None)
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("test accuracy"))
+    assert line == "test accuracy: 0.9390 at 0.9800 sparsity (0.4710 with the BatchNorm statistics training left)"

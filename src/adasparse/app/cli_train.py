@@ -336,7 +336,9 @@ def print_summary(result: RunResult, baseline: RunResult | None) -> None:
             )
             print(f"compute: {100 * result.flops_sparsity:.2f}% of {scope} removed")
         accuracy = f"test accuracy: {result.test_accuracy:.4f} at {result.sparsity:.4f} sparsity"
-        if result.test_accuracy_before_calibration != result.test_accuracy:
+        # What the calibration changed, read against the accuracy it left (before any BatchNorm recomputation).
+        calibrated = result.test_accuracy_running_batchnorm
+        if result.test_accuracy_before_calibration != (result.test_accuracy if calibrated is None else calibrated):
             accuracy += f" ({result.test_accuracy_before_calibration:.4f} before calibration)"
     else:
         accuracy = f"test accuracy: {result.test_accuracy:.4f} (dense)"
