@@ -24,14 +24,14 @@ from collections import defaultdict
 from pathlib import Path
 from typing import NamedTuple
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _docs import write_section  # noqa: E402
 
 from adasparse.app.batchnorm import has_batchnorm, recompute_batchnorm, training_inputs  # noqa: E402
 from adasparse.app.data import load_dataset  # noqa: E402
+from adasparse.app.data.loader import BatchLoader  # noqa: E402
+from adasparse.app.epoch import evaluate  # noqa: E402
 from adasparse.app.runs import load_run_weights  # noqa: E402
 
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "method.md"
@@ -48,11 +48,6 @@ class Recomputed(NamedTuple):
     after: float
 
 
-def _accuracy(model: torch.nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> float:
-    with torch.no_grad():
-        return (model.eval()(inputs).argmax(1) == labels).sum().item() / len(labels)
-
-
 def recompute_run(run: Path, data_cache: dict) -> Recomputed | None:
     """The run's recorded and recomputed accuracy (``None`` for a model without BatchNorm). ``ValueError`` when
     the rebuilt model does not give the recorded accuracy."""
@@ -65,14 +60,14 @@ def recompute_run(run: Path, data_cache: dict) -> Recomputed | None:
     model = load_run_weights(run).build_model()
     if not has_batchnorm(model):
         return None
-    test = data.test_transform(data.x_test, None) if data.test_transform else data.x_test.float()
-    before = _accuracy(model, test, data.y_test)
+    test = BatchLoader(data.x_test, data.y_test, 1000, transform=data.test_transform)  # the run's own test loader
+    _, before = evaluate(model, test)
     if abs(before - summary["test_accuracy"]) > 0.5 / len(data.y_test):
         raise ValueError(
             f"{run}: the rebuilt model reads {before:.4f}, the run recorded {summary['test_accuracy']:.4f}"
         )
     recompute_batchnorm(model, training_inputs(data.x_train, config["batch_size"], data.test_transform))
-    after = _accuracy(model, test, data.y_test)
+    _, after = evaluate(model, test)
     variant, target, seed = run.parts[-3], float(run.parts[-2][1:]), int(run.parts[-1][1:])
     return Recomputed(f"{config['model']} ({config['dataset']})", variant, target, seed, before, after)
 
