@@ -129,6 +129,25 @@ def test_constant_weight_gives_no_nan(path: str) -> None:
     assert torch.isfinite(grad_r) and torch.isfinite(grad_w).all()
 
 
+def test_weights_whose_squares_overflow_float32_keep_a_finite_spread_on_the_cpu() -> None:
+    # A run whose weights blew up (BatchNorm hides their scale) reached 3e20: the float32 sum of squares was inf,
+    # every threshold of that layer fell to zero and the budget was lost.
+    torch.manual_seed(0)
+    weight = torch.randn(64, 64) * 3e20
+    mean, std = operator.pruning_statistics(weight)
+    assert (mean, std) == pytest.approx((weight.double().mean().item(), weight.double().std().item()), rel=1e-6)
+    out = effective_weight(weight, torch.tensor(1.645), centred=False)
+    assert 0.88 < float((out == 0).float().mean()) < 0.92  # erf(1.645 / sqrt 2) = 0.9, as at any scale
+    normal = torch.randn(64, 64)
+    flat = normal.reshape(-1)
+    square_sum = torch.dot(flat, flat).item()  # the float32 sums, untouched where they are finite
+    expected = math.sqrt(max(square_sum - flat.numel() * (normal.sum().item() / flat.numel()) ** 2, 0.0) / 4095)
+    assert operator.pruning_statistics(normal)[1] == expected
+    infinite = weight.clone()
+    infinite[0, 0] = math.inf  # a weight that is itself infinite is not rescued
+    assert not math.isfinite(operator.pruning_statistics(infinite)[1])  # left to the divergence checks
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_low_precision_weights(path: str, dtype: torch.dtype) -> None:
     weight = torch.randn(100, 100).to(dtype).requires_grad_()

@@ -83,7 +83,9 @@ def pruning_statistics(weight: torch.Tensor) -> tuple[float | torch.Tensor, floa
     """Mean and unbiased standard deviation of a weight, computed exactly as the forward pass does.
 
     On the CPU eager path both are Python floats obtained from one sum and one dot product (no centred copy is
-    made); otherwise they are 0-d tensors and nothing is synchronised with the host.
+    made; where the float32 sum of squares overflows on finite weights, both sums are taken again in float64);
+    otherwise they are 0-d tensors and nothing is synchronised with the host (there a float32 weight beyond 1.8e19
+    still gives an infinite spread).
     """
     if _use_float_path(weight):
         return _float_statistics(weight)
@@ -100,6 +102,11 @@ def _float_statistics(weight: torch.Tensor) -> tuple[float, float]:
     total = weight.sum(dtype=torch.float64 if dtype == torch.float64 else torch.float32).item()
     flat = weight.reshape(-1)
     square_sum = (torch.dot(flat, flat) if dtype in _FAST_DTYPES else torch.sum(flat.float() * flat.float())).item()
+    if math.isinf(square_sum) and math.isfinite(total) and dtype != torch.float64:
+        # Finite weights whose squares pass float32's range (|w| > 1.8e19: a run whose weights blew up) get the same
+        # sums in float64 rather than an infinite spread, which would zero every threshold and lose the budget.
+        flat = flat.double()
+        total, square_sum = flat.sum().item(), torch.dot(flat, flat).item()
     mean = total / n
     variance = max(square_sum - n * mean * mean, 0.0) / max(n - 1, 1)
     return mean, math.sqrt(variance)
