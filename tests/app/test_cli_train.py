@@ -51,9 +51,25 @@ def test_channel_multiple_flag(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_recompute_batchnorm_flag() -> None:
     parser = build_parser()
-    assert config_from_args(parser.parse_args(["train", "--recompute-batchnorm"])).recompute_batchnorm is True
-    assert config_from_args(parser.parse_args(["train", "--no-recompute-batchnorm"])).recompute_batchnorm is False
-    assert TrainConfig().recompute_batchnorm is False  # off by default: the recorded results were made without it
+
+    def chosen(*argv: str) -> str:
+        return config_from_args(parser.parse_args(["train", *argv])).recompute_batchnorm
+
+    assert chosen() == "never" == TrainConfig().recompute_batchnorm  # the recorded pages were measured so
+    assert chosen("--recompute-batchnorm") == "always"  # the flag alone, as before "auto" existed
+    assert chosen("--no-recompute-batchnorm") == "never"
+    assert [chosen("--recompute-batchnorm", choice) for choice in ("auto", "always", "never")] == [
+        "auto",
+        "always",
+        "never",
+    ]
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "--recompute-batchnorm", "sometimes"])
+    # The boolean values a configuration written before "auto" holds read as before.
+    assert TrainConfig(recompute_batchnorm=True).resolved().recompute_batchnorm == "always"  # type: ignore[arg-type]
+    assert TrainConfig(recompute_batchnorm=False).resolved().recompute_batchnorm == "never"  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="recompute_batchnorm must be one of 'auto', 'always', 'never'"):
+        TrainConfig(recompute_batchnorm="sometimes").resolved()
 
 
 def test_original_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -14,6 +14,7 @@ from ..control.config import BUDGETS, THRESHOLD_UPDATES, PrunerConfig
 from ..control.loss import MODES
 from ..control.projection import PROJECTION_SLOPES
 from . import distributed
+from .config import RECOMPUTE_BATCHNORM
 from .data import DATASETS
 from .methods import METHODS
 from .train import (
@@ -221,11 +222,22 @@ def add_train_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentP
     )
     model.add_argument(
         "--recompute-batchnorm",
-        action=argparse.BooleanOptionalAction,
+        nargs="?",
+        const="always",
+        choices=RECOMPUTE_BATCHNORM,
         default=_DEFAULTS.recompute_batchnorm,
         help="after training, recompute every BatchNorm layer's running statistics with the final weights on the "
-        "training inputs (no augmentation) before the final evaluation; the summary keeps the accuracy with the "
+        "training inputs (no augmentation) before the final evaluation: auto where the ones training left are stale "
+        "(a channel's mean over 3 standard deviations or its variance over 4x off), always (the flag alone), or "
+        "never (default: stale statistics are reported, not replaced); the summary keeps the accuracy with the "
         "statistics training left (see docs/method.md)",
+    )
+    model.add_argument(
+        "--no-recompute-batchnorm",
+        dest="recompute_batchnorm",
+        action="store_const",
+        const="never",
+        help="the same as --recompute-batchnorm never",
     )
     output.add_argument("--quiet", action="store_true", help="no progress bars, only log lines")
     output.add_argument("--tensorboard", action="store_true", help="log scalars for TensorBoard (if installed)")

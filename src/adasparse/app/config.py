@@ -25,6 +25,7 @@ __all__ = [
     "FORMAT_VERSION",
     "OPTIMIZERS",
     "RECIPES",
+    "RECOMPUTE_BATCHNORM",
     "RUN_FORMAT",
     "SPARSITY_CHOICES",
     "THRESHOLD_SCHEDULES",
@@ -37,6 +38,10 @@ SPARSITY_CHOICES = (*MODES, "none")
 THRESHOLD_SCHEDULES = ("cosine", "constant")
 BUDGETS = ("params", "flops")
 OPTIMIZERS = ("sgd", "adamw")
+RECOMPUTE_BATCHNORM = ("auto", "always", "never")
+"""When a finished run's BatchNorm statistics are recomputed on its training inputs: ``auto`` where the stored ones
+are stale (:func:`adasparse.app.batchnorm.recompute_stale_batchnorm`), ``always``, or ``never`` (the default: the
+recorded results were measured so; stale statistics are then measured and reported, not replaced)."""
 RUN_FORMAT = "adasparse.run"
 CHECKPOINT_FORMAT = "adasparse.checkpoint"
 FORMAT_VERSION = 1
@@ -134,7 +139,9 @@ class TrainConfig:
     data_dir: str = "data"
     download: bool = False
     calibrate: bool = _PRUNER.calibrate
-    recompute_batchnorm: bool = False
+    recompute_batchnorm: str = "never"
+    """One of :data:`RECOMPUTE_BATCHNORM`; ``True``/``False`` (the option's form before ``auto``) read as
+    ``always``/``never``."""
     workers: int = 0
     tensorboard: bool = False
 
@@ -171,6 +178,10 @@ class TrainConfig:
         _checks.check_choice(self.budget, "budget", BUDGETS)
         parse_granularity(self.granularity)
         _checks.check_choice(self.optimizer, "optimizer", OPTIMIZERS)
+        recompute = self.recompute_batchnorm
+        if isinstance(recompute, bool):
+            recompute = "always" if recompute else "never"
+        _checks.check_choice(recompute, "recompute_batchnorm", RECOMPUTE_BATCHNORM)
         if self.init_from is not None and (not isinstance(self.init_from, str) or not self.init_from):
             raise ValueError(f"init_from must be a run directory, got {self.init_from!r}")
         recipe = RECIPES[self.dataset]
@@ -187,6 +198,7 @@ class TrainConfig:
             epochs=recipe.epochs if self.epochs is None else self.epochs,
             lr=lr,
             batch_size=recipe.batch_size if self.batch_size is None else self.batch_size,
+            recompute_batchnorm=recompute,
         )
         check_model_name(config.model)  # type: ignore[arg-type]
         _checks.check_fraction(config.target, "target")

@@ -16,7 +16,7 @@ from ..core._io import atomic_torch_save, atomic_write_json, atomic_write_text
 from ..core.flops import layer_macs
 from ..core.report import SparsityReport, sparsity_report
 from . import distributed
-from .batchnorm import has_batchnorm, recompute_batchnorm
+from .batchnorm import has_batchnorm, recompute_batchnorm, recompute_stale_batchnorm
 from .config import TrainConfig
 from .data.loader import BatchLoader
 from .epoch import evaluate
@@ -46,8 +46,12 @@ class RunResult:
     budget); ``None`` for a dense run."""
     report_text: str = ""
     test_accuracy_running_batchnorm: float | None = None
-    """With ``recompute_batchnorm``: the test accuracy with the BatchNorm statistics training left, before they were
-    recomputed (``None`` otherwise, or when the model has no BatchNorm)."""
+    """When the BatchNorm statistics were recomputed (``recompute_batchnorm="always"``, or ``"auto"`` and they were
+    stale): the test accuracy with the statistics training left (``None`` otherwise, or without BatchNorm)."""
+    batchnorm_staleness: dict[str, Any] | None = None
+    """With BatchNorm and ``recompute_batchnorm`` ``"auto"`` or ``"never"``: how far the statistics training left lay
+    from those of the final weights (:class:`adasparse.app.batchnorm.Staleness` as a dict, ``recomputed`` saying
+    whether they were replaced); ``None`` otherwise."""
     metrics: list[dict[str, float]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -92,8 +96,9 @@ def finish_run(
     statistics_batches: Callable[[], Iterable[torch.Tensor]] | None = None,
 ) -> RunResult:
     """Let ``method`` finish the trained ``model`` (calibration, fine-tuning with fixed masks), measure it, write
-    the run's final files (rank 0 only) and return its :class:`RunResult`. With ``config.recompute_batchnorm`` the
-    BatchNorm statistics of the finished model are recomputed on ``statistics_batches()`` first."""
+    the run's final files (rank 0 only) and return its :class:`RunResult`. The BatchNorm statistics of the finished
+    model are recomputed on ``statistics_batches()`` first as ``config.recompute_batchnorm`` says (``auto``: only
+    where the stored ones are stale; ``never``: measured, a warning where they are stale)."""
     from .plots import plot_curves, plot_layer_sparsity
 
     _, accuracy_before = evaluate(model, test_loader)
@@ -103,11 +108,25 @@ def finish_run(
         log(finish.message)
     _, accuracy = evaluate(model, test_loader)
     accuracy_running = None
-    if config.recompute_batchnorm and statistics_batches is not None and has_batchnorm(model):
-        accuracy_running = accuracy
-        recompute_batchnorm(model, statistics_batches())
-        _, accuracy = evaluate(model, test_loader)
-        log(f"BatchNorm statistics recomputed: test accuracy {accuracy_running:.4f} -> {accuracy:.4f}")
+    staleness_figures = None
+    recompute = config.recompute_batchnorm
+    if statistics_batches is not None and has_batchnorm(model):
+        reason = ""
+        if recompute == "always":
+            recompute_batchnorm(model, statistics_batches())
+        else:
+            staleness = recompute_stale_batchnorm(model, statistics_batches(), measure_only=recompute == "never")
+            staleness_figures = asdict(staleness)
+            reason = f" (stale: {staleness.describe()})"
+            if staleness.stale and not staleness.recomputed:
+                log(
+                    f"warning: the BatchNorm statistics training left are stale ({staleness.describe()}); the test "
+                    "accuracy is read with them: --recompute-batchnorm auto recomputes them (docs/method.md)"
+                )
+        if recompute == "always" or staleness.recomputed:
+            accuracy_running = accuracy
+            _, accuracy = evaluate(model, test_loader)
+            log(f"BatchNorm statistics recomputed{reason}: test accuracy {accuracy_running:.4f} -> {accuracy:.4f}")
     report = finish.report or sparsity_report(model, min_params=config.pthres)
     macs = layer_macs(model, example, min_params=config.pthres)
     total_macs = sum(macs.get(layer.name, 0.0) for layer in report.layers)
@@ -150,6 +169,7 @@ def finish_run(
         ),
         report_text=str(report),
         test_accuracy_running_batchnorm=accuracy_running,
+        batchnorm_staleness=staleness_figures,
         metrics=metrics,
     )
     if ctx.main:
