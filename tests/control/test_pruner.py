@@ -472,3 +472,21 @@ def test_total_steps_unset_or_changed_mid_run_is_refused() -> None:
     pruner.total_steps = 10  # the same value is accepted
     with pytest.raises(RuntimeError, match="cannot change after the first step"):
         pruner.total_steps = 20
+
+
+def test_a_layer_whose_weights_blew_past_float32_squares_keeps_its_share_of_the_budget() -> None:
+    # A BatchNorm run's weights reached 3e20: the float32 spread of that layer read inf, its threshold fell to zero,
+    # the layer kept every weight and the run ended 17 points under its target.
+    model = _model()
+    pruner = Pruner(model, target=0.9, total_steps=60, min_params=500)
+    optimizer = torch.optim.SGD(pruner.param_groups(lr=0.05), momentum=0.9)
+    _train(model, pruner, optimizer, range(40))
+    with torch.no_grad():
+        model[2].weight_orig.mul_(3e20)  # the layer's scale alone: LAMP's allocation does not see it
+    for group in optimizer.param_groups:
+        group["lr"] = 0.0  # steps that move no weight: the projection alone decides the zeros from here
+    _train(model, pruner, optimizer, range(40, 60))
+    pruner.finish()
+    report = adasparse.sparsity_report(model, min_params=500)
+    assert abs(report.pruned_zeros - 0.9 * report.pruned_params) <= 1
+    assert 0.5 < report.layers[1].actual < 1.0  # the blown-up layer is pruned like its neighbours
