@@ -75,6 +75,7 @@ VARIANTS = (
     "torch.nn.utils.prune",
     "adaptive, copy operator",
     "Pruner, copy operator",
+    "Pruner, pruned-gradient bound 3",
 )
 """What is timed: the dense model; adasparse with learned thresholds and the adaptive loss (the loop of the
 README quickstart); adasparse's default controller (``mode="projection"``: zero loss term, thresholds projected in
@@ -87,7 +88,8 @@ adasparse with fixed thresholds (``trainable=False``, no loss: the operator alon
 usable method: the adaptive setup with the operator replaced by a plain copy of the weight (identity gradient, no
 gradient for the thresholds), i.e. what the loss, the thresholds in the optimizer and one materialised weight
 cost before any pruning arithmetic; and the same lower bound for ``Pruner`` (its ``step()`` with the copy in place
-of the operator: the projection and the checks, no threshold gradient)."""
+of the operator: the projection and the checks, no threshold gradient); last, ``Pruner`` with
+``pruned_gradient_bound=3`` (a hook per pruned tensor clamping its pruned weights' gradient)."""
 
 
 class _CopyOperator(torch.autograd.Function):
@@ -137,7 +139,10 @@ def _setup(variant: str, make: Callable[[], nn.Module]) -> _Setup:
         return _Setup(adasparse.sparsify(model, target=0.9, trainable=False))
     if variant.startswith("Pruner"):
         slope = "gaussian" if "Gaussian" in variant else "lamp"
-        pruner = adasparse.Pruner(model, target=0.9, total_steps=10**9, ramp=0.0, projection_slope=slope)
+        bound = 3.0 if variant.endswith("bound 3") else None
+        pruner = adasparse.Pruner(
+            model, target=0.9, total_steps=10**9, ramp=0.0, projection_slope=slope, pruned_gradient_bound=bound
+        )
         return _Setup(model, pruner, _copy_operator if variant.endswith("copy operator") else None)
     model = adasparse.sparsify(model, target=0.9)
     if variant.startswith("adaptive"):
@@ -146,10 +151,12 @@ def _setup(variant: str, make: Callable[[], nn.Module]) -> _Setup:
     return _Setup(model, adasparse.SparsityLoss(model, target=0.9, mode="projection", correction=True))
 
 
-def measure(case: str, steps: int, warmup: int = 20) -> dict[str, float]:
-    """Median step time of every variant over the dense one (and the dense step in ms), steps interleaved."""
+def measure(case: str, steps: int, warmup: int = 20, variants: tuple[str, ...] = VARIANTS) -> dict[str, float]:
+    """Median step time of every variant (``variants``, dense always among them) over the dense one (and the dense
+    step in ms), steps interleaved."""
     make, shape, batch = CASES[case]
-    setups = {variant: _setup(variant, make) for variant in VARIANTS}
+    variants = ("dense", *(variant for variant in variants if variant != "dense"))
+    setups = {variant: _setup(variant, make) for variant in variants}
     x = torch.randn(batch, *shape)
     y = torch.randint(0, 10, (batch,))
 
@@ -173,15 +180,15 @@ def measure(case: str, steps: int, warmup: int = 20) -> dict[str, float]:
         finally:
             parametrization.effective_weight = effective_weight
 
-    for variant in VARIANTS:
+    for variant in variants:
         for _ in range(warmup):
             step(variant)
-    times: dict[str, list[float]] = {variant: [] for variant in VARIANTS}
+    times: dict[str, list[float]] = {variant: [] for variant in variants}
     for _ in range(steps):
-        for variant in VARIANTS:
+        for variant in variants:
             times[variant].append(step(variant))
     medians = {variant: statistics.median(values) for variant, values in times.items()}
-    return {"dense_ms": medians["dense"] * 1e3, **{v: medians[v] / medians["dense"] for v in VARIANTS}}
+    return {"dense_ms": medians["dense"] * 1e3, **{v: medians[v] / medians["dense"] for v in variants}}
 
 
 def _cell(values: list[float]) -> str:
@@ -215,8 +222,17 @@ def main() -> None:
         metavar="CASE",
         help="models to time (default all)",
     )
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        choices=VARIANTS[1:],
+        default=VARIANTS[1:],
+        metavar="VARIANT",
+        help="what to time beside the dense model (default all; a subset is printed, never written to the docs)",
+    )
     parser.add_argument("--no-write", action="store_true", help="print only; do not update docs/benchmarks.md")
     args = parser.parse_args()
+    chosen = ("dense", *(variant for variant in VARIANTS[1:] if variant in args.variants))
     if args.steps < 8 or args.repeats < 1:
         parser.error("--steps must be at least 8 and --repeats at least 1")
     rows = []
@@ -224,16 +240,16 @@ def main() -> None:
         torch.set_num_threads(threads)
         for case in args.cases:
             steps = max(int(args.steps * STEP_SHARE[case]), 1)
-            results = [measure(case, steps) for _ in range(args.repeats)]
-            ratios = " | ".join(_cell([result[variant] for result in results]) for variant in VARIANTS[1:])
+            results = [measure(case, steps, variants=chosen) for _ in range(args.repeats)]
+            ratios = " | ".join(_cell([result[variant] for result in results]) for variant in chosen[1:])
             dense_ms = statistics.median(result["dense_ms"] for result in results)
             rows.append(f"| {case} | {CASES[case][2]} | {threads} | {dense_ms:.2f} | {ratios} |")
             print(rows[-1], flush=True)
-    header = " | ".join(f"{variant} / dense" for variant in VARIANTS[1:])
+    header = " | ".join(f"{variant} / dense" for variant in chosen[1:])
     table = "\n".join(
         [
             f"| model | batch | threads | dense step (ms) | {header} |",
-            "|---|---|---|---|" + "---|" * (len(VARIANTS) - 1),
+            "|---|---|---|---|" + "---|" * (len(chosen) - 1),
             *rows,
         ]
     )
@@ -247,7 +263,7 @@ def main() -> None:
         f"Command: `python benchmarks/train_step.py --steps {args.steps} --repeats {args.repeats} "
         f"--threads {threads}`\n\n{table}\n"
     )
-    publish("train-step", body, write=not args.no_write)
+    publish("train-step", body, write=not args.no_write and chosen == VARIANTS)  # a subset is printed only
 
 
 if __name__ == "__main__":

@@ -490,3 +490,48 @@ def test_a_layer_whose_weights_blew_past_float32_squares_keeps_its_share_of_the_
     report = adasparse.sparsity_report(model, min_params=500)
     assert abs(report.pruned_zeros - 0.9 * report.pruned_params) <= 1
     assert 0.5 < report.layers[1].actual < 1.0  # the blown-up layer is pruned like its neighbours
+
+
+def _dead_channel_model(bound: float | None) -> tuple[nn.Module, torch.Tensor]:
+    """A 1x1 convolution + BatchNorm whose first output channel has every weight pruned, and its weight gradient."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(8, 32, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU(), nn.Flatten(), nn.Linear(32 * 16, 10)
+    )
+    Pruner(model, 0.9, 100, min_params=200, pruned_gradient_bound=bound)
+    with torch.no_grad():
+        model[0].weight_orig[0].mul_(1e-3)
+        model[0].weight_threshold.fill_(1.0)
+        model[1].bias.fill_(0.5)  # the channel's constant output passes the ReLU
+    x, y = torch.randn(16, 8, 4, 4), torch.randint(0, 10, (16,))
+    F.cross_entropy(model(x), y).backward()
+    return model, model[0].weight_orig.grad
+
+
+def test_a_pruned_gradient_bound_tames_what_batchnorm_sends_an_empty_channel() -> None:
+    model, free = _dead_channel_model(None)
+    kept = model[0].weight.detach() != 0
+    assert not kept[0].any()
+    live = free[kept].pow(2).mean().sqrt()
+    assert free[0].abs().max() > 100 * live  # BatchNorm divides the empty channel's gradient by sqrt(eps)
+    bounded_model, bounded = _dead_channel_model(3.0)
+    assert torch.equal(bounded_model[0].weight.detach() != 0, kept)
+    assert torch.equal(bounded[kept], free[kept])  # kept weights keep their gradient
+    assert bounded[~kept].abs().max() <= 3.0 * live * (1 + 1e-6)
+    assert adasparse.pruned_tensors(bounded_model)[0].gradient_bound == 3.0
+
+
+def test_the_pruned_gradient_bound_is_checked_and_left_out_of_old_states() -> None:
+    with pytest.raises(ValueError, match="pruned_gradient_bound must be"):
+        PrunerConfig(pruned_gradient_bound=0.0).validated()
+    with pytest.raises(ValueError, match="needs granularity='element'"):
+        PrunerConfig(pruned_gradient_bound=3.0, granularity="block:2x2").validated()
+    model = _model()
+    pruner = Pruner(model, target=0.9, total_steps=60, min_params=500)
+    state = pruner.state_dict()
+    del state["config"]["pruned_gradient_bound"]  # as a state written before the option existed
+    Pruner(_model(), target=0.9, total_steps=60, min_params=500).load_state_dict(state)
+    with pytest.raises(ValueError, match="other settings"):
+        Pruner(_model(), target=0.9, total_steps=60, min_params=500, pruned_gradient_bound=3.0).load_state_dict(state)
+    pruner.finish()
+    assert "_adasparse_gradient_bounds" not in vars(model[0])

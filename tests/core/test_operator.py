@@ -148,6 +148,25 @@ def test_weights_whose_squares_overflow_float32_keep_a_finite_spread_on_the_cpu(
     assert not math.isfinite(operator.pruning_statistics(infinite)[1])  # left to the divergence checks
 
 
+def test_bounded_pruned_gradient_clamps_pruned_weights_to_the_kept_weights_scale() -> None:
+    weight = torch.tensor([[2.0, 0.0, -3.0], [0.0, 0.0, 1.0]], requires_grad=True)
+    effective = operator.bound_pruned_gradient(weight * 1.0, 2.0)  # zeros: the pruned positions
+    upstream = torch.tensor([[0.3, 50.0, -0.4], [-7.0, 0.01, 0.0]])
+    (grad,) = torch.autograd.grad(effective, weight, upstream)
+    limit = 2.0 * math.sqrt((0.3**2 + 0.4**2 + 0.0**2) / 3)  # twice the kept gradients' root mean square
+    expected = torch.tensor([[0.3, limit, -0.4], [-limit, 0.01, 0.0]])
+    torch.testing.assert_close(grad, expected)  # kept ones untouched, small pruned ones too
+
+
+def test_bounded_pruned_gradient_is_inert_without_kept_weights_or_autograd() -> None:
+    weight = torch.zeros(2, 3, requires_grad=True)
+    upstream = torch.full((2, 3), 9.0)
+    (grad,) = torch.autograd.grad(operator.bound_pruned_gradient(weight * 1.0, 1.0), weight, upstream)
+    assert torch.equal(grad, upstream)  # nothing kept: no scale to bound by
+    plain = torch.ones(3)
+    assert operator.bound_pruned_gradient(plain, 1.0) is plain
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_low_precision_weights(path: str, dtype: torch.dtype) -> None:
     weight = torch.randn(100, 100).to(dtype).requires_grad_()

@@ -117,6 +117,9 @@ THRESHOLDS_IN_OPTIMIZER = Variant(
 GAUSSIAN = Variant("adasparse, Gaussian projection", {"projection_slope": "gaussian"}, ours=True)
 """The default before the layer-adaptive allocation: the projection along the Gaussian slope, the thresholds
 moved by the task gradient with the pruner's own scale-free step."""
+BOUNDED = Variant("adasparse, pruned-gradient bound 3", {"pruned_gradient_bound": 3.0}, ours=True)
+"""The default with every pruned weight's straight-through gradient clamped to 3 times the root mean square of its
+layer's kept weights' gradients (``PrunerConfig.pruned_gradient_bound``)."""
 DENSE = Variant("dense", {"sparsity": "none"})
 MEASURED_SLOPE = Variant("adasparse, measured slope", {"projection_slope": "measured"}, ours=True)
 """The default with the projection moving each threshold along its layer's measured slope."""
@@ -243,7 +246,9 @@ SUITES: dict[str, Suite] = {
     "slope": Suite(
         "slope", (BASELINES[2], GAUSSIAN, MEASURED_SLOPE), (*ZOO, *STRUCTURED_HELDOUT), (0.9, 0.98), epochs=30
     ),
-    "lamp": Suite("lamp", (BASELINES[2], GAUSSIAN, DEFAULT), (*ZOO, *STRUCTURED_HELDOUT), (0.9, 0.95, 0.98), epochs=30),
+    "lamp": Suite(
+        "lamp", (BASELINES[2], GAUSSIAN, DEFAULT, BOUNDED), (*ZOO, *STRUCTURED_HELDOUT), (0.9, 0.95, 0.98), epochs=30
+    ),
     "lamp-methods": Suite("lamp-methods", (BASELINES[2], GAUSSIAN, DEFAULT), EMBEDDED, (0.5, 0.8, 0.9, 0.95, 0.98)),
     "lamp-pretrained": Suite(
         "lamp-pretrained",

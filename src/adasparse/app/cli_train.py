@@ -52,13 +52,14 @@ _PRUNING_FLAGS: tuple[tuple[tuple[str, ...], str, tuple[str, ...]], ...] = (
     (("--budget",), "budget", ()),
     (("--granularity",), "granularity", ()),
     (("--channel-multiple",), "channel_multiple", ()),
+    (("--pruned-gradient-bound",), "pruned_gradient_bound", ()),
 )
 """The pruning options of ``adasparse train``: flag, ``TrainConfig`` field, choices beyond the library's."""
 
 _PRUNER_FIELD = {"sparsity": "mode", "lv": "weight", "pthres": "min_params"}
 """``TrainConfig`` keeps the original script's names for three ``PrunerConfig`` fields."""
 
-_UNSET_DEFAULT_TYPES = {"finetune": float}
+_UNSET_DEFAULT_TYPES = {"finetune": float, "pruned_gradient_bound": float}
 """The type of an option whose default is ``None`` (filled in when the run's configuration is resolved)."""
 
 _PRUNER_CHOICES = {

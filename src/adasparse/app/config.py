@@ -124,6 +124,7 @@ class TrainConfig:
     budget: str = _PRUNER.budget
     granularity: str = _PRUNER.granularity
     channel_multiple: int = _PRUNER.channel_multiple
+    pruned_gradient_bound: float | None = _PRUNER.pruned_gradient_bound
     finetune: float | None = _PRUNER.finetune
     init_fraction: float = _PRUNER.init_fraction
     epochs: int | None = None
@@ -163,6 +164,7 @@ class TrainConfig:
             threshold_lr_scale=self.threshold_lr_scale,
             task_gradient=self.task_gradient,
             centred=self.centred,
+            pruned_gradient_bound=self.pruned_gradient_bound,
             init_fraction=self.init_fraction,
             budget=self.budget,
             granularity=self.granularity,

@@ -119,6 +119,12 @@ class PrunerConfig:
         "heads, tied layers together; the budget is then the model's cost once they are removed, and "
         "adasparse.shrink removes them), or block:RxC",
     )
+    pruned_gradient_bound: float | None = _option(
+        None,
+        "clamp the straight-through gradient of every pruned weight to this many times the root mean square of "
+        "its layer's kept weights' gradients (3 measured on BatchNorm models: docs/method.md); none by default, "
+        "as every recorded page was measured; single weights only",
+    )
     channel_multiple: int = _option(
         1,
         "granularity channel: when the zeros are fixed, every channel set keeps a multiple of this many channels "
@@ -175,6 +181,13 @@ class PrunerConfig:
         check_positive(self.dual_step, "dual_step")
         if not 0.0 <= check_nonnegative(self.init_fraction, "init_fraction") <= 1.0:
             raise ValueError(f"init_fraction must be in [0, 1], got {self.init_fraction!r}")
+        if self.pruned_gradient_bound is not None:
+            check_positive(self.pruned_gradient_bound, "pruned_gradient_bound")
+            if parse_granularity(self.granularity).kind != "element":
+                raise ValueError(
+                    "pruned_gradient_bound bounds the gradient of single pruned weights: it needs "
+                    f"granularity='element', got granularity={self.granularity!r}"
+                )
         for name in ("correction", "calibrate", "task_gradient", "centred"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
@@ -199,12 +212,19 @@ def configured(config: PrunerConfig | None, options: dict[str, Any], unknown: st
     return replace(config, **options).validated()
 
 
+_ADDED_SETTINGS: dict[str, Any] = {"pruned_gradient_bound": None}
+"""Settings added after Pruner states were first written, with the value those states were made with."""
+
+
 def check_same_settings(state: Mapping[str, Any], config: PrunerConfig, target: float, total_steps: int) -> None:
     """``ValueError`` unless the saved Pruner ``state`` was written with these settings (config, target, steps)."""
+    saved = dict(state)
+    if isinstance(saved.get("config"), Mapping):  # a state written before a setting existed had its default
+        saved["config"] = {**_ADDED_SETTINGS, **saved["config"]}
     differing = [
         key
         for key, value in (("config", config.to_dict()), ("target", target), ("total_steps", total_steps))
-        if state.get(key) != value
+        if saved.get(key) != value
     ]
     if differing:
         raise ValueError(

@@ -141,6 +141,8 @@ class Pruner:
             projection_slope=config.projection_slope,
         )
         self._tensors: list[PrunedTensor] = pruning_units(model)
+        for pruned in self._tensors:
+            pruned.set_gradient_bound(config.pruned_gradient_bound)
         self._identity = self._signature()
         self._versions = self._parameter_versions()
         self._moments = [[0.0, 0.0] for _ in self._tensors]

@@ -43,6 +43,7 @@ __all__ = [
     "MAX_THRESHOLD",
     "analytic_sparsity",
     "analytic_sparsity_value",
+    "bound_pruned_gradient",
     "clamp_threshold",
     "centre",
     "effective_weight",
@@ -384,6 +385,34 @@ class _FixedMask(torch.autograd.Function):
         grad_weight = grad * mask if ctx.needs_input_grad[0] else None
         grad_r = torch.zeros((), dtype=grad.dtype, device=grad.device) if ctx.needs_input_grad[2] else None
         return grad_weight, None, grad_r
+
+
+def bound_pruned_gradient(effective: torch.Tensor, bound: float) -> torch.Tensor:
+    """Clamp the straight-through gradient that reaches each pruned weight (a zero of ``effective``) to ``bound``
+    times the root mean square of the kept weights' gradients in the same tensor; the kept weights' gradients pass
+    unchanged, and so does everything when no weight is kept. Registers a hook on ``effective`` (nothing without
+    autograd) and returns it.
+
+    Why: the straight-through estimator gives a pruned weight the gradient it would get if it were there. Where a
+    normalisation follows the layer, that gradient is divided by the batch spread of the output channel it feeds:
+    for a channel whose weights are all pruned (a constant zero) BatchNorm divides by ``sqrt(eps)``, hundreds of
+    times the gradient of any live weight, and the few pruned weights that cross the threshold arrive with values
+    orders of magnitude above the layer's, which then hold its whole budget (docs/method.md). The bound is relative
+    to the layer's own live gradients, so it needs no scale of its own.
+    """
+    if not effective.requires_grad:
+        return effective
+    kept = effective.detach() != 0
+    count = kept.sum()
+
+    def hook(grad: torch.Tensor) -> torch.Tensor:
+        live = grad * kept
+        mean_square = (live * live).sum() / count.clamp_min(1)
+        limit = torch.where(count > 0, bound * mean_square.sqrt(), torch.full_like(mean_square, math.inf))
+        return torch.where(kept, grad, torch.clamp(grad, -limit, limit))
+
+    effective.register_hook(hook)
+    return effective
 
 
 def masked_weight(weight: torch.Tensor, mask: torch.Tensor, r: torch.Tensor) -> torch.Tensor:

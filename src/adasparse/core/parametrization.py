@@ -40,7 +40,7 @@ from torch import nn
 
 from .channel_sets import ChannelSet
 from .granularity import BlockLayout
-from .operator import effective_weight, grouped_weight, masked_weight
+from .operator import bound_pruned_gradient, effective_weight, grouped_weight, masked_weight
 from .state_keys import (
     CENTRED_SUFFIX,
     LAYOUT_SUFFIX,
@@ -106,6 +106,10 @@ def _rebuild(base: type, tensor_names: tuple[str, ...]) -> nn.Module:
 TASK_GRADIENT_ATTRIBUTE = "_adasparse_task_gradient"
 CENTRED_ATTRIBUTE = "_adasparse_centred"
 """Per tensor name, the value of its ``<name>_centred`` buffer as a Python bool (read every forward, no sync)."""
+GRADIENT_BOUND_ATTRIBUTE = "_adasparse_gradient_bounds"
+"""Per tensor name, the ``bound`` of :func:`~adasparse.core.operator.bound_pruned_gradient` applied to its
+straight-through gradient (absent: none). A training setting, not state: the :class:`~adasparse.Pruner` sets it."""
+_NO_BOUNDS: dict[str, float] = {}
 LAYOUT_ATTRIBUTE = "_adasparse_layouts"
 """Per tensor name, its :class:`~adasparse.core.granularity.BlockLayout` or ``ChannelSet`` (absent: single weights)."""
 TIED_ATTRIBUTE = "_adasparse_tied_to"
@@ -132,7 +136,9 @@ def _make_property(name: str) -> property:
             return layout.forward_tensor(self, name, r)  # pruned channels are zeroed where they are read
         if layout is not None:
             return _grouped(self, name, layout, r)
-        return effective_weight(params[orig_key], r, centred=self.__dict__[CENTRED_ATTRIBUTE][name])
+        weight = effective_weight(params[orig_key], r, centred=self.__dict__[CENTRED_ATTRIBUTE][name])
+        bound = self.__dict__.get(GRADIENT_BOUND_ATTRIBUTE, _NO_BOUNDS).get(name)
+        return weight if bound is None else bound_pruned_gradient(weight, bound)
 
     def fset(self: nn.Module, value: Any) -> None:
         if not isinstance(value, nn.Parameter):
@@ -383,6 +389,7 @@ def detach(module: nn.Module, bake: bool = True) -> None:
     module.__dict__.pop(TASK_GRADIENT_ATTRIBUTE, None)
     module.__dict__.pop(LAYOUT_ATTRIBUTE, None)
     module.__dict__.pop(CENTRED_ATTRIBUTE, None)
+    module.__dict__.pop(GRADIENT_BOUND_ATTRIBUTE, None)
     module.__class__ = original_class(module)
 
 
@@ -519,6 +526,26 @@ class PrunedTensor:
     def centred(self) -> bool:
         """Whether kept weights hold ``w - mean(w)`` (the paper's operator) rather than their own value ``w``."""
         return self.module.__dict__[CENTRED_ATTRIBUTE][self.tensor_name]
+
+    @property
+    def gradient_bound(self) -> float | None:
+        """The bound on the pruned weights' straight-through gradient (see
+        :func:`~adasparse.core.operator.bound_pruned_gradient`), or ``None``."""
+        return self.module.__dict__.get(GRADIENT_BOUND_ATTRIBUTE, _NO_BOUNDS).get(self.tensor_name)
+
+    def set_gradient_bound(self, bound: float | None) -> None:
+        """Bound the pruned weights' straight-through gradient from the next forward pass on (``None``: no bound);
+        ``ValueError`` for a tensor pruned by blocks or channels."""
+        if self.layout is not None and bound is not None:
+            raise ValueError(f"{self.name} is pruned by blocks or channels: a gradient bound applies to single weights")
+        if bound is None and GRADIENT_BOUND_ATTRIBUTE not in self.module.__dict__:
+            return  # nothing to take off: a model pruned without a bound carries no attribute for it
+        bounds = dict(self.module.__dict__.get(GRADIENT_BOUND_ATTRIBUTE, _NO_BOUNDS))
+        if bound is None:
+            bounds.pop(self.tensor_name, None)
+        else:
+            bounds[self.tensor_name] = float(bound)
+        object.__setattr__(self.module, GRADIENT_BOUND_ATTRIBUTE, bounds)
 
     @property
     def layout(self) -> BlockLayout | ChannelSet | None:
