@@ -402,14 +402,20 @@ def bound_pruned_gradient(effective: torch.Tensor, bound: float) -> torch.Tensor
     """
     if not effective.requires_grad:
         return effective
-    kept = effective.detach() != 0
-    count = kept.sum()
+    # Float masks: CPU kernels for boolean ones are several times slower (a boolean mask, where and a clamp with
+    # tensor bounds made the hook cost a dense MLP step).
+    kept = effective.detach().abs().sign_()  # 1 where kept, 0 where pruned
+    pruned = torch.rsub(kept, 1.0)
+    exact = torch.float32 if kept.numel() < 2**24 else torch.float64  # a count of ones is exact below 2**24
+    count = kept.sum(dtype=exact).to(torch.int64)
+    on_host = _use_float_path(effective)
 
     def hook(grad: torch.Tensor) -> torch.Tensor:
         live = grad * kept
         mean_square = (live * live).sum() / count.clamp_min(1)
         limit = torch.where(count > 0, bound * mean_square.sqrt(), torch.full_like(mean_square, math.inf))
-        return torch.where(kept, grad, torch.clamp(grad, -limit, limit))
+        clamped = grad.clamp(-float(limit), float(limit)) if on_host else torch.clamp(grad, -limit, limit)
+        return clamped.mul_(pruned).add_(live)  # the kept weights' own gradient, the pruned ones' clamped (exact)
 
     effective.register_hook(hook)
     return effective
