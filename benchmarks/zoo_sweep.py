@@ -208,8 +208,9 @@ runs of `python benchmarks/zoo_sweep.py --suite lamp-methods`: the models and re
 on MNIST-1D, 60 epochs, and the 2-D CNN on digits, 30 epochs, from scratch, SGD), targets 0.5-0.98, seeds 0-2, one CPU
 thread per run. `adasparse (default)` is the layer-adaptive allocation (`projection_slope="lamp"`), `adasparse, Gaussian
 projection` the default before it; the GMP and Gaussian columns are those of [slope-methods.md](slope-methods.md), on
-machines that give the same numbers for the same run. Test accuracy at exactly the target (mean ± std over seeds, worst
-seed in brackets). The digits test set has 359 images: one is 0.0028.
+machines that give the same numbers for the same run. `adasparse, pruned-gradient bound 3` is the default with
+`pruned_gradient_bound=3` (off by default; [method.md](method.md)), made later. Test accuracy at exactly the target
+(mean ± std over seeds, worst seed in brackets). The digits test set has 359 images: one is 0.0028.
 
 {table}""",
     "lamp-pretrained": """# The layer-adaptive allocation (LAMP, the default) from a pretrained start
@@ -219,8 +220,9 @@ the runs of `python benchmarks/zoo_sweep.py --suite lamp-pretrained`: the protoc
 (each zoo model trained dense for 30 epochs with SGD, then pruned during a 7-epoch AdamW fine-tuning): the default,
 which sets every threshold at one level of the layer-adaptive magnitude score (`projection_slope="lamp"`), beside the
 Gaussian projection that was the default before it and GMP global (their columns are those of
-[pretrained.md](pretrained.md)). Targets 0.9, 0.95 and 0.98, seeds 0-2. Test accuracy at exactly the target (mean ± std
-over seeds, worst seed in brackets).
+[pretrained.md](pretrained.md)), and the default with `pruned_gradient_bound=3` (`pretrained + adasparse,
+pruned-gradient bound 3`, off by default; [method.md](method.md)), made later. Targets 0.9, 0.95 and 0.98, seeds 0-2.
+Test accuracy at exactly the target (mean ± std over seeds, worst seed in brackets).
 
 {table}""",
     "slope-methods": """# The projection's direction on the embedded benchmark

@@ -141,6 +141,13 @@ PRETRAINED_GAUSSIAN = Variant(
     init_from="dense",
 )
 """The default before the layer-adaptive allocation, from a pretrained start."""
+PRETRAINED_BOUNDED = Variant(
+    "pretrained + adasparse, pruned-gradient bound 3",
+    {**_FINETUNE, "pruned_gradient_bound": 3.0},
+    ours=True,
+    init_from="dense",
+)
+"""The default with ``pruned_gradient_bound=3``, from a pretrained start."""
 
 STRUCTURED_ZOO = (*ZOO, ("digits", "cnn2d"))
 """The structured suite's models: the zoo and the plain 2-D CNN."""
@@ -249,7 +256,9 @@ SUITES: dict[str, Suite] = {
     "lamp": Suite(
         "lamp", (BASELINES[2], GAUSSIAN, DEFAULT, BOUNDED), (*ZOO, *STRUCTURED_HELDOUT), (0.9, 0.95, 0.98), epochs=30
     ),
-    "lamp-methods": Suite("lamp-methods", (BASELINES[2], GAUSSIAN, DEFAULT), EMBEDDED, (0.5, 0.8, 0.9, 0.95, 0.98)),
+    "lamp-methods": Suite(
+        "lamp-methods", (BASELINES[2], GAUSSIAN, DEFAULT, BOUNDED), EMBEDDED, (0.5, 0.8, 0.9, 0.95, 0.98)
+    ),
     "lamp-pretrained": Suite(
         "lamp-pretrained",
         (
@@ -257,6 +266,7 @@ SUITES: dict[str, Suite] = {
             PRETRAINED[2],
             PRETRAINED_GAUSSIAN,
             PRETRAINED[1],
+            PRETRAINED_BOUNDED,
         ),
         ZOO,
         (0.9, 0.95, 0.98),
