@@ -111,19 +111,19 @@ def finish_run(
     staleness_figures = None
     recompute = config.recompute_batchnorm
     if statistics_batches is not None and has_batchnorm(model):
-        reason = ""
         if recompute == "always":
             recompute_batchnorm(model, statistics_batches())
+            recomputed, reason = True, ""
         else:
             staleness = recompute_stale_batchnorm(model, statistics_batches(), measure_only=recompute == "never")
             staleness_figures = asdict(staleness)
-            reason = f" (stale: {staleness.describe()})"
-            if staleness.stale and not staleness.recomputed:
+            recomputed, reason = staleness.recomputed, f" (stale: {staleness.describe()})"
+            if staleness.stale and not recomputed:
                 log(
                     f"warning: the BatchNorm statistics training left are stale ({staleness.describe()}); the test "
                     "accuracy is read with them: --recompute-batchnorm auto recomputes them (docs/method.md)"
                 )
-        if recompute == "always" or staleness.recomputed:
+        if recomputed:
             accuracy_running = accuracy
             _, accuracy = evaluate(model, test_loader)
             log(f"BatchNorm statistics recomputed{reason}: test accuracy {accuracy_running:.4f} -> {accuracy:.4f}")
