@@ -22,7 +22,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -105,10 +105,11 @@ def recompute_stale_batchnorm(
         old_var = variance.double() + module.eps
         shift = ((mean.double() - module.running_mean.double()).abs() / fresh_var.sqrt()).max().item()  # type: ignore[union-attr]
         ratio = torch.maximum(old_var / fresh_var, fresh_var / old_var).max().item()
-        if not math.isfinite(shift) or shift > worst_mean:
-            worst_mean, mean_layer = shift if math.isfinite(shift) else math.inf, name
-        if not math.isfinite(ratio) or ratio > worst_ratio:
-            worst_ratio, variance_layer = ratio if math.isfinite(ratio) else math.inf, name
+        shift, ratio = (math.inf if math.isnan(value) else value for value in (shift, ratio))  # NaN: not a statistic
+        if shift > worst_mean:
+            worst_mean, mean_layer = shift, name
+        if ratio > worst_ratio:
+            worst_ratio, variance_layer = ratio, name
     staleness = Staleness(worst_mean, mean_layer, worst_ratio, variance_layer, recomputed=True)
     if staleness.stale and not measure_only:
         return staleness
@@ -117,7 +118,7 @@ def recompute_stale_batchnorm(
             module.running_mean.copy_(mean)  # type: ignore[union-attr]
             module.running_var.copy_(variance)  # type: ignore[union-attr]
             module.num_batches_tracked.copy_(count)  # type: ignore[union-attr]
-    return Staleness(worst_mean, mean_layer, worst_ratio, variance_layer, recomputed=False)
+    return replace(staleness, recomputed=False)
 
 
 def recompute_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor]) -> None:

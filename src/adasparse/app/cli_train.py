@@ -14,6 +14,7 @@ from ..control.config import BUDGETS, THRESHOLD_UPDATES, PrunerConfig
 from ..control.loss import MODES
 from ..control.projection import PROJECTION_SLOPES
 from . import distributed
+from .batchnorm import STALE_MEAN, STALE_VARIANCE
 from .config import RECOMPUTE_BATCHNORM
 from .data import DATASETS
 from .methods import METHODS
@@ -229,7 +230,8 @@ def add_train_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentP
         default=_DEFAULTS.recompute_batchnorm,
         help="after training, recompute every BatchNorm layer's running statistics with the final weights on the "
         "training inputs (no augmentation) before the final evaluation: auto where the ones training left are stale "
-        "(a channel's mean over 3 standard deviations or its variance over 4x off), always (the flag alone), or "
+        f"(a channel's mean over {STALE_MEAN:g} standard deviations or its variance over {STALE_VARIANCE:g}x off), "
+        "always (the flag alone), or "
         "never (default: stale statistics are reported, not replaced); the summary keeps the accuracy with the "
         "statistics training left (see docs/method.md)",
     )
