@@ -60,6 +60,11 @@ def test_cached_runs_are_reused_only_with_the_same_settings(tmp_path: Path) -> N
     assert _same_config(baseline, config(method="gmp", sparsity="constraint", ramp=0.0))  # not its options
     assert not _same_config(baseline, config(method="gmp", target=0.8))
     assert not _same_config(tmp_path / "missing", config())
+    unbounded = tmp_path / "unbounded"
+    run_training(config(pruned_gradient_bound=None), unbounded, progress=False, log=lambda m: None)
+    for layers in ("normalized", "all"):  # where a bound would act does not matter without one
+        assert _same_config(unbounded, config(pruned_gradient_bound=None, pruned_gradient_bound_layers=layers))
+    assert not _same_config(unbounded, config())
 
 
 def test_measure_overhead_reports_ratios() -> None:

@@ -72,6 +72,26 @@ def test_recompute_batchnorm_flag() -> None:
         TrainConfig(recompute_batchnorm="sometimes").resolved()
 
 
+def test_pruned_gradient_bound_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = build_parser()
+
+    def chosen(*argv: str) -> TrainConfig:
+        return config_from_args(parser.parse_args(["train", *argv]))
+
+    default = chosen()
+    assert (default.pruned_gradient_bound, default.pruned_gradient_bound_layers) == (3.0, "normalized")
+    assert chosen("--pruned-gradient-bound", "none").pruned_gradient_bound is None
+    assert chosen("--pruned-gradient-bound", "10").pruned_gradient_bound == 10.0
+    assert chosen("--pruned-gradient-bound-layers", "all").pruner_config().pruned_gradient_bound_layers == "all"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "--pruned-gradient-bound", "tight"])
+    assert "expected a number or none, got 'tight'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "--pruned-gradient-bound-layers", "batchnorm"])
+    assert "invalid choice: 'batchnorm' (choose from 'normalized', 'all')" in capsys.readouterr().err
+    one_line_error(capsys, ["train", "--pruned-gradient-bound", "0"], "pruned_gradient_bound must be")
+
+
 def test_original_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "fixed"
     argv = train_digits_mlp(

@@ -310,3 +310,21 @@ def test_checkpoint_written_before_the_optimizer_option_resumes(tmp_path: Path) 
         del saved["config"][key]
     (run / "config.json").write_text(json.dumps(saved))
     assert run_training(TrainConfig(), run, resume=True, progress=False, log=_quiet).epochs_run == 4
+
+
+def test_a_run_saved_before_the_bound_was_the_default_resumes_without_it(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    with pytest.raises(_Stop):
+        run_training(_config(pruned_gradient_bound=None), run, progress=False, log=_stop_after(2))
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    saved = json.loads((run / "config.json").read_text())
+    for config in (state["config"], saved["config"]):  # as written before either setting existed
+        del config["pruned_gradient_bound"], config["pruned_gradient_bound_layers"]
+    pruner = state["method"]["pruner"]
+    del pruner["config"]["pruned_gradient_bound"], pruner["config"]["pruned_gradient_bound_layers"], pruner["bounded"]
+    torch.save(state, run / "checkpoint.pt")
+    (run / "config.json").write_text(json.dumps(saved))
+    assert load_run_config(run).pruned_gradient_bound is None
+    assert load_run_config(run).pruned_gradient_bound_layers == "all"
+    assert run_training(TrainConfig(), run, resume=True, progress=False, log=_quiet).epochs_run == 4
+    assert TrainConfig().pruned_gradient_bound == 3.0  # a new run has it

@@ -492,46 +492,103 @@ def test_a_layer_whose_weights_blew_past_float32_squares_keeps_its_share_of_the_
     assert 0.5 < report.layers[1].actual < 1.0  # the blown-up layer is pruned like its neighbours
 
 
-def _dead_channel_model(bound: float | None) -> tuple[nn.Module, torch.Tensor]:
+def _dead_channel_model(bound: float | None, layers: str = "normalized") -> tuple[nn.Module, torch.Tensor, Pruner]:
     """A 1x1 convolution + BatchNorm whose first output channel has every weight pruned, and its weight gradient."""
     torch.manual_seed(0)
     model = nn.Sequential(
         nn.Conv2d(8, 32, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU(), nn.Flatten(), nn.Linear(32 * 16, 10)
     )
-    Pruner(model, 0.9, 100, min_params=200, pruned_gradient_bound=bound)
+    pruner = Pruner(model, 0.9, 100, min_params=200, pruned_gradient_bound=bound, pruned_gradient_bound_layers=layers)
     with torch.no_grad():
         model[0].weight_orig[0].mul_(1e-3)
         model[0].weight_threshold.fill_(1.0)
         model[1].bias.fill_(0.5)  # the channel's constant output passes the ReLU
     x, y = torch.randn(16, 8, 4, 4), torch.randint(0, 10, (16,))
+    with torch.no_grad():
+        model(x)  # the first forward pass finds the layers a BatchNorm reads
     F.cross_entropy(model(x), y).backward()
-    return model, model[0].weight_orig.grad
+    return model, model[0].weight_orig.grad, pruner
 
 
 def test_a_pruned_gradient_bound_tames_what_batchnorm_sends_an_empty_channel() -> None:
-    model, free = _dead_channel_model(None)
+    model, free, _ = _dead_channel_model(None)
     kept = model[0].weight.detach() != 0
     assert not kept[0].any()
     live = free[kept].pow(2).mean().sqrt()
     assert free[0].abs().max() > 100 * live  # BatchNorm divides the empty channel's gradient by sqrt(eps)
-    bounded_model, bounded = _dead_channel_model(3.0)
+    bounded_model, bounded, _ = _dead_channel_model(3.0)
     assert torch.equal(bounded_model[0].weight.detach() != 0, kept)
     assert torch.equal(bounded[kept], free[kept])  # kept weights keep their gradient
     assert bounded[~kept].abs().max() <= 3.0 * live * (1 + 1e-6)
     assert adasparse.pruned_tensors(bounded_model)[0].gradient_bound == 3.0
 
 
+def test_the_default_bounds_only_the_layers_a_batchnorm_reads() -> None:
+    assert PrunerConfig().pruned_gradient_bound == 3.0 and PrunerConfig().pruned_gradient_bound_layers == "normalized"
+    model, _, pruner = _dead_channel_model(3.0)
+    assert pruner.bounded_layers == ["0.weight"]  # the classifier feeds no norm
+    assert [t.gradient_bound for t in adasparse.pruned_tensors(model)] == [3.0, None]
+    assert pruner.state_dict()["bounded"] == [True, False]
+    pruner.finish()
+    assert "_adasparse_gradient_bounds" not in vars(model[0])
+    model, _, pruner = _dead_channel_model(3.0, layers="all")
+    assert pruner.bounded_layers == ["0.weight", "4.weight"]
+    model, _, pruner = _dead_channel_model(None)
+    assert pruner.bounded_layers is None and pruner.state_dict()["bounded"] is None
+    assert not hasattr(model[0], "_forward_hooks") or not model[0]._forward_hooks
+
+
+def test_a_bound_found_later_applies_from_the_second_forward_and_a_plain_model_stays_bit_identical() -> None:
+    # Nothing reads a norm here: the default's first forward pass finds that and the run is the unbounded one.
+    runs = []
+    for bound in (3.0, None):
+        model = _model()
+        pruner = Pruner(model, target=0.9, total_steps=60, min_params=500, pruned_gradient_bound=bound)
+        optimizer = torch.optim.SGD(pruner.param_groups(lr=0.05), momentum=0.9)
+        _train(model, pruner, optimizer, range(60))
+        assert pruner.bounded_layers in ([], None)
+        runs.append(pruner.finish().state_dict())
+    assert all(torch.equal(runs[0][key], runs[1][key]) for key in runs[0])
+
+
+def test_a_resumed_pruner_bounds_the_layers_it_found_before_any_forward_pass() -> None:
+    model, _, pruner = _dead_channel_model(3.0)
+    state = pruner.state_dict()
+    torch.manual_seed(0)
+    fresh = copy.deepcopy(model)
+    adasparse.desparsify(fresh)
+    resumed = Pruner(fresh, 0.9, 100, min_params=200)
+    assert resumed.bounded_layers is None
+    resumed.load_state_dict(state)
+    assert resumed.bounded_layers == ["0.weight"]
+    assert [t.gradient_bound for t in adasparse.pruned_tensors(fresh)] == [3.0, None]
+    assert not fresh._forward_hooks  # the search for the layers was called off
+
+
 def test_the_pruned_gradient_bound_is_checked_and_left_out_of_old_states() -> None:
     with pytest.raises(ValueError, match="pruned_gradient_bound must be"):
         PrunerConfig(pruned_gradient_bound=0.0).validated()
-    with pytest.raises(ValueError, match="needs granularity='element'"):
-        PrunerConfig(pruned_gradient_bound=3.0, granularity="block:2x2").validated()
+    with pytest.raises(ValueError, match="pruned_gradient_bound_layers must be one of"):
+        PrunerConfig(pruned_gradient_bound_layers="batchnorm").validated()
     model = _model()
-    pruner = Pruner(model, target=0.9, total_steps=60, min_params=500)
+    pruner = Pruner(model, target=0.9, total_steps=60, min_params=500, pruned_gradient_bound=None)
     state = pruner.state_dict()
-    del state["config"]["pruned_gradient_bound"]  # as a state written before the option existed
-    Pruner(_model(), target=0.9, total_steps=60, min_params=500).load_state_dict(state)
+    del state["config"]["pruned_gradient_bound"], state["config"]["pruned_gradient_bound_layers"]  # an old state
+    Pruner(_model(), target=0.9, total_steps=60, min_params=500, pruned_gradient_bound=None).load_state_dict(state)
     with pytest.raises(ValueError, match="other settings"):
-        Pruner(_model(), target=0.9, total_steps=60, min_params=500, pruned_gradient_bound=3.0).load_state_dict(state)
-    pruner.finish()
-    assert "_adasparse_gradient_bounds" not in vars(model[0])
+        Pruner(_model(), target=0.9, total_steps=60, min_params=500).load_state_dict(state)
+    bounded = Pruner(_model(), target=0.9, total_steps=60, min_params=500, pruned_gradient_bound_layers="all")
+    bounded_state = bounded.state_dict()
+    del bounded_state["config"]["pruned_gradient_bound_layers"]  # written when the bound acted on every layer
+    Pruner(_model(), target=0.9, total_steps=60, min_params=500, pruned_gradient_bound_layers="all").load_state_dict(
+        bounded_state
+    )
+    with pytest.raises(ValueError, match="other settings"):
+        Pruner(_model(), target=0.9, total_steps=60, min_params=500).load_state_dict(bounded_state)
+
+
+def test_layers_pruned_by_blocks_take_no_bound() -> None:
+    model = _model()
+    pruner = Pruner(model, 0.9, 60, min_params=500, granularity="block:2x2", pruned_gradient_bound_layers="all")
+    assert pruner.bounded_layers == []
+    assert all(t.gradient_bound is None for t in adasparse.pruned_tensors(model))

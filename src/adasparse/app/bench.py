@@ -153,6 +153,8 @@ _LEARNED_THRESHOLD_OPTIONS = (
     "finetune",
     "init_fraction",
     "calibrate",
+    "pruned_gradient_bound",
+    "pruned_gradient_bound_layers",
 )
 
 
@@ -166,8 +168,11 @@ def _newer_than_start(summary_path: Path, config: Any) -> bool:
 
 
 def _relevant(config: dict[str, Any]) -> dict[str, Any]:
-    """The settings that can change a run: a baseline or dense run ignores our loss's options."""
+    """The settings that can change a run: a baseline or dense run ignores our loss's options, a run without the
+    pruned-gradient bound the layers it would act on."""
     if config["method"] == "adasparse" and config["sparsity"] != "none":
+        if config.get("pruned_gradient_bound") is None:
+            return {k: v for k, v in config.items() if k != "pruned_gradient_bound_layers"}
         return config
     dense = config["sparsity"] == "none" or config["method"] == "dense"
     return {k: v for k, v in config.items() if k not in _LEARNED_THRESHOLD_OPTIONS} | {"dense": dense}

@@ -66,6 +66,9 @@ class Suite:
 
 
 DEFAULT = Variant("adasparse (default)", {}, ours=True)
+_UNBOUNDED = {"pruned_gradient_bound": None}
+"""Pinned in the variants measured before the pruned-gradient bound became the default (on the layers a BatchNorm
+reads): their columns stay what ``adasparse bench`` reproduces."""
 BASELINES = (
     Variant("one-shot", {"method": "oneshot"}),
     Variant("one-shot + FT", {"method": "oneshot-ft"}),
@@ -82,6 +85,7 @@ _ORIGINAL_OPTIONS = {
     "task_gradient": True,
     "finetune": 0.0,
     "init_fraction": 0.6,
+    **_UNBOUNDED,
 }
 ORIGINAL = (
     Variant("adaptive (original)", {**_ORIGINAL_OPTIONS, "sparsity": "adaptive"}, ours=True),
@@ -99,9 +103,11 @@ ABLATION = (
     Variant("+ constant threshold lr", {**ORIGINAL[0].options, "threshold_schedule": "constant"}, ours=True),
     Variant("+ fine-tune with fixed masks", {**ORIGINAL[0].options, "finetune": 0.2}, ours=True),
     DEFAULT,
-    Variant("default, constraint instead of projection", {"sparsity": "constraint"}, ours=True),
+    Variant("default, constraint instead of projection", {"sparsity": "constraint", **_UNBOUNDED}, ours=True),
     Variant(
-        "Gaussian projection, no task gradient", {"projection_slope": "gaussian", "task_gradient": False}, ours=True
+        "Gaussian projection, no task gradient",
+        {"projection_slope": "gaussian", "task_gradient": False, **_UNBOUNDED},
+        ours=True,
     ),
     Variant("GMP global", {"method": "gmp"}),
 )
@@ -110,18 +116,22 @@ ZOO = (("mnist1d", "cnn1d"), ("mnist1d", "resnet1d"), ("mnist1d", "transformer")
 """Normalization, residual blocks and attention beside the plain CNN."""
 THRESHOLDS_IN_OPTIMIZER = Variant(
     "default, thresholds in the optimizer (lr/100)",
-    {"projection_slope": "gaussian", "threshold_update": "optimizer"},
+    {"projection_slope": "gaussian", "threshold_update": "optimizer", **_UNBOUNDED},
     ours=True,
 )
 """The default two steps back: the Gaussian projection, the thresholds an SGD group at lr/100."""
-GAUSSIAN = Variant("adasparse, Gaussian projection", {"projection_slope": "gaussian"}, ours=True)
+GAUSSIAN = Variant("adasparse, Gaussian projection", {"projection_slope": "gaussian", **_UNBOUNDED}, ours=True)
 """The default before the layer-adaptive allocation: the projection along the Gaussian slope, the thresholds
 moved by the task gradient with the pruner's own scale-free step."""
-BOUNDED = Variant("adasparse, pruned-gradient bound 3", {"pruned_gradient_bound": 3.0}, ours=True)
+_BOUND_ALL = {"pruned_gradient_bound": 3.0, "pruned_gradient_bound_layers": "all"}
+BOUNDED = Variant("adasparse, pruned-gradient bound 3", dict(_BOUND_ALL), ours=True)
 """The default with every pruned weight's straight-through gradient clamped to 3 times the root mean square of its
-layer's kept weights' gradients (``PrunerConfig.pruned_gradient_bound``)."""
+layer's kept weights' gradients on every layer (``pruned_gradient_bound_layers="all"``; the default bounds only the
+layers a BatchNorm reads)."""
+UNBOUNDED = Variant("adasparse, no pruned-gradient bound", dict(_UNBOUNDED), ours=True)
+"""The default as it was measured before the pruned-gradient bound (on the layers a BatchNorm reads) joined it."""
 DENSE = Variant("dense", {"sparsity": "none"})
-MEASURED_SLOPE = Variant("adasparse, measured slope", {"projection_slope": "measured"}, ours=True)
+MEASURED_SLOPE = Variant("adasparse, measured slope", {"projection_slope": "measured", **_UNBOUNDED}, ours=True)
 """The default with the projection moving each threshold along its layer's measured slope."""
 
 PRETRAIN_EPOCHS, FINETUNE_EPOCHS = 30, 7
@@ -136,18 +146,25 @@ PRETRAINED = (
 )
 PRETRAINED_GAUSSIAN = Variant(
     "pretrained + adasparse, Gaussian projection",
-    {**_FINETUNE, "projection_slope": "gaussian"},
+    {**_FINETUNE, "projection_slope": "gaussian", **_UNBOUNDED},
     ours=True,
     init_from="dense",
 )
 """The default before the layer-adaptive allocation, from a pretrained start."""
 PRETRAINED_BOUNDED = Variant(
     "pretrained + adasparse, pruned-gradient bound 3",
-    {**_FINETUNE, "pruned_gradient_bound": 3.0},
+    {**_FINETUNE, **_BOUND_ALL},
     ours=True,
     init_from="dense",
 )
-"""The default with ``pruned_gradient_bound=3``, from a pretrained start."""
+"""The default with ``pruned_gradient_bound=3`` on every layer, from a pretrained start."""
+PRETRAINED_UNBOUNDED = Variant(
+    "pretrained + adasparse, no pruned-gradient bound",
+    {**_FINETUNE, **_UNBOUNDED},
+    ours=True,
+    init_from="dense",
+)
+"""The default before the pruned-gradient bound joined it, from a pretrained start."""
 
 STRUCTURED_ZOO = (*ZOO, ("digits", "cnn2d"))
 """The structured suite's models: the zoo and the plain 2-D CNN."""
@@ -201,7 +218,7 @@ THRESHOLD_LR = tuple(
         *(
             Variant(
                 f"threshold_lr {lr:g}, {name}",
-                {"projection_slope": "gaussian", "threshold_lr": lr, "optimizer": optimizer},
+                {"projection_slope": "gaussian", "threshold_lr": lr, "optimizer": optimizer, **_UNBOUNDED},
                 ours=True,
             )
             for lr in THRESHOLD_LRS
@@ -209,7 +226,12 @@ THRESHOLD_LR = tuple(
         *(
             Variant(
                 f"thresholds in the optimizer x{scale:g}, {name}",
-                {"threshold_update": "optimizer", "threshold_lr_scale": scale, "optimizer": optimizer},
+                {
+                    "threshold_update": "optimizer",
+                    "threshold_lr_scale": scale,
+                    "optimizer": optimizer,
+                    **_UNBOUNDED,
+                },
                 ours=True,
             )
             for scale in THRESHOLD_LR_SCALES
@@ -254,10 +276,14 @@ SUITES: dict[str, Suite] = {
         "slope", (BASELINES[2], GAUSSIAN, MEASURED_SLOPE), (*ZOO, *STRUCTURED_HELDOUT), (0.9, 0.98), epochs=30
     ),
     "lamp": Suite(
-        "lamp", (BASELINES[2], GAUSSIAN, DEFAULT, BOUNDED), (*ZOO, *STRUCTURED_HELDOUT), (0.9, 0.95, 0.98), epochs=30
+        "lamp",
+        (BASELINES[2], GAUSSIAN, UNBOUNDED, DEFAULT, BOUNDED),
+        (*ZOO, *STRUCTURED_HELDOUT),
+        (0.9, 0.95, 0.98),
+        epochs=30,
     ),
     "lamp-methods": Suite(
-        "lamp-methods", (BASELINES[2], GAUSSIAN, DEFAULT, BOUNDED), EMBEDDED, (0.5, 0.8, 0.9, 0.95, 0.98)
+        "lamp-methods", (BASELINES[2], GAUSSIAN, UNBOUNDED, DEFAULT, BOUNDED), EMBEDDED, (0.5, 0.8, 0.9, 0.95, 0.98)
     ),
     "lamp-pretrained": Suite(
         "lamp-pretrained",
@@ -265,6 +291,7 @@ SUITES: dict[str, Suite] = {
             DENSE,
             PRETRAINED[2],
             PRETRAINED_GAUSSIAN,
+            PRETRAINED_UNBOUNDED,
             PRETRAINED[1],
             PRETRAINED_BOUNDED,
         ),
@@ -282,7 +309,7 @@ SUITES: dict[str, Suite] = {
             PRETRAINED_GAUSSIAN,
             Variant(
                 "pretrained + adasparse, measured slope",
-                {**_FINETUNE, "projection_slope": "measured"},
+                {**_FINETUNE, "projection_slope": "measured", **_UNBOUNDED},
                 ours=True,
                 init_from="dense",
             ),

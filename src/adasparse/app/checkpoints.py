@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from .config import CHECKPOINT_FORMAT, RUN_FORMAT, TrainConfig
+from .config import CHECKPOINT_FORMAT, LEGACY_VALUES, RUN_FORMAT, TrainConfig
 from .models import default_model
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ CHECKPOINT_KEYS = ("epoch", "config", "model", "optimizer", "scheduler", "method
 RESUMABLE_ELSEWHERE = ("device", "data_dir", "download", "workers", "tensorboard")
 """Configuration fields that may change between a checkpoint and its resume: where and how the run executes."""
 
-ADDED_FIELDS = {"optimizer": "sgd", "init_from": None}
+ADDED_FIELDS = {"optimizer": "sgd", "init_from": None, **LEGACY_VALUES}
 """Configuration fields newer than format version 1, with the value a checkpoint written without them ran with."""
 
 

@@ -10,7 +10,7 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
-from ..control.config import BUDGETS, THRESHOLD_UPDATES, PrunerConfig
+from ..control.config import BOUNDED_LAYERS, BUDGETS, THRESHOLD_UPDATES, PrunerConfig
 from ..control.loss import MODES
 from ..control.projection import PROJECTION_SLOPES
 from . import distributed
@@ -54,20 +54,34 @@ _PRUNING_FLAGS: tuple[tuple[tuple[str, ...], str, tuple[str, ...]], ...] = (
     (("--granularity",), "granularity", ()),
     (("--channel-multiple",), "channel_multiple", ()),
     (("--pruned-gradient-bound",), "pruned_gradient_bound", ()),
+    (("--pruned-gradient-bound-layers",), "pruned_gradient_bound_layers", ()),
 )
 """The pruning options of ``adasparse train``: flag, ``TrainConfig`` field, choices beyond the library's."""
 
 _PRUNER_FIELD = {"sparsity": "mode", "lv": "weight", "pthres": "min_params"}
 """``TrainConfig`` keeps the original script's names for three ``PrunerConfig`` fields."""
 
-_UNSET_DEFAULT_TYPES = {"finetune": float, "pruned_gradient_bound": float}
-"""The type of an option whose default is ``None`` (filled in when the run's configuration is resolved)."""
+
+def _float_or_none(text: str) -> float | None:
+    """A number, or ``none`` (the option off)."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or none, got {text!r}") from None
+
+
+_OPTION_TYPES = {"finetune": float, "pruned_gradient_bound": _float_or_none}
+"""The type of an option whose default does not say it (``None``, filled in when the run's configuration is
+resolved; or an option that ``none`` turns off)."""
 
 _PRUNER_CHOICES = {
     "mode": MODES,
     "threshold_update": THRESHOLD_UPDATES,
     "budget": BUDGETS,
     "projection_slope": PROJECTION_SLOPES,
+    "pruned_gradient_bound_layers": BOUNDED_LAYERS,
 }
 
 
@@ -89,7 +103,7 @@ def _add_pruning_option(
         choices = (*_PRUNER_CHOICES[pruner_field], *extra_choices)
         group.add_argument(*flags, dest=dest, choices=choices, default=default, help=text)
     else:
-        kind = _UNSET_DEFAULT_TYPES.get(dest, type(default))
+        kind = _OPTION_TYPES.get(dest, type(default))
         group.add_argument(*flags, dest=dest, type=kind, default=default, help=text)
 
 

@@ -23,6 +23,7 @@ __all__ = [
     "BUDGETS",
     "CHECKPOINT_FORMAT",
     "FORMAT_VERSION",
+    "LEGACY_VALUES",
     "OPTIMIZERS",
     "RECIPES",
     "RECOMPUTE_BATCHNORM",
@@ -125,6 +126,7 @@ class TrainConfig:
     granularity: str = _PRUNER.granularity
     channel_multiple: int = _PRUNER.channel_multiple
     pruned_gradient_bound: float | None = _PRUNER.pruned_gradient_bound
+    pruned_gradient_bound_layers: str = _PRUNER.pruned_gradient_bound_layers
     finetune: float | None = _PRUNER.finetune
     init_fraction: float = _PRUNER.init_fraction
     epochs: int | None = None
@@ -165,6 +167,7 @@ class TrainConfig:
             task_gradient=self.task_gradient,
             centred=self.centred,
             pruned_gradient_bound=self.pruned_gradient_bound,
+            pruned_gradient_bound_layers=self.pruned_gradient_bound_layers,
             init_fraction=self.init_fraction,
             budget=self.budget,
             granularity=self.granularity,
@@ -235,7 +238,13 @@ class TrainConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown configuration keys: {', '.join(unknown)}")
-        return cls(**data)
+        return cls(**{**LEGACY_VALUES, **data})
+
+
+LEGACY_VALUES: dict[str, Any] = {"pruned_gradient_bound": None, "pruned_gradient_bound_layers": "all"}
+"""Fields whose default changed, or that came later, with the value a saved configuration without them ran with
+(a saved run resumes as it ran: the bound was off by default, and acted on every layer, before
+``pruned_gradient_bound_layers`` existed)."""
 
 
 def resolve_device(name: str) -> torch.device:

@@ -15,6 +15,7 @@ from .loss import DEFAULT_CORRECTION_INTERVAL, DEFAULT_DUAL_STEP, MODES
 from .projection import PROJECTION_SLOPES, check_slope_needs_correction
 
 __all__ = [
+    "BOUNDED_LAYERS",
     "BUDGETS",
     "DEFAULT_FINETUNE",
     "ROUNDED_FINETUNE",
@@ -26,6 +27,7 @@ __all__ = [
 ]
 
 THRESHOLD_UPDATES = ("adam", "optimizer")
+BOUNDED_LAYERS = ("normalized", "all")
 BUDGETS = ("params", "flops")
 
 DEFAULT_FINETUNE = 0.2
@@ -120,10 +122,16 @@ class PrunerConfig:
         "adasparse.shrink removes them), or block:RxC",
     )
     pruned_gradient_bound: float | None = _option(
-        None,
+        3.0,
         "clamp the straight-through gradient of every pruned weight to this many times the root mean square of "
-        "its layer's kept weights' gradients (3 measured on BatchNorm models: docs/method.md); none by default, "
-        "as every recorded page was measured; single weights only",
+        "its layer's kept weights' gradients, on the layers pruned_gradient_bound_layers names (None: no bound; "
+        "docs/method.md); single weights only, layers pruned by blocks or channels take none",
+    )
+    pruned_gradient_bound_layers: str = _option(
+        "normalized",
+        "where pruned_gradient_bound acts: normalized (the layers whose output a BatchNorm, InstanceNorm or "
+        "GroupNorm reads, directly or through activation modules, found on the first forward pass: there an "
+        "emptied channel's pruned weights get gradients hundreds of times the live ones') or all",
     )
     channel_multiple: int = _option(
         1,
@@ -181,13 +189,9 @@ class PrunerConfig:
         check_positive(self.dual_step, "dual_step")
         if not 0.0 <= check_nonnegative(self.init_fraction, "init_fraction") <= 1.0:
             raise ValueError(f"init_fraction must be in [0, 1], got {self.init_fraction!r}")
+        check_choice(self.pruned_gradient_bound_layers, "pruned_gradient_bound_layers", BOUNDED_LAYERS)
         if self.pruned_gradient_bound is not None:
             check_positive(self.pruned_gradient_bound, "pruned_gradient_bound")
-            if parse_granularity(self.granularity).kind != "element":
-                raise ValueError(
-                    "pruned_gradient_bound bounds the gradient of single pruned weights: it needs "
-                    f"granularity='element', got granularity={self.granularity!r}"
-                )
         for name in ("correction", "calibrate", "task_gradient", "centred"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
@@ -212,18 +216,27 @@ def configured(config: PrunerConfig | None, options: dict[str, Any], unknown: st
     return replace(config, **options).validated()
 
 
-_ADDED_SETTINGS: dict[str, Any] = {"pruned_gradient_bound": None}
-"""Settings added after Pruner states were first written, with the value those states were made with."""
+_ADDED_SETTINGS: dict[str, Any] = {"pruned_gradient_bound": None, "pruned_gradient_bound_layers": "all"}
+"""Settings added after Pruner states were first written, with the value those states were made with (the bound
+was off by default, and acted on every layer, until ``pruned_gradient_bound_layers`` came)."""
+
+
+def _comparable(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A config's settings with those that cannot act left out (where the bound acts, without a bound)."""
+    values = dict(config)
+    if values.get("pruned_gradient_bound") is None:
+        values.pop("pruned_gradient_bound_layers", None)
+    return values
 
 
 def check_same_settings(state: Mapping[str, Any], config: PrunerConfig, target: float, total_steps: int) -> None:
     """``ValueError`` unless the saved Pruner ``state`` was written with these settings (config, target, steps)."""
     saved = dict(state)
     if isinstance(saved.get("config"), Mapping):  # a state written before a setting existed had its default
-        saved["config"] = {**_ADDED_SETTINGS, **saved["config"]}
+        saved["config"] = _comparable({**_ADDED_SETTINGS, **saved["config"]})
     differing = [
         key
-        for key, value in (("config", config.to_dict()), ("target", target), ("total_steps", total_steps))
+        for key, value in (("config", _comparable(config.to_dict())), ("target", target), ("total_steps", total_steps))
         if saved.get(key) != value
     ]
     if differing:

@@ -17,7 +17,9 @@ integrations is stated there once):
    step on ``r`` alone, so neither the optimizer of the weights, its learning-rate schedule nor the scale of the
    task gradient decides how fast a threshold moves), keeps every ``r`` inside ``[0, 5]``, raises the target along
    a cubic ramp and projects the thresholds onto the exact budget (:class:`adasparse.SparsityLoss`, mode
-   ``"projection"``);
+   ``"projection"``); on the layers a BatchNorm reads (found on the model's first forward pass), every pruned
+   weight's straight-through gradient is clamped to 3 times the root mean square of its layer's kept weights'
+   gradients (``pruned_gradient_bound``: an emptied channel otherwise gets BatchNorm's ``1 / sqrt(eps)``);
 3. at ``1 - finetune`` of the steps (80%; 50% when ``channel_multiple`` rounds the channel counts there) the zeros
    are calibrated to exactly the target and fixed (a mask inside the parametrization: no parameter or
    ``state_dict`` key changes), and the remaining steps fine-tune the surviving weights;
@@ -46,6 +48,7 @@ from ..core.attention_heads import HeadsArgument
 from ..core.calibrate import CalibrationResult
 from ..core.flops import layer_macs
 from ..core.granularity import parse_granularity
+from ..core.norm_inputs import NormInputs
 from ..core.operator import threshold_for_sparsity
 from ..core.parametrization import PrunedTensor, freeze, pruned_tensors, pruning_units
 from ..core.report import SparsityReport, sparsity_report
@@ -141,8 +144,13 @@ class Pruner:
             projection_slope=config.projection_slope,
         )
         self._tensors: list[PrunedTensor] = pruning_units(model)
-        for pruned in self._tensors:
-            pruned.set_gradient_bound(config.pruned_gradient_bound)
+        self._bounded: list[bool] | None = None  # which tensors take the pruned-gradient bound, once known
+        self._norm_inputs: NormInputs | None = None
+        if config.pruned_gradient_bound is not None:
+            if config.pruned_gradient_bound_layers == "all":
+                self._set_bounded([True] * len(self._tensors))
+            else:  # found on the model's next forward pass
+                self._norm_inputs = NormInputs(model, [t.module for t in self._tensors], self._set_bounded)
         self._identity = self._signature()
         self._versions = self._parameter_versions()
         self._moments = [[0.0, 0.0] for _ in self._tensors]
@@ -264,6 +272,8 @@ class Pruner:
         """
         self._check_open("step")
         total_steps = self._planned_steps()
+        if self._norm_inputs is not None and not self._norm_inputs.done:
+            self._norm_inputs.finish()  # the model's forward ran (a step follows one) but not through its root
         versions = self._parameter_versions()
         if versions == self._versions:
             self._warn_once(
@@ -332,6 +342,23 @@ class Pruner:
                 "optimizer.zero_grad(), and add pruner.loss() to the loss you back-propagate",
             )
 
+    # -- the pruned-gradient bound --------------------------------------------------------------------------------
+    def _set_bounded(self, flags: list[bool]) -> None:
+        """Bound the pruned-weight gradients of the tensors flagged (single weights only) and of no other."""
+        bound = self.config.pruned_gradient_bound
+        self._bounded = [bool(flag) and pruned.layout is None for flag, pruned in zip(flags, self._tensors)]
+        for flag, pruned in zip(self._bounded, self._tensors):
+            if pruned.layout is None:
+                pruned.set_gradient_bound(bound if flag else None)
+
+    @property
+    def bounded_layers(self) -> list[str] | None:
+        """The pruned tensors whose pruned weights' gradients are bounded (``pruned_gradient_bound``), by name;
+        ``None`` until known (with ``pruned_gradient_bound_layers="normalized"``, after the first forward pass)."""
+        if self._bounded is None:
+            return None
+        return [pruned.name for flag, pruned in zip(self._bounded, self._tensors) if flag]
+
     # -- fixing the zeros and finishing -------------------------------------------------------------------------
     def _calibrated(self) -> tuple[SparsityReport, CalibrationResult | None]:
         return calibrated(
@@ -373,6 +400,8 @@ class Pruner:
         else:
             before, calibration = self._calibrated()
             self.result = self._result(before, calibration)
+        if self._norm_inputs is not None:
+            self._norm_inputs.cancel()
         desparsify(self.model)
         self.finished = True
         return self.model
@@ -397,6 +426,7 @@ class Pruner:
             "reached": list(self._reached),
             "criterion": self.criterion.state_dict(),
             "warned": sorted(self._warned),
+            "bounded": None if self._bounded is None else list(self._bounded),
         }
         if self.freeze_result is not None:
             state["freeze_result"] = result_to_dict(self.freeze_result)
@@ -425,6 +455,13 @@ class Pruner:
         self.freeze_result = result_from_dict(frozen_result) if frozen_result is not None else None
         self._versions = self._parameter_versions()
         self._clamped = None
+        bounded = state.get("bounded")
+        if bounded is not None and self.config.pruned_gradient_bound is not None:
+            if len(bounded) != len(self._tensors):
+                raise ValueError(f"the Pruner state bounds {len(bounded)} tensors, the model has {len(self._tensors)}")
+            if self._norm_inputs is not None:
+                self._norm_inputs.cancel()
+            self._set_bounded([bool(flag) for flag in bounded])
 
     def __repr__(self) -> str:
         phase = "finished" if self.finished else "fine-tuning" if self.frozen else "pruning"

@@ -1,0 +1,127 @@
+"""Which layers' outputs a normalization with per-channel statistics reads, found on one forward pass.
+
+BatchNorm (and InstanceNorm, GroupNorm) divides each channel by its own spread over the batch. An output channel
+whose weights are all pruned is a constant zero there, BatchNorm divides it by ``sqrt(eps)``, and the straight-
+through estimator hands that gradient to every pruned weight of the channel (docs/method.md). So the pruned-gradient
+bound matters where a pruned layer's output reaches such a norm, and nowhere else needs to pay for it.
+
+:class:`NormInputs` finds those layers at run time, with module hooks, on the next forward pass of the model:
+a layer's output tensor is followed through element-wise modules (activations, dropout, ``nn.Identity``) and
+recorded when it is a norm's input. Nothing is traced symbolically, so any model that calls its modules works;
+a tensor that passes a functional op (``torch.relu(x)``, an addition) on the way is another tensor and is not
+followed: a residual sum is not a constant zero, so that is the intended reading. The hooks remove themselves once
+the model's forward ends (or at :meth:`NormInputs.finish`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+__all__ = ["NORM_TYPES", "PASS_THROUGH_TYPES", "NormInputs"]
+
+NORM_TYPES: tuple[type[nn.Module], ...] = (
+    nn.modules.batchnorm._BatchNorm,
+    nn.modules.instancenorm._InstanceNorm,
+    nn.GroupNorm,
+)
+"""Normalizations whose statistics are taken per channel (or per small group of channels)."""
+
+PASS_THROUGH_TYPES: tuple[type[nn.Module], ...] = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.PReLU,
+    nn.ELU,
+    nn.SELU,
+    nn.CELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Hardswish,
+    nn.Hardtanh,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.Identity,
+    nn.modules.dropout._DropoutNd,
+)
+"""Element-wise modules: a channel that is a constant before them is a constant after them."""
+
+
+class NormInputs:
+    """Watch the next forward pass of ``model`` and report which of ``layers`` feed a normalization.
+
+    Args:
+        model: the model whose forward pass is watched (its end removes the hooks).
+        layers: the modules to follow (pruned layers).
+        on_found: called once, with one flag per layer of ``layers`` (whether its output reached a norm of
+            :data:`NORM_TYPES`), when the watched forward ends or :meth:`finish` is called.
+    """
+
+    def __init__(self, model: nn.Module, layers: Sequence[nn.Module], on_found: Callable[[list[bool]], None]) -> None:
+        self._layers = list(layers)
+        self._on_found = on_found
+        self._sources: dict[int, tuple[torch.Tensor, frozenset[int]]] = {}  # id(output) -> (output, layer indices)
+        self._feeds = [False] * len(self._layers)
+        self._handles: list[RemovableHandle] = []
+        self.done = False
+        indices: dict[int, list[int]] = {}
+        for index, layer in enumerate(self._layers):
+            indices.setdefault(id(layer), []).append(index)
+        for module in {id(layer): layer for layer in self._layers}.values():
+            self._handles.append(module.register_forward_hook(self._producer_hook(frozenset(indices[id(module)]))))
+        for module in model.modules():
+            if isinstance(module, NORM_TYPES):
+                self._handles.append(module.register_forward_pre_hook(self._norm_hook))
+            elif isinstance(module, PASS_THROUGH_TYPES):
+                self._handles.append(module.register_forward_hook(self._pass_hook))
+        self._handles.append(model.register_forward_hook(lambda *_: self.finish()))
+
+    def _record(self, output: Any, indices: frozenset[int]) -> None:
+        if isinstance(output, torch.Tensor) and indices:
+            known = self._sources.get(id(output))
+            merged = indices | known[1] if known is not None and known[0] is output else indices
+            self._sources[id(output)] = (output, merged)  # the tensor is held: its id cannot be reused meanwhile
+
+    def _sources_of(self, value: Any) -> frozenset[int]:
+        if not isinstance(value, torch.Tensor):
+            return frozenset()
+        known = self._sources.get(id(value))
+        return known[1] if known is not None and known[0] is value else frozenset()
+
+    def _producer_hook(self, indices: frozenset[int]) -> Callable[..., None]:
+        def hook(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
+            self._record(output, indices)
+
+        return hook
+
+    def _pass_hook(self, module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
+        if inputs:
+            self._record(output, self._sources_of(inputs[0]))
+
+    def _norm_hook(self, module: nn.Module, inputs: tuple[Any, ...]) -> None:
+        for index in self._sources_of(inputs[0] if inputs else None):
+            self._feeds[index] = True
+
+    def finish(self) -> None:
+        """Remove the hooks and report what was seen (nothing seen yet: no layer feeds a norm); only once."""
+        if self.done:
+            return
+        self.done = True
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        self._sources.clear()
+        self._on_found(list(self._feeds))
+
+    def cancel(self) -> None:
+        """Remove the hooks without reporting (the answer came from elsewhere, e.g. a loaded state)."""
+        self.done = True
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        self._sources.clear()
