@@ -94,7 +94,7 @@ def test_cpu_threshold_gradient_is_the_exact_pruned_residual() -> None:
 
     mean, std = operator.pruning_statistics(weight.detach())
     centred = operator.centre(weight.detach(), mean)
-    bound = 1.3 * std + EPSILON
+    bound = float(r.detach()) * std + EPSILON  # r as the operator reads it (float32 1.3), not the double 1.3
     assert torch.equal(out, F.hardshrink(centred, bound)), "the output must not be touched by the residual"
     residual = centred - out.detach()
     expected = float(torch.dot(upstream.reshape(-1), residual.reshape(-1))) * (-std / bound)
