@@ -297,16 +297,16 @@ def test_resume_of_a_pretrained_start_is_bit_for_bit_without_reloading(tmp_path:
     assert resumed.test_accuracy == straight.test_accuracy
 
 
-def test_checkpoint_written_before_the_optimizer_option_resumes(tmp_path: Path) -> None:
+def test_checkpoint_written_before_later_options_resumes(tmp_path: Path) -> None:
     run = tmp_path / "run"
     with pytest.raises(_Stop):
         run_training(_config(), run, progress=False, log=_stop_after(2))
     state = torch.load(run / "checkpoint.pt", weights_only=True)
-    for key in ("optimizer", "init_from"):
+    for key in ("optimizer", "init_from", "recompute_batchnorm"):
         del state["config"][key]
     torch.save(state, run / "checkpoint.pt")
     saved = json.loads((run / "config.json").read_text())
-    for key in ("optimizer", "init_from"):
+    for key in ("optimizer", "init_from", "recompute_batchnorm"):
         del saved["config"][key]
     (run / "config.json").write_text(json.dumps(saved))
     assert run_training(TrainConfig(), run, resume=True, progress=False, log=_quiet).epochs_run == 4

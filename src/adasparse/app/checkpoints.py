@@ -4,6 +4,7 @@ the weights a pretrained start loads."""
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -64,8 +65,15 @@ CHECKPOINT_KEYS = ("epoch", "config", "model", "optimizer", "scheduler", "method
 RESUMABLE_ELSEWHERE = ("device", "data_dir", "download", "workers", "tensorboard")
 """Configuration fields that may change between a checkpoint and its resume: where and how the run executes."""
 
-ADDED_FIELDS = {"optimizer": "sgd", "init_from": None, **LEGACY_VALUES}
-"""Configuration fields newer than format version 1, with the value a checkpoint written without them ran with."""
+ADDED_FIELDS = {
+    **{field.name: field.default for field in fields(TrainConfig)},
+    "optimizer": "sgd",
+    "init_from": None,
+    **LEGACY_VALUES,
+}
+"""Configuration fields newer than format version 1, with the value a checkpoint written without them ran with: a
+field's default when it was added (fields are added with the default that keeps what runs did before), except where
+that default changed since (:data:`~adasparse.app.config.LEGACY_VALUES`)."""
 
 
 def check_checkpoint(state: dict[str, Any], config: TrainConfig, path: Path) -> None:
