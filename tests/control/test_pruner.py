@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import io
 import warnings
 
 import pytest
@@ -535,7 +536,6 @@ def test_the_default_bounds_only_the_layers_a_batchnorm_reads() -> None:
     assert pruner.bounded_layers == ["0.weight", "4.weight"]
     model, _, pruner = _dead_channel_model(None)
     assert pruner.bounded_layers is None and pruner.state_dict()["bounded"] is None
-    assert not hasattr(model[0], "_forward_hooks") or not model[0]._forward_hooks
 
 
 def test_a_bound_found_later_applies_from_the_second_forward_and_a_plain_model_stays_bit_identical() -> None:
@@ -562,7 +562,7 @@ def test_a_resumed_pruner_bounds_the_layers_it_found_before_any_forward_pass() -
     resumed.load_state_dict(state)
     assert resumed.bounded_layers == ["0.weight"]
     assert [t.gradient_bound for t in adasparse.pruned_tensors(fresh)] == [3.0, None]
-    assert not fresh._forward_hooks  # the search for the layers was called off
+    assert resumed._norm_inputs is not None and resumed._norm_inputs.done  # the search was called off
 
 
 def test_the_pruned_gradient_bound_is_checked_and_left_out_of_old_states() -> None:
@@ -592,3 +592,18 @@ def test_layers_pruned_by_blocks_take_no_bound() -> None:
     pruner = Pruner(model, 0.9, 60, min_params=500, granularity="block:2x2", pruned_gradient_bound_layers="all")
     assert pruner.bounded_layers == []
     assert all(t.gradient_bound is None for t in adasparse.pruned_tensors(model))
+
+
+def test_a_model_saved_or_copied_before_its_first_forward_pass_carries_no_search() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(20, 64), nn.BatchNorm1d(64), nn.ReLU(), nn.Linear(64, 10))
+    pruner = Pruner(model, 0.9, 60, min_params=500)
+    buffer = io.BytesIO()
+    torch.save(model, buffer)  # the whole model pickles: the search leaves nothing on it
+    twin = copy.deepcopy(model)
+    twin(torch.randn(4, 20))  # a copy's forward pass is not the model's
+    assert pruner.bounded_layers is None
+    model(torch.randn(4, 20))
+    assert pruner.bounded_layers == ["0.weight"]
+    buffer.seek(0)
+    assert isinstance(torch.load(buffer, weights_only=False), nn.Sequential)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import copy
+import io
+
 import torch
+import torch.nn.modules.module as module_hooks
 from torch import nn
 
 from adasparse.core.norm_inputs import NormInputs
@@ -59,20 +63,27 @@ def test_activation_and_dropout_modules_pass_a_layer_on_to_the_norm() -> None:
     assert _found(conv, [conv[0]], torch.randn(4, 1, 6)) == [[True]]
 
 
+def _global_hooks() -> int:
+    return len(module_hooks._global_forward_hooks) + len(module_hooks._global_forward_pre_hooks)
+
+
 def test_the_hooks_leave_after_one_forward_and_report_once() -> None:
     model = _Residual()
+    before = _global_hooks()
     reports: list[list[bool]] = []
     watcher = NormInputs(model, [model.conv1, model.head], reports.append)
-    assert model.conv1._forward_hooks and model.bn1._forward_pre_hooks
+    assert _global_hooks() == before + 2
+    assert not model.conv1._forward_hooks and not model.bn1._forward_pre_hooks  # nothing stored on the model
     model(torch.randn(2, 4, 5))
     model(torch.randn(2, 4, 5))
     watcher.finish()
     assert reports == [[True, False]] and watcher.done
-    assert not model.conv1._forward_hooks and not model.bn1._forward_pre_hooks and not model._forward_hooks
+    assert _global_hooks() == before
 
 
 def test_a_forward_through_a_submodule_is_read_at_finish_and_cancel_reports_nothing() -> None:
     model = nn.Sequential(nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8)), nn.Linear(8, 2))
+    before = _global_hooks()
     reports: list[list[bool]] = []
     watcher = NormInputs(model, [model[0][0], model[1]], reports.append)
     model[0](torch.randn(3, 4))  # the root's forward never runs: nothing is reported yet
@@ -80,10 +91,20 @@ def test_a_forward_through_a_submodule_is_read_at_finish_and_cancel_reports_noth
     watcher.finish()
     assert reports == [[True, False]]
     cancelled: list[list[bool]] = []
-    other = NormInputs(model, [model[0][0]], cancelled.append)
-    other.cancel()
+    NormInputs(model, [model[0][0]], cancelled.append).cancel()
     model(torch.randn(3, 4))
-    assert cancelled == [] and not model[0][0]._forward_hooks
+    assert cancelled == [] and _global_hooks() == before
+
+
+def test_the_watched_model_pickles_and_a_copy_is_neither_watched_nor_hooked() -> None:
+    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Linear(8, 2))
+    reports: list[list[bool]] = []
+    watcher = NormInputs(model, [model[0], model[2]], reports.append)
+    torch.save(model, io.BytesIO())  # nothing unpicklable was put on the model
+    copy.deepcopy(model)(torch.randn(3, 4))  # a copy's forward (an EMA model, say) is not the watched one
+    assert reports == [] and not watcher.done
+    model(torch.randn(3, 4))
+    assert reports == [[True, False]]
 
 
 def test_a_module_holding_two_pruned_tensors_flags_both() -> None:

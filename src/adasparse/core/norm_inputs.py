@@ -9,8 +9,9 @@ bound matters where a pruned layer's output reaches such a norm, and nowhere els
 a layer's output tensor is followed through element-wise modules (activations, dropout, ``nn.Identity``) and
 recorded when it is a norm's input. Nothing is traced symbolically, so any model that calls its modules works;
 a tensor that passes a functional op (``torch.relu(x)``, an addition) on the way is another tensor and is not
-followed: a residual sum is not a constant zero, so that is the intended reading. The hooks remove themselves once
-the model's forward ends (or at :meth:`NormInputs.finish`).
+followed: a residual sum is not a constant zero, so that is the intended reading. The hooks (global ones, acting on
+this model's modules only: nothing is stored on the model) remove themselves once the model's forward ends (or at
+:meth:`NormInputs.finish`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 from torch.utils.hooks import RemovableHandle
 
 __all__ = ["NORM_TYPES", "PASS_THROUGH_TYPES", "NormInputs"]
@@ -55,6 +57,10 @@ PASS_THROUGH_TYPES: tuple[type[nn.Module], ...] = (
 class NormInputs:
     """Watch the next forward pass of ``model`` and report which of ``layers`` feed a normalization.
 
+    The hooks are global module hooks (``torch.nn.modules.module.register_module_forward_hook``) that act only on
+    this model's modules, so nothing is stored on the model: it still pickles (``torch.save(model)``), and a copy
+    made meanwhile (``copy.deepcopy``, an EMA model) is neither watched nor left with hooks.
+
     Args:
         model: the model whose forward pass is watched (its end removes the hooks).
         layers: the modules to follow (pruned layers).
@@ -63,23 +69,22 @@ class NormInputs:
     """
 
     def __init__(self, model: nn.Module, layers: Sequence[nn.Module], on_found: Callable[[list[bool]], None]) -> None:
-        self._layers = list(layers)
+        self._model = model
         self._on_found = on_found
+        self._feeds = [False] * len(layers)
+        self._producers: dict[int, frozenset[int]] = {}
+        for index, layer in enumerate(layers):
+            self._producers[id(layer)] = self._producers.get(id(layer), frozenset()) | {index}
+        modules = list(model.modules())
+        self._watched = [*modules, *layers]  # held, so that no other module takes one of their ids meanwhile
+        self._norms = {id(module) for module in modules if isinstance(module, NORM_TYPES)}
+        self._passes = {id(module) for module in modules if isinstance(module, PASS_THROUGH_TYPES)}
         self._sources: dict[int, tuple[torch.Tensor, frozenset[int]]] = {}  # id(output) -> (output, layer indices)
-        self._feeds = [False] * len(self._layers)
-        self._handles: list[RemovableHandle] = []
+        self._handles: list[RemovableHandle] = [
+            register_module_forward_pre_hook(self._before),
+            register_module_forward_hook(self._after),
+        ]
         self.done = False
-        indices: dict[int, list[int]] = {}
-        for index, layer in enumerate(self._layers):
-            indices.setdefault(id(layer), []).append(index)
-        for module in {id(layer): layer for layer in self._layers}.values():
-            self._handles.append(module.register_forward_hook(self._producer_hook(frozenset(indices[id(module)]))))
-        for module in model.modules():
-            if isinstance(module, NORM_TYPES):
-                self._handles.append(module.register_forward_pre_hook(self._norm_hook))
-            elif isinstance(module, PASS_THROUGH_TYPES):
-                self._handles.append(module.register_forward_hook(self._pass_hook))
-        self._handles.append(model.register_forward_hook(lambda *_: self.finish()))
 
     def _record(self, output: Any, indices: frozenset[int]) -> None:
         if isinstance(output, torch.Tensor) and indices:
@@ -93,35 +98,35 @@ class NormInputs:
         known = self._sources.get(id(value))
         return known[1] if known is not None and known[0] is value else frozenset()
 
-    def _producer_hook(self, indices: frozenset[int]) -> Callable[..., None]:
-        def hook(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
-            self._record(output, indices)
+    def _before(self, module: nn.Module, inputs: tuple[Any, ...]) -> None:
+        if id(module) in self._norms and inputs:
+            for index in self._sources_of(inputs[0]):
+                self._feeds[index] = True
 
-        return hook
-
-    def _pass_hook(self, module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
-        if inputs:
+    def _after(self, module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
+        key = id(module)
+        if key in self._producers:
+            self._record(output, self._producers[key])
+        elif key in self._passes and inputs:
             self._record(output, self._sources_of(inputs[0]))
+        if module is self._model:
+            self.finish()
 
-    def _norm_hook(self, module: nn.Module, inputs: tuple[Any, ...]) -> None:
-        for index in self._sources_of(inputs[0] if inputs else None):
-            self._feeds[index] = True
+    def _remove(self) -> None:
+        self.done = True
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        self._sources.clear()
+        self._watched.clear()
 
     def finish(self) -> None:
         """Remove the hooks and report what was seen (nothing seen yet: no layer feeds a norm); only once."""
         if self.done:
             return
-        self.done = True
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-        self._sources.clear()
+        self._remove()
         self._on_found(list(self._feeds))
 
     def cancel(self) -> None:
         """Remove the hooks without reporting (the answer came from elsewhere, e.g. a loaded state)."""
-        self.done = True
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-        self._sources.clear()
+        self._remove()
