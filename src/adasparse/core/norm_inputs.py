@@ -59,7 +59,9 @@ class NormInputs:
 
     The hooks are global module hooks (``torch.nn.modules.module.register_module_forward_hook``) that act only on
     this model's modules, so nothing is stored on the model: it still pickles (``torch.save(model)``), and a copy
-    made meanwhile (``copy.deepcopy``, an EMA model) is neither watched nor left with hooks.
+    made meanwhile (``copy.deepcopy``, an EMA model) is neither watched nor left with hooks. A model compiled with
+    ``torch.compile(model)`` before its first forward pass makes torch warn once that global hooks exist; they ignore
+    the compiled wrapper and leave after that pass.
 
     Args:
         model: the model whose forward pass is watched (its end removes the hooks).
