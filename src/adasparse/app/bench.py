@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from ..control.config import acting_settings
 from .bench_results import write_results
 from .bench_suites import (  # defined in this module before: importable from it still
     ABLATION,
@@ -171,9 +172,7 @@ def _relevant(config: dict[str, Any]) -> dict[str, Any]:
     """The settings that can change a run: a baseline or dense run ignores our loss's options, a run without the
     pruned-gradient bound the layers it would act on."""
     if config["method"] == "adasparse" and config["sparsity"] != "none":
-        if config.get("pruned_gradient_bound") is None:
-            return {k: v for k, v in config.items() if k != "pruned_gradient_bound_layers"}
-        return config
+        return acting_settings(config)
     dense = config["sparsity"] == "none" or config["method"] == "dense"
     return {k: v for k, v in config.items() if k not in _LEARNED_THRESHOLD_OPTIONS} | {"dense": dense}
 

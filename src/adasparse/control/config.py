@@ -21,6 +21,7 @@ __all__ = [
     "ROUNDED_FINETUNE",
     "THRESHOLD_UPDATES",
     "PrunerConfig",
+    "acting_settings",
     "check_same_settings",
     "configured",
     "default_finetune",
@@ -221,8 +222,10 @@ _ADDED_SETTINGS: dict[str, Any] = {"pruned_gradient_bound": None, "pruned_gradie
 was off by default, and acted on every layer, until ``pruned_gradient_bound_layers`` came)."""
 
 
-def _comparable(config: Mapping[str, Any]) -> dict[str, Any]:
-    """A config's settings with those that cannot act left out (where the bound acts, without a bound)."""
+def acting_settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A config's settings (a :class:`PrunerConfig` or ``TrainConfig`` as a dict) without those that cannot act:
+    where the pruned-gradient bound acts, when there is no bound. Two runs whose acting settings agree are the same
+    run."""
     values = dict(config)
     if values.get("pruned_gradient_bound") is None:
         values.pop("pruned_gradient_bound_layers", None)
@@ -233,12 +236,9 @@ def check_same_settings(state: Mapping[str, Any], config: PrunerConfig, target: 
     """``ValueError`` unless the saved Pruner ``state`` was written with these settings (config, target, steps)."""
     saved = dict(state)
     if isinstance(saved.get("config"), Mapping):  # a state written before a setting existed had its default
-        saved["config"] = _comparable({**_ADDED_SETTINGS, **saved["config"]})
-    differing = [
-        key
-        for key, value in (("config", _comparable(config.to_dict())), ("target", target), ("total_steps", total_steps))
-        if saved.get(key) != value
-    ]
+        saved["config"] = acting_settings({**_ADDED_SETTINGS, **saved["config"]})
+    current = (("config", acting_settings(config.to_dict())), ("target", target), ("total_steps", total_steps))
+    differing = [key for key, value in current if saved.get(key) != value]
     if differing:
         raise ValueError(
             f"the Pruner state was written with other settings ({', '.join(differing)} differ): "
