@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from ..control.config import PrunerConfig, default_finetune
+from ..control.config import ADDED_SETTINGS, PrunerConfig, default_finetune
 from ..control.loss import MODES
 from ..core import _checks
 from ..core.granularity import parse_granularity
@@ -241,10 +241,10 @@ class TrainConfig:
         return cls(**{**LEGACY_VALUES, **data})
 
 
-LEGACY_VALUES: dict[str, Any] = {"pruned_gradient_bound": None, "pruned_gradient_bound_layers": "all"}
-"""Fields whose default changed, or that came later, with the value a saved configuration without them ran with
-(a saved run resumes as it ran: the bound was off by default, and acted on every layer, before
-``pruned_gradient_bound_layers`` existed)."""
+LEGACY_VALUES: dict[str, Any] = dict(ADDED_SETTINGS)
+"""Fields whose default changed, or that came later, with the value a saved configuration without them ran with: the
+Pruner's (:data:`~adasparse.control.config.ADDED_SETTINGS`, under the same names here), so a saved run resumes as it
+ran."""
 
 
 def resolve_device(name: str) -> torch.device:

@@ -15,6 +15,7 @@ from .loss import DEFAULT_CORRECTION_INTERVAL, DEFAULT_DUAL_STEP, MODES
 from .projection import PROJECTION_SLOPES, check_slope_needs_correction
 
 __all__ = [
+    "ADDED_SETTINGS",
     "BOUNDED_LAYERS",
     "BUDGETS",
     "DEFAULT_FINETUNE",
@@ -217,7 +218,7 @@ def configured(config: PrunerConfig | None, options: dict[str, Any], unknown: st
     return replace(config, **options).validated()
 
 
-_ADDED_SETTINGS: dict[str, Any] = {"pruned_gradient_bound": None, "pruned_gradient_bound_layers": "all"}
+ADDED_SETTINGS: dict[str, Any] = {"pruned_gradient_bound": None, "pruned_gradient_bound_layers": "all"}
 """Settings added after Pruner states were first written, with the value those states were made with (the bound
 was off by default, and acted on every layer, until ``pruned_gradient_bound_layers`` came)."""
 
@@ -236,7 +237,7 @@ def check_same_settings(state: Mapping[str, Any], config: PrunerConfig, target: 
     """``ValueError`` unless the saved Pruner ``state`` was written with these settings (config, target, steps)."""
     saved = dict(state)
     if isinstance(saved.get("config"), Mapping):  # a state written before a setting existed had its default
-        saved["config"] = acting_settings({**_ADDED_SETTINGS, **saved["config"]})
+        saved["config"] = acting_settings({**ADDED_SETTINGS, **saved["config"]})
     current = (("config", acting_settings(config.to_dict())), ("target", target), ("total_steps", total_steps))
     differing = [key for key, value in current if saved.get(key) != value]
     if differing:
