@@ -226,3 +226,19 @@ def test_sweep_runs_other_seeds_of_the_same_grid() -> None:
         (job.variant.label, job.model, job.target) for job in own
     }
     assert sweep.suite_jobs("lamp") == own
+
+
+def test_sweep_runs_the_same_grid_for_another_budget(tmp_path: Path) -> None:
+    sweep = load_script("zoo_sweep")
+    own = jobs(SUITES["lamp"])
+    longer = sweep.suite_jobs("lamp", [3], epochs=90)
+    assert {job.epochs for job in own} == {30} and {job.epochs for job in longer} == {90}
+    assert [(job.key, job.seed) for job in longer] == [(job.key, job.seed) for job in sweep.suite_jobs("lamp", [3])]
+    row = {"suite": "lamp", "variant": "GMP global", "dataset": "d", "model": "m", "target": 0.9, "seed": 0}
+    row.update(accuracy=0.9, sparsity_before=0.9, ours=False)
+    records = tmp_path / "r.jsonl"
+    records.write_text(json.dumps(dict(row, epochs=90)) + "\n" + json.dumps(dict(row, seed=1, epochs=90)) + "\n")
+    assert "Runs in these records: 2; seeds: 0, 1; epochs: 90." in sweep.table(str(records))
+    records.write_text(json.dumps(dict(row, epochs=90)) + "\n" + json.dumps(dict(row, seed=1, epochs=30)) + "\n")
+    with pytest.raises(SystemExit, match="the records mix epochs \\(30, 90\\)"):
+        sweep.table(str(records))
