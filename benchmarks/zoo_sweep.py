@@ -354,8 +354,9 @@ def main() -> None:
         "--epochs",
         type=int,
         default=None,
-        help="train every run for this many epochs instead of the suite's (records say so; give these runs their own "
-        "--out and --records: the run directories are named as the suite's)",
+        help="train for this many epochs instead of the suite's (a variant that sets its own, a fine-tuning run, keeps "
+        "it; records say what each run trained for); give these runs their own --out and --records: the run "
+        "directories are named as the suite's",
     )
     parser.add_argument(
         "--table", default=None, help="write the markdown page of --records here and stop (the page of their suite)"
