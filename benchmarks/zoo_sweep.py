@@ -32,12 +32,22 @@ def _suite_of(rows: list[dict]) -> str:
     return names.pop()
 
 
-def _recorded_epochs(rows: list[dict]) -> int | None:
-    """The epochs the records say their runs trained for (records written before the field existed say nothing)."""
-    epochs = {row["epochs"] for row in rows if "epochs" in row}
-    if len(epochs) > 1:
-        raise SystemExit(f"the records mix epochs ({', '.join(map(str, sorted(epochs)))}): one file per budget")
-    return epochs.pop() if epochs else None
+def _recorded_epochs(rows: list[dict]) -> str | None:
+    """What the records say their runs trained for: one number, or one per model when the data sets' recipes differ
+    (records written before the field existed say nothing). One model's runs must share one budget."""
+    epochs: dict[str, set[int]] = collections.defaultdict(set)
+    for row in rows:
+        if "epochs" in row:
+            epochs[f"{row['model']} ({row['dataset']})"].add(row["epochs"])
+    for model, values in epochs.items():
+        if len(values) > 1:
+            raise SystemExit(
+                f"the records mix epochs for {model} ({', '.join(map(str, sorted(values)))}): one file per budget"
+            )
+    values = {value for model_values in epochs.values() for value in model_values}
+    if len(values) <= 1:
+        return str(values.pop()) if values else None
+    return ", ".join(f"{model} {epochs[model].pop()}" for model in sorted(epochs))
 
 
 def _variant_order(rows: list[dict], suite: str) -> list[str]:

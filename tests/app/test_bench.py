@@ -239,6 +239,9 @@ def test_sweep_runs_the_same_grid_for_another_budget(tmp_path: Path) -> None:
     records = tmp_path / "r.jsonl"
     records.write_text(json.dumps(dict(row, epochs=90)) + "\n" + json.dumps(dict(row, seed=1, epochs=90)) + "\n")
     assert "Runs in these records: 2; seeds: 0, 1; epochs: 90." in sweep.table(str(records))
+    other = dict(row, dataset="e", model="n", epochs=30)  # data sets' recipes differ: one budget per model
+    records.write_text(json.dumps(dict(row, epochs=90)) + "\n" + json.dumps(other) + "\n")
+    assert "; epochs: m (d) 90, n (e) 30." in sweep.table(str(records))
     records.write_text(json.dumps(dict(row, epochs=90)) + "\n" + json.dumps(dict(row, seed=1, epochs=30)) + "\n")
-    with pytest.raises(SystemExit, match="the records mix epochs \\(30, 90\\)"):
+    with pytest.raises(SystemExit, match="the records mix epochs for m \\(d\\) \\(30, 90\\)"):
         sweep.table(str(records))
