@@ -24,6 +24,15 @@ def _trained_like(name: str, shape: tuple[int, ...], seed: int = 0) -> tuple[nn.
     return model, x
 
 
+def _blank(model: nn.Module) -> nn.Module:
+    """``model`` with every parameter and floating buffer zeroed: what a loaded state must fill in."""
+    with torch.no_grad():
+        for tensor in [*model.parameters(), *model.buffers()]:
+            if tensor.is_floating_point():
+                tensor.zero_()
+    return model
+
+
 def _count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -75,8 +84,21 @@ def test_the_smaller_model_saves_and_exports() -> None:
     buffer = io.BytesIO()
     torch.save(smaller.state_dict(), buffer)
     buffer.seek(0)
-    again = shrink(model, x)
+    again = _blank(shrink(model, x))
     again.load_state_dict(torch.load(buffer, weights_only=True))
+    with torch.no_grad():
+        assert torch.equal(again(x), smaller(x))
+
+
+@pytest.mark.parametrize(("name", "shape"), [("transformer", (1, 40)), ("mobilenet2d", (1, 8, 8))])
+def test_the_smaller_model_saves_as_safetensors(name: str, shape: tuple[int, ...], tmp_path) -> None:
+    safetensors_torch = pytest.importorskip("safetensors.torch")
+    model, x = _trained_like(name, shape)
+    smaller = shrink(model, x).eval()
+    assert _count(smaller) < _count(model)
+    safetensors_torch.save_file(smaller.state_dict(), str(tmp_path / "small.safetensors"))
+    again = _blank(shrink(model, x)).eval()
+    again.load_state_dict(safetensors_torch.load_file(str(tmp_path / "small.safetensors")))
     with torch.no_grad():
         assert torch.equal(again(x), smaller(x))
 
