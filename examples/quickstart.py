@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -70,7 +71,7 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     return (model(x).argmax(1) == y).float().mean().item()
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--target", type=float, default=0.9, help="overall sparsity in [0, 1) (default 0.9)")
     parser.add_argument("--epochs", type=int, default=30, help="training epochs (default 30)")
@@ -78,17 +79,22 @@ def main() -> None:
         "--mode", choices=adasparse.control.loss.MODES, default="projection", help="how the budget is held"
     )
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     start = time.perf_counter()
     data = load(args.seed)
     dense = train(data, None, args.target, args.epochs, args.seed)
     sparse = train(data, args.mode, args.target, args.epochs, args.seed)
+    figures = {
+        "dense_accuracy": accuracy(dense, data[2], data[3]),
+        "accuracy": accuracy(sparse, data[2], data[3]),
+        "sparsity": adasparse.sparsity_report(sparse).overall,
+    }
     print(
-        f"test accuracy: dense {accuracy(dense, data[2], data[3]):.4f}, "
-        f"{args.mode} {accuracy(sparse, data[2], data[3]):.4f} at "
-        f"{adasparse.sparsity_report(sparse).overall:.4f} sparsity"
+        f"test accuracy: dense {figures['dense_accuracy']:.4f}, {args.mode} {figures['accuracy']:.4f} at "
+        f"{figures['sparsity']:.4f} sparsity"
     )
     print(f"wall time {time.perf_counter() - start:.1f} s")
+    return figures
 
 
 if __name__ == "__main__":
