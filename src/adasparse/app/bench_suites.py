@@ -27,6 +27,7 @@ __all__ = [
     "STRUCTURED",
     "STRUCTURED_ZOO",
     "STRUCTURED_HELDOUT",
+    "LAYERNORM_HELDOUT",
     "THRESHOLD_LRS",
     "THRESHOLD_LR_SCALES",
     "THRESHOLD_LR",
@@ -206,6 +207,9 @@ gains in latency."""
 STRUCTURED_HELDOUT = (("digits", "mobilenet2d"), ("digits", "wrn-16-2"))
 """Models the channel controller was not designed on: inverted residual blocks with depthwise convolutions, and a
 wide ResNet (pre-activation blocks, 1x1 shortcuts)."""
+LAYERNORM_HELDOUT = (("digits", "convnext2d"),)
+"""A model added after every default was fixed: ConvNeXt-style blocks, LayerNorm instead of BatchNorm, depthwise 7x7
+convolutions and per-pixel MLPs."""
 
 THRESHOLD_LRS = (0.2, 0.6, 2.0, 6.0, 20.0)
 """Two decades around the default threshold_lr (2.0)."""
@@ -278,7 +282,7 @@ SUITES: dict[str, Suite] = {
     "lamp": Suite(
         "lamp",
         (BASELINES[2], GAUSSIAN, UNBOUNDED, DEFAULT, BOUNDED),
-        (*ZOO, *STRUCTURED_HELDOUT),
+        (*ZOO, *STRUCTURED_HELDOUT, *LAYERNORM_HELDOUT),
         (0.9, 0.95, 0.98),
         epochs=30,
     ),

@@ -18,6 +18,7 @@ from .batchnorm import STALE_MEAN, STALE_VARIANCE
 from .config import RECOMPUTE_BATCHNORM
 from .data import DATASETS
 from .methods import METHODS
+from .models import MODELS
 from .train import (
     OPTIMIZERS,
     RECIPES,
@@ -165,8 +166,8 @@ def add_train_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentP
     model.add_argument(
         "--model",
         default=None,
-        help="mlp, cnn1d, cnn2d, wrn-16-8 or any wrn-DEPTH-WIDTH (default: cnn1d for mnist1d, cnn2d for "
-        "digits, wrn-16-8 for CIFAR)",
+        help=f"{', '.join(MODELS)} or any wrn-DEPTH-WIDTH (default: cnn1d for mnist1d, cnn2d for digits, "
+        "wrn-16-8 for CIFAR)",
     )
     model.add_argument(
         "--method",

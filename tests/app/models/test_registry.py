@@ -12,6 +12,7 @@ from adasparse.app import models
 from adasparse.app.models import MODELS, create_model, default_model
 from adasparse.app.models.cnn1d import CNN1d
 from adasparse.app.models.cnn2d import CNN2d
+from adasparse.app.models.convnext2d import ConvNeXt2d
 from adasparse.app.models.mlp import MLP
 from adasparse.app.models.mobilenet2d import MobileNet2d
 from adasparse.app.models.resnet1d import ResNet1d
@@ -22,7 +23,17 @@ from adasparse.app.models.wide_resnet import WideResNet
 
 def test_public_names() -> None:
     assert set(models.__all__) == {"create_model", "MODELS", "default_model", "check_model_name"}
-    assert list(MODELS) == ["mlp", "cnn1d", "cnn2d", "wrn-16-8", "resnet1d", "resnet2d", "transformer", "mobilenet2d"]
+    assert list(MODELS) == [
+        "mlp",
+        "cnn1d",
+        "cnn2d",
+        "wrn-16-8",
+        "resnet1d",
+        "resnet2d",
+        "transformer",
+        "mobilenet2d",
+        "convnext2d",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -35,6 +46,7 @@ def test_public_names() -> None:
         ("resnet2d", ResNet2d, (1, 8, 8)),
         ("transformer", Transformer1d, (1, 40)),
         ("mobilenet2d", MobileNet2d, (1, 8, 8)),
+        ("convnext2d", ConvNeXt2d, (1, 8, 8)),
     ],
 )
 def test_small_models_round_trip(name: str, kind: type, input_shape: tuple[int, ...]) -> None:
@@ -79,7 +91,7 @@ def test_wrn_bad_depth_from_name_raises() -> None:
 def test_unknown_name_raises_with_choices(name: str) -> None:
     expected = (
         f"unknown model {name!r}; choose one of mlp, cnn1d, cnn2d, wrn-16-8, resnet1d, resnet2d, transformer, "
-        "mobilenet2d (or wrn-DEPTH-WIDTH)"
+        "mobilenet2d, convnext2d (or wrn-DEPTH-WIDTH)"
     )
     with pytest.raises(ValueError, match=re.escape(expected)):
         create_model(name, num_classes=10, input_shape=(1, 40))

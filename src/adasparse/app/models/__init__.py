@@ -13,6 +13,7 @@ from torch import nn
 
 from .cnn1d import CNN1d
 from .cnn2d import CNN2d
+from .convnext2d import ConvNeXt2d
 from .mlp import MLP
 from .mobilenet2d import MobileNet2d
 from .resnet1d import ResNet1d
@@ -49,6 +50,10 @@ def _mobilenet2d(*, num_classes: int, input_shape: tuple[int, ...]) -> nn.Module
     return MobileNet2d(tuple(input_shape), num_classes)
 
 
+def _convnext2d(*, num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
+    return ConvNeXt2d(tuple(input_shape), num_classes)
+
+
 def _transformer(*, num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
     return Transformer1d(tuple(input_shape), num_classes)
 
@@ -71,6 +76,7 @@ MODELS: dict[str, ModelFactory] = {
     "resnet2d": _resnet2d,
     "transformer": _transformer,
     "mobilenet2d": _mobilenet2d,
+    "convnext2d": _convnext2d,
 }
 """Each named model's factory, called as ``factory(num_classes=..., input_shape=...)``."""
 
