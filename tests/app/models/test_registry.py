@@ -36,25 +36,39 @@ def test_public_names() -> None:
     ]
 
 
-@pytest.mark.parametrize(
-    ("name", "kind", "input_shape"),
-    [
-        ("mlp", MLP, (1, 40)),
-        ("cnn1d", CNN1d, (1, 40)),
-        ("cnn2d", CNN2d, (1, 8, 8)),
-        ("resnet1d", ResNet1d, (1, 40)),
-        ("resnet2d", ResNet2d, (1, 8, 8)),
-        ("transformer", Transformer1d, (1, 40)),
-        ("mobilenet2d", MobileNet2d, (1, 8, 8)),
-        ("convnext2d", ConvNeXt2d, (1, 8, 8)),
-    ],
-)
+SMALL_MODELS = [
+    ("mlp", MLP, (1, 40)),
+    ("cnn1d", CNN1d, (1, 40)),
+    ("cnn2d", CNN2d, (1, 8, 8)),
+    ("resnet1d", ResNet1d, (1, 40)),
+    ("resnet2d", ResNet2d, (1, 8, 8)),
+    ("transformer", Transformer1d, (1, 40)),
+    ("mobilenet2d", MobileNet2d, (1, 8, 8)),
+    ("convnext2d", ConvNeXt2d, (1, 8, 8)),
+]
+"""Each small registered model, its class and an input shape it takes."""
+
+
+@pytest.mark.parametrize(("name", "kind", "input_shape"), SMALL_MODELS)
 def test_small_models_round_trip(name: str, kind: type, input_shape: tuple[int, ...]) -> None:
     model = create_model(name, num_classes=6, input_shape=input_shape)
     assert type(model) is kind
     assert model(torch.randn(3, *input_shape)).shape == (3, 6)
     direct = MODELS[name](num_classes=6, input_shape=input_shape)
     assert type(direct) is kind
+
+
+@pytest.mark.parametrize(("name", "input_shape"), [(name, shape) for name, _, shape in SMALL_MODELS])
+def test_small_models_train_and_evaluate(name: str, input_shape: tuple[int, ...]) -> None:
+    """Every parameter gets a gradient in training; evaluation is deterministic."""
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=6, input_shape=input_shape)
+    x = torch.randn(8, *input_shape)
+    model(x).sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(x), model(x))
 
 
 def test_registered_wrn_16_8() -> None:
