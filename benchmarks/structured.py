@@ -28,7 +28,12 @@ pre-training run and against the floor of channel pruning (the same graph with e
 channel, :func:`adasparse.app.latency.one_channel_model`), alternately in one process, one thread, at batch 1 and at
 a throughput batch (ratios of medians, see ``adasparse/app/latency.py``), with the C library's allocator fixed first
 (``steady_allocator``; ``--default-allocator`` leaves it as the process has it). Then ours again, with every BatchNorm
-folded into the layer before it in all three models (``adasparse/app/latency.py``).
+folded into the layer before it in all three models (``adasparse/app/latency.py``). ``--tables latency-onnxruntime``
+times the same three models exported to ONNX and run by ONNX Runtime (``onnxruntime_medians``), where a forward pass
+of these small models is arithmetic rather than per-operator dispatch:
+
+    python benchmarks/structured.py --records docs/structured.jsonl --runs runs/bench/runs --docs docs/structured.md \
+        --tables latency-onnxruntime --single-rounds 400 --rounds 40
 """
 
 from __future__ import annotations
@@ -50,7 +55,12 @@ from _timing import add_allocator_argument, fix_allocator  # noqa: E402
 from adasparse import shrink  # noqa: E402
 from adasparse.app.bench import SUITES  # noqa: E402
 from adasparse.app.data import load_dataset  # noqa: E402
-from adasparse.app.latency import fold_batchnorm, latency_medians, one_channel_model  # noqa: E402
+from adasparse.app.latency import (  # noqa: E402
+    fold_batchnorm,
+    latency_medians,
+    one_channel_model,
+    onnxruntime_medians,
+)
 from adasparse.app.runs import load_run_weights  # noqa: E402
 from adasparse.core.flops import layer_macs  # noqa: E402
 
@@ -189,6 +199,33 @@ def latency_table(rows: list[dict], models: _Models, batch: int, rounds: int, si
     return "\n".join(lines)
 
 
+def onnxruntime_table(rows: list[dict], models: _Models, batch: int, rounds: int, single_rounds: int) -> str:
+    """:func:`latency_table` with the three models exported to ONNX and run by ONNX Runtime (one intra-op thread,
+    :func:`adasparse.app.latency.onnxruntime_medians`): the same graphs without eager PyTorch's per-operator cost."""
+    labels = [variant.label for variant in SUITES["structured"].variants if variant.label != "dense"]
+    lines = [
+        f"| model | FLOPs removed | variant | MACs kept (ideal) | batch 1: shrunk | batch 1: floor | batch {batch}: "
+        f"shrunk | batch {batch}: floor | dense time in ONNX Runtime (batch 1, {batch}) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row, dataset, model, prefix, run in _seed_zero_runs(rows, models.runs, labels):
+        example = models.example(dataset)
+        weights = load_run_weights(run)
+        min_params = int((weights.run_config or {}).get("config", {}).get("pthres", 1000))
+        dense = models.dense_model(prefix)
+        floor = models.floor(prefix, dataset, min_params)
+        smaller = shrink(weights.build_model(), example)
+        kept = _macs(smaller, example) / _macs(dense, example)
+        single = onnxruntime_medians([dense, smaller, floor], example[:1], 1, rounds=single_rounds)
+        many = onnxruntime_medians([dense, smaller, floor], example[:1], batch, rounds=rounds)
+        lines.append(
+            f"| {dataset}/{model} | {row['target']:g} | {row['variant']} | {kept:.4f} | {single[1] / single[0]:.2f}x "
+            f"| {single[2] / single[0]:.2f}x | {many[1] / many[0]:.2f}x | {many[2] / many[0]:.2f}x "
+            f"| {single[0] * 1e6:.0f} us, {many[0] * 1e3:.2f} ms |"
+        )
+    return "\n".join(lines)
+
+
 def folded_table(rows: list[dict], models: _Models, batch: int, rounds: int, single_rounds: int) -> str:
     """Ours (seed 0) with every BatchNorm folded into the layer before it, in the dense model, the shrunk one and the
     floor alike (:func:`adasparse.app.latency.fold_batchnorm`): the folded dense over the dense time, and the folded
@@ -278,6 +315,14 @@ def main() -> None:
         help="the page's section the tables go to: between <!-- begin:SECTION-accuracy --> and its end marker "
         "(and SECTION-latency, SECTION-latency-folded)",
     )
+    parser.add_argument(
+        "--tables",
+        nargs="+",
+        default=["accuracy", "latency", "latency-folded"],
+        choices=["accuracy", "latency", "latency-folded", "latency-onnxruntime"],
+        help="which tables to make (default: accuracy, latency, latency-folded; latency-onnxruntime times the same "
+        "models in ONNX Runtime and needs the onnx extra; the latency tables need --runs)",
+    )
     parser.add_argument("--batch", type=int, default=256, help="the throughput batch size")
     parser.add_argument("--rounds", type=int, default=30, help="timed forward passes per model at the batch size")
     parser.add_argument("--single-rounds", type=int, default=300, help="timed forward passes per model at batch 1")
@@ -285,14 +330,19 @@ def main() -> None:
     args = parser.parse_args()
     fix_allocator(args)
     rows = _latest([json.loads(line) for line in open(args.records)])
-    tables = {"accuracy": accuracy_table(rows)}
+    tables = {"accuracy": accuracy_table(rows)} if "accuracy" in args.tables else {}
     if args.runs is not None:
         models = _Models(Path(args.runs))
+        timing = (args.batch, args.rounds, args.single_rounds)
         if _suite(rows).startswith("structured-multiple"):
-            tables["latency"] = multiple_latency_table(rows, models, args.batch, args.rounds, args.single_rounds)
+            if "latency" in args.tables:
+                tables["latency"] = multiple_latency_table(rows, models, *timing)
         else:
-            tables["latency"] = latency_table(rows, models, args.batch, args.rounds, args.single_rounds)
-            tables["latency-folded"] = folded_table(rows, models, args.batch, args.rounds, args.single_rounds)
+            makers = {"latency": latency_table, "latency-folded": folded_table}
+            makers["latency-onnxruntime"] = onnxruntime_table
+            for name, maker in makers.items():
+                if name in args.tables:
+                    tables[name] = maker(rows, models, *timing)
     print(*tables.values(), sep="\n\n")
     if args.docs:
         for name, table in tables.items():

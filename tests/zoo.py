@@ -186,3 +186,42 @@ ATTENTION_HEADS = {
         on_shrink=keep_head_scales,
     )
 }
+
+
+class BertClassifier(nn.Module):
+    """A two-layer BERT of four heads (Hugging Face's, built locally) and a linear head on the first token."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from transformers import BertConfig, BertModel
+
+        config = BertConfig(
+            vocab_size=50,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=64,
+            max_position_embeddings=16,
+            attn_implementation="eager",
+        )
+        self.bert = BertModel(config, add_pooling_layer=False)
+        self.head = nn.Linear(32, 3)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.head(self.bert(input_ids=ids).last_hidden_state[:, 0])
+
+
+def bert_heads() -> dict:
+    """The ``heads=`` declaration of Hugging Face's ``BertAttention`` (as the docs give it)."""
+    from transformers.models.bert.modeling_bert import BertAttention
+
+    return {
+        BertAttention: AttentionHeads(
+            query="self.query",
+            key="self.key",
+            value="self.value",
+            output="output.dense",
+            num_heads="self.num_attention_heads",
+            inner_dim="self.all_head_size",
+        )
+    }

@@ -17,6 +17,7 @@ from adasparse.app.latency import (
     latency_medians,
     latency_ratio,
     one_channel_model,
+    onnxruntime_medians,
     steady_allocator,
 )
 from adasparse.app.models import create_model
@@ -270,3 +271,37 @@ def test_the_steady_allocator_reuses_a_freed_block_from_the_first_reuse() -> Non
 def test_the_steady_allocator_checks_its_threshold() -> None:
     with pytest.raises(ValueError, match=r"mmap_threshold must be in \[0, 33554432\]"):
         steady_allocator(64 << 20)
+
+
+def test_the_floor_of_declared_attention_keeps_one_head() -> None:
+    pytest.importorskip("transformers")
+    pytest.importorskip("torch_pruning")
+    from ..zoo import BertClassifier, bert_heads
+
+    torch.manual_seed(0)
+    model = BertClassifier().eval()
+    ids = torch.randint(0, 50, (3, 6))
+    floor = one_channel_model(model, ids, min_params=100, heads=bert_heads())
+    for layer in floor.bert.encoder.layer:
+        assert layer.attention.self.num_attention_heads == 1 and layer.attention.self.query.out_features == 8
+        assert layer.intermediate.dense.out_features == 1
+    with torch.no_grad():
+        assert floor(ids).shape == model(ids).shape
+
+
+def test_onnx_runtime_times_each_exported_model_in_its_place() -> None:
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    torch.manual_seed(0)
+    small = nn.Linear(8, 4)
+    large = nn.Sequential(nn.Linear(8, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(), nn.Linear(1024, 4))
+    medians = onnxruntime_medians([large, small], torch.randn(1, 8), 64, rounds=5, warmup=1)
+    assert len(medians) == 2 and all(m > 0 for m in medians)
+    assert medians[0] > 5 * medians[1]  # a hundred times the arithmetic: the order is the models'
+
+
+@pytest.mark.parametrize(("models", "threads", "match"), [([], 1, "at least one model"), (None, 0, "threads")])
+def test_onnx_runtime_timing_refuses_bad_arguments(models: list | None, threads: int, match: str) -> None:
+    pytest.importorskip("onnxruntime")
+    with pytest.raises(ValueError, match=match):
+        onnxruntime_medians([nn.Linear(4, 2)] if models is None else models, torch.randn(1, 4), 2, threads=threads)

@@ -108,3 +108,26 @@ def test_bad_given_counts_leave_the_model_as_it_was(counts: list[int], multiple:
     assert not adasparse.pruned_tensors(model)
     assert model.state_dict().keys() == before.keys()
     assert all(torch.equal(model.state_dict()[name], value) for name, value in before.items())
+
+
+def test_declared_heads_are_ranked_by_their_l1_norm_with_the_channels() -> None:
+    pytest.importorskip("transformers")
+    from ..zoo import BertClassifier, bert_heads
+
+    torch.manual_seed(0)
+    model = BertClassifier().eval()
+    ids = torch.randint(0, 50, (3, 6))
+    attention = model.bert.encoder.layer[0].attention
+    with torch.no_grad():  # head 2 of the first layer: the smallest rows and columns by far
+        for layer in (attention.self.query, attention.self.key, attention.self.value):
+            layer.weight[16:24] *= 0.01
+        attention.output.dense.weight[:, 16:24] *= 0.01
+    dense = sum(layer_macs(model, ids, min_params=0).values())
+    reached = magnitude_channel_prune(model, ids, 0.5, allocation="uniform", min_params=100, heads=bert_heads())
+    smaller = adasparse.shrink(model, ids, heads=bert_heads())
+    kept_heads = [layer.attention.self.num_attention_heads for layer in smaller.bert.encoder.layer]
+    assert kept_heads == [2, 2]
+    first = next(p.layout for p in adasparse.pruned_tensors(model) if p.layout.kind == "head")
+    assert first.module_name == "bert.encoder.layer.0.attention"
+    assert not first.current_keep()[2]
+    assert 1.0 - sum(layer_macs(smaller, ids, min_params=0).values()) / dense == pytest.approx(reached, abs=1e-9)

@@ -18,7 +18,7 @@ from adasparse.core.channel_sets import ChannelSet
 from adasparse.core.flops import layer_macs
 from adasparse.core.parametrization import freeze
 
-from ..zoo import ATTENTION_HEADS, Attention, AttentionNet
+from ..zoo import ATTENTION_HEADS, Attention, AttentionNet, BertClassifier, bert_heads
 
 pytest.importorskip("torch_pruning")
 
@@ -28,45 +28,10 @@ def _user(seed: int = 0) -> tuple[nn.Module, torch.Tensor, dict]:
     return AttentionNet(), torch.randn(3, 5, 8), ATTENTION_HEADS
 
 
-class BertClassifier(nn.Module):
-    """A two-layer BERT of four heads, built locally, and a linear head on the first token."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        from transformers import BertConfig, BertModel
-
-        config = BertConfig(
-            vocab_size=50,
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            intermediate_size=64,
-            max_position_embeddings=16,
-            attn_implementation="eager",
-        )
-        self.bert = BertModel(config, add_pooling_layer=False)
-        self.head = nn.Linear(32, 3)
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.head(self.bert(input_ids=ids).last_hidden_state[:, 0])
-
-
 def _bert(seed: int = 0) -> tuple[nn.Module, torch.Tensor, dict]:
     pytest.importorskip("transformers")
-    from transformers.models.bert.modeling_bert import BertAttention
-
-    heads = {
-        BertAttention: AttentionHeads(
-            query="self.query",
-            key="self.key",
-            value="self.value",
-            output="output.dense",
-            num_heads="self.num_attention_heads",
-            inner_dim="self.all_head_size",
-        )
-    }
     torch.manual_seed(seed)
-    return BertClassifier().eval(), torch.randint(0, 50, (3, 6)), heads
+    return BertClassifier().eval(), torch.randint(0, 50, (3, 6)), bert_heads()
 
 
 MODELS = {"user": _user, "bert": _bert}

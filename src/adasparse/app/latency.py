@@ -1,7 +1,9 @@
 """Side-by-side CPU latency of models on the same input: ratios, not absolute times.
 
 Timings on shared machines drift; measuring the models alternately in one process, many rounds, and reporting the
-ratio of their medians keeps that drift out of the comparison (``docs/benchmarks.md``).
+ratio of their medians keeps that drift out of the comparison (``docs/benchmarks.md``). :func:`onnxruntime_medians`
+times the same models exported to ONNX and run by ONNX Runtime, whose per-operator cost is a fraction of eager
+PyTorch's.
 
 :func:`one_channel_model` builds the floor of channel pruning for a model: the same graph with every prunable
 channel set (and head set) down to one channel, i.e. the per-operator cost no channel-pruning implementation of that
@@ -15,12 +17,15 @@ from __future__ import annotations
 
 import copy
 import ctypes
+import functools
 import statistics
 import sys
+import tempfile
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -28,13 +33,17 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
+from ..core.attention_heads import HeadsArgument
+
 __all__ = [
     "LatencyRatio",
+    "OnnxRuntimeModel",
     "STEADY_MMAP_THRESHOLD",
     "fold_batchnorm",
     "latency_medians",
     "latency_ratio",
     "one_channel_model",
+    "onnxruntime_medians",
     "steady_allocator",
 ]
 
@@ -88,10 +97,30 @@ def steady_allocator(mmap_threshold: int = STEADY_MMAP_THRESHOLD) -> bool:
     return bool(mallopt(_M_MMAP_THRESHOLD, mmap_threshold)) and bool(mallopt(_M_TRIM_THRESHOLD, 2 * mmap_threshold))
 
 
-def _once(model: nn.Module, inputs: torch.Tensor) -> float:
-    start = time.perf_counter()
-    model(inputs)
-    return time.perf_counter() - start
+def _alternate(runs: Sequence[Callable[[], Any]], rounds: int, warmup: int) -> list[float]:
+    """Median seconds of each callable, timed alternately: every round runs each once, the order rotated and
+    reversed from round to round so that none always follows the same one."""
+    for _ in range(warmup):
+        for run in runs:
+            run()
+    count = len(runs)
+    times: list[list[float]] = [[] for _ in runs]
+    for round_index in range(rounds):
+        order = [(round_index // 2 + k) % count for k in range(count)]
+        if round_index % 2:
+            order.reverse()
+        for slot in order:
+            start = time.perf_counter()
+            runs[slot]()
+            times[slot].append(time.perf_counter() - start)
+    return [statistics.median(slot_times) for slot_times in times]
+
+
+def _batch_of(example: torch.Tensor, batch: int) -> torch.Tensor:
+    """``batch`` copies of one example (its batch dimension of size 1 or absent)."""
+    if example.dim() > 0 and example.shape[0] == 1:
+        example = example[0]
+    return example.unsqueeze(0).expand(batch, *example.shape).contiguous()
 
 
 @torch.inference_mode()
@@ -121,32 +150,72 @@ def latency_medians(
     """
     if not models:
         raise ValueError("latency_medians needs at least one model")
-    if example.dim() > 0 and example.shape[0] == 1:
-        example = example[0]
-    inputs = example.unsqueeze(0).expand(batch, *example.shape).contiguous()
+    inputs = _batch_of(example, batch)
     previous_threads = torch.get_num_threads()
     modes = [model.training for model in models]
     for model in models:
         model.eval()
-    count = len(models)
     try:
         if threads is not None:
             torch.set_num_threads(threads)
-        for _ in range(warmup):
-            for model in models:
-                _once(model, inputs)
-        times: list[list[float]] = [[] for _ in models]
-        for round_index in range(rounds):
-            order = [(round_index // 2 + k) % count for k in range(count)]
-            if round_index % 2:
-                order.reverse()
-            for slot in order:
-                times[slot].append(_once(models[slot], inputs))
+        return _alternate([functools.partial(model, inputs) for model in models], rounds, warmup)
     finally:
         torch.set_num_threads(previous_threads)
         for model, mode in zip(models, modes):
             model.train(mode)
-    return [statistics.median(slot_times) for slot_times in times]
+
+
+class OnnxRuntimeModel(nn.Module):
+    """``model`` exported to ONNX (:func:`adasparse.export_onnx`, a dynamic batch) and run by ONNX Runtime's CPU
+    provider: called like the model on one tensor, it returns the first output as a tensor. ``threads`` intra-op
+    threads, one inter-op thread, sequential execution.
+
+    Raises:
+        ImportError: ``onnx``, ``onnxscript`` or ``onnxruntime`` missing (``pip install "adasparse[onnx]"``).
+        ValueError: ``threads`` below 1, or a model the exporter cannot export.
+    """
+
+    def __init__(self, model: nn.Module, example: torch.Tensor, *, threads: int = 1) -> None:
+        super().__init__()
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
+        try:
+            import onnxruntime
+        except ImportError:
+            raise ImportError('ONNX Runtime timing needs onnxruntime: pip install "adasparse[onnx]"') from None
+        from ..export.onnx_export import export_onnx
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+        with tempfile.TemporaryDirectory() as folder:
+            path = export_onnx(model, _batch_of(example, 1), Path(folder) / "model.onnx")
+            self._session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self._input = self._session.get_inputs()[0].name
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self._session.run(None, {self._input: inputs.contiguous().numpy()})[0])
+
+
+def onnxruntime_medians(
+    models: Sequence[nn.Module],
+    example: torch.Tensor,
+    batch: int,
+    *,
+    rounds: int = 30,
+    warmup: int = 3,
+    threads: int = 1,
+) -> list[float]:
+    """:func:`latency_medians` of the models run by ONNX Runtime (:class:`OnnxRuntimeModel`, ``threads`` threads):
+    the same graphs without eager PyTorch's per-operator dispatch. Models already wrapped are used as they are.
+
+    Raises:
+        ImportError, ValueError: as :class:`OnnxRuntimeModel`.
+    """
+    if not models:
+        raise ValueError("onnxruntime_medians needs at least one model")
+    wrapped = [m if isinstance(m, OnnxRuntimeModel) else OnnxRuntimeModel(m, example, threads=threads) for m in models]
+    return latency_medians(wrapped, example, batch, rounds=rounds, warmup=warmup, threads=None)
 
 
 def latency_ratio(
@@ -167,7 +236,9 @@ def latency_ratio(
 
 
 @torch.no_grad()
-def one_channel_model(model: nn.Module, example_input: Any, *, min_params: int = 1000) -> nn.Module:
+def one_channel_model(
+    model: nn.Module, example_input: Any, *, min_params: int = 1000, heads: HeadsArgument | None = None
+) -> nn.Module:
     """The floor of channel pruning for ``model``: a shrunk copy with every channel set and head set that
     ``sparsify(..., granularity="channel", min_params=min_params)`` would prune down to one channel (or head).
 
@@ -179,6 +250,8 @@ def one_channel_model(model: nn.Module, example_input: Any, *, min_params: int =
         model: a plain model (not sparsified); it is not modified.
         example_input: a batch the model accepts, to trace its dependencies.
         min_params: which layers are prunable, as in :func:`adasparse.sparsify` (the pruned model's value).
+        heads: the attention heads declared for the pruned model's own attention modules, as for
+            :func:`adasparse.sparsify` (each such module then keeps one head).
 
     Returns:
         The one-channel model, a plain module in eval mode.
@@ -200,6 +273,7 @@ def one_channel_model(model: nn.Module, example_input: Any, *, min_params: int =
             min_params=min_params,
             granularity="channel",
             example_input=example_input,
+            heads=heads,
         )
     sets = {id(p.layout): p.layout for p in pruned_tensors(floor) if isinstance(p.layout, ChannelSet)}
     scores = {key: channel_set.scores() for key, channel_set in sets.items()}  # all read before any is fixed
@@ -207,7 +281,7 @@ def one_channel_model(model: nn.Module, example_input: Any, *, min_params: int =
         keep = torch.zeros(channel_set.channels, dtype=torch.bool)
         keep[int(torch.argmax(scores[key]))] = True
         channel_set.fix(keep)
-    return shrink(floor, example_input)
+    return shrink(floor, example_input, heads=heads)
 
 
 def _has_batchnorm(module: nn.Module) -> bool:

@@ -24,8 +24,9 @@ import torch
 from torch import nn
 
 from ..core._checks import check_choice, check_fraction
+from ..core.attention_heads import AttentionHeadSet, HeadsArgument
 from ..core.channel_rounding import rounded_kept_counts
-from ..core.channel_sets import ChannelSet
+from ..core.channel_sets import ChannelSet, _raw
 from ..core.coupling import _torch_pruning, dependency_graph
 from ..core.parametrization import pruned_tensors
 from ..core.sparsify import desparsify, sparsify
@@ -35,10 +36,27 @@ __all__ = ["ALLOCATIONS", "magnitude_channel_prune"]
 ALLOCATIONS = ("global", "uniform")
 
 
+def _head_importance(head_set: AttentionHeadSet) -> torch.Tensor:
+    """Each head's L1 norm as torch-pruning scores a channel group: per tensor (the query, key and value rows, the
+    output layer's columns) the head's L1 norm, averaged over the tensors, then divided by its mean over the heads."""
+    parts = []
+    for _, module, tensor in head_set.members:
+        if tensor == "weight":
+            parts.append(_raw(module, tensor).detach().float().abs().reshape(head_set.heads, -1).sum(1).cpu())
+    for consumer in head_set.consumers:
+        columns = _raw(consumer.module, "weight").detach().float().abs().sum(0)[consumer.index]
+        parts.append(torch.zeros(head_set.heads).index_add_(0, consumer.root, columns.cpu()))
+    score = torch.stack(parts).mean(0).cpu()
+    return score / score.mean().clamp_min(1e-12)
+
+
 def _importances(graph: Any, sets: list[ChannelSet]) -> list[torch.Tensor]:
     importance = _torch_pruning().importance.MagnitudeImportance(p=1)
     scores = []
     for channel_set in sets:
+        if isinstance(channel_set, AttentionHeadSet):  # the graph sees a head's rows as separate channels
+            scores.append(_head_importance(channel_set))
+            continue
         _, leader, _ = channel_set.members[0]
         pruner = graph.get_pruner_of_module(leader)
         group = graph.get_pruning_group(leader, pruner.prune_out_channels, idxs=list(range(channel_set.channels)))
@@ -69,6 +87,7 @@ def magnitude_channel_prune(
     allocation: str | Sequence[int] = "global",
     min_params: int = 1000,
     channel_multiple: int = 1,
+    heads: HeadsArgument | None = None,
 ) -> float:
     """Sparsify ``model`` by output channels and fix the smallest-L1 channels as pruned, in place.
 
@@ -84,6 +103,9 @@ def magnitude_channel_prune(
         min_params: as in :func:`adasparse.sparsify`.
         channel_multiple: every set then keeps a multiple of this many channels, rounded down or up
             (:func:`~adasparse.core.channel_rounding.rounded_kept_counts`), the smallest-L1 channels still pruned.
+        heads: the attention heads of your own attention modules, as for :func:`adasparse.sparsify`: each declared
+            module's heads are then ranked by their L1 norm (query, key and value rows, output columns) with the
+            channels (heads are left alone otherwise).
 
     Returns:
         The cost sparsity reached (within one channel of ``target``, ``channel_multiple`` channels when rounded;
@@ -108,6 +130,7 @@ def magnitude_channel_prune(
             min_params=min_params,
             granularity="channel",
             example_input=example_input,
+            heads=heads,
         )
     cost = pruned_tensors(model)[0].layout.cost
     sets = cost.channel_sets
