@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from adasparse.app.latency import (
+    OnnxRuntimeModel,
     fold_batchnorm,
     latency_medians,
     latency_ratio,
@@ -297,6 +298,11 @@ def test_onnx_runtime_times_each_exported_model_in_its_place() -> None:
     large = nn.Sequential(nn.Linear(8, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(), nn.Linear(1024, 4))
     medians = onnxruntime_medians([large, small], torch.randn(1, 8), 64, rounds=5, warmup=1)
     assert len(medians) == 2 and all(m > 0 for m in medians)
+    wrapped = OnnxRuntimeModel(large, torch.randn(1, 8))
+    for batch in (1, 7):  # the batch stays dynamic
+        x = torch.randn(batch, 8)
+        with torch.no_grad():
+            assert torch.allclose(wrapped(x), large(x), atol=1e-5)
     assert medians[0] > 5 * medians[1]  # a hundred times the arithmetic: the order is the models'
 
 

@@ -189,7 +189,8 @@ class OnnxRuntimeModel(nn.Module):
         options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
         options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
         with tempfile.TemporaryDirectory() as folder:
-            path = export_onnx(model, _batch_of(example, 1), Path(folder) / "model.onnx")
+            # two examples: torch.export would take a batch of one for a constant
+            path = export_onnx(model, _batch_of(example, 2), Path(folder) / "model.onnx")
             self._session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self._input = self._session.get_inputs()[0].name
 
