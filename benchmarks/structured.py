@@ -34,6 +34,8 @@ of these small models is arithmetic rather than per-operator dispatch:
 
     python benchmarks/structured.py --records docs/structured.jsonl --runs runs/bench/runs --docs docs/structured.md \
         --tables latency-onnxruntime --single-rounds 400 --rounds 40
+
+(and the same with ``--records docs/structured-multiple.jsonl --section structured-multiple``: the rounded models).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ import collections
 import json
 import statistics
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -63,6 +66,9 @@ from adasparse.app.latency import (  # noqa: E402
 )
 from adasparse.app.runs import load_run_weights  # noqa: E402
 from adasparse.core.flops import layer_macs  # noqa: E402
+
+Medians = Callable[..., list[float]]
+"""How a latency table times its models: ``medians(models, example, batch, rounds=...)``."""
 
 
 def _slug(label: str) -> str:
@@ -172,13 +178,18 @@ def _seed_zero_runs(rows: list[dict], runs: Path, labels: list[str]):
         yield row, dataset, model, prefix, runs / prefix / _slug(row["variant"]) / f"t{row['target']:g}" / "s0"
 
 
-def latency_table(rows: list[dict], models: _Models, batch: int, rounds: int, single_rounds: int) -> str:
+def latency_table(
+    rows: list[dict], models: _Models, batch: int, rounds: int, single_rounds: int, medians: Medians = latency_medians
+) -> str:
     """Shrunk over dense time of each seed-0 run, and the one-channel floor's over dense time (the three models timed
-    alternately), at batch 1 and ``batch``, one thread; the MACs kept, the time if it followed the MACs."""
+    alternately), at batch 1 and ``batch``, one thread; the MACs kept, the time if it followed the MACs. ``medians``:
+    :func:`~adasparse.app.latency.latency_medians` (eager PyTorch) or
+    :func:`~adasparse.app.latency.onnxruntime_medians` (the models exported to ONNX and run by ONNX Runtime)."""
     labels = [variant.label for variant in SUITES["structured"].variants if variant.label != "dense"]
+    where = " in ONNX Runtime" if medians is onnxruntime_medians else ""
     lines = [
         f"| model | FLOPs removed | variant | MACs kept (ideal) | batch 1: shrunk | batch 1: floor | batch {batch}: "
-        f"shrunk | batch {batch}: floor | dense time (batch 1, {batch}) |",
+        f"shrunk | batch {batch}: floor | dense time{where} (batch 1, {batch}) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for row, dataset, model, prefix, run in _seed_zero_runs(rows, models.runs, labels):
@@ -189,39 +200,12 @@ def latency_table(rows: list[dict], models: _Models, batch: int, rounds: int, si
         floor = models.floor(prefix, dataset, min_params)
         smaller = shrink(weights.build_model(), example)
         kept = _macs(smaller, example) / _macs(dense, example)
-        single = latency_medians([dense, smaller, floor], example[:1], 1, rounds=single_rounds)
-        many = latency_medians([dense, smaller, floor], example[:1], batch, rounds=rounds)
+        single = medians([dense, smaller, floor], example[:1], 1, rounds=single_rounds)
+        many = medians([dense, smaller, floor], example[:1], batch, rounds=rounds)
         lines.append(
             f"| {dataset}/{model} | {row['target']:g} | {row['variant']} | {kept:.4f} | {single[1] / single[0]:.2f}x "
             f"| {single[2] / single[0]:.2f}x | {many[1] / many[0]:.2f}x | {many[2] / many[0]:.2f}x "
-            f"| {single[0] * 1e6:.0f} us, {many[0] * 1e3:.1f} ms |"
-        )
-    return "\n".join(lines)
-
-
-def onnxruntime_table(rows: list[dict], models: _Models, batch: int, rounds: int, single_rounds: int) -> str:
-    """:func:`latency_table` with the three models exported to ONNX and run by ONNX Runtime (one intra-op thread,
-    :func:`adasparse.app.latency.onnxruntime_medians`): the same graphs without eager PyTorch's per-operator cost."""
-    labels = [variant.label for variant in SUITES["structured"].variants if variant.label != "dense"]
-    lines = [
-        f"| model | FLOPs removed | variant | MACs kept (ideal) | batch 1: shrunk | batch 1: floor | batch {batch}: "
-        f"shrunk | batch {batch}: floor | dense time in ONNX Runtime (batch 1, {batch}) |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for row, dataset, model, prefix, run in _seed_zero_runs(rows, models.runs, labels):
-        example = models.example(dataset)
-        weights = load_run_weights(run)
-        min_params = int((weights.run_config or {}).get("config", {}).get("pthres", 1000))
-        dense = models.dense_model(prefix)
-        floor = models.floor(prefix, dataset, min_params)
-        smaller = shrink(weights.build_model(), example)
-        kept = _macs(smaller, example) / _macs(dense, example)
-        single = onnxruntime_medians([dense, smaller, floor], example[:1], 1, rounds=single_rounds)
-        many = onnxruntime_medians([dense, smaller, floor], example[:1], batch, rounds=rounds)
-        lines.append(
-            f"| {dataset}/{model} | {row['target']:g} | {row['variant']} | {kept:.4f} | {single[1] / single[0]:.2f}x "
-            f"| {single[2] / single[0]:.2f}x | {many[1] / many[0]:.2f}x | {many[2] / many[0]:.2f}x "
-            f"| {single[0] * 1e6:.0f} us, {many[0] * 1e3:.2f} ms |"
+            f"| {single[0] * 1e6:.0f} us, {many[0] * 1e3:.{2 if where else 1}f} ms |"
         )
     return "\n".join(lines)
 
@@ -255,11 +239,13 @@ def folded_table(rows: list[dict], models: _Models, batch: int, rounds: int, sin
     return "\n".join(lines)
 
 
-def multiple_latency_table(rows: list[dict], models: _Models, batch: int, rounds: int, single_rounds: int) -> str:
+def multiple_latency_table(
+    rows: list[dict], models: _Models, batch: int, rounds: int, single_rounds: int, medians: Medians = latency_medians
+) -> str:
     """Suite ``structured-multiple``: per model and target (seed 0), the dense model, ours without rounding (the
     ``structured`` suite's run, looked up in the same run directories), ours and L1 with every kept count rounded to a
     multiple of 8, timed alternately (four models), at batch 1 and ``batch``, one thread: MACs kept and time, each
-    over the dense model's."""
+    over the dense model's; ``medians`` as for :func:`latency_table`."""
     unrounded = next(variant.label for variant in SUITES["structured"].variants if variant.ours)
     rounded = [variant.label for variant in SUITES["structured-multiple"].variants if variant.label != "dense"]
     lines = [
@@ -279,8 +265,8 @@ def multiple_latency_table(rows: list[dict], models: _Models, batch: int, rounds
             continue
         shrunk = [shrink(load_run_weights(run).build_model(), example) for run in runs]
         kept = [_macs(m, example) / _macs(dense, example) for m in shrunk]
-        single = latency_medians([dense, *shrunk], example[:1], 1, rounds=single_rounds)
-        many = latency_medians([dense, *shrunk], example[:1], batch, rounds=rounds)
+        single = medians([dense, *shrunk], example[:1], 1, rounds=single_rounds)
+        many = medians([dense, *shrunk], example[:1], batch, rounds=rounds)
         widths = [_widths(m) for m in shrunk[:2]]
         lines.append(
             f"| {dataset}/{model} | {row['target']:g} | "
@@ -334,15 +320,13 @@ def main() -> None:
     if args.runs is not None:
         models = _Models(Path(args.runs))
         timing = (args.batch, args.rounds, args.single_rounds)
-        if _suite(rows).startswith("structured-multiple"):
-            if "latency" in args.tables:
-                tables["latency"] = multiple_latency_table(rows, models, *timing)
-        else:
-            makers = {"latency": latency_table, "latency-folded": folded_table}
-            makers["latency-onnxruntime"] = onnxruntime_table
-            for name, maker in makers.items():
-                if name in args.tables:
-                    tables[name] = maker(rows, models, *timing)
+        timed = multiple_latency_table if _suite(rows).startswith("structured-multiple") else latency_table
+        if "latency" in args.tables:
+            tables["latency"] = timed(rows, models, *timing)
+        if "latency-folded" in args.tables and timed is latency_table:
+            tables["latency-folded"] = folded_table(rows, models, *timing)
+        if "latency-onnxruntime" in args.tables:
+            tables["latency-onnxruntime"] = timed(rows, models, *timing, medians=onnxruntime_medians)
     print(*tables.values(), sep="\n\n")
     if args.docs:
         for name, table in tables.items():
