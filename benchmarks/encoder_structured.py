@@ -57,7 +57,6 @@ from _docs import machine, write_section  # noqa: E402
 from adasparse._io import atomic_write_text  # noqa: E402
 
 import adasparse  # noqa: E402
-from adasparse import AttentionHeads  # noqa: E402
 from adasparse.app.latency import (  # noqa: E402
     OnnxRuntimeModel,
     latency_medians,
@@ -66,6 +65,7 @@ from adasparse.app.latency import (  # noqa: E402
 )
 from adasparse.baselines.channels import magnitude_channel_prune  # noqa: E402
 from adasparse.core.attention_heads import AttentionHeadSet  # noqa: E402
+from adasparse.integrations.hf import bert_heads  # noqa: E402
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 VARIANTS = ("adasparse channels", "L1 channels (global)", "L1 channels (uniform)")
@@ -80,22 +80,6 @@ _MODULES = (
     "socket sqlite3 statistics string subprocess tarfile tempfile textwrap threading timeit tokenize traceback "
     "typing unittest urllib.request uuid warnings weakref xml.dom.minidom zipfile zipimport"
 ).split()
-
-
-def bert_heads() -> dict:
-    """The ``heads=`` declaration of Hugging Face's ``BertAttention``."""
-    from transformers.models.bert.modeling_bert import BertAttention
-
-    return {
-        BertAttention: AttentionHeads(
-            query="self.query",
-            key="self.key",
-            value="self.value",
-            output="output.dense",
-            num_heads="self.num_attention_heads",
-            inner_dim="self.all_head_size",
-        )
-    }
 
 
 def model_dir(given: str | None) -> Path:

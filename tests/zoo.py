@@ -212,16 +212,7 @@ class BertClassifier(nn.Module):
 
 
 def bert_heads() -> dict:
-    """The ``heads=`` declaration of Hugging Face's ``BertAttention`` (as the docs give it)."""
-    from transformers.models.bert.modeling_bert import BertAttention
+    """The ``heads=`` declaration of Hugging Face's ``BertAttention`` (the library's)."""
+    from adasparse.integrations.hf import bert_heads as declared
 
-    return {
-        BertAttention: AttentionHeads(
-            query="self.query",
-            key="self.key",
-            value="self.value",
-            output="output.dense",
-            num_heads="self.num_attention_heads",
-            inner_dim="self.all_head_size",
-        )
-    }
+    return declared()

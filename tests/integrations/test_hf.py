@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -142,3 +143,35 @@ def test_resumed_training_restores_the_pruner(tmp_path: Path) -> None:
     resumed, weights = run(resume_from_checkpoint=str(tmp_path / "checkpoint-46"))
     assert resumed.pruner.steps == 69 and resumed.sparsity_result is not None and resumed.sparsity_result.reached
     assert all(torch.equal(expected[key], weights[key]) for key in expected)
+
+
+def test_the_bert_declaration_prunes_a_roberta_by_heads_too() -> None:
+    pytest.importorskip("torch_pruning")
+    from transformers import RobertaConfig, RobertaModel
+    from transformers.models.roberta.modeling_roberta import RobertaAttention
+
+    from adasparse.integrations.hf import bert_heads
+
+    torch.manual_seed(0)
+    config = RobertaConfig(
+        vocab_size=40, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+        max_position_embeddings=20,
+    )  # fmt: skip
+    model = RobertaModel(config, add_pooling_layer=False).eval()
+    ids = torch.randint(3, 40, (2, 6))
+    heads = bert_heads(RobertaAttention)
+    assert list(heads) == [RobertaAttention]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        adasparse.sparsify(model, init_threshold=1.0, min_params=100, granularity="channel", example_input=ids,
+                           heads=heads)  # fmt: skip
+    head_sets = [p.layout for p in adasparse.pruned_tensors(model) if p.layout.kind == "head"]
+    assert len({id(s) for s in head_sets}) == 2
+    with torch.no_grad():
+        expected = model(input_ids=ids).last_hidden_state
+    smaller = adasparse.shrink(model, ids, heads=heads)
+    kept = [int(s.current_keep().sum()) for s in {id(s): s for s in head_sets}.values()]
+    assert min(kept) < 4  # heads were pruned, and shrink removes them
+    assert [layer.attention.self.num_attention_heads for layer in smaller.encoder.layer] == kept
+    with torch.no_grad():
+        assert torch.allclose(smaller(input_ids=ids).last_hidden_state, expected, atol=1e-5)

@@ -32,13 +32,13 @@ import torch
 
 from ..control.pruner import Pruner, PrunerConfig, PrunerResult
 from ..core._checks import check_fraction
-from ..core.attention_heads import HeadsArgument
+from ..core.attention_heads import AttentionHeads, HeadsArgument
 from ..core.report import sparsity_report
 from ..core.selection import Selector
 from ..core.sparsify import threshold_parameters
 from . import pruner_config
 
-__all__ = ["PRUNER_STATE_NAME", "SparsityCallback", "SparsityTrainer"]
+__all__ = ["PRUNER_STATE_NAME", "SparsityCallback", "SparsityTrainer", "bert_heads"]
 
 PRUNER_STATE_NAME = "adasparse_pruner.pt"
 """The pruner's state in every checkpoint directory of a :class:`SparsityTrainer`."""
@@ -51,6 +51,31 @@ _RENAMED = {
     "calibrate_at_end": "calibrate",
 }
 """The trainer's older argument names and the :class:`adasparse.PrunerConfig` fields they set."""
+
+
+def bert_heads(attention: type[torch.nn.Module] | None = None) -> HeadsArgument:
+    """The ``heads=`` of Hugging Face's BERT attention, for ``granularity="channel"`` (:func:`adasparse.sparsify`,
+    :class:`adasparse.Pruner`, :func:`adasparse.shrink`, :class:`SparsityTrainer`): its query, key and value
+    projections ``self.query``/``self.key``/``self.value``, the output layer ``output.dense``, the head count
+    ``self.num_attention_heads`` and the inner width ``self.all_head_size``.
+
+    Args:
+        attention: the attention module class to declare (default ``BertAttention``); a model whose attention has
+            the same layout under another class (RoBERTa's, say) passes that class.
+    """
+    if attention is None:
+        from transformers.models.bert.modeling_bert import BertAttention
+
+        attention = BertAttention
+    declaration = AttentionHeads(
+        query="self.query",
+        key="self.key",
+        value="self.value",
+        output="output.dense",
+        num_heads="self.num_attention_heads",
+        inner_dim="self.all_head_size",
+    )
+    return {attention: declaration}
 
 
 class SparsityCallback(TrainerCallback):
