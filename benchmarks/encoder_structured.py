@@ -439,6 +439,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--timing-only", action="store_true", help="train nothing: time the seed-0 runs of the --records file again"
     )
+    parser.add_argument("--no-timing", action="store_true", help="measure the runs' fidelity only")
+    parser.add_argument(
+        "--section", default="encoder-structured", help="the section of docs/structured.md the tables go to"
+    )
     parser.add_argument("--no-write", action="store_true", help="print the tables only")
     args = parser.parse_args(argv)
     if args.steps < 1 or args.batch < 1 or args.jobs < 1 or args.rounds < 4:
@@ -463,7 +467,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     _quiet_transformers()
     steady_allocator()
     timings = []
-    for target in args.targets:
+    for target in [] if args.no_timing else args.targets:
         rows = latency(folder, records, target, args.rounds, args.onnxruntime)
         timings += [{**row, "target": target} for row in rows]
     command = "python benchmarks/encoder_structured.py" + (" " + " ".join(argv) if argv else "")
@@ -472,7 +476,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not args.no_write:
         lines = "".join(json.dumps(r) + "\n" for r in records + [{"timing": t} for t in timings])
         atomic_write_text(Path(args.records), lines)
-        write_section(DOCS / "structured.md", "encoder-structured", body)
+        write_section(DOCS / "structured.md", args.section, body)
 
 
 if __name__ == "__main__":
