@@ -33,6 +33,7 @@ weights, tokenizer). About 40 minutes on 2 cores for both budgets (--targets 0.5
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import inspect
 import json
@@ -116,14 +117,16 @@ class Encoder(nn.Module):
         return self.bert(input_ids=ids).last_hidden_state.mean(1)
 
 
-def sentences() -> list[str]:
-    """English sentences of 8-40 words from the docstrings of a fixed list of standard-library modules, sorted."""
+@functools.cache
+def sentences() -> tuple[str, ...]:
+    """English sentences of 8-40 words from the docstrings of a fixed list of standard-library modules, sorted (read
+    once per process)."""
     found: set[str] = set()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # typing's deprecated submodules warn when their members are read
         for name in _MODULES:
             _add_sentences(importlib.import_module(name), found)
-    return sorted(found)
+    return tuple(sorted(found))
 
 
 def _add_sentences(module: Any, found: set[str]) -> None:

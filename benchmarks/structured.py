@@ -59,6 +59,7 @@ from adasparse import shrink  # noqa: E402
 from adasparse.app.bench import SUITES  # noqa: E402
 from adasparse.app.data import load_dataset  # noqa: E402
 from adasparse.app.latency import (  # noqa: E402
+    OnnxRuntimeModel,
     fold_batchnorm,
     latency_medians,
     one_channel_model,
@@ -69,6 +70,13 @@ from adasparse.core.flops import layer_macs  # noqa: E402
 
 Medians = Callable[..., list[float]]
 """How a latency table times its models: ``medians(models, example, batch, rounds=...)``."""
+
+
+def _prepared(models: list[torch.nn.Module], medians: Medians, example: torch.Tensor) -> list[torch.nn.Module]:
+    """The models as ``medians`` times them: exported to ONNX once for both batch sizes when it is ONNX Runtime's."""
+    if medians is onnxruntime_medians:
+        return [OnnxRuntimeModel(model, example[:1]) for model in models]
+    return models
 
 
 def _slug(label: str) -> str:
@@ -200,8 +208,9 @@ def latency_table(
         floor = models.floor(prefix, dataset, min_params)
         smaller = shrink(weights.build_model(), example)
         kept = _macs(smaller, example) / _macs(dense, example)
-        single = medians([dense, smaller, floor], example[:1], 1, rounds=single_rounds)
-        many = medians([dense, smaller, floor], example[:1], batch, rounds=rounds)
+        timed = _prepared([dense, smaller, floor], medians, example)
+        single = medians(timed, example[:1], 1, rounds=single_rounds)
+        many = medians(timed, example[:1], batch, rounds=rounds)
         lines.append(
             f"| {dataset}/{model} | {row['target']:g} | {row['variant']} | {kept:.4f} | {single[1] / single[0]:.2f}x "
             f"| {single[2] / single[0]:.2f}x | {many[1] / many[0]:.2f}x | {many[2] / many[0]:.2f}x "
@@ -265,8 +274,9 @@ def multiple_latency_table(
             continue
         shrunk = [shrink(load_run_weights(run).build_model(), example) for run in runs]
         kept = [_macs(m, example) / _macs(dense, example) for m in shrunk]
-        single = medians([dense, *shrunk], example[:1], 1, rounds=single_rounds)
-        many = medians([dense, *shrunk], example[:1], batch, rounds=rounds)
+        timed = _prepared([dense, *shrunk], medians, example)
+        single = medians(timed, example[:1], 1, rounds=single_rounds)
+        many = medians(timed, example[:1], batch, rounds=rounds)
         widths = [_widths(m) for m in shrunk[:2]]
         lines.append(
             f"| {dataset}/{model} | {row['target']:g} | "
