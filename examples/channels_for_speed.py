@@ -11,6 +11,7 @@ extra (``pip install "adasparse[structured]"``: torch-pruning finds the tied cha
 CPU cores.
 
     python examples/channels_for_speed.py [--target 0.5] [--epochs 8] [--channel-multiple 8] [--onnx small.onnx]
+        [--onnxruntime]
 """
 
 from __future__ import annotations
@@ -147,6 +148,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     parser.add_argument("--rounds", type=int, default=50, help="timing rounds per batch size (default 50)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads while timing (default 1)")
     parser.add_argument("--onnx", default=None, help="also export the smaller model to this ONNX file")
+    parser.add_argument(
+        "--onnxruntime", action="store_true", help="also time both models in ONNX Runtime (needs the onnx extra)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     start = time.perf_counter()
@@ -174,13 +178,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         "flops_kept": flops(smaller, x_test[:1]) / flops(dense, x_test[:1]),
         "parameters_kept": parameters(smaller) / parameters(dense),
     }
+    runtimes = {"": [dense, smaller]}
+    if args.onnxruntime:  # the same two models exported to ONNX, run by ONNX Runtime with as many threads
+        from adasparse.app.latency import OnnxRuntimeModel
+
+        runtimes["onnxruntime_"] = [OnnxRuntimeModel(m, x_test[:1], threads=args.threads) for m in (dense, smaller)]
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     try:
-        for batch in (1, args.batch):
-            inputs = x_test[:1].expand(batch, -1, -1, -1).contiguous()
-            dense_time, smaller_time = median_times([dense, smaller], inputs, args.rounds)
-            figures[f"time_ratio_batch_{batch}"] = smaller_time / dense_time
+        for prefix, models in runtimes.items():
+            for batch in (1, args.batch):
+                inputs = x_test[:1].expand(batch, -1, -1, -1).contiguous()
+                dense_time, smaller_time = median_times(models, inputs, args.rounds)
+                figures[f"{prefix}time_ratio_batch_{batch}"] = smaller_time / dense_time
     finally:
         torch.set_num_threads(threads)
 
@@ -197,6 +207,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         f"parameters; its time over the dense model's ({args.threads} thread): batch 1 "
         f"{figures['time_ratio_batch_1']:.2f}x, batch {args.batch} {figures[f'time_ratio_batch_{args.batch}']:.2f}x"
     )
+    if args.onnxruntime:
+        hint = " (its 2-D convolutions are fastest on channel counts rounded: --channel-multiple 8)"
+        print(
+            f"in ONNX Runtime: batch 1 {figures['onnxruntime_time_ratio_batch_1']:.2f}x, batch {args.batch} "
+            f"{figures[f'onnxruntime_time_ratio_batch_{args.batch}']:.2f}x{hint if args.channel_multiple == 1 else ''}"
+        )
     if args.onnx is not None:
         adasparse.export_onnx(smaller, x_test[:1], args.onnx)
         print(f"ONNX: {args.onnx}")

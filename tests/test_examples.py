@@ -45,7 +45,8 @@ def test_channels_for_speed_shrinks_to_half_the_flops_with_the_same_outputs(
     pytest.importorskip("torch_pruning")
     onnx = tmp_path / "small.onnx"
     argv = ["--pretrain-epochs", "1", "--epochs", "2", "--rounds", "2", "--batch", "16"]
-    figures = _example("channels_for_speed").main([*argv, "--onnx", str(onnx)] if _has_onnx() else argv)
+    exports = ["--onnx", str(onnx), "--onnxruntime"] if _has_onnx() else []
+    figures = _example("channels_for_speed").main([*argv, *exports])
     assert figures["shrunk_accuracy"] == figures["pruned_accuracy"]
     assert figures["largest_output_difference"] < 1e-4
     assert figures["flops_kept"] == pytest.approx(0.5, abs=0.02)  # the budget, up to a channel's share
@@ -54,7 +55,10 @@ def test_channels_for_speed_shrinks_to_half_the_flops_with_the_same_outputs(
     output = capsys.readouterr().out
     assert "removed once shrunk (multiply-accumulates)" in output and "the shrunk model keeps" in output
     assert onnx.exists() == _has_onnx()
+    if _has_onnx():
+        assert figures["onnxruntime_time_ratio_batch_1"] > 0.0 and figures["onnxruntime_time_ratio_batch_16"] > 0.0
+        assert "in ONNX Runtime: batch 1" in output
 
 
 def _has_onnx() -> bool:
-    return importlib.util.find_spec("onnx") is not None
+    return all(importlib.util.find_spec(name) is not None for name in ("onnx", "onnxscript", "onnxruntime"))
