@@ -56,6 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _docs import machine, write_section  # noqa: E402
 from adasparse._io import atomic_write_text  # noqa: E402
+from structured import _mean_std  # noqa: E402
 
 import adasparse  # noqa: E402
 from adasparse.app.latency import (  # noqa: E402
@@ -345,12 +346,6 @@ def latency(
                          "dense_seconds": times[0], "flops_kept": kept[label]}
                     )  # fmt: skip
     return rows
-
-
-def _mean_std(values: list[float]) -> str:
-    tensor = torch.tensor(values, dtype=torch.float64)
-    spread = tensor.std().item() if len(values) > 1 else 0.0
-    return f"{tensor.mean().item():.4f} ± {spread:.4f}"
 
 
 def tables(records: list[dict[str, Any]], timings: list[dict[str, Any]], command: str) -> str:

@@ -179,11 +179,9 @@ class OnnxRuntimeModel(nn.Module):
         super().__init__()
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
-        try:
-            import onnxruntime
-        except ImportError:
-            raise ImportError('ONNX Runtime timing needs onnxruntime: pip install "adasparse[onnx]"') from None
-        from ..export.onnx_export import export_onnx
+        from ..export.onnx_export import _require, export_onnx
+
+        onnxruntime = _require("onnxruntime", "ONNX Runtime timing")
 
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = threads, 1

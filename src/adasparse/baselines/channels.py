@@ -46,7 +46,7 @@ def _head_importance(head_set: AttentionHeadSet) -> torch.Tensor:
     for consumer in head_set.consumers:
         columns = _raw(consumer.module, "weight").detach().float().abs().sum(0)[consumer.index]
         parts.append(torch.zeros(head_set.heads).index_add_(0, consumer.root, columns.cpu()))
-    score = torch.stack(parts).mean(0).cpu()
+    score = torch.stack(parts).mean(0)
     return score / score.mean().clamp_min(1e-12)
 
 
