@@ -29,6 +29,7 @@ from .control.pruner import Pruner, PrunerConfig, PrunerResult
 from .core import schedules
 from .core.attention_heads import AttentionHeads
 from .core.calibrate import CalibrationResult, calibrate
+from .core.latency_table import LatencyTable, measure_latency
 from .core.operator import analytic_sparsity, effective_weight, threshold_for_sparsity
 from .core.parametrization import PrunedTensor, is_sparsified, original_class, pruned_tensors
 from .core.report import LayerSparsity, SparsityReport, sparsity_report, state_dict_report
@@ -44,6 +45,7 @@ _paths.install()
 __all__ = [
     "AttentionHeads",
     "CalibrationResult",
+    "LatencyTable",
     "LayerSparsity",
     "PrunedTensor",
     "Pruner",
@@ -65,6 +67,7 @@ __all__ = [
     "iter_sparsify",
     "load_sparse",
     "magnitude",
+    "measure_latency",
     "original_class",
     "param_groups",
     "pruned_tensors",

@@ -220,3 +220,13 @@ def test_optimizer_and_init_from_flags(tmp_path: Path, capsys: pytest.CaptureFix
         "is a digits/mlp run, this run is digits/cnn2d",
     )
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_latency_batch_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = build_parser()
+    argv = ["train", "--granularity", "channel", "--budget", "latency", "--latency-batch", "64"]
+    config = config_from_args(parser.parse_args(argv))
+    assert config.latency_batch == 64 and config.resolved().budget == "latency"
+    one_line_error(capsys, argv[:5], "budget latency needs latency_batch (--latency-batch N)")
+    one_line_error(capsys, [*argv[:5], "--latency-batch", "0"], "latency_batch must be an integer >= 1, got 0")
+    one_line_error(capsys, ["train", "--latency-batch", "8"], "it needs granularity channel")

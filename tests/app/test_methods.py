@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import pytest
@@ -68,3 +69,56 @@ def test_l1_channel_methods_reach_the_budget_within_a_channel(tmp_path: Path, me
     assert result.target_reached is True
     assert result.sparsity == result.flops_sparsity == pytest.approx(0.5, abs=0.03)
     assert result.test_accuracy > 0.5
+
+
+@pytest.mark.parametrize("method", ["adasparse", "l1-channels"])
+def test_a_latency_budget_measures_the_table_once_and_holds_it(tmp_path: Path, method: str) -> None:
+    pytest.importorskip("torch_pruning")
+    from adasparse import LatencyTable
+
+    result = _run(
+        tmp_path,
+        model="cnn2d",
+        method=method,
+        granularity="channel",
+        budget="latency",
+        latency_batch=4,
+        target=0.3,
+        epochs=2,
+    )
+    path = tmp_path / "run" / "latency-table.json"
+    table = LatencyTable.load(path)
+    assert table.batch == 4 and table.multiple == 8
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert result.target_reached is True
+    assert report["shrunk"]["latency"] == pytest.approx(result.sparsity, abs=1e-9)
+    assert abs(report["shrunk"]["latency"] - 0.3) <= 0.2  # within one channel of a coarse made-up time budget
+
+
+def test_a_resumed_run_reads_its_latency_table_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("torch_pruning")
+    from adasparse.app import train
+
+    config = TrainConfig(
+        dataset="digits",
+        model="cnn2d",
+        epochs=2,
+        batch_size=128,
+        device="cpu",
+        granularity="channel",
+        budget="flops",
+        channel_multiple=8,
+        latency_batch=4,
+        target=0.5,
+    )
+    run_training(config, tmp_path / "run", progress=False, log=lambda message: None)
+    saved = (tmp_path / "run" / "latency-table.json").read_text()
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a resumed run measured its latency table again")
+
+    monkeypatch.setattr(train, "measure_latency", refuse)
+    (tmp_path / "run" / "summary.json").unlink()
+    (tmp_path / "run" / "model_sparse.pt").unlink()
+    run_training(config, tmp_path / "run", resume=True, progress=False, log=lambda message: None)
+    assert (tmp_path / "run" / "latency-table.json").read_text() == saved

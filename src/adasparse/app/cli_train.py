@@ -10,12 +10,12 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
-from ..control.config import BOUNDED_LAYERS, BUDGETS, THRESHOLD_UPDATES, PrunerConfig
+from ..control.config import BOUNDED_LAYERS, THRESHOLD_UPDATES, PrunerConfig
 from ..control.loss import MODES
 from ..control.projection import PROJECTION_SLOPES
 from . import distributed
 from .batchnorm import STALE_MEAN, STALE_VARIANCE
-from .config import RECOMPUTE_BATCHNORM
+from .config import BUDGETS, RECOMPUTE_BATCHNORM
 from .data import DATASETS
 from .methods import METHODS
 from .models import MODELS
@@ -182,6 +182,15 @@ def add_train_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentP
     tuning = train.add_argument_group("controller (defaults: the best measured combination, see docs/method.md)")
     for flags, dest, extra_choices in _PRUNING_FLAGS[4:]:
         _add_pruning_option(tuning, flags, dest, extra_choices)
+    tuning.add_argument(
+        "--latency-batch",
+        type=int,
+        default=_DEFAULTS.latency_batch,
+        metavar="N",
+        help="with --granularity channel: time the starting model at batch N on the CPU when the run starts "
+        "(latency-table.json in the run) and price channels in that time: --budget latency holds it, and "
+        "--channel-multiple rounds to the fastest of the choices that meet the budget",
+    )
     tuning.add_argument(
         "--threshold-schedule",
         choices=THRESHOLD_SCHEDULES,

@@ -37,7 +37,7 @@ __all__ = [
 
 SPARSITY_CHOICES = (*MODES, "none")
 THRESHOLD_SCHEDULES = ("cosine", "constant")
-BUDGETS = ("params", "flops")
+BUDGETS = ("params", "flops", "latency")
 OPTIMIZERS = ("sgd", "adamw")
 RECOMPUTE_BATCHNORM = ("auto", "always", "never")
 """When a finished run's BatchNorm statistics are recomputed on its training inputs: ``auto`` where the stored ones
@@ -125,6 +125,12 @@ class TrainConfig:
     budget: str = _PRUNER.budget
     granularity: str = _PRUNER.granularity
     channel_multiple: int = _PRUNER.channel_multiple
+    latency_batch: int | None = None
+    """With ``granularity="channel"``: time the starting model at this batch size when the run starts
+    (:func:`adasparse.measure_latency` on the CPU, counts on a grid of ``channel_multiple``, or 8; saved as
+    ``latency-table.json`` in the run and read again on resume) and price the channels in it: ``budget="latency"``
+    holds the predicted time, and with ``channel_multiple > 1`` the rounding takes the fastest of the equally close
+    choices (for the L1 channel baselines too)."""
     pruned_gradient_bound: float | None = _PRUNER.pruned_gradient_bound
     pruned_gradient_bound_layers: str = _PRUNER.pruned_gradient_bound_layers
     finetune: float | None = _PRUNER.finetune
@@ -196,6 +202,16 @@ class TrainConfig:
             if lr is None:
                 raise ValueError(f"optimizer adamw has no default lr for {self.dataset}: give lr (--lr) explicitly")
         _checks.check_int(self.channel_multiple, "channel_multiple", 1)  # it decides the default finetune
+        if self.latency_batch is not None:
+            _checks.check_int(self.latency_batch, "latency_batch", 1)
+            if parse_granularity(self.granularity).kind != "channel":
+                raise ValueError(
+                    f"latency_batch prices channels: it needs granularity channel, got {self.granularity!r}"
+                )
+        if self.budget == "latency" and self.latency_batch is None:
+            raise ValueError(
+                "budget latency needs latency_batch (--latency-batch N): the batch size to time the model at"
+            )
         config = replace(
             self,
             model=self.model or default_model(self.dataset),

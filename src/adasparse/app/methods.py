@@ -29,6 +29,7 @@ from ..baselines.channels import magnitude_channel_prune
 from ..baselines.magnitude import MagnitudePruner
 from ..control.pruner import Pruner
 from ..core.channel_sets import ChannelSet
+from ..core.latency_table import LatencyTable
 from ..core.parametrization import pruned_tensors, pruning_units
 from ..core.report import SparsityReport, sparsity_report
 from ..core.schedules import cubic_ramp
@@ -121,10 +122,17 @@ class LearnedThresholds(Method):
     sparse = True
 
     def __init__(
-        self, model: nn.Module, config: TrainConfig, example_input: torch.Tensor | None = None, total_steps: int = 1
+        self,
+        model: nn.Module,
+        config: TrainConfig,
+        example_input: torch.Tensor | None = None,
+        total_steps: int = 1,
+        latency: LatencyTable | None = None,
     ) -> None:
         super().__init__(model, config)
-        self.pruner = Pruner(model, config.target, total_steps, config.pruner_config(), example_input=example_input)
+        self.pruner = Pruner(
+            model, config.target, total_steps, config.pruner_config(), example_input=example_input, latency=latency
+        )
         self.criterion = self.pruner.criterion
 
     def param_groups(self, lr: float, weight_decay: float) -> list[dict[str, Any]]:
@@ -197,7 +205,14 @@ class MagnitudeChannels(Method):
 
     sparse = True
 
-    def __init__(self, model: nn.Module, config: TrainConfig, example_input: torch.Tensor | None, allocation: str):
+    def __init__(
+        self,
+        model: nn.Module,
+        config: TrainConfig,
+        example_input: torch.Tensor | None,
+        allocation: str,
+        latency: LatencyTable | None = None,
+    ):
         super().__init__(model, config)
         self.name = "l1-channels" if allocation == "global" else "l1-channels-uniform"
         if example_input is None:
@@ -210,6 +225,7 @@ class MagnitudeChannels(Method):
             allocation=allocation,
             min_params=config.pthres,
             channel_multiple=config.channel_multiple,
+            latency=latency,
         )
 
     def sparsity(self) -> float:
@@ -275,17 +291,19 @@ def create_method(
     config: TrainConfig,
     example_input: torch.Tensor | None = None,
     total_steps: int = 1,
+    latency: LatencyTable | None = None,
 ) -> Method:
     """The :class:`Method` named ``method`` (one of :data:`METHODS`), prepared on ``model`` for a training of
-    ``total_steps`` optimizer steps."""
+    ``total_steps`` optimizer steps; ``latency`` prices the channels of the channel methods in time."""
     if method == "dense" or config.sparsity == "none":
         return Method(model, config)
     if method == "adasparse":
-        return LearnedThresholds(model, config, example_input, total_steps)
+        return LearnedThresholds(model, config, example_input, total_steps, latency)
     if method in ("gmp", "gmp-layer"):
         return Magnitude(model, config, "gradual", "layer" if method == "gmp-layer" else "global")
     if method in ("oneshot", "oneshot-ft"):
         return Magnitude(model, config, method, "global")
     if method in ("l1-channels", "l1-channels-uniform"):
-        return MagnitudeChannels(model, config, example_input, "global" if method == "l1-channels" else "uniform")
+        allocation = "global" if method == "l1-channels" else "uniform"
+        return MagnitudeChannels(model, config, example_input, allocation, latency)
     raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")

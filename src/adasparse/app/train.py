@@ -19,6 +19,7 @@ in :mod:`.epoch`, the end of a run (calibration, report, ``summary.json``) in :m
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import json
@@ -33,6 +34,7 @@ from torch import nn
 
 from .._version import __version__
 from ..core._io import atomic_torch_save, atomic_write_json, atomic_write_text
+from ..core.latency_table import LatencyTable, measure_latency
 from . import distributed
 from .batchnorm import training_inputs
 from .checkpoints import (
@@ -60,6 +62,7 @@ from .data import Dataset, load_dataset
 from .data.loader import BatchLoader
 from .epoch import Trainer, check_not_diverged, epoch_line, evaluate, train_epoch
 from .finish import RunResult, finish_run
+from .latency import _batch_of
 from .methods import Method, create_method
 from .models import create_model
 
@@ -101,6 +104,9 @@ METRIC_FIELDS = (
 )
 
 
+LATENCY_TABLE = "latency-table.json"
+"""The run's latency table (``latency_batch``), measured when it starts and read again on resume."""
+
 LAYER_FIELDS = ("epoch", "layer", "numel", "actual", "analytic", "threshold")
 
 
@@ -110,6 +116,8 @@ def _build(
     device: torch.device,
     total_steps: int,
     init: dict[str, torch.Tensor] | None = None,
+    run_dir: Path | None = None,
+    ctx: distributed.Context | None = None,
 ) -> tuple[nn.Module, Method, torch.Tensor]:
     torch.manual_seed(config.seed)
     model = create_model(config.model, num_classes=dataset.num_classes, input_shape=dataset.input_shape)  # type: ignore[arg-type]
@@ -123,7 +131,39 @@ def _build(
     example = dataset.x_test[:1].to(device)
     if dataset.test_transform is not None:
         example = dataset.test_transform(example, None)
-    return model, create_method(config.method, model, config, example, total_steps), example
+    latency = _latency_table(config, model, example, run_dir, ctx)
+    return model, create_method(config.method, model, config, example, total_steps, latency), example
+
+
+def _latency_table(
+    config: TrainConfig,
+    model: nn.Module,
+    example: torch.Tensor,
+    run_dir: Path | None,
+    ctx: distributed.Context | None,
+) -> LatencyTable | None:
+    """The run's latency table (``config.latency_batch``): read from the run directory when it holds one (a resumed
+    run), else measured on a CPU copy of the starting model by the main process and saved there."""
+    if config.latency_batch is None or config.method not in ("adasparse", "l1-channels", "l1-channels-uniform"):
+        return None
+    path = None if run_dir is None else run_dir / LATENCY_TABLE
+    if path is not None and path.exists():
+        return LatencyTable.load(path)
+    if ctx is None or ctx.main:
+        batch = _batch_of(example.detach().cpu(), config.latency_batch)
+        table = measure_latency(
+            copy.deepcopy(model).cpu().eval(),
+            batch,
+            multiple=config.channel_multiple if config.channel_multiple > 1 else 8,
+            min_params=config.pthres,  # type: ignore[arg-type]
+        )
+        if path is not None:
+            table.save(path)
+    if ctx is not None:
+        distributed.barrier(ctx)
+        if not ctx.main:
+            return LatencyTable.load(path)  # type: ignore[arg-type]
+    return table
 
 
 class WarmRestartCosine:
@@ -263,7 +303,7 @@ def run_training(
         dataset.x_test, dataset.y_test, 1000, transform=dataset.test_transform, device=device, prefetch=config.workers
     )
     steps = len(train_loader) * config.epochs  # type: ignore[operator]
-    model, method, example = _build(config, dataset, device, steps, init)
+    model, method, example = _build(config, dataset, device, steps, init, run_dir, ctx)
     optimizer = _optimizer(method.param_groups(config.lr, config.weight_decay), config)  # type: ignore[arg-type]
     scheduler = _scheduler(optimizer, config)
     metrics: list[dict[str, float]] = []

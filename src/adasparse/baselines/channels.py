@@ -28,6 +28,8 @@ from ..core.attention_heads import AttentionHeadSet, HeadsArgument
 from ..core.channel_rounding import rounded_kept_counts
 from ..core.channel_sets import ChannelSet, _raw
 from ..core.coupling import _torch_pruning, dependency_graph
+from ..core.latency_cost import price_in_time
+from ..core.latency_table import LatencyTable
 from ..core.parametrization import pruned_tensors
 from ..core.sparsify import desparsify, sparsify
 
@@ -88,6 +90,7 @@ def magnitude_channel_prune(
     min_params: int = 1000,
     channel_multiple: int = 1,
     heads: HeadsArgument | None = None,
+    latency: LatencyTable | None = None,
 ) -> float:
     """Sparsify ``model`` by output channels and fix the smallest-L1 channels as pruned, in place.
 
@@ -106,13 +109,18 @@ def magnitude_channel_prune(
         heads: the attention heads of your own attention modules, as for :func:`adasparse.sparsify`: each declared
             module's heads are then ranked by their L1 norm (query, key and value rows, output columns) with the
             channels (heads are left alone otherwise).
+        latency: the model's :class:`~adasparse.LatencyTable`: ``budget="latency"`` then removes that fraction of
+            the predicted time, and the rounding to ``channel_multiple`` takes the fastest of the equally close
+            choices.
 
     Returns:
         The cost sparsity reached (within one channel of ``target``, ``channel_multiple`` channels when rounded;
         that of the given counts when ``allocation`` gives them).
     """
     target = check_fraction(target, "target")
-    budget = check_choice(budget, "budget", ("flops", "params"))
+    budget = check_choice(budget, "budget", ("flops", "params", "latency"))
+    if budget == "latency" and latency is None:
+        raise ValueError("budget='latency' needs latency= the model's table (adasparse.measure_latency(model, batch))")
     if isinstance(allocation, str):
         allocation = check_choice(allocation, "allocation", ALLOCATIONS)
     elif channel_multiple != 1:
@@ -132,6 +140,12 @@ def magnitude_channel_prune(
             example_input=example_input,
             heads=heads,
         )
+    if latency is not None:
+        try:
+            price_in_time(model, latency)
+        except ValueError:
+            desparsify(model)  # the model as it was given
+            raise
     cost = pruned_tensors(model)[0].layout.cost
     sets = cost.channel_sets
     scores = _importances(graph, sets)

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from ..core._checks import check_choice
 from ..core.channel_cost import ChannelCost
 from ..core.channel_sets import ChannelSet
+from ..core.latency_cost import LatencyCost
 from ..core.parametrization import PrunedTensor
 
 __all__ = ["ChannelBudget"]
@@ -20,7 +21,12 @@ class ChannelBudget:
 
     def __init__(self, cost: ChannelCost, kind: str, units: list[PrunedTensor]) -> None:
         self.cost = cost
-        self.kind = check_choice(kind, "budget", ("params", "flops"))
+        self.kind = check_choice(kind, "budget", ("params", "flops", "latency"))
+        if self.kind == "latency" and not isinstance(cost, LatencyCost):
+            raise ValueError(
+                "budget='latency' needs the model's channel sets priced by a latency table: "
+                "Pruner(..., budget='latency', latency=adasparse.measure_latency(model, batch))"
+            )
         index = {id(channel_set): position for position, channel_set in enumerate(cost.channel_sets)}
         self._order = [index[id(unit.layout)] for unit in units]
 
@@ -38,7 +44,9 @@ class ChannelBudget:
         if not all(channel):
             raise ValueError("a model pruned by channels cannot also have tensors pruned weight by weight or by block")
         if not isinstance(budget, str):
-            raise ValueError("a model pruned by channels takes budget='params' or 'flops', not a mapping of costs")
+            raise ValueError(
+                "a model pruned by channels takes budget='params', 'flops' or 'latency', not a mapping of costs"
+            )
         return cls(units[0].layout.cost, budget, units)
 
     def _in_cost_order(self, fractions: list[float]) -> list[float]:

@@ -30,7 +30,7 @@ __all__ = [
 
 THRESHOLD_UPDATES = ("adam", "optimizer")
 BOUNDED_LAYERS = ("normalized", "all")
-BUDGETS = ("params", "flops")
+BUDGETS = ("params", "flops", "latency")
 
 DEFAULT_FINETUNE = 0.2
 """The final fraction of the steps trained with the zeros fixed, when ``finetune`` is not given."""
@@ -111,7 +111,11 @@ class PrunerConfig:
     init_fraction: float = _option(
         0.6, "without a ramp: thresholds start at the Gaussian threshold of init_fraction * target (the paper: 0.6)"
     )
-    budget: str = _option("params", "params: the target counts weights; flops: multiply-accumulates per example")
+    budget: str = _option(
+        "params",
+        "params: the target counts weights; flops: multiply-accumulates per example; latency (granularity channel, "
+        "from Python: Pruner(..., latency=adasparse.measure_latency(model, batch))): the forward time it predicts",
+    )
     min_params: int = _option(
         1000,
         "tensors with fewer elements stay dense (the paper's pthres); a channel set counts the weights its "
@@ -171,6 +175,11 @@ class PrunerConfig:
         if self.channel_multiple > 1 and parse_granularity(self.granularity).kind != "channel":
             raise ValueError(
                 f"channel_multiple={self.channel_multiple} rounds channel counts: it needs granularity='channel', "
+                f"got granularity={self.granularity!r}"
+            )
+        if self.budget == "latency" and parse_granularity(self.granularity).kind != "channel":
+            raise ValueError(
+                f"budget='latency' prices channels in time: it needs granularity='channel', "
                 f"got granularity={self.granularity!r}"
             )
         if parse_granularity(self.granularity).kind == "channel" and self.mode != "projection":

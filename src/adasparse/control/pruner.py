@@ -48,6 +48,8 @@ from ..core.attention_heads import HeadsArgument
 from ..core.calibrate import CalibrationResult
 from ..core.flops import layer_macs
 from ..core.granularity import parse_granularity
+from ..core.latency_cost import price_in_time
+from ..core.latency_table import LatencyTable
 from ..core.norm_inputs import NormInputs
 from ..core.operator import threshold_for_sparsity
 from ..core.parametrization import PrunedTensor, freeze, pruned_tensors, pruning_units
@@ -81,6 +83,11 @@ class Pruner:
         example_input: an input batch, needed with ``budget="flops"`` to measure each layer's cost.
         heads: with ``granularity="channel"``, the heads of your own attention modules, as for
             :func:`adasparse.sparsify` (``{selector: adasparse.AttentionHeads(...)}``).
+        latency: with ``budget="latency"``, the model's :class:`~adasparse.LatencyTable`
+            (:func:`adasparse.measure_latency` on this plain model, with the same ``min_params``, ``include``,
+            ``exclude`` and ``heads``, at the batch size it will run at): ``target`` is then the fraction of the
+            forward time it predicts that is removed. With another budget and ``channel_multiple > 1``, the table
+            only picks the fastest of the equally close roundings when the zeros are fixed.
 
     Example::
 
@@ -99,6 +106,7 @@ class Pruner:
         exclude: Selector | Iterable[Selector] | None = None,
         example_input: torch.Tensor | None = None,
         heads: HeadsArgument | None = None,
+        latency: LatencyTable | None = None,
         **options: Any,
     ) -> None:
         if not isinstance(model, nn.Module):
@@ -113,6 +121,17 @@ class Pruner:
         channels = parse_granularity(config.granularity).kind == "channel"
         if config.budget == "flops" and example_input is None:
             raise ValueError("budget='flops' needs example_input (an input batch) to measure each layer's cost")
+        if config.budget == "latency" and latency is None:
+            raise ValueError(
+                "budget='latency' needs latency= the model's table (adasparse.measure_latency(model, batch))"
+            )
+        if latency is not None and config.budget != "latency" and config.channel_multiple <= 1:
+            raise ValueError(
+                f"latency= with budget={config.budget!r} only picks the fastest of the roundings to channel_multiple "
+                "that meet the budget: give channel_multiple > 1, or budget='latency' to prune to a time budget"
+            )
+        if latency is not None and not isinstance(latency, LatencyTable):
+            raise TypeError(f"latency must be a LatencyTable, got {type(latency).__name__}")
         sparsify(
             model,
             init_threshold=threshold_for_sparsity(self._initial_sparsity()),
@@ -126,8 +145,14 @@ class Pruner:
             example_input=example_input,
             heads=heads,
         )
+        if latency is not None:
+            try:
+                price_in_time(model, latency)
+            except ValueError:
+                desparsify(model)  # the model as it was given
+                raise
         if channels:
-            costs = config.budget  # the channel cost model knows both (adasparse.core.channel_cost)
+            costs = config.budget  # the channel cost model knows all three (adasparse.core.channel_cost)
         elif example_input is not None and config.budget == "flops":
             costs = layer_macs(model, example_input, min_params=0)
         self.model = model

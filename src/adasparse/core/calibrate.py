@@ -173,11 +173,13 @@ def _calibrate_channels(
     """:func:`calibrate` for a model pruned by channels: the target is the fraction of the model's cost its pruned
     channels take off (one global scale of the sets' thresholds, found on the exact channel counts)."""
     kind = "params" if budget is None else budget
-    if not isinstance(kind, str) or kind not in ("params", "flops"):
-        raise ValueError(f"a model pruned by channels takes budget='params' or 'flops', got {budget!r}")
+    if not isinstance(kind, str) or kind not in ("params", "flops", "latency"):
+        raise ValueError(f"a model pruned by channels takes budget='params', 'flops' or 'latency', got {budget!r}")
     units = pruning_units(model)
     cost = shared_cost(units)
     assert cost is not None, "a model pruned by channels has a channel cost model"
+    if kind == "latency" and getattr(cost, "table", None) is None:
+        raise ValueError("budget='latency' needs the channel sets priced by a latency table (price_in_time)")
     before = sparsity_report(model)
     with torch.no_grad():
         layers = {id(item.layout): _Layer(item) for item in units}

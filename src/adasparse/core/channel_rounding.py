@@ -60,7 +60,9 @@ def rounded_kept_counts(
     may move one multiple further (sets already on one too) and the closest of those choices is taken if it is
     closer: on a model of few coarse sets (a first set of 32 channels moves by a quarter of itself) the nearest
     multiples alone missed half the FLOPs by 4 points. How close the target can be met still depends on the
-    model: a set of 64 channels moves by 8 at once.
+    model: a set of 64 channels moves by 8 at once. When ``cost`` is priced by a latency table
+    (:func:`~adasparse.core.latency_cost.price_in_time`), the fastest of the equally close choices is taken before
+    the other tie-breaks: on a CPU an odd multiple of 8 channels can run slower than the next multiple of 16.
     """
     multiple = check_int(multiple, "channel_multiple", 1)
     sets = cost.channel_sets
@@ -83,8 +85,10 @@ def rounded_kept_counts(
     def gap_of(candidate: Sequence[int]) -> float:
         return abs(removed_of(candidate) - target)
 
+    table = getattr(cost, "table", None)  # priced in time (adasparse.core.latency_cost): the fastest choice first
+    time_of = None if table is None else table.seconds
     closest = [int(counts[i] - low >= high - counts[i]) for i, (low, high) in nearest.items()]  # nearest multiple
-    result = _closest_choice(counts, sizes, nearest, gap_of, closest, len(nearest) <= EXHAUSTIVE_SETS)
+    result = _closest_choice(counts, sizes, nearest, gap_of, closest, len(nearest) <= EXHAUSTIVE_SETS, time_of)
     if gap_of(result) <= max(
         ROUNDING_TOLERANCE, 0.5 * _finest_step(list(nearest), result, sizes, multiple, removed_of)
     ):
@@ -92,7 +96,7 @@ def rounded_kept_counts(
     further = _one_multiple_further(sets, counts, sizes, multiple)
     start = [options.index(result[i]) if result[i] in options else 0 for i, options in further.items()]
     widened = _closest_choice(
-        counts, sizes, further, gap_of, start, math.prod(map(len, further.values())) <= EXHAUSTIVE_CHOICES
+        counts, sizes, further, gap_of, start, math.prod(map(len, further.values())) <= EXHAUSTIVE_CHOICES, time_of
     )
     return widened if gap_of(widened) < gap_of(result) else result
 
@@ -104,11 +108,13 @@ def _closest_choice(
     gap_of: Callable[[Sequence[int]], float],
     start: list[int],
     exhaustive: bool,
+    time_of: Callable[[Sequence[int]], float] | None = None,
 ) -> list[int]:
     """The counts with each set in ``options`` (index -> the counts it may take) at one of its options, chosen as
     :func:`rounded_kept_counts` says: closest to the target (within :data:`ROUNDING_TOLERANCE` equally close), then
-    the smallest share of any set's kept channels taken away, then the least moved. Every combination when
-    ``exhaustive``, else a local search from ``start`` (a position in each set's options)."""
+    the fastest by ``time_of`` (when given), then the smallest share of any set's kept channels taken away, then the
+    least moved. Every combination when ``exhaustive``, else a local search from ``start`` (a position in each
+    set's options)."""
     moving = list(options)
 
     def counts_of(choice: Sequence[int]) -> list[int]:
@@ -117,11 +123,12 @@ def _closest_choice(
             candidate[index] = options[index][position]
         return candidate
 
-    def score(choice: Sequence[int]) -> tuple[float, float, float]:
+    def score(choice: Sequence[int]) -> tuple[float, float, float, float]:
         candidate = counts_of(choice)
         cut = max((counts[i] - candidate[i]) / max(counts[i], 1) for i in moving)
         moved = sum(abs(candidate[i] - counts[i]) / sizes[i] for i in moving)
-        return round(max(gap_of(candidate), ROUNDING_TOLERANCE), 12), round(cut, 12), moved
+        seconds = time_of(candidate) if time_of is not None else 0.0
+        return round(max(gap_of(candidate), ROUNDING_TOLERANCE), 12), seconds, round(cut, 12), moved
 
     lengths = [len(options[index]) for index in moving]
     if exhaustive:

@@ -164,8 +164,10 @@ class SparsityReport:
             ["overall (all parameters)", "", "", f"{self.total_params:,}", f"{self.overall_all_params:.4f}", "", ""]
         )
         if self.shrunk is not None:
-            for key, label in (("params", "weights"), ("flops", "multiply-accumulates")):
-                rows.append([f"removed once shrunk ({label})", "", "", "", f"{self.shrunk[key]:.4f}", "", ""])
+            labels = (("params", "weights"), ("flops", "multiply-accumulates"), ("latency", "predicted time"))
+            for key, label in labels:
+                if key in self.shrunk:
+                    rows.append([f"removed once shrunk ({label})", "", "", "", f"{self.shrunk[key]:.4f}", "", ""])
         return rows
 
     _HEADER = ("layer", "type", "shape", "params", "actual", "analytic", "r")
@@ -275,7 +277,10 @@ def _shrunk(pruned: list[PrunedTensor]) -> dict[str, float] | None:
     if cost is None:
         return None
     fractions = cost.fractions()
-    return {"params": cost.sparsity(fractions, "params"), "flops": cost.sparsity(fractions, "flops")}
+    shrunk = {"params": cost.sparsity(fractions, "params"), "flops": cost.sparsity(fractions, "flops")}
+    if getattr(cost, "table", None) is not None:  # priced in time (adasparse.core.latency_cost)
+        shrunk["latency"] = cost.sparsity(fractions, "latency")
+    return shrunk
 
 
 def state_dict_report(state_dict: Mapping[str, torch.Tensor], *, min_params: int = 1000) -> SparsityReport:
