@@ -43,6 +43,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import re
 import statistics
 import sys
 from collections.abc import Callable
@@ -251,25 +252,28 @@ def folded_table(rows: list[dict], models: _Models, batch: int, rounds: int, sin
 def multiple_latency_table(
     rows: list[dict], models: _Models, batch: int, rounds: int, single_rounds: int, medians: Medians = latency_medians
 ) -> str:
-    """Suite ``structured-multiple``: per model and target (seed 0), the dense model, ours without rounding (the
-    ``structured`` suite's run, looked up in the same run directories), ours and L1 with every kept count rounded to a
-    multiple of 8, timed alternately (four models), at batch 1 and ``batch``, one thread: MACs kept and time, each
-    over the dense model's; ``medians`` as for :func:`latency_table`."""
-    unrounded = next(variant.label for variant in SUITES["structured"].variants if variant.ours)
-    rounded = [variant.label for variant in SUITES["structured-multiple"].variants if variant.label != "dense"]
+    """Suites ``structured-multiple*``: per model and target (seed 0), the dense model and the suite's variants
+    (for ``structured-multiple`` and its held-out models, ours without rounding first: the ``structured`` suite's
+    run, looked up in the same run directories), timed alternately, at batch 1 and ``batch``, one thread: MACs kept
+    and time, each over the dense model's; ``medians`` as for :func:`latency_table`."""
+    suite = _suite(rows)
+    labels = [variant.label for variant in SUITES[suite].variants if variant.label != "dense"]
+    if suite in ("structured-multiple", "structured-multiple-heldout"):
+        labels.insert(0, next(variant.label for variant in SUITES["structured"].variants if variant.ours))
+    names = ", ".join(_short(label) for label in labels)
     lines = [
-        f"| model | FLOPs removed | MACs kept: ours, ours x8, L1 x8 | batch 1: ours, ours x8, L1 x8 | batch {batch}: "
-        "ours, ours x8, L1 x8 | kept channels per set: ours; ours x8 |",
+        f"| model | FLOPs removed | MACs kept: {names} | batch 1: {names} | batch {batch}: "
+        f"{names} | kept channels per set: {'; '.join(_short(label) for label in labels[:2])} |",
         "|---|---|---|---|---|---|",
     ]
     seen = set()
-    for row, dataset, model, prefix, _ in _seed_zero_runs(rows, models.runs, rounded):
+    for row, dataset, model, prefix, _ in _seed_zero_runs(rows, models.runs, labels[-2:]):
         if (prefix, row["target"]) in seen:
             continue
         seen.add((prefix, row["target"]))
         example = models.example(dataset)
         dense = models.dense_model(prefix)
-        runs = [models.runs / prefix / _slug(label) / f"t{row['target']:g}" / "s0" for label in (unrounded, *rounded)]
+        runs = [models.runs / prefix / _slug(label) / f"t{row['target']:g}" / "s0" for label in labels]
         if not all((run / "summary.json").exists() for run in runs):
             continue
         shrunk = [shrink(load_run_weights(run).build_model(), example) for run in runs]
@@ -288,6 +292,14 @@ def multiple_latency_table(
             + f" | {widths[0]}; {widths[1]} |"
         )
     return "\n".join(lines)
+
+
+def _short(label: str) -> str:
+    """A variant's name in a table's header: ``ours`` or ``L1``, with `` xM`` when its counts are rounded to M."""
+    name = "ours" if "adasparse" in label else "L1"
+    multiple = re.search(r"multiple of (\d+)", label)
+    name = f"{name} x{multiple.group(1)}" if multiple else name
+    return f"{name} fastest" if "fastest rounding" in label else name
 
 
 def _widths(model: torch.nn.Module) -> str:
@@ -330,7 +342,7 @@ def main() -> None:
     if args.runs is not None:
         models = _Models(Path(args.runs))
         timing = (args.batch, args.rounds, args.single_rounds)
-        timed = multiple_latency_table if _suite(rows).startswith("structured-multiple") else latency_table
+        timed = latency_table if _suite(rows) in ("structured", "structured-heldout") else multiple_latency_table
         if "latency" in args.tables:
             tables["latency"] = timed(rows, models, *timing)
         if "latency-folded" in args.tables and timed is latency_table:

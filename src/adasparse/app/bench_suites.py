@@ -204,6 +204,60 @@ STRUCTURED_MULTIPLE = (
 are fixed (``channel_multiple=8``), for ours and for L1-norm channel pruning: what the rounding costs in accuracy and
 gains in latency."""
 
+STRUCTURED_MULTIPLE16 = (
+    DENSE,
+    STRUCTURED_MULTIPLE[1],
+    Variant(
+        "pretrained + adasparse channels, multiple of 16",
+        {**_CHANNELS, "channel_multiple": 16},
+        ours=True,
+        init_from="dense",
+    ),
+    Variant(
+        "pretrained + L1 channels (global), multiple of 16",
+        {**_CHANNELS, "method": "l1-channels", "channel_multiple": 16},
+        init_from="dense",
+    ),
+    Variant(
+        "pretrained + adasparse channels, multiple of 16, fastest rounding",
+        {**_CHANNELS, "channel_multiple": 16, "latency_batch": 256},
+        ours=True,
+        init_from="dense",
+    ),
+    Variant(
+        "pretrained + L1 channels (global), multiple of 16, fastest rounding",
+        {**_CHANNELS, "method": "l1-channels", "channel_multiple": 16, "latency_batch": 256},
+        init_from="dense",
+    ),
+)
+"""Kept counts rounded to a multiple of 16 (the width of a 512-bit vector of floats) beside a multiple of 8, at half
+the FLOPs: on the CPU these pages are measured on, a convolution with an odd multiple of 8 channels runs slower than
+one with the next multiple of 16 (``adasparse.measure_latency``'s tables, docs/structured.md). The last two variants
+time the starting model at batch 256 when the run starts (``latency_batch``) and round to the fastest of the
+choices that meet the FLOPs budget."""
+
+_TIME_BUDGET = {
+    **_FINETUNE,
+    "granularity": "channel",
+    "budget": "latency",
+    "latency_batch": 256,
+    "channel_multiple": 16,
+}
+STRUCTURED_TIME = (
+    DENSE,
+    Variant(
+        "pretrained + adasparse channels, time budget, multiple of 16", dict(_TIME_BUDGET), ours=True, init_from="dense"
+    ),
+    Variant(
+        "pretrained + L1 channels (global), time budget, multiple of 16",
+        {**_TIME_BUDGET, "method": "l1-channels"},
+        init_from="dense",
+    ),
+)
+"""The target a fraction of the forward time at batch 256 (``budget="latency"``: each run times its starting model
+first, ``latency_batch``), kept counts rounded to multiples of 16; ours against L1-norm channel pruning of the dense
+model held to the same predicted time."""
+
 STRUCTURED_HELDOUT = (("digits", "mobilenet2d"), ("digits", "wrn-16-2"))
 """Models the channel controller was not designed on: inverted residual blocks with depthwise convolutions, and a
 wide ResNet (pre-activation blocks, 1x1 shortcuts)."""
@@ -325,6 +379,10 @@ SUITES: dict[str, Suite] = {
     "structured-multiple": Suite(
         "structured-multiple", STRUCTURED_MULTIPLE, STRUCTURED_ZOO, (0.5, 0.75), epochs=PRETRAIN_EPOCHS
     ),
+    "structured-multiple16": Suite(
+        "structured-multiple16", STRUCTURED_MULTIPLE16, STRUCTURED_ZOO, (0.5,), epochs=PRETRAIN_EPOCHS
+    ),
+    "structured-time": Suite("structured-time", STRUCTURED_TIME, STRUCTURED_ZOO, (0.4,), epochs=PRETRAIN_EPOCHS),
     "structured-multiple-heldout": Suite(
         "structured-multiple-heldout", STRUCTURED_MULTIPLE, STRUCTURED_HELDOUT, (0.5, 0.75), epochs=PRETRAIN_EPOCHS
     ),
