@@ -81,20 +81,25 @@ def measure(spec: str, args: argparse.Namespace) -> list[str]:
     for counts in drawn:
         times = latency_medians([dense, allocations.build(list(counts))], example[:1], args.batch, rounds=args.rounds)
         errors.append(table.seconds(counts) / table.dense_seconds() - times[1] / times[0])
-    fastest = fastest_on_grid(table, allocations, args.budget, args.tolerance, args.best)
+    absolute = [abs(error) for error in errors]
+    row = (
+        f"| {dataset}/{name} | {len(table.measured)} ({seconds:.0f} s) | {statistics.median(in_sample):.3f} / "
+        f"{max(in_sample):.3f} | {len(errors)}: {statistics.median(absolute):.3f} / {max(absolute):.3f} "
+        f"({min(errors):+.2f} to {max(errors):+.2f}) | "
+    )
+    try:
+        fastest = fastest_on_grid(table, allocations, args.budget, args.tolerance, args.best)
+    except ValueError as error:  # too many sets to search every combination
+        return [row + f"({error}) | | | | |"]
     floor = one_channel_model(dense, example)
     built = [allocations.build(list(counts)) for counts, _, _ in fastest]
     times = latency_medians([dense, *built, floor], example[:1], args.batch, rounds=args.rounds)
     ratios = [t / times[0] for t in times[1:-1]]
     best = min(range(len(fastest)), key=ratios.__getitem__)
     counts, removed, predicted = fastest[best]
-    absolute = [abs(error) for error in errors]
     return [
-        f"| {dataset}/{name} | {len(table.measured)} ({seconds:.0f} s) | {statistics.median(in_sample):.3f} / "
-        f"{max(in_sample):.3f} | {len(errors)}: {statistics.median(absolute):.3f} / {max(absolute):.3f} "
-        f"({min(errors):+.2f} to {max(errors):+.2f}) | {' '.join(map(str, counts))} (rank {best + 1}) | "
-        f"{removed:.3f} | {predicted:.2f}x | {ratios[best]:.2f}x ({min(ratios):.2f}-{max(ratios):.2f}) | "
-        f"{times[-1] / times[0]:.2f}x |"
+        row + f"{' '.join(map(str, counts))} (rank {best + 1}) | {removed:.3f} | {predicted:.2f}x | "
+        f"{ratios[best]:.2f}x ({min(ratios):.2f}-{max(ratios):.2f}) | {times[-1] / times[0]:.2f}x |"
     ]
 
 
@@ -111,6 +116,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=40, help="rounds of each side-by-side timing")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random allocations")
     parser.add_argument("--no-write", action="store_true", help="print only; do not update docs/structured.md")
+    parser.add_argument("--section", default="latency-table", help="the page's section the table goes to")
     add_allocator_argument(parser)
     args = parser.parse_args()
     fix_allocator(args)
@@ -131,7 +137,7 @@ def main() -> None:
     body = "\n".join(header + [line for spec in args.models for line in measure(spec, args)])
     print(body)
     if not args.no_write:
-        write_section(Path(__file__).resolve().parent.parent / "docs" / "structured.md", "latency-table", body)
+        write_section(Path(__file__).resolve().parent.parent / "docs" / "structured.md", args.section, body)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,10 @@ also times the ``structured`` suite's unrounded run of ours, so give it the run 
     python benchmarks/structured.py --records docs/structured-multiple.jsonl --runs runs/bench/runs \
         --docs docs/structured.md --section structured-multiple
 
+The suites ``structured-multiple16`` (counts rounded to 16, and to 16 with the fastest rounding) and
+``structured-time`` (a budget of measured time, ``budget="latency"``) are made the same way, with their own
+``--records`` and ``--section``; their latency tables time every variant of the suite side by side.
+
 Latency: each seed-0 run's final weights are shrunk (:func:`adasparse.shrink`) and timed against its dense
 pre-training run and against the floor of channel pruning (the same graph with every prunable channel set down to one
 channel, :func:`adasparse.app.latency.one_channel_model`), alternately in one process, one thread, at batch 1 and at
@@ -158,8 +162,11 @@ class _Models:
 
     def dense_model(self, prefix: str) -> torch.nn.Module:
         if prefix not in self.dense:
-            first = SUITES["structured"].targets[0]  # a dense run is keyed by the suite's first target
-            self.dense[prefix] = load_run_weights(self.runs / prefix / "dense" / f"t{first:g}" / "s0").build_model()
+            # A dense run is keyed by its suite's first target: 0.5 in most suites, 0.4 in structured-time.
+            runs = sorted((self.runs / prefix / "dense").glob("t*/s0"))
+            if not runs:
+                raise ValueError(f"no seed-0 dense run under {self.runs / prefix / 'dense'}")
+            self.dense[prefix] = load_run_weights(runs[0]).build_model()
         return self.dense[prefix]
 
     def floor(self, prefix: str, dataset: str, min_params: int) -> torch.nn.Module:

@@ -138,6 +138,8 @@ def test_bad_input_is_refused() -> None:
         measure_latency(model, x, rounds=1)
     with pytest.raises(ValueError, match="depends on 4 channel sets"):
         measure_latency(_Concat(), torch.randn(4, 2, 8), rounds=2, min_params=10)
+    with pytest.raises(ValueError, match="times on the CPU"):
+        measure_latency(_Chain().to("meta"), x, rounds=2)
     with pytest.raises(ValueError, match="no channel set"):
         measure_latency(nn.Sequential(nn.Flatten(), nn.Linear(32, 4)), x, rounds=2)
     adasparse.sparsify(model, 0.5, min_params=100, granularity="channel", example_input=x)

@@ -383,6 +383,9 @@ SUITES: dict[str, Suite] = {
         "structured-multiple16", STRUCTURED_MULTIPLE16, STRUCTURED_ZOO, (0.5,), epochs=PRETRAIN_EPOCHS
     ),
     "structured-time": Suite("structured-time", STRUCTURED_TIME, STRUCTURED_ZOO, (0.4,), epochs=PRETRAIN_EPOCHS),
+    "structured-time-heldout": Suite(
+        "structured-time-heldout", STRUCTURED_TIME, STRUCTURED_HELDOUT, (0.4,), epochs=PRETRAIN_EPOCHS
+    ),
     "structured-multiple-heldout": Suite(
         "structured-multiple-heldout", STRUCTURED_MULTIPLE, STRUCTURED_HELDOUT, (0.5, 0.75), epochs=PRETRAIN_EPOCHS
     ),
