@@ -23,11 +23,9 @@ with large activations reads the same after the screening as in a fresh process 
 from __future__ import annotations
 
 import argparse
-import copy
 import itertools
 import statistics
 import sys
-import warnings
 from pathlib import Path
 from typing import NamedTuple
 
@@ -46,8 +44,8 @@ from adasparse.app.latency import latency_medians, one_channel_model  # noqa: E4
 from adasparse.app.models import create_model  # noqa: E402
 from adasparse.app.runs import load_run_weights  # noqa: E402
 from adasparse.core.channel_cost import shared_cost  # noqa: E402
+from adasparse.core.latency_table import _Planned  # noqa: E402
 from adasparse.core.parametrization import pruned_tensors  # noqa: E402
-from adasparse.core.sparsify import sparsify  # noqa: E402
 
 MODELS = ("mnist1d:transformer", "mnist1d:resnet1d", "mnist1d:cnn1d", "digits:resnet2d", "digits:cnn2d")
 """The structured suite's models (its zoo and the plain 2-D CNN)."""
@@ -62,35 +60,17 @@ def _cost(planned: torch.nn.Module):
     return shared_cost(pruned_tensors(planned))
 
 
-class Allocations:
-    """A model's channel sets and the shrunk copy of any allocation of their channels."""
+class Allocations(_Planned):
+    """A model's channel sets (as ``sparsify(granularity="channel")`` plans them, costed in FLOPs) and the shrunk
+    copy of any allocation of their channels (:meth:`build`: set ``k`` keeps its first ``counts[k]`` channels)."""
 
     def __init__(self, model: torch.nn.Module, example: torch.Tensor) -> None:
+        super().__init__(model, example, {})
         self.example = example
-        self.planned = copy.deepcopy(model)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the layers left dense are not what is measured here
-            sparsify(
-                self.planned,
-                init_threshold=0.0,
-                trainable=False,
-                granularity="channel",
-                example_input=example,
-            )
         self.cost = _cost(self.planned)
-        self.sizes = [channel_set.channels for channel_set in self.cost.channel_sets]
 
     def flops_removed(self, counts: list[int]) -> float:
         return self.cost.sparsity([1.0 - k / size for k, size in zip(counts, self.sizes)], "flops")
-
-    def build(self, counts: list[int]) -> torch.nn.Module:
-        """The shrunk copy in which set ``k`` keeps its first ``counts[k]`` channels."""
-        planned = copy.deepcopy(self.planned)
-        for channel_set, count in zip(_cost(planned).channel_sets, counts):
-            keep = torch.zeros(channel_set.channels, dtype=torch.bool)
-            keep[:count] = True
-            channel_set.fix(keep)
-        return shrink(planned, self.example).eval()
 
 
 def _rounded(value: float, size: int, multiple: int) -> int:

@@ -7,11 +7,11 @@ import itertools
 
 import pytest
 import torch
-from torch import nn
 
 from adasparse.core.latency_table import LatencyTable, TimedModule
 
 from . import load_script
+from .test_allocation_latency import _model
 
 pytest.importorskip("torch_pruning")
 
@@ -19,19 +19,6 @@ pytest.importorskip("torch_pruning")
 @pytest.fixture(scope="module")
 def script():
     return load_script("latency_table")
-
-
-def _model() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(1, 32, 3, padding=1),
-        nn.ReLU(),
-        nn.Conv2d(32, 48, 3, padding=1),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(2),
-        nn.Flatten(),
-        nn.Linear(48 * 4, 10),
-    ).eval()
 
 
 def _table() -> LatencyTable:

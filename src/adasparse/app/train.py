@@ -144,7 +144,8 @@ def _latency_table(
 ) -> LatencyTable | None:
     """The run's latency table (``config.latency_batch``): read from the run directory when it holds one (a resumed
     run), else measured on a CPU copy of the starting model by the main process and saved there."""
-    if config.latency_batch is None or config.method not in ("adasparse", "l1-channels", "l1-channels-uniform"):
+    pruned_by_channels = config.method in ("adasparse", "l1-channels", "l1-channels-uniform")
+    if config.latency_batch is None or config.sparsity == "none" or not pruned_by_channels:
         return None
     path = None if run_dir is None else run_dir / LATENCY_TABLE
     if path is not None and path.exists():

@@ -44,7 +44,7 @@ from .channel_cost import shared_cost
 from .parametrization import pruned_tensors
 from .pruned_attention import PrunedMultiheadAttention
 from .selection import Selector
-from .shrink import shrink
+from .shrink import _tensors, shrink
 from .sparsify import sparsify
 
 __all__ = ["LatencyTable", "TimedModule", "measure_latency"]
@@ -59,7 +59,8 @@ class TimedModule:
     """One module's measured seconds per forward pass on the grid of kept counts of the sets it depends on.
 
     ``seconds`` is nested by set: ``seconds[i][j]`` at ``grids[0][i]`` and ``grids[1][j]`` kept channels (one level
-    for one set); it is non-decreasing along every set (measurements that fall are raised to the one before)."""
+    for one set), as measured: it need not grow with the counts (on a CPU an odd multiple of 8 channels can take
+    longer than the next multiple of 16)."""
 
     name: str
     sets: tuple[int, ...]
@@ -68,22 +69,19 @@ class TimedModule:
 
     def value_and_slopes(self, kept: Sequence[float]) -> tuple[float, list[float]]:
         """Seconds at ``kept`` (counts of the model's sets, all of them) and their derivatives along this module's
-        sets, by multilinear interpolation (linear extrapolation below the first grid width, floored at zero)."""
-        value, slopes = self._interpolated(numpy.asarray(self.seconds, dtype=float), kept)
-        return float(value), [float(slope) for slope in slopes]
-
-    def _interpolated(self, table: numpy.ndarray, kept: Sequence[float]) -> tuple[float, list[float]]:
+        sets, by multilinear interpolation (linear extrapolation below the first grid width, floored at zero). Plain
+        float arithmetic on the nested lists: the projection evaluates it dozens of times per step."""
+        table = self.seconds
         if not self.sets:
             return float(table), []
-        cells = [_cell(grid, kept[index]) for grid, index in zip(self.grids, self.sets)]
-        if len(cells) == 1:
-            (low, high, weight, width) = cells[0]
+        if len(self.sets) == 1:
+            low, high, weight, width = _cell(self.grids[0], kept[self.sets[0]])
             a, b = table[low], table[high]
             value = a + weight * (b - a)
-            slope = (b - a) / width if width else 0.0
-            return (value, [slope]) if value > 0.0 else (0.0, [0.0])
-        (l0, h0, w0, d0), (l1, h1, w1, d1) = cells
-        v00, v10, v01, v11 = table[l0, l1], table[h0, l1], table[l0, h1], table[h0, h1]
+            return (value, [(b - a) / width if width else 0.0]) if value > 0.0 else (0.0, [0.0])
+        l0, h0, w0, d0 = _cell(self.grids[0], kept[self.sets[0]])
+        l1, h1, w1, d1 = _cell(self.grids[1], kept[self.sets[1]])
+        v00, v10, v01, v11 = table[l0][l1], table[h0][l1], table[l0][h1], table[h0][h1]
         value = (1 - w0) * (1 - w1) * v00 + w0 * (1 - w1) * v10 + (1 - w0) * w1 * v01 + w0 * w1 * v11
         slope0 = ((1 - w1) * (v10 - v00) + w1 * (v11 - v01)) / d0 if d0 else 0.0
         slope1 = ((1 - w0) * (v01 - v00) + w0 * (v11 - v10)) / d1 if d1 else 0.0
@@ -242,13 +240,8 @@ def _grid(size: int, multiple: int) -> tuple[int, ...]:
 
 
 def _shapes(value: Any) -> tuple:
-    if isinstance(value, torch.Tensor):
-        return (tuple(value.shape),)
-    if isinstance(value, dict):
-        value = list(value.values())
-    if isinstance(value, (tuple, list)):
-        return tuple(shape for item in value for shape in _shapes(item))
-    return ()
+    """The shapes of the tensors in a module's arguments or output (nested tuples, lists and dicts)."""
+    return tuple(tuple(tensor.shape) for tensor in _tensors(value))
 
 
 def _timing_units(model: nn.Module) -> list[str]:
@@ -409,12 +402,6 @@ class _Clock:
     def remove(self) -> None:
         for handle in self._handles:
             handle.remove()
-
-
-def _monotone(values: numpy.ndarray) -> numpy.ndarray:
-    for axis in range(values.ndim):
-        values = numpy.maximum.accumulate(values, axis=axis)
-    return values
 
 
 def _fit_rest(allocations: list[list[int]], rests: list[float], sizes: list[int]) -> list[float]:
