@@ -80,6 +80,23 @@ def test_a_table_of_other_channel_sets_is_refused() -> None:
         price_in_time(_model(), _table())
 
 
+def test_sparsify_prices_the_sets_or_changes_nothing() -> None:
+    x = torch.randn(8, 2, 16)
+    model = _model()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        adasparse.sparsify(model, 0.5, min_params=100, granularity="channel", example_input=x, latency=_table())
+    assert isinstance(shared_cost(pruned_tensors(model)), LatencyCost)
+    other = LatencyTable([("0", 16), ("2", 32)], [], [1.0, 0.0, 0.0], batch=8, multiple=8)
+    plain = _model()
+    with pytest.raises(ValueError, match="other channel sets"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        adasparse.sparsify(plain, 0.5, min_params=100, granularity="channel", example_input=x, latency=other)
+    assert not adasparse.is_sparsified(plain)
+    with pytest.raises(ValueError, match="latency= prices channels"):
+        adasparse.sparsify(_model(), 0.5, min_params=100, latency=_table())
+
+
 def _train(pruner: adasparse.Pruner, model: nn.Module, steps: int) -> None:
     optimizer = torch.optim.SGD(pruner.param_groups(lr=0.05), momentum=0.9)
     generator = torch.Generator().manual_seed(0)

@@ -28,7 +28,6 @@ from ..core.attention_heads import AttentionHeadSet, HeadsArgument
 from ..core.channel_rounding import rounded_kept_counts
 from ..core.channel_sets import ChannelSet, _raw
 from ..core.coupling import _torch_pruning, dependency_graph
-from ..core.latency_cost import price_in_time
 from ..core.latency_table import LatencyTable
 from ..core.parametrization import pruned_tensors
 from ..core.sparsify import desparsify, sparsify
@@ -139,13 +138,8 @@ def magnitude_channel_prune(
             granularity="channel",
             example_input=example_input,
             heads=heads,
+            latency=latency,
         )
-    if latency is not None:
-        try:
-            price_in_time(model, latency)
-        except ValueError:
-            desparsify(model)  # the model as it was given
-            raise
     cost = pruned_tensors(model)[0].layout.cost
     sets = cost.channel_sets
     scores = _importances(graph, sets)

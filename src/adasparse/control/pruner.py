@@ -48,7 +48,6 @@ from ..core.attention_heads import HeadsArgument
 from ..core.calibrate import CalibrationResult
 from ..core.flops import layer_macs
 from ..core.granularity import parse_granularity
-from ..core.latency_cost import price_in_time
 from ..core.latency_table import LatencyTable
 from ..core.norm_inputs import NormInputs
 from ..core.operator import threshold_for_sparsity
@@ -144,13 +143,8 @@ class Pruner:
             granularity=config.granularity,
             example_input=example_input,
             heads=heads,
+            latency=latency,
         )
-        if latency is not None:
-            try:
-                price_in_time(model, latency)
-            except ValueError:
-                desparsify(model)  # the model as it was given
-                raise
         if channels:
             costs = config.budget  # the channel cost model knows all three (adasparse.core.channel_cost)
         elif example_input is not None and config.budget == "flops":

@@ -179,7 +179,7 @@ def _calibrate_channels(
     cost = shared_cost(units)
     assert cost is not None, "a model pruned by channels has a channel cost model"
     if kind == "latency" and getattr(cost, "table", None) is None:
-        raise ValueError("budget='latency' needs the channel sets priced by a latency table (price_in_time)")
+        raise ValueError("budget='latency' needs the channel sets priced by a latency table (sparsify(..., latency=))")
     before = sparsity_report(model)
     with torch.no_grad():
         layers = {id(item.layout): _Layer(item) for item in units}

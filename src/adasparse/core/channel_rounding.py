@@ -61,7 +61,7 @@ def rounded_kept_counts(
     closer: on a model of few coarse sets (a first set of 32 channels moves by a quarter of itself) the nearest
     multiples alone missed half the FLOPs by 4 points. How close the target can be met still depends on the
     model: a set of 64 channels moves by 8 at once. When ``cost`` is priced by a latency table
-    (:func:`~adasparse.core.latency_cost.price_in_time`), the fastest of the equally close choices is taken before
+    (``sparsify(..., latency=table)``), the fastest of the equally close choices is taken before
     the other tie-breaks: on a CPU an odd multiple of 8 channels can run slower than the next multiple of 16.
     """
     multiple = check_int(multiple, "channel_multiple", 1)

@@ -11,13 +11,16 @@ priced by what they cost on the machine the table was measured on.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from torch import nn
 
 from .channel_cost import ChannelCost
 from .channel_sets import ChannelSet
-from .latency_table import LatencyTable
 from .parametrization import pruning_units
+
+if TYPE_CHECKING:
+    from .latency_table import LatencyTable
 
 __all__ = ["LatencyCost", "price_in_time"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -16,6 +16,7 @@ from .channel_sets import ChannelSet
 from .coupling import plan_channel_sets
 from .flops import layer_macs
 from .granularity import BlockLayout, Granularity, parse_granularity
+from .latency_cost import LatencyCost
 from .operator import MAX_THRESHOLD, threshold_for_sparsity
 from .parametrization import (
     attach,
@@ -29,6 +30,9 @@ from .parametrization import (
     unfreeze,
 )
 from .selection import LayerSelection, Selector, _as_list, _label, _matches, select_layers
+
+if TYPE_CHECKING:
+    from .latency_table import LatencyTable
 
 __all__ = [
     "INIT_FRACTION",
@@ -113,6 +117,7 @@ def sparsify(
     granularity: str | Granularity = "element",
     example_input: Any = None,
     heads: HeadsArgument | None = None,
+    latency: LatencyTable | None = None,
 ) -> nn.Module:
     """Give every prunable layer of ``model`` a learned pruning threshold, in place.
 
@@ -150,6 +155,9 @@ def sparsify(
             and output ``Linear`` layers): ``{selector: adasparse.AttentionHeads(...)}``, the selector as in
             ``include`` (a module type, a name or glob, a predicate); see :class:`~adasparse.core.attention_heads.
             AttentionHeads`. ``nn.MultiheadAttention`` needs no declaration.
+        latency: with ``granularity="channel"``, the model's :class:`~adasparse.LatencyTable`: the channel sets'
+            cost model then also prices them in predicted time (``budget="latency"``,
+            :mod:`adasparse.core.latency_cost`); a table of other channel sets is refused before anything changes.
 
     Returns:
         ``model``.
@@ -193,9 +201,11 @@ def sparsify(
                 _check_finite(f"{layer.name}.{tensor_name}" if layer.name else tensor_name, tensor)
     if heads is not None and granularity.kind != "channel":
         raise ValueError(f"heads= declares attention heads for granularity='channel', got granularity='{granularity}'")
+    if latency is not None and granularity.kind != "channel":
+        raise ValueError(f"latency= prices channels: it needs granularity='channel', got granularity='{granularity}'")
     if granularity.kind == "channel":
         _attach_channel_sets(
-            model, layers, r0, trainable, task_gradient, min_params, include, exclude, example_input, heads
+            model, layers, r0, trainable, task_gradient, min_params, include, exclude, example_input, heads, latency
         )
         return model
     users = _tied_users(model, layers, exclude)
@@ -230,6 +240,7 @@ def _attach_channel_sets(
     exclude: Selector | Iterable[Selector] | None,
     example_input: Any,
     heads: HeadsArgument | None,
+    latency: LatencyTable | None = None,
 ) -> None:
     """Sparsify by output channels: one threshold per set of tied layers (see :mod:`adasparse.core.coupling`)."""
     if _tied_users(model, layers, exclude):
@@ -291,6 +302,8 @@ def _attach_channel_sets(
         for t in layer.tensor_names
     }
     cost = ChannelCost(plan.sets, params, layer_macs(model, example_input, min_params=0))
+    if latency is not None:
+        cost = LatencyCost(cost, latency)  # checks the table's sets before any layer changes
     for channel_set in plan.sets:
         channel_set.peers = plan.sets
         channel_set.cost = cost
