@@ -26,6 +26,7 @@ from ._checks import check_int
 from .channel_cost import ChannelCost
 from .channel_sets import ChannelSet
 from .distribution import MagnitudeDistribution
+from .latency_cost import LatencyCost
 from .parametrization import pruning_units
 
 __all__ = ["EXHAUSTIVE_CHOICES", "EXHAUSTIVE_SETS", "ROUNDING_TOLERANCE", "round_kept_channels", "rounded_kept_counts"]
@@ -85,8 +86,7 @@ def rounded_kept_counts(
     def gap_of(candidate: Sequence[int]) -> float:
         return abs(removed_of(candidate) - target)
 
-    table = getattr(cost, "table", None)  # priced in time (adasparse.core.latency_cost): the fastest choice first
-    time_of = None if table is None else table.seconds
+    time_of = cost.table.seconds if isinstance(cost, LatencyCost) else None  # priced in time: the fastest first
     closest = [int(counts[i] - low >= high - counts[i]) for i, (low, high) in nearest.items()]  # nearest multiple
     result = _closest_choice(counts, sizes, nearest, gap_of, closest, len(nearest) <= EXHAUSTIVE_SETS, time_of)
     if gap_of(result) <= max(

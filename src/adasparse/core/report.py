@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from .channel_cost import shared_cost
+from .latency_cost import LatencyCost
 from .operator import analytic_sparsity_value
 from .parametrization import PrunedTensor, pruned_tensors
 from .selection import select_layers
@@ -278,7 +279,7 @@ def _shrunk(pruned: list[PrunedTensor]) -> dict[str, float] | None:
         return None
     fractions = cost.fractions()
     shrunk = {"params": cost.sparsity(fractions, "params"), "flops": cost.sparsity(fractions, "flops")}
-    if getattr(cost, "table", None) is not None:  # priced in time (adasparse.core.latency_cost)
+    if isinstance(cost, LatencyCost):  # priced in time
         shrunk["latency"] = cost.sparsity(fractions, "latency")
     return shrunk
 
