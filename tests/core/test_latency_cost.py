@@ -11,7 +11,7 @@ from torch import nn
 import adasparse
 from adasparse.core.channel_cost import shared_cost
 from adasparse.core.channel_rounding import _closest_choice
-from adasparse.core.latency_cost import LatencyCost, price_in_time
+from adasparse.core.latency_cost import LatencyCost
 from adasparse.core.latency_table import LatencyTable, TimedModule
 from adasparse.core.parametrization import pruned_tensors
 
@@ -38,18 +38,20 @@ def _table(first_price: float = 1.0) -> LatencyTable:
     return LatencyTable([("0", 32), ("2", 32)], [first, second], [1.0, 0.0, 0.0], batch=8, multiple=8)
 
 
-def _sparsified(model: nn.Module, x: torch.Tensor) -> nn.Module:
+def _sparsified(model: nn.Module, x: torch.Tensor, latency: LatencyTable | None = None) -> nn.Module:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        adasparse.sparsify(model, init_threshold=0.0, min_params=100, granularity="channel", example_input=x)
+        adasparse.sparsify(
+            model, init_threshold=0.0, min_params=100, granularity="channel", example_input=x, latency=latency
+        )
     return model
 
 
 def test_latency_budget_is_the_predicted_time_removed() -> None:
     x = torch.randn(8, 2, 16)
-    model = _sparsified(_model(), x)
-    flops_cost = shared_cost(pruned_tensors(model))
-    priced = price_in_time(model, _table())
+    flops_cost = shared_cost(pruned_tensors(_sparsified(_model(), x)))
+    model = _sparsified(_model(), x, _table())
+    priced = shared_cost(pruned_tensors(model))
     assert isinstance(priced, LatencyCost)
     assert all(s.cost is priced for s in priced.channel_sets)
     table = _table()
@@ -70,16 +72,6 @@ def test_latency_budget_is_the_predicted_time_removed() -> None:
     assert "predicted time" in str(report)
 
 
-def test_a_table_of_other_channel_sets_is_refused() -> None:
-    x = torch.randn(8, 2, 16)
-    model = _sparsified(_model(), x)
-    other = LatencyTable([("0", 16), ("2", 32)], [], [1.0, 0.0, 0.0], batch=8, multiple=8)
-    with pytest.raises(ValueError, match="measured for other channel sets"):
-        price_in_time(model, other)
-    with pytest.raises(ValueError, match="granularity='channel'"):
-        price_in_time(_model(), _table())
-
-
 def test_sparsify_prices_the_sets_or_changes_nothing() -> None:
     x = torch.randn(8, 2, 16)
     model = _model()
@@ -89,7 +81,7 @@ def test_sparsify_prices_the_sets_or_changes_nothing() -> None:
     assert isinstance(shared_cost(pruned_tensors(model)), LatencyCost)
     other = LatencyTable([("0", 16), ("2", 32)], [], [1.0, 0.0, 0.0], batch=8, multiple=8)
     plain = _model()
-    with pytest.raises(ValueError, match="other channel sets"), warnings.catch_warnings():
+    with pytest.raises(ValueError, match="measured for other channel sets"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         adasparse.sparsify(plain, 0.5, min_params=100, granularity="channel", example_input=x, latency=other)
     assert not adasparse.is_sparsified(plain)

@@ -13,16 +13,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from torch import nn
-
 from .channel_cost import ChannelCost
-from .channel_sets import ChannelSet
-from .parametrization import pruning_units
 
 if TYPE_CHECKING:
     from .latency_table import LatencyTable
 
-__all__ = ["LatencyCost", "price_in_time"]
+__all__ = ["LatencyCost"]
 
 
 class LatencyCost(ChannelCost):
@@ -51,20 +47,3 @@ class LatencyCost(ChannelCost):
             return super().gradient(fractions, budget)
         _, slopes = self.table.seconds_and_gradient(self._kept(fractions))
         return [slope * size / self._dense for slope, size in zip(slopes, self._sizes)]
-
-
-def price_in_time(model: nn.Module, table: LatencyTable) -> LatencyCost:
-    """Give the channel sets of ``model`` (sparsified with ``granularity="channel"``) the cost model of ``table``,
-    so that ``budget="latency"`` holds their predicted time; returns it.
-
-    Raises:
-        ValueError: the model is not sparsified by channels, or the table was measured on other channel sets.
-    """
-    sets = [unit.layout for unit in pruning_units(model) if isinstance(unit.layout, ChannelSet)]
-    if not sets:
-        raise ValueError("a latency budget needs a model sparsified with granularity='channel'")
-    cost = sets[0].cost
-    priced = LatencyCost(cost, table)
-    for channel_set in cost.channel_sets:
-        channel_set.cost = priced
-    return priced
