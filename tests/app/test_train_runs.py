@@ -76,6 +76,25 @@ def test_run_directory_contents(tmp_path: Path) -> None:
     assert 0.0 <= result.data_fraction < 1.0
 
 
+def test_the_checkpoint_is_flushed_every_epoch_its_csv_views_only_at_the_last(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writes: list[tuple[str, bool]] = []
+    real_write = _io.atomic_write_bytes
+
+    def recorded(path, data, *, durable=True):
+        writes.append((Path(path).name, durable))
+        real_write(path, data, durable=durable)
+
+    monkeypatch.setattr(_io, "atomic_write_bytes", recorded)
+    run_training(_config(), tmp_path / "run", progress=False, log=_quiet)
+    for name in ("checkpoint.pt", "metrics.csv", "layers.csv"):
+        flags = [durable for written, durable in writes if written == name]
+        expected = [True] * 4 if name == "checkpoint.pt" else [False] * 3 + [True]
+        assert flags == expected, name
+    assert all(durable for written, durable in writes if written not in ("metrics.csv", "layers.csv"))
+
+
 def test_resume_after_interruption_is_bit_for_bit(tmp_path: Path) -> None:
     straight = run_training(_config(), tmp_path / "straight", progress=False, log=_quiet)
     with pytest.raises(_Stop):

@@ -351,6 +351,16 @@ def test_the_default_loss_is_a_zero_of_the_thresholds_dtype() -> None:
     pruner = Pruner(model, target=0.9, total_steps=10, min_params=500)
     loss = pruner.loss()
     assert loss.dtype == torch.float64 and loss.item() == 0.0 and not loss.requires_grad
+    assert not pruner.penalises
+
+
+def test_penalises_says_when_the_loss_is_a_penalty() -> None:
+    """The original modes' loss is a penalty of the thresholds until the zeros are fixed, then a constant zero."""
+    model = _model()
+    pruner = Pruner(model, target=0.9, total_steps=10, min_params=500, mode="adaptive", finetune=0.5)
+    assert pruner.penalises and pruner.loss().requires_grad
+    pruner.freeze()
+    assert not pruner.penalises and pruner.loss().item() == 0.0 and not pruner.loss().requires_grad
 
 
 class _WithUnusedLayer(nn.Module):

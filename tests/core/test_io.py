@@ -53,3 +53,24 @@ def test_replacing_a_file_keeps_its_mode(tmp_path: Path) -> None:
     os.chmod(target, 0o640)
     _io.atomic_write_json(target, {"a": 2})
     assert stat.S_IMODE(target.stat().st_mode) == 0o640 and '"a": 2' in target.read_text()
+
+
+@pytest.mark.parametrize("durable", [True, False])
+def test_a_write_that_need_not_be_durable_skips_the_flushes_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, durable: bool
+) -> None:
+    """``durable=False`` skips the file's and the directory's fsync; the replacement is atomic either way."""
+    flushed: list[int] = []
+    real_fsync = _io.os.fsync
+    monkeypatch.setattr(_io.os, "fsync", lambda fd: (flushed.append(fd), real_fsync(fd)))
+    target = tmp_path / "rows.csv"
+    _io.atomic_write_text(target, "old", durable=durable)
+    assert len(flushed) == (2 if durable else 0) and target.read_text() == "old"
+
+    def crash(src: str, dst: str) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(_io.os, "replace", crash)
+    with pytest.raises(OSError, match="disk full"):
+        _io.atomic_write_text(target, "new", durable=durable)
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["rows.csv"]

@@ -220,6 +220,9 @@ def write_results(
     parts += [
         "",
         "Why the defaults are what they are, and what the ablation shows: [method.md](method.md#why-these-defaults).",
+        "",
+        "Structured sparsity (channels and heads pruned to a FLOPs or time budget, the shrunk models' latency): the "
+        "`structured*` suites, reported in [structured.md](structured.md).",
     ]
     for suite, records in suites:
         parts += ["", f"## Suite `{suite.name}`", ""]

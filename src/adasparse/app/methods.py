@@ -144,7 +144,7 @@ class LearnedThresholds(Method):
         return self.pruner.config.threshold_lr / self.pruner.total_steps
 
     def loss(self) -> torch.Tensor | None:
-        return None if self.pruner.frozen else self.pruner.loss()
+        return self.pruner.loss() if self.pruner.penalises else None
 
     def end_step(self, step: int, total_steps: int) -> None:
         self.pruner.step()

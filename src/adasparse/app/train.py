@@ -201,13 +201,16 @@ def _scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> torch.o
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factors)
 
 
-def _write_csv(path: Path, rows: list[dict[str, Any]], fields: tuple[str, ...]) -> None:
+def _write_csv(path: Path, rows: list[dict[str, Any]], fields: tuple[str, ...], durable: bool = True) -> None:
+    """Write ``rows`` whole, atomically. ``metrics.csv`` and ``layers.csv`` are views of the checkpoint's rows,
+    rewritten at every epoch (a resumed run rewrites them from the checkpoint), so only the last epoch's are
+    flushed to disk (``durable``): the others skip two ``fsync`` calls each (0.2-0.4 s of a 60-epoch run)."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     for row in rows:
         writer.writerow({key: row.get(key, "") for key in fields})
-    atomic_write_text(path, buffer.getvalue())
+    atomic_write_text(path, buffer.getvalue(), durable=durable)
 
 
 def _prepare_run_dir(run_dir: Path, config: TrainConfig, dataset_info: dict[str, Any]) -> None:
@@ -357,9 +360,10 @@ def run_training(
             },
             run_dir / "checkpoint.pt",
         )
-        _write_csv(run_dir / "metrics.csv", metrics, METRIC_FIELDS)
+        last = epoch + 1 == config.epochs
+        _write_csv(run_dir / "metrics.csv", metrics, METRIC_FIELDS, durable=last)
         if layer_rows:
-            _write_csv(run_dir / "layers.csv", layer_rows, LAYER_FIELDS)
+            _write_csv(run_dir / "layers.csv", layer_rows, LAYER_FIELDS, durable=last)
         if writer is not None:
             for key, value in row.items():
                 if key != "epoch" and not math.isnan(value):

@@ -248,12 +248,19 @@ class Pruner:
             return groups
         return [group for group in groups if group["name"] != "thresholds"]
 
+    @property
+    def penalises(self) -> bool:
+        """Whether :meth:`loss` is a penalty now (the ``adaptive``/``fixed``/``upper``/``constraint`` modes before
+        the zeros are fixed). Otherwise it is a constant zero, which a loop may leave out of its loss: adding it only
+        adds an autograd node per step, and the same gradients."""
+        return not (self.frozen or self.config.mode == "projection")
+
     def loss(self) -> torch.Tensor:
         """The sparsity term to add to the task loss: the penalty of the ``adaptive``/``fixed``/``upper``/
         ``constraint`` modes, a zero tensor in the projection mode and once the zeros are fixed."""
         if self.finished:
             raise RuntimeError("Pruner.loss() after finish(): the model is already a plain pruned model")
-        if self.frozen or self.config.mode == "projection":
+        if not self.penalises:
             threshold = self._tensors[0].threshold
             return torch.zeros((), dtype=threshold.dtype, device=threshold.device)
         return self.criterion()
