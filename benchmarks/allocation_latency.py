@@ -242,6 +242,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=80, help="rounds of the final three-model timing")
     parser.add_argument("--runs", type=Path, default=None, help="run directories of the structured suites")
     parser.add_argument("--no-write", action="store_true", help="print only; do not update docs/structured.md")
+    parser.add_argument(
+        "--section",
+        default=None,
+        help="the page's section the table goes to (default: allocation-latency, -xMULTIPLE or -gridPOINTS)",
+    )
     add_allocator_argument(parser)
     args = parser.parse_args()
     fix_allocator(args)
@@ -269,6 +274,7 @@ def main() -> None:
     if not args.no_write:
         key = "allocation-latency" if args.multiple <= 1 else f"allocation-latency-x{args.multiple}"
         key = f"allocation-latency-grid{args.grid}" if args.grid else key
+        key = args.section or key
         write_section(Path(__file__).resolve().parent.parent / "docs" / "structured.md", key, body)
 
 
