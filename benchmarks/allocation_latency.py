@@ -14,7 +14,9 @@ each set kept: the time does not depend on the weights) and screened in groups a
 ``structured-multiple`` suites) are timed the same way beside them. One thread; pin the process to one core
 (``taskset -c 1``) on a shared machine. The C library's allocator is fixed first
 (``adasparse.app.latency.steady_allocator``; ``--default-allocator`` leaves it as the process has it), so a model
-with large activations reads the same after the screening as in a fresh process (see docs/structured.md).
+with large activations reads the same after the screening as in a fresh process (see docs/structured.md). With
+``--onnxruntime`` every model is exported to ONNX and run by ONNX Runtime's CPU provider instead
+(``adasparse.app.latency.OnnxRuntimeModel``, one thread; ``pip install "adasparse[onnx]"``).
 
     taskset -c 1 python benchmarks/allocation_latency.py --runs runs/bench/runs          # writes docs/structured.md
     python benchmarks/allocation_latency.py --models digits:cnn2d --samples 12 --no-write
@@ -40,7 +42,7 @@ from structured import _macs  # noqa: E402
 
 from adasparse import shrink  # noqa: E402
 from adasparse.app.data import load_dataset  # noqa: E402
-from adasparse.app.latency import latency_medians, one_channel_model  # noqa: E402
+from adasparse.app.latency import OnnxRuntimeModel, latency_medians, one_channel_model  # noqa: E402
 from adasparse.app.models import create_model  # noqa: E402
 from adasparse.app.runs import load_run_weights  # noqa: E402
 from adasparse.core.channel_cost import shared_cost  # noqa: E402
@@ -164,6 +166,11 @@ def add_screening_arguments(parser: argparse.ArgumentParser, samples: int, scree
     parser.add_argument("--batch", type=int, default=256, help="the throughput batch (default 256)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random allocations")
     parser.add_argument(
+        "--onnxruntime",
+        action="store_true",
+        help="time the models in ONNX Runtime (exported to ONNX) instead of eager PyTorch",
+    )
+    parser.add_argument(
         "--grid",
         type=int,
         default=None,
@@ -189,29 +196,36 @@ def screen(dataset: str, name: str, args: argparse.Namespace, multiple: int = 1)
         found = sample(allocations, args.budget, args.samples, multiple, args.tolerance, args.seed)
     candidates = list(found)
     screened: list[tuple[float, tuple[int, ...]]] = []
+    reference = _runnable(dense, example, args)
     for start in range(0, len(candidates), args.group):
         group = candidates[start : start + args.group]
-        models = [dense] + [allocations.build(list(counts)) for counts in group]
+        models = [reference] + [_runnable(allocations.build(list(counts)), example, args) for counts in group]
         times = latency_medians(models, example[:1], args.batch, rounds=args.screen_rounds)
         screened += [(time / times[0], counts) for time, counts in zip(times[1:], group)]
     return Screening(dense, example, allocations, found, sorted(screened))
 
 
+def _runnable(model: torch.nn.Module, example: torch.Tensor, args: argparse.Namespace) -> torch.nn.Module:
+    """``model`` as it is timed: itself, or exported and run by ONNX Runtime with ``--onnxruntime``."""
+    return OnnxRuntimeModel(model, example[:1]) if getattr(args, "onnxruntime", False) else model
+
+
 def measure(spec: str, args: argparse.Namespace) -> str:
     dataset, name = spec.split(":")
     dense, example, allocations, found, screened = screen(dataset, name, args, args.multiple)
-    floor = one_channel_model(dense, example)
+    reference = _runnable(dense, example, args)
+    floor = _runnable(one_channel_model(dense, example), example, args)
     kind = f"grid of {args.grid}" if args.grid else "random"
     timed = [(f"{kind}, best {rank + 1}", counts) for rank, (_, counts) in enumerate(screened[: args.best])]
     rows = []
     for label, counts in timed:
-        times = latency_medians(
-            [dense, allocations.build(list(counts)), floor], example[:1], args.batch, rounds=args.rounds
-        )
+        shrunk = _runnable(allocations.build(list(counts)), example, args)
+        times = latency_medians([reference, shrunk, floor], example[:1], args.batch, rounds=args.rounds)
         rows.append((label, times[1] / times[0], times[2] / times[0], found[counts], " ".join(map(str, counts))))
     for label, shrunk in _ours(args.runs, dataset, name, args.budget, example).items():
-        times = latency_medians([dense, shrunk, floor], example[:1], args.batch, rounds=args.rounds)
         removed = 1.0 - _macs(shrunk, example) / _macs(dense, example)
+        runnable = _runnable(shrunk, example, args)
+        times = latency_medians([reference, runnable, floor], example[:1], args.batch, rounds=args.rounds)
         rows.append((label, times[1] / times[0], times[2] / times[0], removed, "(its run)"))
     median = statistics.median(ratio for ratio, _ in screened) if screened else float("nan")
     lines = [
@@ -252,6 +266,7 @@ def main() -> None:
     fix_allocator(args)
     if args.grid and args.multiple > 1:
         parser.error("--grid and --multiple: the grid's counts are its own")
+    runtime = ", ONNX Runtime" if args.onnxruntime else ""
     rounding = f", counts rounded to multiples of {args.multiple}" if args.multiple > 1 else ""
     drawn = (
         f"every allocation on a grid of {args.grid} counts per set"
@@ -259,7 +274,7 @@ def main() -> None:
         else f"{args.samples} random allocations per model"
     )
     header = [
-        f"Batch {args.batch}, one thread, FLOPs removed {args.budget:g} ± {args.tolerance:g}{rounding}; "
+        f"Batch {args.batch}, one thread{runtime}, FLOPs removed {args.budget:g} ± {args.tolerance:g}{rounding}; "
         f"{drawn} screened ({args.screen_rounds} rounds in groups of "
         f"{args.group} beside the dense model), the {args.best} fastest timed again with dense and the floor "
         f"({args.rounds} rounds). Machine: {machine()}.",

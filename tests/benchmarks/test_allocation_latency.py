@@ -68,3 +68,15 @@ def test_the_grid_finds_every_allocation_at_the_budget_on_its_points(script) -> 
     assert all(found[counts] == expected[counts] for counts in found)
     with pytest.raises(ValueError, match="limit 3"):
         script.grid(allocations, 0.5, 5, 0.01, limit=3)
+
+
+def test_models_are_timed_as_they_are_or_in_onnx_runtime(script) -> None:
+    import argparse
+
+    model, example = _model(), torch.randn(4, 1, 8, 8)
+    assert script._runnable(model, example, argparse.Namespace(onnxruntime=False)) is model
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    exported = script._runnable(model, example, argparse.Namespace(onnxruntime=True))
+    with torch.inference_mode():
+        assert torch.allclose(exported(example), model(example), atol=1e-5)
