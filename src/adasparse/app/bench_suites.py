@@ -186,20 +186,24 @@ STRUCTURED = (
 the model's multiply-accumulates (targets 0.5 and 0.75: half and a quarter of the dense FLOPs), against L1-norm
 channel pruning of the dense model with the same fine-tuning budget."""
 
-STRUCTURED_MULTIPLE = (
-    DENSE,
-    Variant(
-        "pretrained + adasparse channels, multiple of 8",
-        {**_CHANNELS, "channel_multiple": 8},
-        ours=True,
-        init_from="dense",
-    ),
-    Variant(
-        "pretrained + L1 channels (global), multiple of 8",
-        {**_CHANNELS, "method": "l1-channels", "channel_multiple": 8},
-        init_from="dense",
-    ),
-)
+
+def _rounded(multiple: int, suffix: str = "", **options: Any) -> tuple[Variant, Variant]:
+    """Ours and L1-norm channel pruning (global) from the dense run, every kept count rounded to ``multiple``
+    (labels "... multiple of N" and ``suffix``), with ``options`` on both."""
+    rounded = {**_CHANNELS, "channel_multiple": multiple, **options}
+    return (
+        Variant(
+            f"pretrained + adasparse channels, multiple of {multiple}{suffix}", rounded, ours=True, init_from="dense"
+        ),
+        Variant(
+            f"pretrained + L1 channels (global), multiple of {multiple}{suffix}",
+            {**rounded, "method": "l1-channels"},
+            init_from="dense",
+        ),
+    )
+
+
+STRUCTURED_MULTIPLE = (DENSE, *_rounded(8))
 """The structured suite's protocol with every channel set's kept count rounded to a multiple of 8 when the zeros
 are fixed (``channel_multiple=8``), for ours and for L1-norm channel pruning: what the rounding costs in accuracy and
 gains in latency."""
@@ -207,28 +211,8 @@ gains in latency."""
 STRUCTURED_MULTIPLE16 = (
     DENSE,
     STRUCTURED_MULTIPLE[1],
-    Variant(
-        "pretrained + adasparse channels, multiple of 16",
-        {**_CHANNELS, "channel_multiple": 16},
-        ours=True,
-        init_from="dense",
-    ),
-    Variant(
-        "pretrained + L1 channels (global), multiple of 16",
-        {**_CHANNELS, "method": "l1-channels", "channel_multiple": 16},
-        init_from="dense",
-    ),
-    Variant(
-        "pretrained + adasparse channels, multiple of 16, fastest rounding",
-        {**_CHANNELS, "channel_multiple": 16, "latency_batch": 256},
-        ours=True,
-        init_from="dense",
-    ),
-    Variant(
-        "pretrained + L1 channels (global), multiple of 16, fastest rounding",
-        {**_CHANNELS, "method": "l1-channels", "channel_multiple": 16, "latency_batch": 256},
-        init_from="dense",
-    ),
+    *_rounded(16),
+    *_rounded(16, ", fastest rounding", latency_batch=256),
 )
 """Kept counts rounded to a multiple of 16 (the width of a 512-bit vector of floats) beside a multiple of 8, at half
 the FLOPs: on the CPU these pages are measured on, a convolution with an odd multiple of 8 channels runs slower than
