@@ -207,7 +207,7 @@ def screen(dataset: str, name: str, args: argparse.Namespace, multiple: int = 1)
 
 def _runnable(model: torch.nn.Module, example: torch.Tensor, args: argparse.Namespace) -> torch.nn.Module:
     """``model`` as it is timed: itself, or exported and run by ONNX Runtime with ``--onnxruntime``."""
-    return OnnxRuntimeModel(model, example[:1]) if getattr(args, "onnxruntime", False) else model
+    return OnnxRuntimeModel(model, example[:1]) if args.onnxruntime else model
 
 
 def measure(spec: str, args: argparse.Namespace) -> str:

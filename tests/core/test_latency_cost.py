@@ -72,6 +72,14 @@ def test_latency_budget_is_the_predicted_time_removed() -> None:
     assert "predicted time" in str(report)
 
 
+def test_calibrating_to_a_latency_budget_needs_sets_priced_in_time() -> None:
+    x = torch.randn(8, 2, 16)
+    with pytest.raises(ValueError, match="priced by a latency table"):
+        adasparse.calibrate(_sparsified(_model(), x), 0.3, budget="latency")
+    result = adasparse.calibrate(_sparsified(_model(), x, _table()), 0.3, budget="latency")
+    assert abs(result.after.shrunk["latency"] - 0.3) < 0.1
+
+
 def test_sparsify_prices_the_sets_or_changes_nothing() -> None:
     x = torch.randn(8, 2, 16)
     model = _model()

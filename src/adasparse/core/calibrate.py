@@ -13,6 +13,7 @@ from ._checks import check_fraction
 from .channel_cost import shared_cost
 from .channel_sets import ChannelSet
 from .distribution import MagnitudeDistribution, unit_costs
+from .latency_cost import LatencyCost
 from .operator import MAX_THRESHOLD
 from .parametrization import PrunedTensor, pruned_tensors, pruning_units
 from .report import SparsityReport, sparsity_report
@@ -178,7 +179,7 @@ def _calibrate_channels(
     units = pruning_units(model)
     cost = shared_cost(units)
     assert cost is not None, "a model pruned by channels has a channel cost model"
-    if kind == "latency" and getattr(cost, "table", None) is None:
+    if kind == "latency" and not isinstance(cost, LatencyCost):
         raise ValueError("budget='latency' needs the channel sets priced by a latency table (sparsify(..., latency=))")
     before = sparsity_report(model)
     with torch.no_grad():
