@@ -69,25 +69,57 @@ def _positions_by_arrays(table: LevelTable, level: float) -> numpy.ndarray:
     return numpy.minimum(positions, table.sizes - 0.5)
 
 
+def _random_levels(rng: numpy.random.Generator) -> list[numpy.ndarray]:
+    """The levels of one to seven layers of every kind the projection meets (runs, zeros, heavy tails, any scale)."""
+    levels = []
+    for kind in rng.integers(0, 4, size=int(rng.integers(1, 8))):
+        count = int(rng.integers(1, 2_000))
+        values = {
+            0: numpy.abs(rng.standard_normal(count)),
+            1: rng.choice([0.0, 0.5, 1.0], size=count),  # ternary: runs and exact zeros
+            2: numpy.abs(numpy.round(rng.standard_normal(count), 2)),  # quantised: runs
+            3: numpy.abs(rng.standard_t(2, size=count)) * 10 ** rng.uniform(-3, 3),  # heavy tails, any scale
+        }[int(kind)]
+        levels.append(lamp_levels(numpy.sort(values.astype(numpy.float32)).astype(numpy.float64), 3 * count))
+    return levels
+
+
+def _bits(array: numpy.ndarray) -> numpy.ndarray:
+    return numpy.ascontiguousarray(array, dtype=numpy.float64).view(numpy.int64)
+
+
 def test_positions_are_the_array_formula_s_bit_for_bit() -> None:
     rng = numpy.random.default_rng(5)
     for _ in range(40):
-        levels = []
-        for kind in rng.integers(0, 4, size=int(rng.integers(1, 8))):
-            count = int(rng.integers(1, 2_000))
-            values = {
-                0: numpy.abs(rng.standard_normal(count)),
-                1: rng.choice([0.0, 0.5, 1.0], size=count),  # ternary: runs and exact zeros
-                2: numpy.abs(numpy.round(rng.standard_normal(count), 2)),  # quantised: runs
-                3: numpy.abs(rng.standard_t(2, size=count)) * 10 ** rng.uniform(-3, 3),  # heavy tails, any scale
-            }[int(kind)]
-            levels.append(lamp_levels(numpy.sort(values.astype(numpy.float32)).astype(numpy.float64), 3 * count))
+        levels = _random_levels(rng)
         table = LevelTable(levels)
         finite = [float(v) for layer in levels for v in layer[numpy.isfinite(layer)][::97]]
         grid = [*rng.uniform(-60.0, 30.0, size=30), table.low, table.high, -2e3, 2e3, -math.inf, math.inf, *finite]
         for level in grid:
             expected = _positions_by_arrays(table, level)
             assert numpy.array_equal(table.positions(level).view(numpy.int64), expected.view(numpy.int64)), level
+        together = table.positions_at(grid)  # every level at once: the same rows
+        for level, row in zip(grid, together):
+            assert numpy.array_equal(_bits(row), _bits(table.positions(level))), level
+
+
+def test_targets_solved_together_get_each_one_s_own_solution_bit_for_bit() -> None:
+    rng = numpy.random.default_rng(11)
+    for case in range(40):
+        levels = _random_levels(rng)
+        table = LevelTable(levels)
+        shares = rng.dirichlet(numpy.ones(len(levels))).tolist()
+        tolerance = 1e-3 * min(p / len(layer) for p, layer in zip(shares, levels))
+        limits = None if case % 2 else [float(rng.uniform(0.5, 1.0) * len(layer)) for layer in levels]
+        # a ramp's targets, with the ends out of reach below and above and a repeated one
+        targets = [0.0, *numpy.sort(rng.uniform(0.0, 1.0, size=12)).tolist(), 0.5, 0.5, 1.0]
+        together = table.solve_many(shares, targets, tolerance, limits)
+        assert len(together) == len(targets)
+        for target, positions in zip(targets, together):
+            alone = table.solve(shares, target, tolerance, limits)
+            assert numpy.array_equal(_bits(positions), _bits(alone)), (case, target)
+        together[0][0] = -1.0  # every answer is its own array
+        assert together[-1][0] != -1.0 and table.solve_many(shares, [0.0], tolerance, limits)[0][0] != -1.0
 
 
 def test_levels_stay_in_order_where_rounding_of_the_logarithms_could_break_it() -> None:
@@ -211,14 +243,18 @@ def test_with_lamp_the_thresholds_take_no_gradient_and_are_solved_only_when_some
     pruner = adasparse.Pruner(model, target=0.8, total_steps=100, projection_slope="lamp", ramp=0.1)
     optimizer = torch.optim.SGD(pruner.param_groups(lr=0.05), lr=0.05)
     x, y = torch.randn(64, 64), torch.randint(0, 10, (64,))
-    solves = []
-    original = layer_adaptive.LevelTable.solve
+    solved: dict[int, int] = {}  # step -> targets solved there
+    solve, solve_many = layer_adaptive.LevelTable.solve, layer_adaptive.LevelTable.solve_many
 
-    def counted(self, *args, **kwargs):
-        solves.append(pruner.steps)
-        return original(self, *args, **kwargs)
+    def counted(self, shares, target, *args, **kwargs):
+        solved[pruner.steps] = solved.get(pruner.steps, 0) + 1
+        return solve(self, shares, target, *args, **kwargs)
 
-    layer_adaptive.LevelTable.solve = counted
+    def counted_many(self, shares, targets, *args, **kwargs):
+        solved[pruner.steps] = solved.get(pruner.steps, 0) + len(targets)
+        return solve_many(self, shares, targets, *args, **kwargs)
+
+    layer_adaptive.LevelTable.solve, layer_adaptive.LevelTable.solve_many = counted, counted_many
     try:
         for _ in range(60):
             loss = nn.functional.cross_entropy(model(x), y) + pruner.loss()
@@ -228,11 +264,11 @@ def test_with_lamp_the_thresholds_take_no_gradient_and_are_solved_only_when_some
             optimizer.step()
             pruner.step()
     finally:
-        layer_adaptive.LevelTable.solve = original
-    ramp_steps = [step for step in solves if step < 10]
-    assert len(ramp_steps) >= 9  # the target moves every step of the ramp
-    later = sorted({step for step in solves if step >= 10})
-    assert later == [10, 20, 40]  # then only when the target stops moving and when the distributions are measured
+        layer_adaptive.LevelTable.solve, layer_adaptive.LevelTable.solve_many = solve, solve_many
+    # The ramp's targets up to the first measurement after it (steps 1-9, then the final one of steps 10-19; step
+    # 0's is 0, nothing to solve) are solved together at step 0, then a target only when the distributions are
+    # measured: the target moves no more.
+    assert solved == {0: 10, 20: 1, 40: 1}
 
 
 def test_a_cached_solution_is_written_again_only_when_a_threshold_was_changed() -> None:
@@ -334,3 +370,42 @@ def test_with_ternary_weights_the_projection_counts_what_the_forward_pass_prunes
         warnings.simplefilter("ignore")  # some targets lie between two reachable sparsities
         overall = Projection(pruned, [t.numel / 80_000 for t in pruned], slope="lamp").project(target, True)
     assert sum(int((t.effective() == 0).sum()) for t in pruned) / 80_000 == pytest.approx(overall, abs=1e-12)
+
+
+def _ramp_run(monkeypatch: pytest.MonkeyPatch, planned: bool) -> tuple[list[list[float]], dict[str, torch.Tensor], int]:
+    """Every step's thresholds of a short default run with a ramp, its final weights, and how many targets were
+    solved together (:meth:`LevelTable.solve_many`)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, 10))
+    pruner = adasparse.Pruner(model, target=0.9, total_steps=90, correction_interval=7)
+    optimizer = torch.optim.SGD(pruner.param_groups(lr=0.05), lr=0.05, momentum=0.9)
+    x, y = torch.randn(128, 64), torch.randint(0, 10, (128,))
+    together = []
+    solve_many = LevelTable.solve_many
+    with monkeypatch.context() as patch:
+        if not planned:
+            patch.setattr(Projection, "plan", lambda self, targets: None)
+        patch.setattr(
+            LevelTable,
+            "solve_many",
+            lambda self, shares, targets, *a: together.append(len(targets)) or solve_many(self, shares, targets, *a),
+        )
+        thresholds = []
+        for _ in range(90):
+            loss = nn.functional.cross_entropy(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            pruner.step()
+            thresholds.append([r.item() for r in adasparse.threshold_parameters(model)])
+    return thresholds, {name: value.clone() for name, value in pruner.finish().state_dict().items()}, sum(together)
+
+
+def test_a_ramp_solved_ahead_trains_the_weights_of_one_solved_step_by_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    planned_thresholds, planned_weights, together = _ramp_run(monkeypatch, planned=True)
+    stepwise_thresholds, stepwise_weights, alone = _ramp_run(monkeypatch, planned=False)
+    assert together >= 25 and alone == 0  # the ramp's 27 steps (step 0's target is 0): solved ahead, or one by one
+    assert planned_thresholds == stepwise_thresholds  # every step's thresholds, exactly
+    assert len({tuple(r) for r in planned_thresholds[:27]}) == 27  # the ramp moved them at every step
+    assert planned_weights.keys() == stepwise_weights.keys()
+    assert all(torch.equal(planned_weights[name], stepwise_weights[name]) for name in planned_weights)

@@ -88,6 +88,8 @@ class LevelTable:
                 lows.append(inner[first])
                 highs.append(inner[end - 1])
         self._first = self._flat[starts] - offsets
+        self._offsets, self._starts = offsets, starts
+        self._zero_levels, self._half_starts, self._ends = offsets - _LEVEL_LIMIT, starts + 0.5, self.sizes - 0.5
         # Python lists: positions() reads them one layer at a time.
         self._offset_list: list[float] = offsets.tolist()
         self._start_list: list[int] = starts.tolist()
@@ -126,6 +128,71 @@ class LevelTable:
                 0.5 * numpy.exp(numpy.minimum(level - self._first[rows], 0.0)), self.sizes[rows] - 0.5
             )
         return result
+
+    def positions_at(self, levels: Sequence[float]) -> numpy.ndarray:
+        """:meth:`positions` of several levels at once, one row per level: the same values bit for bit (the same IEEE
+        operations, on whole arrays), for one vectorised search of the table instead of one per level."""
+        level_column = numpy.asarray(levels, dtype=numpy.float64)[:, None]
+        queries = numpy.minimum(numpy.maximum(level_column, -_LEVEL_LIMIT), _LEVEL_LIMIT - 1.0) + self._offsets
+        after = self._flat.searchsorted(queries, side="right")
+        low = self._flat[after - 1]
+        span = self._flat[after] - low
+        # No step inside a run of equal levels, nor from an exact zero's level (-1e3 above the layer's offset: both
+        # exact, so ``low <= offset - 1e3`` is ``low - offset <= -1e3``); rows below a layer's first level are
+        # replaced afterwards.
+        step = numpy.zeros_like(queries)
+        numpy.divide(queries - low, span, out=step, where=(span > 0.0) & (low > self._zero_levels))
+        positions = after - self._half_starts + numpy.minimum(numpy.maximum(step, 0.0), 1.0)
+        below = after == self._starts
+        if below.any():
+            positions[below] = 0.5 * numpy.exp(numpy.minimum((level_column - self._first)[below], 0.0))
+        return numpy.minimum(positions, self._ends)
+
+    def solve_many(
+        self,
+        shares: Sequence[float],
+        targets: Sequence[float],
+        tolerance: float,
+        limits: Sequence[float] | None = None,
+    ) -> list[numpy.ndarray]:
+        """:meth:`solve` of each of ``targets``, the same positions bit for bit: every target takes its own steps of
+        the same regula falsi, and the levels of one round are evaluated together (:meth:`positions_at`), so the
+        table is searched once per round instead of once per target and step (a ramp's targets between two
+        measurements cost about what two of them solved alone do)."""
+        weights = numpy.asarray(shares, dtype=numpy.float64) / self.sizes
+        caps = None if limits is None else numpy.asarray(limits, dtype=numpy.float64)
+
+        def evaluated(levels: list[float]) -> numpy.ndarray:
+            rows = self.positions_at(levels)
+            if caps is not None:
+                numpy.minimum(rows, caps, out=rows)
+            return rows
+
+        low_positions, high_positions = evaluated([self.low, self.high])
+        low_sum, high_sum = float(weights @ low_positions), float(weights @ high_positions)
+        results: list[numpy.ndarray | None] = [None] * len(targets)
+        searches: list[_Search] = []
+        for index, target in enumerate(targets):
+            low_gap, high_gap = low_sum - target, high_sum - target
+            if low_gap >= 0.0:
+                results[index] = low_positions.copy()
+            elif high_gap <= 0.0:
+                results[index] = high_positions.copy()
+            else:
+                best = (-low_gap, low_positions) if -low_gap <= high_gap else (high_gap, high_positions)
+                searches.append(_Search(index, target, self.low, self.high, low_gap, high_gap, best))
+        for _ in range(200):
+            if not searches:
+                break
+            levels = [search.next_level() for search in searches]
+            rows = evaluated(levels)
+            for search, level, positions in zip(searches, levels, rows):
+                if search.update(level, float(weights @ positions) - search.target, positions, tolerance):
+                    results[search.index] = search.best[1].copy()
+            searches = [search for search in searches if results[search.index] is None]
+        for search in searches:  # out of rounds: the best found, as solve() returns
+            results[search.index] = search.best[1].copy()
+        return results  # type: ignore[return-value]
 
     def solve(
         self,
@@ -181,3 +248,47 @@ class LevelTable:
                     low_gap *= 0.5
                 kept = 1
         return best[1]
+
+
+class _Search:
+    """One target's regula falsi in :meth:`LevelTable.solve_many`: the bracket, its gaps, the Illinois rule's memory
+    and the best positions so far, updated exactly as :meth:`LevelTable.solve` updates its own."""
+
+    __slots__ = ("index", "target", "low", "high", "low_gap", "high_gap", "best", "kept")
+
+    def __init__(
+        self,
+        index: int,
+        target: float,
+        low: float,
+        high: float,
+        low_gap: float,
+        high_gap: float,
+        best: tuple[float, numpy.ndarray],
+    ) -> None:
+        self.index, self.target = index, target
+        self.low, self.high, self.low_gap, self.high_gap = low, high, low_gap, high_gap
+        self.best, self.kept = best, 0
+
+    def next_level(self) -> float:
+        low, high, low_gap, high_gap = self.low, self.high, self.low_gap, self.high_gap
+        level = (low * high_gap - high * low_gap) / (high_gap - low_gap)
+        return level if low < level < high else 0.5 * (low + high)
+
+    def update(self, level: float, gap: float, positions: numpy.ndarray, tolerance: float) -> bool:
+        """Take the gap at ``level``; ``True`` when the search is done (:attr:`best` is its answer)."""
+        if abs(gap) < self.best[0]:
+            self.best = (abs(gap), positions)
+        if abs(gap) <= tolerance or self.high - self.low <= 1e-12:
+            return True
+        if gap < 0.0:
+            self.low, self.low_gap = level, gap
+            if self.kept == -1:
+                self.high_gap *= 0.5
+            self.kept = -1
+        else:
+            self.high, self.high_gap = level, gap
+            if self.kept == 1:
+                self.low_gap *= 0.5
+            self.kept = 1
+        return False

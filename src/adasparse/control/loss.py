@@ -365,6 +365,13 @@ class SparsityLoss:
         # Checked values that nothing rewrote (neither the clamp nor the projection) need no check next step.
         self._checked = checked if threshold_versions(self._tensors) == checked else None
 
+    def plan(self, targets: list[float]) -> None:
+        """The targets the coming steps will set, in order (a ramp's, up to the next measurement of the weights): in
+        ``"projection"`` mode with ``projection_slope="lamp"`` they are solved together with the next one solved.
+        Only a saving: every target gets the same thresholds, bit for bit, planned or not."""
+        if self.mode == "projection":
+            self._projection.plan(targets)
+
     def structured_distributions(self) -> list[MagnitudeDistribution | None]:
         """Per pruned tensor: the distribution of its group scores measured now if it is pruned by groups
         (channels, heads, blocks), else ``None`` (see :func:`.thresholds.adam_step`)."""

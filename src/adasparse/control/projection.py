@@ -183,6 +183,10 @@ class Projection:
         """The levels' tables, per set of tensors the level moves (idle ones aside)."""
         self._solved: tuple[Any, list[float], float] | None = None
         """The last solution: its (target, idle flags), the thresholds and the overall sparsity they reach."""
+        self._planned: list[float] = []
+        """Targets the coming projections will ask for (:meth:`plan`), solved with the next one solved."""
+        self._solutions: dict[Any, tuple[list[float], float]] = {}
+        """Solutions on the current levels, by (target, idle flags): the last solve's, planned targets included."""
         self._filled: ThresholdVersions | None = None
         """The thresholds' versions right after the last solution was written (nothing to write while equal)."""
         self._warned_unreachable = False
@@ -292,10 +296,17 @@ class Projection:
             ]
             self._runs = [_has_runs(m.sorted_float64()) for m in measured]
             self._limits = [m.position(MAX_THRESHOLD) for m in measured]  # a threshold prunes at most 5 std
-            self._tables, self._solved = {}, None
+            self._tables, self._solved, self._solutions = {}, None, {}
         key = (target, tuple(self.idle))
         if self._solved is None or self._solved[0] != key:
-            self._solved = (key, *self._solve_levels(target, measured))
+            solution = self._solutions.get(key)
+            if solution is None:
+                targets = [target, *(planned for planned in dict.fromkeys(self._planned) if planned != target)]
+                self._planned = []
+                solutions = self._solve_levels(targets, measured)
+                self._solutions = {(planned, key[1]): found for planned, found in zip(targets, solutions)}
+                solution = solutions[0]
+            self._solved = (key, *solution)
             self._filled = None
         _, values, overall = self._solved
         if self._filled != threshold_versions(self._tensors):
@@ -317,8 +328,53 @@ class Projection:
             return False
         return self._warned_unreachable or abs(self._solved[2] - target) <= UNREACHABLE_GAP
 
-    def _solve_levels(self, target: float, measured: list[MagnitudeDistribution]) -> tuple[list[float], float]:
-        """The thresholds of :meth:`_project_levels` and the overall sparsity they reach."""
+    def plan(self, targets: list[float]) -> None:
+        """The targets the coming projections will ask for, in order (a ramp's, up to the next measurement): with
+        ``slope="lamp"`` they are solved together with the next target solved (:meth:`LevelTable.solve_many`) and
+        put back when asked for, until the distributions are measured again. Only a saving: a target not planned is
+        solved when asked, to the same thresholds bit for bit."""
+        self._planned = list(targets)
+
+    def _solve_levels(
+        self, targets: list[float], measured: list[MagnitudeDistribution]
+    ) -> list[tuple[list[float], float]]:
+        """The thresholds of :meth:`_project_levels` for each of ``targets`` and the overall sparsity they reach;
+        targets whose level moves the same tensors are solved together."""
+        setups = [self._level_setup(target, measured) for target in targets]
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for index, (moving, _, rest) in enumerate(setups):
+            if moving and rest > 0.0:
+                groups.setdefault(tuple(moving), []).append(index)
+        for moving, indices in groups.items():
+            table = self._tables.get(moving)
+            if table is None:
+                table = self._tables[moving] = LevelTable([self._levels[i] for i in moving])  # type: ignore[index]
+            shares = [self._shares[i] for i in moving]
+            tolerance = 1e-3 * min(p / len(measured[i]) for p, i in zip(shares, moving))  # of one weight
+            limits = [self._limits[i] for i in moving]
+            rests = [setups[index][2] for index in indices]
+            if len(rests) == 1:
+                found = [table.solve(shares, rests[0], tolerance, limits)]
+            else:
+                found = table.solve_many(shares, rests, tolerance, limits)
+            runs = [self._runs[i] for i in moving]
+            layers = [measured[i] for i in moving]
+            for index, rest, positions in zip(indices, rests, found):
+                if any(runs):
+                    positions = _split_runs(table, layers, runs, shares, rest, tolerance, limits, positions)
+                values = setups[index][1]
+                for i, layer, has_runs, position in zip(moving, layers, runs, positions):
+                    values[i] = _threshold_at(layer, float(position), has_runs)
+        return [
+            (values, sum(p * m.zero_fraction(value) for p, m, value in zip(self._shares, measured, values)))
+            for _, values, _ in setups
+        ]
+
+    def _level_setup(
+        self, target: float, measured: list[MagnitudeDistribution]
+    ) -> tuple[list[int], list[float], float]:
+        """For ``target``: the tensors the common level moves (idle ones first, see :meth:`_project_levels`), the
+        thresholds of the others, and the part of the target left to the moving ones."""
         values = [0.0] * len(self._tensors)
         moving = [i for i, m in enumerate(measured) if len(m)]
         if any(self.idle):
@@ -330,22 +386,7 @@ class Projection:
                 values = [MAX_THRESHOLD if flag else 0.0 for flag in self.idle]
         others = set(range(len(values))) - set(moving)
         rest = target - sum(self._shares[i] * measured[i].zero_fraction(values[i]) for i in others)
-        if moving and rest > 0.0:
-            table = self._tables.get(tuple(moving))
-            if table is None:
-                table = self._tables[tuple(moving)] = LevelTable([self._levels[i] for i in moving])
-            shares = [self._shares[i] for i in moving]
-            tolerance = 1e-3 * min(p / len(measured[i]) for p, i in zip(shares, moving))  # of one weight
-            limits = [self._limits[i] for i in moving]
-            positions = table.solve(shares, rest, tolerance, limits)
-            runs = [self._runs[i] for i in moving]
-            layers = [measured[i] for i in moving]
-            if any(runs):
-                positions = _split_runs(table, layers, runs, shares, rest, tolerance, limits, positions)
-            for i, layer, has_runs, position in zip(moving, layers, runs, positions):
-                values[i] = _threshold_at(layer, float(position), has_runs)
-        overall = sum(p * m.zero_fraction(value) for p, m, value in zip(self._shares, measured, values))
-        return values, overall
+        return moving, values, rest
 
     def measured_state(self) -> list[dict[str, Any]] | None:
         """The recorded distributions' states (``None`` when never measured)."""

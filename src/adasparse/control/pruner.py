@@ -337,7 +337,15 @@ class Pruner:
             self._update_thresholds()
         if self.config.mode == "projection" and self.steps % self.config.correction_interval == 0:
             self._release_unreached()
+            if self.config.allocates_by_level and self.steps < self.config.ramp * self._planned_steps():
+                self._plan_ramp()
         self.criterion.step()
+
+    def _plan_ramp(self) -> None:
+        """At a measurement inside the ramp: hand the projection the targets of the steps up to the next one, which
+        it solves together (:meth:`SparsityLoss.plan`; the same thresholds as solving each when its step comes)."""
+        steps = range(self.steps, self.steps + self.config.correction_interval)
+        self.criterion.plan([self.criterion.target, *(self._target_at(step) for step in steps[1:])])
 
     @property
     def _takes_threshold_steps(self) -> bool:
