@@ -372,17 +372,23 @@ def test_with_ternary_weights_the_projection_counts_what_the_forward_pass_prunes
     assert sum(int((t.effective() == 0).sum()) for t in pruned) / 80_000 == pytest.approx(overall, abs=1e-12)
 
 
-def _ramp_run(monkeypatch: pytest.MonkeyPatch, planned: bool) -> tuple[list[list[float]], dict[str, torch.Tensor], int]:
-    """Every step's thresholds of a short default run with a ramp, its final weights, and how many targets were
-    solved together (:meth:`LevelTable.solve_many`)."""
+def _ramp_run(
+    monkeypatch: pytest.MonkeyPatch, planned: bool
+) -> tuple[list[list[float]], dict[str, torch.Tensor], int, int]:
+    """Every step's thresholds of a short default run with a ramp, its final weights, how many targets were solved
+    together (:meth:`LevelTable.solve_many`) and how many steps of the loss took the full path (checks, clamp,
+    projection) rather than putting a solution back."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, 10))
     pruner = adasparse.Pruner(model, target=0.9, total_steps=90, correction_interval=7)
     optimizer = torch.optim.SGD(pruner.param_groups(lr=0.05), lr=0.05, momentum=0.9)
     x, y = torch.randn(128, 64), torch.randint(0, 10, (128,))
-    together = []
-    solve_many = LevelTable.solve_many
+    together, full_steps = [], []
+    solve_many, full_step = LevelTable.solve_many, adasparse.SparsityLoss._full_step
     with monkeypatch.context() as patch:
+        patch.setattr(
+            adasparse.SparsityLoss, "_full_step", lambda self, *a: full_steps.append(1) or full_step(self, *a)
+        )
         if not planned:
             patch.setattr(Projection, "plan", lambda self, targets: None)
         patch.setattr(
@@ -398,13 +404,16 @@ def _ramp_run(monkeypatch: pytest.MonkeyPatch, planned: bool) -> tuple[list[list
             optimizer.step()
             pruner.step()
             thresholds.append([r.item() for r in adasparse.threshold_parameters(model)])
-    return thresholds, {name: value.clone() for name, value in pruner.finish().state_dict().items()}, sum(together)
+    weights = {name: value.clone() for name, value in pruner.finish().state_dict().items()}
+    return thresholds, weights, sum(together), len(full_steps)
 
 
 def test_a_ramp_solved_ahead_trains_the_weights_of_one_solved_step_by_step(monkeypatch: pytest.MonkeyPatch) -> None:
-    planned_thresholds, planned_weights, together = _ramp_run(monkeypatch, planned=True)
-    stepwise_thresholds, stepwise_weights, alone = _ramp_run(monkeypatch, planned=False)
+    planned_thresholds, planned_weights, together, planned_full = _ramp_run(monkeypatch, planned=True)
+    stepwise_thresholds, stepwise_weights, alone, stepwise_full = _ramp_run(monkeypatch, planned=False)
     assert together >= 25 and alone == 0  # the ramp's 27 steps (step 0's target is 0): solved ahead, or one by one
+    # Solved ahead, a ramp step only writes its solution; step by step, each takes the checks and the projection.
+    assert planned_full <= 12 < 27 <= stepwise_full
     assert planned_thresholds == stepwise_thresholds  # every step's thresholds, exactly
     assert len({tuple(r) for r in planned_thresholds[:27]}) == 27  # the ramp moved them at every step
     assert planned_weights.keys() == stepwise_weights.keys()

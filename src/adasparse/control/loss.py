@@ -332,7 +332,8 @@ class SparsityLoss:
         thresholds onto ``S = target``.
 
         A step that would change nothing (projection mode, no measurement due, no threshold written since the last
-        check, the last solution still standing) only counts itself: the thresholds hold values already checked.
+        check, the last solution still standing) only counts itself: the thresholds hold values already checked; one
+        whose target was solved ahead (:meth:`plan`) only writes that solution, whose values need no check.
 
         Raises:
             ValueError: a threshold or weight is NaN or infinite (the training diverged), naming the layer.
@@ -343,10 +344,15 @@ class SparsityLoss:
             and not self._structured
             and self._steps % self.correction_interval != 0
             and self._checked == versions
-            and self._projection.is_current(self.target, self.correction, versions)
         ):
-            self._steps += 1
-            return
+            if self._projection.is_current(self.target, self.correction, versions):
+                self._steps += 1
+                return
+            written = self._projection.put_back(self.target, self.correction)  # a ramp's target solved ahead
+            if written is not None:
+                self._steps += 1
+                self._checked = written
+                return
         self._full_step(versions)
 
     @no_grad
@@ -362,8 +368,12 @@ class SparsityLoss:
             self._projection.measure(structured_only=True)
         self._steps += 1
         self._projection.project(self.target, self.correction)  # checked for divergence above
-        # Checked values that nothing rewrote (neither the clamp nor the projection) need no check next step.
-        self._checked = checked if threshold_versions(self._tensors) == checked else None
+        # Checked values that nothing rewrote (neither the clamp nor the projection) need no check next step, nor do
+        # the values of a layer-adaptive solution in [0, 5] that the projection wrote.
+        versions = threshold_versions(self._tensors)
+        if versions != checked:
+            checked = self._projection.written_in_range()
+        self._checked = checked if versions == checked else None
 
     def plan(self, targets: list[float]) -> None:
         """The targets the coming steps will set, in order (a ramp's, up to the next measurement of the weights): in

@@ -418,6 +418,11 @@ class Projection:
             overall = self._project_levels(target)
         else:
             overall = self._project_along_slopes(target, correction)
+        self._check_reached(target, overall)
+        return overall
+
+    def _check_reached(self, target: float, overall: float) -> None:
+        """Warn once when the projection ended farther than :data:`UNREACHABLE_GAP` from ``target``."""
         if abs(overall - target) > UNREACHABLE_GAP and not self._warned_unreachable:
             self._warned_unreachable = True
             warnings.warn(
@@ -425,9 +430,30 @@ class Projection:
                 f"{overall:.4f} with every threshold at its limit (e.g. a layer of constant weights is always "
                 "fully pruned); warning once",
                 UserWarning,
-                stacklevel=3,  # the caller of project(), past the no_grad wrapper
+                stacklevel=4,  # the caller of project() or put_back(), past the no_grad wrapper
             )
-        return overall
+
+    @no_grad
+    def put_back(self, target: float, correction: bool) -> ThresholdVersions | None:
+        """:meth:`project` for a target solved ahead (:meth:`plan`) on the current distributions: its thresholds
+        written, and their versions after returned; ``None``, with nothing done, when there is no such solution. Every
+        value it writes is finite and in ``[0, 5]`` (in any floating dtype: rounding keeps both ends), so what it
+        writes needs no divergence check or clamp afterwards."""
+        if self._budget is not None or not correction or self.slope != "lamp" or self._levels is None:
+            return None
+        solution = self._solutions.get((target, tuple(self.idle)))
+        if solution is None or not _in_range(solution[0]):
+            return None
+        self._check_reached(target, self._project_levels(target))
+        return self._filled
+
+    def written_in_range(self) -> ThresholdVersions | None:
+        """The thresholds' versions right after the last write of a layer-adaptive solution whose values all lie in
+        ``[0, 5]`` (``None`` otherwise): while they are the thresholds' versions, the thresholds need no divergence
+        check or clamp."""
+        if self._solved is None or self._filled is None or not _in_range(self._solved[1]):
+            return None
+        return self._filled
 
     def _project_along_slopes(self, target: float, correction: bool) -> float:
         """The projection along each threshold's slope (``"gaussian"`` or ``"measured"``, see
@@ -462,6 +488,11 @@ class Projection:
         for r, value in zip(thresholds, projected):
             r.fill_(min(max(value, 0.0), MAX_THRESHOLD))  # the same sparsity: the forward clamps r there anyway
         return overall
+
+
+def _in_range(values: list[float]) -> bool:
+    """Whether every threshold value is in ``[0, 5]`` (so finite), as it stays once written in any floating dtype."""
+    return all(0.0 <= value <= MAX_THRESHOLD for value in values)
 
 
 def _shifted_positions(

@@ -163,6 +163,8 @@ class Pruner:
             projection_slope=config.projection_slope,
         )
         self._tensors: list[PrunedTensor] = pruning_units(model)
+        self._raw_keys = [pruned.tensor_name + ORIG_SUFFIX for pruned in self._tensors]
+        self._moves_thresholds = config.threshold_update == "adam" and not config.allocates_by_level
         self._bounded: list[bool] | None = None  # which tensors take the pruned-gradient bound, once known
         self._norm_inputs: NormInputs | None = None
         if config.pruned_gradient_bound is not None:
@@ -218,6 +220,8 @@ class Pruner:
         if self.config.ramp <= 0.0:
             return self.target
         progress = 0.0 if step == 0 else min(step / self._planned_steps(), 1.0)
+        if progress >= self.config.ramp:
+            return self.target  # what the ramp returns from its end on
         return cubic_ramp(progress, self.target, end=self.config.ramp)
 
     @property
@@ -266,12 +270,20 @@ class Pruner:
         return self.criterion()
 
     # -- the step -----------------------------------------------------------------------------------------------
+    def _raw_weights(self) -> list[nn.Parameter | None]:
+        """The raw weights the model holds now (``None`` for a desparsified layer)."""
+        return [pruned.module._parameters.get(key) for pruned, key in zip(self._tensors, self._raw_keys)]
+
     def _signature(self) -> tuple[int, ...]:
         """The raw weights' identities (a replaced or desparsified layer has another, or none)."""
-        return tuple(id(t.module._parameters.get(t.tensor_name + ORIG_SUFFIX)) for t in self._tensors)
+        return tuple(map(id, self._raw_weights()))
 
     def _parameter_versions(self) -> tuple[int, ...]:
-        return tuple(t.raw._version for t in self._tensors)
+        """The raw weights' version counters; ``RuntimeError`` (see :meth:`_check_open`) when the model changed."""
+        raws = self._raw_weights()
+        if tuple(map(id, raws)) != self._identity:
+            raise _model_changed()
+        return tuple(raw._version for raw in raws)  # type: ignore[union-attr]
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
@@ -282,10 +294,7 @@ class Pruner:
         if self.finished:
             raise RuntimeError(f"Pruner.{method}() after finish(): the model is already a plain pruned model")
         if self._signature() != self._identity:
-            raise RuntimeError(
-                "the model changed after the Pruner was built (a pruned layer was replaced, desparsified or "
-                "re-sparsified): build a new Pruner for the new model"
-            )
+            raise _model_changed()
 
     def step(self) -> None:
         """Advance the life cycle by one optimizer step; call it right after ``optimizer.step()`` (and before
@@ -296,11 +305,12 @@ class Pruner:
         pruned layers were replaced or :attr:`total_steps` was never set, and ``ValueError`` when a threshold or
         weight is no longer finite.
         """
-        self._check_open("step")
+        if self.finished:
+            raise RuntimeError("Pruner.step() after finish(): the model is already a plain pruned model")
+        versions = self._parameter_versions()  # and the check that the model was not changed
         total_steps = self._planned_steps()
         if self._norm_inputs is not None and not self._norm_inputs.done:
             self._norm_inputs.finish()  # the model's forward ran (a step follows one) but not through its root
-        versions = self._parameter_versions()
         if versions == self._versions:
             self._warn_once(
                 "no-step",
@@ -327,7 +337,9 @@ class Pruner:
             self.freeze()
             versions = self._parameter_versions()  # fixing the zeros wrote the weights
         if not self.frozen:
-            self.criterion.target = self._target_at(self.steps)
+            target = self._target_at(self.steps)
+            if target != self.criterion.target:
+                self.criterion.target = target
         self._versions = versions
 
     @no_grad
@@ -350,7 +362,7 @@ class Pruner:
     @property
     def _takes_threshold_steps(self) -> bool:
         """Whether the pruner moves the thresholds by their own Adam step (not when they follow the level)."""
-        return self.config.threshold_update == "adam" and not self.config.allocates_by_level
+        return self._moves_thresholds
 
     def _release_unreached(self) -> None:
         """Mark the layers the loss never reaches as idle: the projection prunes them first (see
@@ -503,3 +515,10 @@ class Pruner:
             f"Pruner(target={self.target}, step {self.steps}/{self._total_steps or '?'}, {phase}, "
             f"mode={self.config.mode!r}, layers={len(self._tensors)})"
         )
+
+
+def _model_changed() -> RuntimeError:
+    return RuntimeError(
+        "the model changed after the Pruner was built (a pruned layer was replaced, desparsified or re-sparsified): "
+        "build a new Pruner for the new model"
+    )
