@@ -168,19 +168,16 @@ class LevelTable:
                 numpy.minimum(rows, caps, out=rows)
             return rows
 
-        low_positions, high_positions = evaluated([self.low, self.high])
-        low_sum, high_sum = float(weights @ low_positions), float(weights @ high_positions)
+        ends = evaluated([self.low, self.high])
+        sums = float(weights @ ends[0]), float(weights @ ends[1])
         results: list[numpy.ndarray | None] = [None] * len(targets)
         searches: list[_Search] = []
         for index, target in enumerate(targets):
-            low_gap, high_gap = low_sum - target, high_sum - target
-            if low_gap >= 0.0:
-                results[index] = low_positions.copy()
-            elif high_gap <= 0.0:
-                results[index] = high_positions.copy()
+            start = self._start(index, target, sums, (ends[0], ends[1]))
+            if isinstance(start, _Search):
+                searches.append(start)
             else:
-                best = (-low_gap, low_positions) if -low_gap <= high_gap else (high_gap, high_positions)
-                searches.append(_Search(index, target, self.low, self.high, low_gap, high_gap, best))
+                results[index] = start.copy()
         for _ in range(200):
             if not searches:
                 break
@@ -212,47 +209,43 @@ class LevelTable:
         caps = None if limits is None else numpy.asarray(limits, dtype=numpy.float64)
         least = None if floors is None else numpy.asarray(floors, dtype=numpy.float64)
 
-        def gap_at(level: float) -> tuple[float, numpy.ndarray]:
+        def evaluated(level: float) -> numpy.ndarray:
             positions = self.positions(level)
             if caps is not None:
                 numpy.minimum(positions, caps, out=positions)
             if least is not None:
                 numpy.maximum(positions, least, out=positions)
-            return float(weights @ positions) - target, positions
+            return positions
 
-        low, high = self.low, self.high
-        (low_gap, low_positions), (high_gap, high_positions) = gap_at(low), gap_at(high)
-        if low_gap >= 0.0:
-            return low_positions
-        if high_gap <= 0.0:
-            return high_positions
-        best = (-low_gap, low_positions) if -low_gap <= high_gap else (high_gap, high_positions)
-        kept = 0
+        ends = evaluated(self.low), evaluated(self.high)
+        search = self._start(0, target, (float(weights @ ends[0]), float(weights @ ends[1])), ends)
+        if not isinstance(search, _Search):
+            return search
         for _ in range(200):
-            level = (low * high_gap - high * low_gap) / (high_gap - low_gap)
-            if not low < level < high:
-                level = 0.5 * (low + high)
-            gap, positions = gap_at(level)
-            if abs(gap) < best[0]:
-                best = (abs(gap), positions)
-            if abs(gap) <= tolerance or high - low <= 1e-12:
+            level = search.next_level()
+            positions = evaluated(level)
+            if search.update(level, float(weights @ positions) - target, positions, tolerance):
                 break
-            if gap < 0.0:
-                low, low_gap = level, gap
-                if kept == -1:
-                    high_gap *= 0.5
-                kept = -1
-            else:
-                high, high_gap = level, gap
-                if kept == 1:
-                    low_gap *= 0.5
-                kept = 1
-        return best[1]
+        return search.best[1]
+
+    def _start(
+        self, index: int, target: float, sums: tuple[float, float], ends: tuple[numpy.ndarray, numpy.ndarray]
+    ) -> _Search | numpy.ndarray:
+        """The search for ``target`` between the table's ends (their positions ``ends``, whose weighted ``sums`` the
+        overall is), or the positions of the end that already meets it (the end's own array)."""
+        low_gap, high_gap = sums[0] - target, sums[1] - target
+        if low_gap >= 0.0:
+            return ends[0]
+        if high_gap <= 0.0:
+            return ends[1]
+        best = (-low_gap, ends[0]) if -low_gap <= high_gap else (high_gap, ends[1])
+        return _Search(index, target, self.low, self.high, low_gap, high_gap, best)
 
 
 class _Search:
-    """One target's regula falsi in :meth:`LevelTable.solve_many`: the bracket, its gaps, the Illinois rule's memory
-    and the best positions so far, updated exactly as :meth:`LevelTable.solve` updates its own."""
+    """One target's regula falsi (:meth:`LevelTable.solve`, :meth:`LevelTable.solve_many`): the bracket, its gaps,
+    the Illinois rule's memory (the end kept twice has its gap halved, so neither end stalls) and the best positions
+    so far."""
 
     __slots__ = ("index", "target", "low", "high", "low_gap", "high_gap", "best", "kept")
 
