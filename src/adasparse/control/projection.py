@@ -332,8 +332,8 @@ class Projection:
         """The targets the coming projections will ask for, in order (a ramp's, up to the next measurement): with
         ``slope="lamp"`` they are solved together with the next target solved (:meth:`LevelTable.solve_many`) and
         put back when asked for, until the distributions are measured again. Only a saving: a target not planned is
-        solved when asked, to the same thresholds bit for bit."""
-        self._planned = list(targets)
+        solved when asked, to the same thresholds bit for bit. Other slopes keep no plan."""
+        self._planned = list(targets) if self.slope == "lamp" else []
 
     def _solve_levels(
         self, targets: list[float], measured: list[MagnitudeDistribution]

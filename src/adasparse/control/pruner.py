@@ -263,7 +263,7 @@ class Pruner:
         """The sparsity term to add to the task loss: the penalty of the ``adaptive``/``fixed``/``upper``/
         ``constraint`` modes, a zero tensor in the projection mode and once the zeros are fixed."""
         if self.finished:
-            raise RuntimeError("Pruner.loss() after finish(): the model is already a plain pruned model")
+            raise _after_finish("loss")
         if not self.penalises:
             threshold = self._tensors[0].threshold
             return torch.zeros((), dtype=threshold.dtype, device=threshold.device)
@@ -292,7 +292,7 @@ class Pruner:
 
     def _check_open(self, method: str) -> None:
         if self.finished:
-            raise RuntimeError(f"Pruner.{method}() after finish(): the model is already a plain pruned model")
+            raise _after_finish(method)
         if self._signature() != self._identity:
             raise _model_changed()
 
@@ -306,7 +306,7 @@ class Pruner:
         weight is no longer finite.
         """
         if self.finished:
-            raise RuntimeError("Pruner.step() after finish(): the model is already a plain pruned model")
+            raise _after_finish("step")
         versions = self._parameter_versions()  # and the check that the model was not changed
         total_steps = self._planned_steps()
         if self._norm_inputs is not None and not self._norm_inputs.done:
@@ -515,6 +515,10 @@ class Pruner:
             f"Pruner(target={self.target}, step {self.steps}/{self._total_steps or '?'}, {phase}, "
             f"mode={self.config.mode!r}, layers={len(self._tensors)})"
         )
+
+
+def _after_finish(method: str) -> RuntimeError:
+    return RuntimeError(f"Pruner.{method}() after finish(): the model is already a plain pruned model")
 
 
 def _model_changed() -> RuntimeError:
