@@ -137,12 +137,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-write", action="store_true", help="print the table only")
     parser.add_argument("--child", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error(f"--repeats must be >= 1, got {args.repeats}")
+    malformed = [entry for entry in args.models if entry.count(":") != 1]
+    if malformed:
+        parser.error(f"--models takes DATASET:MODEL entries (e.g. mnist1d:cnn1d), got {' '.join(malformed)}")
     if args.child is not None:
         dataset, model = args.models[0].split(":")
         args.child.write_text(json.dumps(timed_run(dataset, model, args.seed, args.epochs)))
         return
-    if args.repeats < 1:
-        parser.error(f"--repeats must be >= 1, got {args.repeats}")
     sources = {"this code": THIS_SOURCE}
     if args.against is not None:
         if not (args.against / "adasparse" / "__init__.py").is_file():

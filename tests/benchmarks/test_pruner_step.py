@@ -41,3 +41,17 @@ def test_the_table_puts_the_two_codes_side_by_side_with_their_ratio(script) -> N
     assert len(lines) == 2 + 3  # header, rule, two phases and the whole run
     assert "| mlp (digits) | ramp, between | 3 | 0.012, 4000 | 0.003, 1000 | 4.00 |" in lines
     assert lines[-1].startswith("| mlp (digits) | all | 4 | 0.022 | 0.013 | 1.69 |")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--models", "cnn1d"], "--models takes DATASET:MODEL"),
+        (["--repeats", "0"], "--repeats must be >= 1"),
+        (["--against", "."], "no adasparse package in that folder"),
+    ],
+)
+def test_bad_arguments_are_refused_by_name_before_anything_runs(script, capsys, argv, message) -> None:
+    with pytest.raises(SystemExit):
+        script.main([*argv, "--no-write"])
+    assert message in capsys.readouterr().err
